@@ -1,0 +1,28 @@
+//! jotgate-core: the pure domain of jotgate — usernames, password policy and hashing,
+//! signing keys and their JWKS, access-token claims, the one verification policy, and
+//! refresh-token material.
+//!
+//! It does no I/O and needs no async runtime: the store, the HTTP server and the CLI build
+//! on it. All cryptography comes from maintained crates (`jsonwebtoken` on `aws-lc-rs`,
+//! RustCrypto `argon2`); this crate only decides *which* checks run and in what order.
+//!
+//! The key design decision: the algorithm a token is verified with comes from the key
+//! that its `kid` names, never from the token header. A header that disagrees with its key
+//! is rejected before any signature work.
+
+pub mod claims;
+pub mod keys;
+pub mod password;
+pub mod random;
+pub mod refresh;
+pub mod token;
+pub mod username;
+
+pub use claims::{AccessClaims, scopes_for_roles};
+pub use keys::{KeyError, KeyMaterial, SigningAlg};
+pub use password::{PasswordError, PasswordHasher, PasswordParams};
+pub use token::{TokenError, TokenErrorKind, TokenPolicy, TokenSigner, TokenVerifier};
+pub use username::{Username, UsernameError};
+
+/// Seconds since the Unix epoch. Callers pass "now" in, so the core stays pure and testable.
+pub type UnixTime = i64;
