@@ -1,1 +1,159 @@
+//! jotgate-store: the [`Store`] trait — everything jotgate persists — and its backends.
+//!
+//! One trait, one implementation per backend, chosen once at start-up; never an `if` per
+//! query. The embedded SQLite backend is the default (feature `sqlite`); PostgreSQL and
+//! DynamoDB backends implement the same trait and must pass the same [`contract`] suite.
+//!
+//! Not for: HTTP meaning, token signing or password hashing — those live in the server and
+//! core crates. Values arrive here already validated (canonical usernames, hashed tokens).
 
+pub mod contract;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule refused the write (e.g. the username is taken).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The backend failed (I/O, corruption, unreachable server). The message is for logs.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// An account as the API shows it: never a password hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: String,
+    /// The spelling chosen at sign-up.
+    pub username: String,
+    pub roles: Vec<String>,
+    pub created_at: i64,
+}
+
+/// An account with its credential, for the login path only.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub user: User,
+    /// Canonical (NFKC + case-folded) username.
+    pub username_key: String,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: String,
+    pub username_key: String,
+    pub username_display: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub created_at: i64,
+}
+
+/// A signing key as stored: private material (PKCS#8 DER) and its life cycle.
+#[derive(Clone)]
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: String,
+    pub private_der: Vec<u8>,
+    pub created_at: i64,
+    /// When it stopped signing; it stays published until its last token has expired.
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("private_der", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish()
+    }
+}
+
+/// The first refresh token of a new login session (family).
+#[derive(Debug, Clone)]
+pub struct NewRefresh {
+    pub token_hash: String,
+    pub family_id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// One presentation of a refresh token.
+#[derive(Debug, Clone)]
+pub struct Rotate {
+    pub presented_hash: String,
+    /// The nonce and hash of the successor to create if this is the first use.
+    pub nonce: String,
+    pub successor_hash: String,
+    pub successor_expires_at: i64,
+    pub now: i64,
+    /// A repeat within this many seconds of the first use gets the same successor.
+    pub grace_secs: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// First use: the successor was stored.
+    Rotated { user_id: String, family_id: String },
+    /// A repeat inside the grace window: derive the successor again from this nonce.
+    Repeat {
+        user_id: String,
+        family_id: String,
+        nonce: String,
+    },
+    /// A spent token presented after the grace window: the whole family is now revoked.
+    Reused { family_id: String },
+    /// Unknown, expired, or its family is revoked.
+    Invalid,
+}
+
+/// A revoked access token, kept until its own expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Monotonic position in the revocation feed.
+    pub seq: i64,
+    pub jti: String,
+    pub expires_at: i64,
+}
+
+/// Everything jotgate persists. Implementations must be safe to share across tasks and,
+/// for multi-instance backends, across processes: each method is atomic on its own.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs (`sqlite:/path`, never credentials).
+    fn describe(&self) -> String;
+
+    async fn create_user(&self, user: NewUser) -> Result<User>;
+    async fn user_by_key(&self, username_key: &str) -> Result<Option<UserRecord>>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
+    async fn list_users(&self) -> Result<Vec<User>>;
+    async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()>;
+
+    async fn insert_key(&self, key: StoredKey) -> Result<()>;
+    /// All keys, oldest first.
+    async fn keys(&self) -> Result<Vec<StoredKey>>;
+    /// Make `kid` the signing key: every other unretired key is retired at `now`.
+    async fn activate_key(&self, kid: &str, now: i64) -> Result<()>;
+
+    async fn insert_refresh(&self, token: NewRefresh) -> Result<()>;
+    /// Rotate atomically: of concurrent presentations of one token, exactly one rotates.
+    async fn rotate_refresh(&self, req: Rotate) -> Result<RotateOutcome>;
+    async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()>;
+
+    /// Deny an access token until `expires_at`. Idempotent.
+    async fn revoke_jti(&self, jti: &str, expires_at: i64, now: i64) -> Result<()>;
+    /// Unexpired revocations with `seq > since`, in feed order.
+    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>>;
+}

@@ -1,0 +1,265 @@
+//! The contract every [`Store`](crate::Store) backend passes: one function per behaviour,
+//! and [`store_contract_tests!`](crate::store_contract_tests) to run them all against a
+//! backend factory (`async fn() -> Arc<dyn Store>` returning a fresh, empty store).
+//!
+//! These are test helpers: they panic on the first broken promise.
+
+use std::sync::Arc;
+
+use crate::{NewRefresh, NewUser, Rotate, RotateOutcome, Store, StoreError, StoredKey};
+
+/// Generate one `#[tokio::test]` per contract item for the given store factory.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($factory:path) => {
+        $crate::store_contract_tests!(@each $factory;
+            users, keys, refresh_rotation, refresh_reuse_revokes_family,
+            refresh_expiry_and_logout, concurrent_rotation_has_one_winner, revocations);
+    };
+    (@each $factory:path; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                $crate::contract::$name($factory().await).await;
+            }
+        )*
+    };
+}
+
+fn new_user(id: &str, key: &str) -> NewUser {
+    NewUser {
+        id: id.into(),
+        username_key: key.into(),
+        username_display: key.to_uppercase(),
+        password_hash: "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        roles: vec!["admin".into()],
+        created_at: 100,
+    }
+}
+
+pub async fn users(s: Arc<dyn Store>) {
+    let u = s.create_user(new_user("u1", "alice")).await.unwrap();
+    assert_eq!(u.username, "ALICE");
+    assert_eq!(u.roles, vec!["admin".to_string()]);
+    let dup = s.create_user(new_user("u2", "alice")).await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict(_))),
+        "duplicate username must conflict: {dup:?}"
+    );
+    // The failed insert left nothing behind.
+    assert!(s.user_by_id("u2").await.unwrap().is_none());
+    let rec = s.user_by_key("alice").await.unwrap().expect("alice exists");
+    assert_eq!(rec.user, u);
+    assert!(rec.password_hash.starts_with("$argon2id$"));
+    assert!(s.user_by_key("bob").await.unwrap().is_none());
+    assert_eq!(s.user_by_id("u1").await.unwrap(), Some(u.clone()));
+    s.create_user(new_user("u3", "bob")).await.unwrap();
+    let all = s.list_users().await.unwrap();
+    assert_eq!(all.len(), 2);
+    s.set_password_hash("u1", "$argon2id$new").await.unwrap();
+    assert_eq!(
+        s.user_by_key("alice").await.unwrap().unwrap().password_hash,
+        "$argon2id$new"
+    );
+    assert!(matches!(
+        s.set_password_hash("nobody", "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+fn key(kid: &str, created_at: i64) -> StoredKey {
+    StoredKey {
+        kid: kid.into(),
+        alg: "RS256".into(),
+        private_der: vec![1, 2, 3],
+        created_at,
+        retired_at: None,
+    }
+}
+
+pub async fn keys(s: Arc<dyn Store>) {
+    assert!(s.keys().await.unwrap().is_empty());
+    s.insert_key(key("k1", 10)).await.unwrap();
+    s.insert_key(key("k2", 20)).await.unwrap();
+    assert!(matches!(
+        s.insert_key(key("k1", 30)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.activate_key("k2", 25).await.unwrap();
+    let ks = s.keys().await.unwrap();
+    assert_eq!(
+        ks.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        ["k1", "k2"]
+    );
+    assert_eq!(ks[0].retired_at, Some(25));
+    assert_eq!(ks[1].retired_at, None);
+    assert_eq!(ks[1].private_der, vec![1, 2, 3]);
+    assert!(matches!(
+        s.activate_key("nope", 30).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn family(s: &Arc<dyn Store>, hash: &str, fam: &str, now: i64) {
+    s.create_user(new_user(&format!("user-{fam}"), &format!("user-{fam}")))
+        .await
+        .unwrap();
+    s.insert_refresh(NewRefresh {
+        token_hash: hash.into(),
+        family_id: fam.into(),
+        user_id: format!("user-{fam}"),
+        created_at: now,
+        expires_at: now + 1000,
+    })
+    .await
+    .unwrap();
+}
+
+fn rotate(presented: &str, nonce: &str, successor: &str, now: i64) -> Rotate {
+    Rotate {
+        presented_hash: presented.into(),
+        nonce: nonce.into(),
+        successor_hash: successor.into(),
+        successor_expires_at: now + 1000,
+        now,
+        grace_secs: 10,
+    }
+}
+
+pub async fn refresh_rotation(s: Arc<dyn Store>) {
+    family(&s, "h0", "f1", 100).await;
+    let r = s
+        .rotate_refresh(rotate("h0", "n1", "h1", 110))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        RotateOutcome::Rotated {
+            user_id: "user-f1".into(),
+            family_id: "f1".into()
+        }
+    );
+    // A repeat inside the grace window learns the first rotation's nonce and creates nothing.
+    let again = s
+        .rotate_refresh(rotate("h0", "n2", "h2", 115))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        RotateOutcome::Repeat {
+            user_id: "user-f1".into(),
+            family_id: "f1".into(),
+            nonce: "n1".into()
+        }
+    );
+    assert_eq!(
+        s.rotate_refresh(rotate("h2", "n", "h3", 115))
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+    // The successor works.
+    assert!(matches!(
+        s.rotate_refresh(rotate("h1", "n3", "h4", 116))
+            .await
+            .unwrap(),
+        RotateOutcome::Rotated { .. }
+    ));
+    assert_eq!(
+        s.rotate_refresh(rotate("nope", "n", "x", 116))
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+}
+
+pub async fn refresh_reuse_revokes_family(s: Arc<dyn Store>) {
+    family(&s, "h0", "f1", 100).await;
+    s.rotate_refresh(rotate("h0", "n1", "h1", 110))
+        .await
+        .unwrap();
+    // After the grace window, presenting the spent token revokes the family…
+    let r = s
+        .rotate_refresh(rotate("h0", "n2", "h2", 121))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        RotateOutcome::Reused {
+            family_id: "f1".into()
+        }
+    );
+    // …so the legitimate successor is dead too.
+    assert_eq!(
+        s.rotate_refresh(rotate("h1", "n3", "h3", 122))
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+}
+
+pub async fn refresh_expiry_and_logout(s: Arc<dyn Store>) {
+    family(&s, "h0", "f1", 100).await;
+    assert_eq!(
+        s.rotate_refresh(rotate("h0", "n", "h1", 1100))
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+    family(&s, "g0", "f2", 100).await;
+    s.revoke_family("f2", 150).await.unwrap();
+    s.revoke_family("f2", 151).await.unwrap();
+    assert_eq!(
+        s.rotate_refresh(rotate("g0", "n", "g1", 160))
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+}
+
+pub async fn concurrent_rotation_has_one_winner(s: Arc<dyn Store>) {
+    family(&s, "h0", "f1", 100).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            s.rotate_refresh(rotate("h0", &format!("n{i}"), &format!("h{i}-next"), 110))
+                .await
+        }));
+    }
+    let mut rotated = Vec::new();
+    let mut nonces = Vec::new();
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            RotateOutcome::Rotated { .. } => rotated.push(()),
+            RotateOutcome::Repeat { nonce, .. } => nonces.push(nonce),
+            other => panic!("unexpected outcome under concurrency: {other:?}"),
+        }
+    }
+    assert_eq!(rotated.len(), 1, "exactly one rotation");
+    assert_eq!(nonces.len(), 15);
+    nonces.dedup();
+    assert_eq!(nonces.len(), 1, "every repeat sees the winner's nonce");
+}
+
+pub async fn revocations(s: Arc<dyn Store>) {
+    assert!(s.revocations_since(0, 100).await.unwrap().is_empty());
+    s.revoke_jti("j1", 200, 100).await.unwrap();
+    s.revoke_jti("j1", 200, 101).await.unwrap();
+    s.revoke_jti("j2", 150, 102).await.unwrap();
+    let all = s.revocations_since(0, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.jti.as_str()).collect::<Vec<_>>(),
+        ["j1", "j2"]
+    );
+    assert!(all[0].seq < all[1].seq);
+    let later = s.revocations_since(all[0].seq, 100).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].jti, "j2");
+    // Expired entries are never returned.
+    let after = s.revocations_since(0, 160).await.unwrap();
+    assert_eq!(
+        after.iter().map(|r| r.jti.as_str()).collect::<Vec<_>>(),
+        ["j1"]
+    );
+}

@@ -1,0 +1,483 @@
+//! The embedded default backend: one SQLite file (WAL mode), safe to share between the
+//! server and the CLI running at the same time. Calls run on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::{
+    NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store, StoreError, StoredKey,
+    User, UserRecord,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id            TEXT PRIMARY KEY,
+    username_key  TEXT NOT NULL UNIQUE,
+    username      TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    roles         TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid         TEXT PRIMARY KEY,
+    alg         TEXT NOT NULL,
+    private_der BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    retired_at  INTEGER
+);
+CREATE TABLE IF NOT EXISTS refresh_families (
+    family_id  TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash     TEXT PRIMARY KEY,
+    family_id      TEXT NOT NULL REFERENCES refresh_families(family_id),
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    used_at        INTEGER,
+    rotation_nonce TEXT
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens(family_id);
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    jti        TEXT NOT NULL UNIQUE,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER NOT NULL
+);
+";
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file and apply the schema.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::init(&conn)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory().map_err(backend)?;
+        Self::init(&conn)?;
+        Ok(Self {
+            path: PathBuf::from(":memory:"),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn init(conn: &Connection) -> Result<()> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| backend("connection lock poisoned"))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+struct UserRow {
+    id: String,
+    username: String,
+    roles_json: String,
+    created_at: i64,
+    username_key: String,
+    password_hash: String,
+}
+
+const USER_COLS: &str = "id, username, roles, created_at, username_key, password_hash";
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        roles_json: r.get(2)?,
+        created_at: r.get(3)?,
+        username_key: r.get(4)?,
+        password_hash: r.get(5)?,
+    })
+}
+
+impl UserRow {
+    fn into_record(self) -> Result<UserRecord> {
+        Ok(UserRecord {
+            user: User {
+                id: self.id,
+                username: self.username,
+                roles: serde_json::from_str(&self.roles_json).map_err(backend)?,
+                created_at: self.created_at,
+            },
+            username_key: self.username_key,
+            password_hash: self.password_hash,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User> {
+        self.with(move |c| {
+            let roles = serde_json::to_string(&user.roles).map_err(backend)?;
+            let res = c.execute(
+                "INSERT INTO users (id, username_key, username, password_hash, roles, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    user.id,
+                    user.username_key,
+                    user.username_display,
+                    user.password_hash,
+                    roles,
+                    user.created_at
+                ],
+            );
+            match res {
+                Ok(_) => Ok(User {
+                    id: user.id,
+                    username: user.username_display,
+                    roles: user.roles,
+                    created_at: user.created_at,
+                }),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::Conflict("username"))
+                }
+                Err(e) => Err(backend(e)),
+            }
+        })
+        .await
+    }
+
+    async fn user_by_key(&self, username_key: &str) -> Result<Option<UserRecord>> {
+        let key = username_key.to_string();
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    &format!("SELECT {USER_COLS} FROM users WHERE username_key = ?1"),
+                    params![key],
+                    user_row,
+                )
+                .optional()
+                .map_err(backend)?;
+            row.map(UserRow::into_record).transpose()
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        let id = id.to_string();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+                params![id],
+                user_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .map(|r| r.into_record().map(|rec| rec.user))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {USER_COLS} FROM users ORDER BY created_at, username_key"
+                ))
+                .map_err(backend)?;
+            let rows = stmt.query_map([], user_row).map_err(backend)?;
+            rows.map(|r| r.map_err(backend)?.into_record().map(|rec| rec.user))
+                .collect()
+        })
+        .await
+    }
+
+    async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {
+        let (id, hash) = (user_id.to_string(), password_hash.to_string());
+        self.with(move |c| {
+            match c
+                .execute(
+                    "UPDATE users SET password_hash = ?1 WHERE id = ?2",
+                    params![hash, id],
+                )
+                .map_err(backend)?
+            {
+                0 => Err(StoreError::NotFound("user")),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn insert_key(&self, key: StoredKey) -> Result<()> {
+        self.with(move |c| {
+            let res = c.execute(
+                "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    key.kid,
+                    key.alg,
+                    key.private_der,
+                    key.created_at,
+                    key.retired_at
+                ],
+            );
+            match res {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::Conflict("key id"))
+                }
+                Err(e) => Err(backend(e)),
+            }
+        })
+        .await
+    }
+
+    async fn keys(&self) -> Result<Vec<StoredKey>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT kid, alg, private_der, created_at, retired_at FROM signing_keys
+                     ORDER BY created_at, rowid",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(StoredKey {
+                        kid: r.get(0)?,
+                        alg: r.get(1)?,
+                        private_der: r.get(2)?,
+                        created_at: r.get(3)?,
+                        retired_at: r.get(4)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.map(|r| r.map_err(backend)).collect()
+        })
+        .await
+    }
+
+    async fn activate_key(&self, kid: &str, now: i64) -> Result<()> {
+        let kid = kid.to_string();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let n = tx
+                .execute(
+                    "UPDATE signing_keys SET retired_at = NULL WHERE kid = ?1",
+                    params![kid],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("key"));
+            }
+            tx.execute(
+                "UPDATE signing_keys SET retired_at = ?1 WHERE kid <> ?2 AND retired_at IS NULL",
+                params![now, kid],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn insert_refresh(&self, t: NewRefresh) -> Result<()> {
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute(
+                "INSERT INTO refresh_families (family_id, user_id, created_at) VALUES (?1, ?2, ?3)",
+                params![t.family_id, t.user_id, t.created_at],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![t.token_hash, t.family_id, t.created_at, t.expires_at],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn rotate_refresh(&self, req: Rotate) -> Result<RotateOutcome> {
+        self.with(move |c| {
+            // IMMEDIATE takes the write lock up front, so two processes cannot both read
+            // "unused" and both rotate.
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let row = tx
+                .query_row(
+                    "SELECT t.family_id, f.user_id, t.expires_at, t.used_at, t.rotation_nonce,
+                            f.revoked_at
+                     FROM refresh_tokens t JOIN refresh_families f USING (family_id)
+                     WHERE t.token_hash = ?1",
+                    params![req.presented_hash],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, Option<i64>>(5)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(backend)?;
+            let Some((family_id, user_id, expires_at, used_at, nonce, revoked_at)) = row else {
+                return Ok(RotateOutcome::Invalid);
+            };
+            if revoked_at.is_some() || expires_at <= req.now {
+                return Ok(RotateOutcome::Invalid);
+            }
+            let outcome =
+                match (used_at, nonce) {
+                    (None, _) => {
+                        tx.execute(
+                            "UPDATE refresh_tokens SET used_at = ?1, rotation_nonce = ?2
+                         WHERE token_hash = ?3",
+                            params![req.now, req.nonce, req.presented_hash],
+                        )
+                        .map_err(backend)?;
+                        tx.execute(
+                        "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![req.successor_hash, family_id, req.now, req.successor_expires_at],
+                    )
+                    .map_err(backend)?;
+                        RotateOutcome::Rotated { user_id, family_id }
+                    }
+                    (Some(used), Some(nonce)) if req.now - used <= req.grace_secs => {
+                        RotateOutcome::Repeat {
+                            user_id,
+                            family_id,
+                            nonce,
+                        }
+                    }
+                    _ => {
+                        tx.execute(
+                            "UPDATE refresh_families SET revoked_at = ?1 WHERE family_id = ?2",
+                            params![req.now, family_id],
+                        )
+                        .map_err(backend)?;
+                        RotateOutcome::Reused { family_id }
+                    }
+                };
+            tx.commit().map_err(backend)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()> {
+        let family = family_id.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE refresh_families SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+                params![now, family],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_jti(&self, jti: &str, expires_at: i64, now: i64) -> Result<()> {
+        let jti = jti.to_string();
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM revoked_tokens WHERE expires_at < ?1",
+                params![now],
+            )
+            .map_err(backend)?;
+            c.execute(
+                "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (jti) DO NOTHING",
+                params![jti, expires_at, now],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT seq, jti, expires_at FROM revoked_tokens
+                     WHERE seq > ?1 AND expires_at >= ?2 ORDER BY seq",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![since, now], |r| {
+                    Ok(Revocation {
+                        seq: r.get(0)?,
+                        jti: r.get(1)?,
+                        expires_at: r.get(2)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.map(|r| r.map_err(backend)).collect()
+        })
+        .await
+    }
+}
