@@ -64,7 +64,7 @@ async fn two_connections_on_one_file_rotate_once() {
             s.rotate_refresh(jotgate_store::Rotate {
                 presented_hash: "h0".into(),
                 nonce: format!("n{i}"),
-                successor_hash: format!("h{i}"),
+                successor_hash: format!("next-{i}"),
                 successor_expires_at: 1000,
                 now: 10,
                 grace_secs: 10,
