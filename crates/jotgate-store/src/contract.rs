@@ -85,19 +85,18 @@ pub async fn keys(s: Arc<dyn Store>) {
         s.insert_key(key("k1", 30)).await,
         Err(StoreError::Conflict(_))
     ));
-    s.activate_key("k2", 25).await.unwrap();
+    s.insert_key(key("k0", 5)).await.unwrap();
+    s.retire_key("k1", 25).await.unwrap();
+    // Retiring twice keeps the first instant.
+    s.retire_key("k1", 26).await.unwrap();
     let ks = s.keys().await.unwrap();
-    assert_eq!(
-        ks.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
-        ["k1", "k2"]
-    );
-    assert_eq!(ks[0].retired_at, Some(25));
-    assert_eq!(ks[1].retired_at, None);
-    assert_eq!(ks[1].private_der, vec![1, 2, 3]);
-    assert!(matches!(
-        s.activate_key("nope", 30).await,
-        Err(StoreError::NotFound(_))
-    ));
+    let kids: Vec<&str> = ks.iter().map(|k| k.kid.as_str()).collect();
+    assert_eq!(kids, ["k0", "k1", "k2"], "ordered by activation time");
+    assert_eq!(ks[1].retired_at, Some(25));
+    assert_eq!(ks[2].retired_at, None);
+    assert_eq!(ks[2].private_der, vec![1, 2, 3]);
+    let missing = s.retire_key("nope", 30).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
 }
 
 async fn family(s: &Arc<dyn Store>, hash: &str, fam: &str, now: i64) {

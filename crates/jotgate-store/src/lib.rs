@@ -63,8 +63,10 @@ pub struct StoredKey {
     pub kid: String,
     pub alg: String,
     pub private_der: Vec<u8>,
+    /// When it starts signing. A key is published from the moment it is stored, so a
+    /// rotation stores the next key with a `created_at` in the future.
     pub created_at: i64,
-    /// When it stopped signing; it stays published until its last token has expired.
+    /// When it was retired by hand; it stays published until its last token has expired.
     pub retired_at: Option<i64>,
 }
 
@@ -142,10 +144,10 @@ pub trait Store: Send + Sync + 'static {
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()>;
 
     async fn insert_key(&self, key: StoredKey) -> Result<()>;
-    /// All keys, oldest first.
+    /// All keys, in order of activation (`created_at`), oldest first.
     async fn keys(&self) -> Result<Vec<StoredKey>>;
-    /// Make `kid` the signing key: every other unretired key is retired at `now`.
-    async fn activate_key(&self, kid: &str, now: i64) -> Result<()>;
+    /// Stop signing with `kid` from `at` on (it stays published until its tokens expire).
+    async fn retire_key(&self, kid: &str, at: i64) -> Result<()>;
 
     async fn insert_refresh(&self, token: NewRefresh) -> Result<()>;
     /// Rotate atomically: of concurrent presentations of one token, exactly one rotates.

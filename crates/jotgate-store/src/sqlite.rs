@@ -309,27 +309,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn activate_key(&self, kid: &str, now: i64) -> Result<()> {
+    async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
         let kid = kid.to_string();
         self.with(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let n = tx
+            let n = c
                 .execute(
-                    "UPDATE signing_keys SET retired_at = NULL WHERE kid = ?1",
-                    params![kid],
+                    "UPDATE signing_keys SET retired_at = ?1 WHERE kid = ?2 AND retired_at IS NULL",
+                    params![at, kid],
                 )
                 .map_err(backend)?;
-            if n == 0 {
-                return Err(StoreError::NotFound("key"));
+            let exists: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE kid = ?1)",
+                    params![kid],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            match (n, exists) {
+                (_, false) => Err(StoreError::NotFound("key")),
+                _ => Ok(()),
             }
-            tx.execute(
-                "UPDATE signing_keys SET retired_at = ?1 WHERE kid <> ?2 AND retired_at IS NULL",
-                params![now, kid],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)
         })
         .await
     }
