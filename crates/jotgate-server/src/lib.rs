@@ -1,1 +1,223 @@
+//! jotgate-server: the HTTP service as an axum [`Router`] built by one function,
+//! [`router`], from an [`AppState`]. The same Router serves a laptop, a container fleet or
+//! (wrapped by a Lambda adapter) AWS Lambda.
+//!
+//! Not for: sockets, TLS, configuration files or process life cycle — the `jotgate` binary
+//! does those. Not for: cryptography or storage details — see jotgate-core and
+//! jotgate-store.
 
+pub mod error;
+pub mod extract;
+pub mod keyring;
+pub mod limits;
+pub mod revocation;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use jotgate_core::{AccessClaims, KeyMaterial, PasswordHasher, SigningAlg, TokenPolicy};
+use jotgate_store::Store;
+
+pub use error::ApiError;
+use keyring::{KeyRing, KeyRingError, Keys};
+use limits::{HashPool, LoginLimiter, RateLimitConfig};
+use revocation::Denylist;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Where signing keys come from.
+pub enum KeySource {
+    /// Keys kept in the store; one of `alg` is generated on first start.
+    Stored { generate: SigningAlg },
+    /// HS256 with an explicitly configured shared secret (nothing published in the JWKS).
+    SharedSecret(KeyMaterial),
+}
+
+/// Behaviour settings of the service (everything but where it listens).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub policy: TokenPolicy,
+    /// Refresh-token lifetime in seconds (each rotation starts a new lifetime).
+    pub refresh_ttl: i64,
+    /// A repeat of a just-rotated refresh token within this many seconds gets the same
+    /// successor (two tabs refreshing at once) instead of revoking the session.
+    pub refresh_grace: i64,
+    pub rate_limit: RateLimitConfig,
+    /// Concurrent argon2 computations; each needs the argon2 memory cost.
+    pub hash_workers: usize,
+    /// Logins/sign-ups allowed to wait for a hashing worker before 429.
+    pub hash_queue: usize,
+    /// Accept the legacy `x-access-token` header besides `Authorization: Bearer`.
+    pub accept_x_access_token: bool,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    pub max_body_bytes: usize,
+    /// How often the denylist and keys are refreshed from the store.
+    pub sync_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            policy: TokenPolicy::default(),
+            refresh_ttl: 30 * 24 * 3600,
+            refresh_grace: 10,
+            rate_limit: RateLimitConfig::default(),
+            hash_workers: cores,
+            hash_queue: cores * 32,
+            accept_x_access_token: false,
+            trust_forwarded_for: false,
+            max_body_bytes: 64 * 1024,
+            sync_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Keys(#[from] KeyRingError),
+    #[error(transparent)]
+    Store(#[from] jotgate_store::StoreError),
+}
+
+pub(crate) struct Inner {
+    pub cfg: ServerConfig,
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub pool: HashPool,
+    pub limiter: LoginLimiter,
+    pub denylist: Denylist,
+}
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Inner>);
+
+impl AppState {
+    /// Prepare the service: make sure a signing key exists (generating one on first start),
+    /// load keys and the revocation list. Logs the kid of a generated key.
+    pub async fn new(
+        cfg: ServerConfig,
+        store: Arc<dyn Store>,
+        hasher: PasswordHasher,
+        keys: KeySource,
+    ) -> Result<Self, StartError> {
+        let t = now();
+        let keys = match keys {
+            KeySource::Stored { generate } => {
+                if let Some(kid) =
+                    keyring::ensure_signing_key(&*store, generate, &cfg.policy, t).await?
+                {
+                    tracing::info!(%kid, alg = %generate, "generated a new signing key on first start");
+                }
+                Keys::new(
+                    KeyRing::from_stored(&store.keys().await?, &cfg.policy, t)?,
+                    true,
+                )
+            }
+            KeySource::SharedSecret(secret) => {
+                Keys::new(KeyRing::shared_secret(&secret, &cfg.policy)?, false)
+            }
+        };
+        let denylist = Denylist::default();
+        denylist.sync(&*store, t).await?;
+        Ok(Self(Arc::new(Inner {
+            pool: HashPool::new(hasher, cfg.hash_workers, cfg.hash_queue),
+            limiter: LoginLimiter::new(cfg.rate_limit.clone()),
+            cfg,
+            store,
+            keys,
+            denylist,
+        })))
+    }
+
+    /// Verify an access token and check it against the denylist (no store read).
+    pub fn authenticate(&self, token: &str) -> Result<AccessClaims, ApiError> {
+        let claims = self
+            .0
+            .keys
+            .current()
+            .verifier()
+            .verify(token, now())
+            .map_err(ApiError::InvalidToken)?;
+        let d = &self.0.denylist;
+        if d.contains(&format!("jti:{}", claims.jti))
+            || claims
+                .sid
+                .as_ref()
+                .is_some_and(|s| d.contains(&format!("sid:{s}")))
+        {
+            return Err(ApiError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// One refresh of keys and revocations from the store.
+    pub async fn sync(&self) {
+        let t = now();
+        if let Err(e) = self.0.denylist.sync(&*self.0.store, t).await {
+            tracing::warn!(error = %e, "revocation sync failed; keeping the last list");
+        }
+        if let Err(e) = self
+            .0
+            .keys
+            .reload(&*self.0.store, &self.0.cfg.policy, t)
+            .await
+        {
+            tracing::warn!(error = %e, "key reload failed; keeping the current keys");
+        }
+    }
+
+    /// Keep keys and revocations current, every `sync_interval`, until the task is dropped.
+    pub fn spawn_sync(&self) -> tokio::task::JoinHandle<()> {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(state.0.cfg.sync_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                state.sync().await;
+            }
+        })
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.0.cfg
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let limit = state.0.cfg.max_body_bytes;
+    Router::new()
+        .route("/signup", post(routes::signup))
+        .route("/login", post(routes::login))
+        .route("/verify", post(routes::verify))
+        .route("/private", get(routes::private))
+        .route("/refresh", post(routes::refresh))
+        .route("/logout", post(routes::logout))
+        .route("/.well-known/jwks.json", get(routes::jwks))
+        .route("/.well-known/openid-configuration", get(routes::discovery))
+        .route("/healthz", get(routes::healthz))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .with_state(state)
+}

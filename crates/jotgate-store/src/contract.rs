@@ -243,22 +243,22 @@ pub async fn concurrent_rotation_has_one_winner(s: Arc<dyn Store>) {
 
 pub async fn revocations(s: Arc<dyn Store>) {
     assert!(s.revocations_since(0, 100).await.unwrap().is_empty());
-    s.revoke_jti("j1", 200, 100).await.unwrap();
-    s.revoke_jti("j1", 200, 101).await.unwrap();
-    s.revoke_jti("j2", 150, 102).await.unwrap();
+    s.revoke_token("jti:j1", 200, 100).await.unwrap();
+    s.revoke_token("jti:j1", 200, 101).await.unwrap();
+    s.revoke_token("jti:j2", 150, 102).await.unwrap();
     let all = s.revocations_since(0, 100).await.unwrap();
     assert_eq!(
-        all.iter().map(|r| r.jti.as_str()).collect::<Vec<_>>(),
-        ["j1", "j2"]
+        all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["jti:j1", "jti:j2"]
     );
     assert!(all[0].seq < all[1].seq);
     let later = s.revocations_since(all[0].seq, 100).await.unwrap();
     assert_eq!(later.len(), 1);
-    assert_eq!(later[0].jti, "j2");
+    assert_eq!(later[0].id, "jti:j2");
     // Expired entries are never returned.
     let after = s.revocations_since(0, 160).await.unwrap();
     assert_eq!(
-        after.iter().map(|r| r.jti.as_str()).collect::<Vec<_>>(),
-        ["j1"]
+        after.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["jti:j1"]
     );
 }

@@ -126,7 +126,7 @@ pub enum RotateOutcome {
 pub struct Revocation {
     /// Monotonic position in the revocation feed.
     pub seq: i64,
-    pub jti: String,
+    pub id: String,
     pub expires_at: i64,
 }
 
@@ -154,8 +154,9 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate_refresh(&self, req: Rotate) -> Result<RotateOutcome>;
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()>;
 
-    /// Deny an access token until `expires_at`. Idempotent.
-    async fn revoke_jti(&self, jti: &str, expires_at: i64, now: i64) -> Result<()>;
+    /// Deny access tokens by id until `expires_at`. Idempotent. Ids are namespaced:
+    /// `jti:<jti>` denies one token, `sid:<session>` every token of a login session.
+    async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()>;
     /// Unexpired revocations with `seq > since`, in feed order.
     async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>>;
 }

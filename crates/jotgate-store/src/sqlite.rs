@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
 CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens(family_id);
 CREATE TABLE IF NOT EXISTS revoked_tokens (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    jti        TEXT NOT NULL UNIQUE,
+    token_id   TEXT NOT NULL UNIQUE,
     expires_at INTEGER NOT NULL,
     revoked_at INTEGER NOT NULL
 );
@@ -439,8 +439,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn revoke_jti(&self, jti: &str, expires_at: i64, now: i64) -> Result<()> {
-        let jti = jti.to_string();
+    async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()> {
+        let id = id.to_string();
         self.with(move |c| {
             c.execute(
                 "DELETE FROM revoked_tokens WHERE expires_at < ?1",
@@ -448,9 +448,9 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             c.execute(
-                "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (jti) DO NOTHING",
-                params![jti, expires_at, now],
+                "INSERT INTO revoked_tokens (token_id, expires_at, revoked_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (token_id) DO NOTHING",
+                params![id, expires_at, now],
             )
             .map_err(backend)?;
             Ok(())
@@ -462,7 +462,7 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let mut stmt = c
                 .prepare(
-                    "SELECT seq, jti, expires_at FROM revoked_tokens
+                    "SELECT seq, token_id, expires_at FROM revoked_tokens
                      WHERE seq > ?1 AND expires_at >= ?2 ORDER BY seq",
                 )
                 .map_err(backend)?;
@@ -470,7 +470,7 @@ impl Store for SqliteStore {
                 .query_map(params![since, now], |r| {
                     Ok(Revocation {
                         seq: r.get(0)?,
-                        jti: r.get(1)?,
+                        id: r.get(1)?,
                         expires_at: r.get(2)?,
                     })
                 })

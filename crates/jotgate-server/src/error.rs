@@ -1,0 +1,156 @@
+//! The one place where failures become HTTP responses.
+//!
+//! Every error body is `{"status":"error","error":"<human sentence>","code":"<stable code>"}`.
+//! 401s carry an RFC 6750 `WWW-Authenticate` challenge; 429s carry `Retry-After`. Internal
+//! failures are logged with their cause and answered with a generic 500; no message here
+//! ever contains a password, a token or a key.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jotgate_core::TokenError;
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400 with a code and a sentence.
+    BadRequest(&'static str, String),
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    /// 401 for a failed login; the message is the same for unknown users and bad passwords.
+    BadCredentials,
+    /// 401 on a protected resource without credentials.
+    MissingToken,
+    /// 401 on a protected resource with a bad token.
+    InvalidToken(TokenError),
+    Revoked,
+    InvalidRefreshToken,
+    Conflict(&'static str, String),
+    /// 429: too many failures for this username or address.
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// 429: the password-hashing pool is full.
+    Busy,
+    NotFound,
+    MethodNotAllowed,
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        use ApiError::*;
+        match self {
+            BadRequest(code, msg) => (StatusCode::BAD_REQUEST, code, msg.clone()),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Content-Type must be application/json".into(),
+            ),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is too large".into(),
+            ),
+            BadCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "bad_credentials",
+                "Bad username/password combination".into(),
+            ),
+            MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                "a Bearer token is required".into(),
+            ),
+            InvalidToken(e) => (StatusCode::UNAUTHORIZED, e.code(), e.message().into()),
+            Revoked => (
+                StatusCode::UNAUTHORIZED,
+                "token_revoked",
+                "token has been revoked".into(),
+            ),
+            InvalidRefreshToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_refresh_token",
+                "refresh token is invalid, expired or revoked".into(),
+            ),
+            Conflict(code, msg) => (StatusCode::CONFLICT, code, msg.clone()),
+            RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed login attempts; retry later".into(),
+            ),
+            Busy => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "server_busy",
+                "the server is busy; retry shortly".into(),
+            ),
+            NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint".into(),
+            ),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint".into(),
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal server error".into(),
+            ),
+        }
+    }
+}
+
+impl From<jotgate_store::StoreError> for ApiError {
+    fn from(e: jotgate_store::StoreError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "request failed");
+        }
+        let (status, code, message) = self.parts();
+        let mut res = (
+            status,
+            axum::Json(json!({"status": "error", "error": message, "code": code})),
+        )
+            .into_response();
+        let headers = res.headers_mut();
+        match &self {
+            ApiError::MissingToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"jotgate\""),
+                );
+            }
+            ApiError::InvalidToken(_) | ApiError::Revoked => {
+                // error_description is one of our fixed sentences: safe to quote.
+                let v = format!(
+                    "Bearer realm=\"jotgate\", error=\"invalid_token\", error_description=\"{message}\""
+                );
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_secs.max(&1).to_owned()),
+                );
+            }
+            ApiError::Busy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        res
+    }
+}

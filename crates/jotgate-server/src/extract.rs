@@ -1,0 +1,119 @@
+//! Request parsing at the boundary: JSON bodies, Bearer tokens, the client address.
+//! Every rejection is an [`ApiError`], so bad input always gets our JSON error shape.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::http::{HeaderMap, header, request::Parts};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// A JSON object body. Fields are read with [`JsonObject::string`], whose errors name the
+/// field but never echo its value (it may be a password).
+pub struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                let m = m.trim();
+                m.eq_ignore_ascii_case("application/json")
+                    || (m.len() > 5 && m[m.len() - 5..].eq_ignore_ascii_case("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest("invalid_body", "the request body could not be read".into())
+            }
+        })?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(_) => Err(ApiError::BadRequest(
+                "invalid_json",
+                "the request body must be a JSON object".into(),
+            )),
+            Err(_) => Err(ApiError::BadRequest(
+                "invalid_json",
+                "the request body is not valid JSON".into(),
+            )),
+        }
+    }
+}
+
+impl JsonObject {
+    /// A required string field.
+    pub fn string(&self, name: &str) -> Result<&str, ApiError> {
+        match self.0.get(name) {
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(ApiError::BadRequest(
+                "invalid_field",
+                format!("field \"{name}\" must be a string"),
+            )),
+            None => Err(ApiError::BadRequest(
+                "missing_field",
+                format!("field \"{name}\" is required"),
+            )),
+        }
+    }
+}
+
+/// The access token of a request: `Authorization: Bearer <token>` (scheme case-insensitive,
+/// RFC 6750 §2.1), or `x-access-token` when that legacy header is enabled.
+pub fn bearer_token(headers: &HeaderMap, accept_x_access_token: bool) -> Result<&str, ApiError> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().map_err(|_| ApiError::MissingToken)?;
+        let (scheme, token) = v.split_once(' ').ok_or(ApiError::MissingToken)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::MissingToken);
+        }
+        let token = token.trim();
+        return if token.is_empty() {
+            Err(ApiError::MissingToken)
+        } else {
+            Ok(token)
+        };
+    }
+    if accept_x_access_token {
+        if let Some(v) = headers.get("x-access-token").and_then(|v| v.to_str().ok()) {
+            let v = v.trim();
+            if !v.is_empty() {
+                return Ok(v);
+            }
+        }
+    }
+    Err(ApiError::MissingToken)
+}
+
+/// The client's address: the socket peer, or — only when the deployment says a proxy in
+/// front sets it — the last `X-Forwarded-For` hop (the one our own proxy appended).
+pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .next_back();
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}

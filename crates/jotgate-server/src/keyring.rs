@@ -1,0 +1,240 @@
+//! The signing key and the published keys, derived from the store's key records.
+//!
+//! A key signs from its `created_at` on, until a newer key takes over or it is retired by
+//! hand; it stays in the JWKS (and verifiable) until `access_ttl + leeway` after that, so
+//! no token it signed is orphaned. A key whose `created_at` is in the future is published
+//! but not used yet: that is how a rotation announces the next key before signing with it.
+
+use std::sync::{Arc, RwLock};
+
+use jotgate_core::{KeyMaterial, SigningAlg, TokenPolicy, TokenSigner, TokenVerifier};
+use jotgate_store::{Store, StoredKey};
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingError {
+    #[error("stored key {kid} cannot be loaded: {reason}")]
+    BadKey { kid: String, reason: String },
+    #[error(
+        "no signing key is active yet: run `jotgate keys rotate --now` or start the server once"
+    )]
+    NoActiveKey,
+    #[error(transparent)]
+    Store(#[from] jotgate_store::StoreError),
+}
+
+/// An immutable snapshot: the signer, the verifier over all published keys, the JWKS.
+pub struct KeyRing {
+    signer: TokenSigner,
+    verifier: TokenVerifier,
+    jwks: Value,
+    algs: Vec<&'static str>,
+}
+
+impl KeyRing {
+    pub fn from_stored(
+        keys: &[StoredKey],
+        policy: &TokenPolicy,
+        now: i64,
+    ) -> Result<Self, KeyRingError> {
+        let mut loaded = Vec::with_capacity(keys.len());
+        for k in keys {
+            let bad = |reason: String| KeyRingError::BadKey {
+                kid: k.kid.clone(),
+                reason,
+            };
+            let alg = SigningAlg::parse(&k.alg).map_err(|e| bad(e.to_string()))?;
+            let m = KeyMaterial::from_pkcs8(Some(k.kid.clone()), alg, k.private_der.clone())
+                .map_err(|e| bad(e.to_string()))?;
+            loaded.push((k, m));
+        }
+        let grace = policy.access_ttl + policy.leeway;
+        // Keys come oldest first, so the last one signing now is the newest.
+        let mut signer: Option<&KeyMaterial> = None;
+        let mut published: Vec<&KeyMaterial> = Vec::new();
+        for (i, (k, m)) in loaded.iter().enumerate() {
+            let superseded = loaded[i + 1..]
+                .iter()
+                .map(|(j, _)| j.created_at)
+                .filter(|t| *t <= now)
+                .min();
+            let end = match (k.retired_at, superseded) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let signing = k.created_at <= now && end.is_none_or(|e| e > now);
+            if signing {
+                signer = Some(m);
+            }
+            if end.is_none_or(|e| e + grace > now) {
+                published.push(m);
+            }
+        }
+        let signer = signer.ok_or(KeyRingError::NoActiveKey)?;
+        Self::build(signer, published, policy)
+    }
+
+    /// HS256 with a shared secret: nothing is published.
+    pub fn shared_secret(secret: &KeyMaterial, policy: &TokenPolicy) -> Result<Self, KeyRingError> {
+        Self::build(secret, vec![secret], policy)
+    }
+
+    fn build(
+        signer: &KeyMaterial,
+        published: Vec<&KeyMaterial>,
+        policy: &TokenPolicy,
+    ) -> Result<Self, KeyRingError> {
+        let bad = |m: &KeyMaterial, e: jotgate_core::KeyError| KeyRingError::BadKey {
+            kid: m.kid().to_string(),
+            reason: e.to_string(),
+        };
+        let keys: Vec<Value> = published
+            .iter()
+            .filter_map(|m| m.public_jwk())
+            .filter_map(|j| serde_json::to_value(j).ok())
+            .collect();
+        let mut algs: Vec<&'static str> = published.iter().map(|m| m.alg().as_str()).collect();
+        algs.sort_unstable();
+        algs.dedup();
+        Ok(Self {
+            signer: TokenSigner::new(signer).map_err(|e| bad(signer, e))?,
+            verifier: TokenVerifier::new(policy.clone(), published.iter().copied())
+                .map_err(|e| bad(signer, e))?,
+            jwks: json!({ "keys": keys }),
+            algs,
+        })
+    }
+
+    pub fn signer(&self) -> &TokenSigner {
+        &self.signer
+    }
+
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+
+    pub fn jwks(&self) -> &Value {
+        &self.jwks
+    }
+
+    /// Algorithms of the published keys.
+    pub fn algorithms(&self) -> &[&'static str] {
+        &self.algs
+    }
+}
+
+/// Make sure the store holds a key that signs now; generate one (`alg`) if not.
+/// Returns the kid of a generated key.
+pub async fn ensure_signing_key(
+    store: &dyn Store,
+    alg: SigningAlg,
+    policy: &TokenPolicy,
+    now: i64,
+) -> Result<Option<String>, KeyRingError> {
+    let keys = store.keys().await?;
+    match KeyRing::from_stored(&keys, policy, now) {
+        Err(KeyRingError::NoActiveKey) => {}
+        other => return other.map(|_| None),
+    }
+    let key = KeyMaterial::generate(alg).map_err(|e| KeyRingError::BadKey {
+        kid: "(new)".into(),
+        reason: e.to_string(),
+    })?;
+    store
+        .insert_key(StoredKey {
+            kid: key.kid().to_string(),
+            alg: alg.as_str().to_string(),
+            private_der: key.secret_bytes().to_vec(),
+            created_at: now,
+            retired_at: None,
+        })
+        .await?;
+    Ok(Some(key.kid().to_string()))
+}
+
+/// Where the current [`KeyRing`] lives; swapped whole on reload.
+pub struct Keys {
+    current: RwLock<Arc<KeyRing>>,
+    /// `None` when signing with a shared secret (nothing to reload).
+    reload_from_store: bool,
+}
+
+impl Keys {
+    pub fn new(ring: KeyRing, reload_from_store: bool) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(ring)),
+            reload_from_store,
+        }
+    }
+
+    pub fn current(&self) -> Arc<KeyRing> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Re-read the store's keys (picks up `jotgate keys rotate` and activations).
+    pub async fn reload(
+        &self,
+        store: &dyn Store,
+        policy: &TokenPolicy,
+        now: i64,
+    ) -> Result<(), KeyRingError> {
+        if !self.reload_from_store {
+            return Ok(());
+        }
+        let ring = KeyRing::from_stored(&store.keys().await?, policy, now)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(alg: SigningAlg, created_at: i64, retired_at: Option<i64>) -> StoredKey {
+        let k = KeyMaterial::generate(alg).unwrap();
+        StoredKey {
+            kid: k.kid().into(),
+            alg: alg.as_str().into(),
+            private_der: k.secret_bytes().to_vec(),
+            created_at,
+            retired_at,
+        }
+    }
+
+    #[test]
+    fn rotation_publishes_before_signing_and_keeps_old_keys_until_their_tokens_expire() {
+        let policy = TokenPolicy {
+            access_ttl: 100,
+            leeway: 10,
+            ..TokenPolicy::default()
+        };
+        let old = stored(SigningAlg::EdDSA, 0, None);
+        let next = stored(SigningAlg::ES256, 1000, None);
+        let keys = [old.clone(), next.clone()];
+        let kids = |r: &KeyRing| -> Vec<String> {
+            r.jwks()["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_string())
+                .collect()
+        };
+        // Before activation: old signs, both are published.
+        let r = KeyRing::from_stored(&keys, &policy, 900).unwrap();
+        assert_eq!(r.signer().kid(), old.kid);
+        assert_eq!(kids(&r), [old.kid.clone(), next.kid.clone()]);
+        // After activation: next signs, old still published for ttl + leeway.
+        let r = KeyRing::from_stored(&keys, &policy, 1050).unwrap();
+        assert_eq!(r.signer().kid(), next.kid);
+        assert_eq!(kids(&r).len(), 2);
+        let r = KeyRing::from_stored(&keys, &policy, 1111).unwrap();
+        assert_eq!(kids(&r), [next.kid.clone()]);
+        // Retired by hand with nothing newer: no signer.
+        let only = [stored(SigningAlg::EdDSA, 0, Some(5))];
+        assert!(matches!(
+            KeyRing::from_stored(&only, &policy, 10),
+            Err(KeyRingError::NoActiveKey)
+        ));
+    }
+}

@@ -1,0 +1,297 @@
+//! Handlers of the seed-compatible API and the discovery documents.
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use jotgate_core::{AccessClaims, Username, password, refresh, scopes_for_roles, username};
+use jotgate_store::{NewRefresh, NewUser, Rotate, RotateOutcome, StoreError, User};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::extract::{JsonObject, bearer_token, client_ip};
+use crate::{AppState, now};
+
+/// The client address, as far as this deployment can tell.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_ip(parts, state.0.cfg.trust_forwarded_for)))
+    }
+}
+
+fn access_token(st: &AppState, user: &User, sid: &str, t: i64) -> Result<String, ApiError> {
+    let p = &st.0.cfg.policy;
+    let claims = AccessClaims {
+        iss: p.issuer.clone(),
+        sub: user.id.clone(),
+        aud: p.audience.clone(),
+        exp: t + p.access_ttl,
+        iat: t,
+        nbf: t,
+        jti: uuid::Uuid::new_v4().to_string(),
+        username: user.username.clone(),
+        roles: user.roles.clone(),
+        scope: scopes_for_roles(&user.roles),
+        sid: Some(sid.to_string()),
+    };
+    st.0.keys
+        .current()
+        .signer()
+        .sign(&claims)
+        .map_err(ApiError::internal)
+}
+
+fn token_body(st: &AppState, user: &User, access: String, refresh: String) -> Value {
+    json!({
+        "user": user,
+        "token": access,
+        "token_type": "Bearer",
+        "expires_in": st.0.cfg.policy.access_ttl,
+        "refresh_token": refresh,
+    })
+}
+
+/// A new login session: a refresh-token family and its first pair of tokens.
+async fn new_session(st: &AppState, user: &User) -> Result<Value, ApiError> {
+    let t = now();
+    let family = uuid::Uuid::new_v4().to_string();
+    let refresh_token = refresh::generate();
+    st.0.store
+        .insert_refresh(NewRefresh {
+            token_hash: refresh::hash(&refresh_token),
+            family_id: family.clone(),
+            user_id: user.id.clone(),
+            created_at: t,
+            expires_at: t + st.0.cfg.refresh_ttl,
+        })
+        .await?;
+    let access = access_token(st, user, &family, t)?;
+    Ok(token_body(st, user, access, refresh_token))
+}
+
+pub async fn signup(State(st): State<AppState>, body: JsonObject) -> Result<Response, ApiError> {
+    let name = Username::parse(body.string("username")?)
+        .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
+    let pw = body.string("password")?.to_string();
+    password::check_policy(&pw, name.canonical())
+        .map_err(|e| ApiError::BadRequest("weak_password", e.to_string()))?;
+    let taken = || ApiError::Conflict("username_taken", "username is already taken".into());
+    // Cheap pre-check so a taken name costs no hash; the insert below settles races.
+    if st.0.store.user_by_key(name.canonical()).await?.is_some() {
+        return Err(taken());
+    }
+    let hash =
+        st.0.pool
+            .run(move |h| h.hash(&pw))
+            .await?
+            .map_err(ApiError::internal)?;
+    let user =
+        st.0.store
+            .create_user(NewUser {
+                id: uuid::Uuid::new_v4().to_string(),
+                username_key: name.canonical().to_string(),
+                username_display: name.display().to_string(),
+                password_hash: hash,
+                roles: vec![],
+                created_at: now(),
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => taken(),
+                e => e.into(),
+            })?;
+    tracing::info!(user_id = %user.id, "account created");
+    let body = new_session(&st, &user).await?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub async fn login(
+    State(st): State<AppState>,
+    ClientIp(ip): ClientIp,
+    body: JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let typed = body.string("username")?;
+    let pw = body.string("password")?.to_string();
+    let key = username::canonical_key(typed);
+    let user_key = format!("user:{key}");
+    let ip_key = ip.map(|ip| format!("ip:{ip}"));
+    let mut keys = vec![user_key.clone()];
+    keys.extend(ip_key.clone());
+    st.0.limiter
+        .check(&keys)
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+
+    let record = if pw.len() > password::MAX_BYTES {
+        None
+    } else {
+        st.0.store.user_by_key(&key).await?
+    };
+    // Known and unknown users cost one argon2 verification each.
+    let (ok, rehash, record) =
+        st.0.pool
+            .run(move |h| match record {
+                Some(r) => {
+                    let ok = h.verify(&pw, &r.password_hash);
+                    let rehash = (ok && h.needs_rehash(&r.password_hash))
+                        .then(|| h.hash(&pw).ok())
+                        .flatten();
+                    (ok, rehash, Some(r))
+                }
+                None => {
+                    h.verify_dummy(&pw);
+                    (false, None, None)
+                }
+            })
+            .await?;
+    let record = match (ok, record) {
+        (true, Some(r)) => r,
+        _ => {
+            st.0.limiter.record_failure(&user_key, ip_key.as_deref());
+            return Err(ApiError::BadCredentials);
+        }
+    };
+    st.0.limiter.record_success(&user_key);
+    if let Some(new_hash) = rehash {
+        if let Err(e) =
+            st.0.store
+                .set_password_hash(&record.user.id, &new_hash)
+                .await
+        {
+            tracing::warn!(error = %e, "could not upgrade a password hash; will retry at next login");
+        }
+    }
+    Ok(Json(new_session(&st, &record.user).await?))
+}
+
+pub async fn verify(State(st): State<AppState>, body: JsonObject) -> Result<Json<Value>, ApiError> {
+    let claims = st.authenticate(body.string("token")?)?;
+    Ok(Json(json!({"status": "valid", "claims": claims})))
+}
+
+pub async fn private(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let token = bearer_token(&headers, st.0.cfg.accept_x_access_token)?;
+    let claims = st.authenticate(token)?;
+    Ok(Json(
+        json!({"message": format!("Hello {}", claims.username)}),
+    ))
+}
+
+pub async fn refresh(
+    State(st): State<AppState>,
+    body: JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let presented = body.string("refresh_token")?;
+    if presented.is_empty() || presented.len() > refresh::MAX_LEN {
+        return Err(ApiError::InvalidRefreshToken);
+    }
+    let t = now();
+    let nonce = refresh::nonce();
+    let successor = refresh::successor(presented, &nonce);
+    let outcome =
+        st.0.store
+            .rotate_refresh(Rotate {
+                presented_hash: refresh::hash(presented),
+                nonce,
+                successor_hash: refresh::hash(&successor),
+                successor_expires_at: t + st.0.cfg.refresh_ttl,
+                now: t,
+                grace_secs: st.0.cfg.refresh_grace,
+            })
+            .await?;
+    let (next, user_id, family) = match outcome {
+        RotateOutcome::Rotated { user_id, family_id } => (successor, user_id, family_id),
+        RotateOutcome::Repeat {
+            user_id,
+            family_id,
+            nonce,
+        } => (refresh::successor(presented, &nonce), user_id, family_id),
+        RotateOutcome::Reused { family_id } => {
+            tracing::warn!(session = %family_id, "refresh token reuse detected; session revoked");
+            revoke_session(&st, &family_id, t).await?;
+            return Err(ApiError::InvalidRefreshToken);
+        }
+        RotateOutcome::Invalid => return Err(ApiError::InvalidRefreshToken),
+    };
+    let user =
+        st.0.store
+            .user_by_id(&user_id)
+            .await?
+            .ok_or(ApiError::InvalidRefreshToken)?;
+    let access = access_token(&st, &user, &family, t)?;
+    Ok(Json(token_body(&st, &user, access, next)))
+}
+
+/// Deny every access token of a session (until they would have expired anyway).
+async fn revoke_session(st: &AppState, family: &str, t: i64) -> Result<(), ApiError> {
+    let p = &st.0.cfg.policy;
+    let until = t + p.access_ttl + p.leeway;
+    let id = format!("sid:{family}");
+    st.0.store.revoke_family(family, t).await?;
+    st.0.store.revoke_token(&id, until, t).await?;
+    st.0.denylist.insert(id, until);
+    Ok(())
+}
+
+pub async fn logout(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let token = bearer_token(&headers, st.0.cfg.accept_x_access_token)?;
+    let claims = st.authenticate(token)?;
+    let t = now();
+    let id = format!("jti:{}", claims.jti);
+    st.0.store.revoke_token(&id, claims.exp, t).await?;
+    st.0.denylist.insert(id, claims.exp);
+    if let Some(sid) = &claims.sid {
+        revoke_session(&st, sid, t).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn jwks(State(st): State<AppState>) -> Response {
+    let body = st.0.keys.current().jwks().clone();
+    let mut res = Json(body).into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    res
+}
+
+pub async fn discovery(State(st): State<AppState>) -> Json<Value> {
+    let issuer = st.0.cfg.policy.issuer.trim_end_matches('/').to_string();
+    let ring = st.0.keys.current();
+    Json(json!({
+        "issuer": st.0.cfg.policy.issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ring.algorithms(),
+        "access_token_signing_alg_values_supported": ring.algorithms(),
+        "scopes_supported": ["profile"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "username", "roles", "scope", "sid"],
+    }))
+}
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
