@@ -1,1 +1,203 @@
-fn main() {}
+//! `jotgate`: serverless-first authentication for APIs. This file only parses arguments
+//! and dispatches; the work is in the library (`jotgate::Application`, `jotgate::admin`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use jotgate::settings::Settings;
+use jotgate::{Application, admin, shutdown_signal};
+
+#[derive(Parser)]
+#[command(
+    name = "jotgate",
+    version,
+    about = "Serverless-first authentication for APIs: issues and verifies JWTs.",
+    long_about = "Serverless-first authentication for APIs: issues and verifies JWTs.\n\n\
+        Settings come from built-in defaults, then the TOML file given with --config, then \
+        JOTGATE_* environment variables, then flags. With no settings at all, `jotgate serve` \
+        listens on 127.0.0.1:8080, keeps its data in ./jotgate.db (created on first start) \
+        and generates an RS256 signing key there on first start.",
+    after_help = "Logging: set JOTGATE_LOG (e.g. JOTGATE_LOG=debug); default info."
+)]
+struct Cli {
+    /// TOML configuration file (keys as the long flags, with underscores)
+    #[arg(
+        long,
+        short = 'c',
+        env = "JOTGATE_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    settings: Settings,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (seed API, JWKS, OpenID discovery)
+    Serve,
+    /// Manage accounts
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Manage signing keys
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Work with tokens
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Create an account; the password is read from the first line of stdin
+    Add {
+        /// Username (case-insensitive, Unicode-normalised; the spelling is kept for display)
+        username: String,
+        /// Role to grant (repeatable), e.g. --role admin
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+    },
+    /// List accounts
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// List signing keys and their status (signing, next, published, expired)
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a new signing key. It is published in the JWKS at once and signs after
+    /// --activate-in seconds, so verifiers that cache the JWKS learn it first
+    Rotate {
+        /// Algorithm of the new key: RS256, ES256 or EdDSA [default: the configured alg]
+        #[arg(long = "key-alg", value_name = "ALG")]
+        key_alg: Option<String>,
+        /// Seconds until the new key starts signing (the JWKS is cached for 300 s)
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        activate_in: i64,
+        /// Start signing with the new key immediately (same as --activate-in 0)
+        #[arg(long, conflicts_with = "activate_in")]
+        now: bool,
+    },
+    /// Import a private key (PEM: PKCS#8, PKCS#1 or SEC1; or a private JWK), e.g. when
+    /// migrating from another issuer. It signs from now on unless --activate-in is given
+    Import {
+        /// File holding the key ("-" for stdin)
+        file: PathBuf,
+        /// Key id to publish (default: the JWK's kid, else the RFC 7638 thumbprint)
+        #[arg(long)]
+        kid: Option<String>,
+        /// Seconds until the imported key starts signing
+        #[arg(long, default_value_t = 0, value_name = "SECS")]
+        activate_in: i64,
+    },
+    /// Stop signing with a key; it stays published until its last token expires
+    Retire {
+        /// Key id
+        kid: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Verify an access token against this store's keys and revocations; print its claims
+    Verify {
+        /// The JWT ("-" to read it from stdin)
+        jwt: String,
+    },
+}
+
+fn read_arg_or_stdin(v: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    if v == "-" {
+        let mut s = String::new();
+        std::io::stdin().take(1 << 20).read_to_string(&mut s)?;
+        Ok(s)
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Option<String>> {
+    let s = cli.settings.resolve(cli.config.as_deref())?;
+    Ok(Some(match cli.command {
+        Command::Serve => {
+            let app = Application::build(&s).await?;
+            app.run(shutdown_signal()).await?;
+            return Ok(None);
+        }
+        Command::Users(UsersCmd::Add { username, roles }) => {
+            let pw = admin::read_password(std::io::stdin())?;
+            admin::users_add(&s, &username, &roles, pw).await?
+        }
+        Command::Users(UsersCmd::List { json }) => admin::users_list(&s, json).await?,
+        Command::Keys(KeysCmd::List { json }) => admin::keys_list(&s, json).await?,
+        Command::Keys(KeysCmd::Rotate {
+            key_alg,
+            activate_in,
+            now,
+        }) => admin::keys_rotate(&s, key_alg.as_deref(), if now { 0 } else { activate_in }).await?,
+        Command::Keys(KeysCmd::Import {
+            file,
+            kid,
+            activate_in,
+        }) => {
+            let text = if file.as_os_str() == "-" {
+                read_arg_or_stdin("-")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+            };
+            admin::keys_import(&s, &text, kid, activate_in).await?
+        }
+        Command::Keys(KeysCmd::Retire { kid }) => admin::keys_retire(&s, &kid).await?,
+        Command::Token(TokenCmd::Verify { jwt }) => {
+            admin::token_verify(&s, &read_arg_or_stdin(&jwt)?).await?
+        }
+    }))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JOTGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(Some(out)) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Administrative commands that work on the same store as the server: users, keys, tokens.
+//! They print results on stdout; errors go to stderr with a non-zero exit.
+
+use std::io::Read;
+
+use anyhow::{Context, bail};
+use jotgate_core::{KeyMaterial, PasswordHasher, SigningAlg, Username, password};
+use jotgate_server::keyring::KeyRing;
+use jotgate_server::now;
+use jotgate_store::{NewUser, StoreError, StoredKey};
+use serde_json::json;
+
+use crate::settings::Settings;
+use crate::{init_crypto, open_store};
+
+/// Read a password from stdin: the first line, without its line ending.
+pub fn read_password(input: impl Read) -> anyhow::Result<String> {
+    let mut buf = String::new();
+    input
+        .take(4096)
+        .read_to_string(&mut buf)
+        .context("cannot read the password from stdin")?;
+    let pw = buf.lines().next().unwrap_or("").to_string();
+    if pw.is_empty() {
+        bail!(
+            "no password on stdin: pipe it in, e.g. `printf '%s\\n' \"$PW\" | jotgate users add alice`"
+        );
+    }
+    Ok(pw)
+}
+
+pub async fn users_add(
+    s: &Settings,
+    name: &str,
+    roles: &[String],
+    pw: String,
+) -> anyhow::Result<String> {
+    let username = Username::parse(name).map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
+    for r in roles {
+        if !jotgate_core::claims::valid_role(r) {
+            bail!("invalid role {r:?}: use lowercase letters, digits, '-', '_' or ':'");
+        }
+    }
+    password::check_policy(&pw, username.canonical())
+        .map_err(|e| anyhow::anyhow!("weak password: {e}"))?;
+    let store = open_store(s)?;
+    let hasher = PasswordHasher::new(s.password_params(), s.pepper.clone())?;
+    let hash = hasher.hash(&pw)?;
+    let mut roles = roles.to_vec();
+    roles.sort();
+    roles.dedup();
+    let user = store
+        .create_user(NewUser {
+            id: uuid::Uuid::new_v4().to_string(),
+            username_key: username.canonical().to_string(),
+            username_display: username.display().to_string(),
+            password_hash: hash,
+            roles,
+            created_at: now(),
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => anyhow::anyhow!("username {name:?} is already taken"),
+            e => e.into(),
+        })?;
+    Ok(serde_json::to_string_pretty(&user)?)
+}
+
+pub async fn users_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
+    let users = open_store(s)?.list_users().await?;
+    if as_json {
+        return Ok(serde_json::to_string_pretty(&users)?);
+    }
+    let mut out = format!(
+        "{:<36}  {:<24}  {:<20}  {}\n",
+        "ID", "USERNAME", "ROLES", "CREATED"
+    );
+    for u in users {
+        out.push_str(&format!(
+            "{:<36}  {:<24}  {:<20}  {}\n",
+            u.id,
+            u.username,
+            u.roles.join(","),
+            u.created_at
+        ));
+    }
+    Ok(out)
+}
+
+/// A key's place in its life cycle at `t`.
+fn status(k: &StoredKey, keys: &[StoredKey], ring: Option<&KeyRing>, t: i64) -> &'static str {
+    let published = ring.is_some_and(|r| {
+        r.jwks()["keys"]
+            .as_array()
+            .is_some_and(|ks| ks.iter().any(|j| j["kid"] == k.kid.as_str()))
+    });
+    if ring.is_some_and(|r| r.signer().kid() == k.kid) {
+        "signing"
+    } else if k.created_at > t && k.retired_at.is_none() {
+        "next"
+    } else if published {
+        "published"
+    } else if keys.is_empty() {
+        "unknown"
+    } else {
+        "expired"
+    }
+}
+
+pub async fn keys_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
+    let keys = open_store(s)?.keys().await?;
+    let t = now();
+    let ring = KeyRing::from_stored(&keys, &s.policy()?, t).ok();
+    let rows: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            json!({
+                "kid": k.kid, "alg": k.alg, "status": status(k, &keys, ring.as_ref(), t),
+                "activates_at": k.created_at, "retired_at": k.retired_at,
+            })
+        })
+        .collect();
+    if as_json {
+        return Ok(serde_json::to_string_pretty(&rows)?);
+    }
+    let mut out = format!(
+        "{:<44}  {:<6}  {:<9}  {:<12}  {}\n",
+        "KID", "ALG", "STATUS", "ACTIVATES", "RETIRED"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<44}  {:<6}  {:<9}  {:<12}  {}\n",
+            r["kid"].as_str().unwrap_or(""),
+            r["alg"].as_str().unwrap_or(""),
+            r["status"].as_str().unwrap_or(""),
+            r["activates_at"],
+            r["retired_at"]
+                .as_i64()
+                .map_or("-".into(), |v| v.to_string()),
+        ));
+    }
+    Ok(out)
+}
+
+async fn store_key(s: &Settings, key: &KeyMaterial, activate_in: i64) -> anyhow::Result<String> {
+    let store = open_store(s)?;
+    let at = now() + activate_in.max(0);
+    store
+        .insert_key(StoredKey {
+            kid: key.kid().to_string(),
+            alg: key.alg().as_str().to_string(),
+            private_der: key.secret_bytes().to_vec(),
+            created_at: at,
+            retired_at: None,
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                anyhow::anyhow!("a key with kid {:?} already exists", key.kid())
+            }
+            e => e.into(),
+        })?;
+    let when = if activate_in > 0 {
+        format!("published now, signs from {at} (in {activate_in} s)")
+    } else {
+        "signing now".to_string()
+    };
+    Ok(format!("{} {} {when}\n", key.kid(), key.alg()))
+}
+
+pub async fn keys_rotate(
+    s: &Settings,
+    alg: Option<&str>,
+    activate_in: i64,
+) -> anyhow::Result<String> {
+    init_crypto();
+    let alg = match alg {
+        Some(a) => SigningAlg::parse(a)?,
+        None => s.alg()?,
+    };
+    if alg == SigningAlg::HS256 {
+        bail!("HS256 uses the configured shared secret; there is no key to rotate in the store");
+    }
+    let key = KeyMaterial::generate(alg)?;
+    store_key(s, &key, activate_in).await
+}
+
+pub async fn keys_import(
+    s: &Settings,
+    text: &str,
+    kid: Option<String>,
+    activate_in: i64,
+) -> anyhow::Result<String> {
+    let text = text.trim();
+    let key = if text.starts_with('{') {
+        KeyMaterial::from_jwk(text, kid)
+    } else {
+        KeyMaterial::from_pem(text, kid)
+    }
+    .context("cannot import the key")?;
+    store_key(s, &key, activate_in).await
+}
+
+pub async fn keys_retire(s: &Settings, kid: &str) -> anyhow::Result<String> {
+    let store = open_store(s)?;
+    store.retire_key(kid, now()).await.map_err(|e| match e {
+        StoreError::NotFound(_) => anyhow::anyhow!("no key with kid {kid:?}"),
+        e => e.into(),
+    })?;
+    Ok(format!(
+        "{kid} retired: it signs no more and leaves the JWKS when its last token expires\n"
+    ))
+}
+
+/// Verify an access token against this store's keys and revocations; print its claims.
+pub async fn token_verify(s: &Settings, token: &str) -> anyhow::Result<String> {
+    let policy = s.policy()?;
+    let store = open_store(s)?;
+    let t = now();
+    let ring = match s.key_source()? {
+        jotgate_server::KeySource::SharedSecret(k) => KeyRing::shared_secret(&k, &policy)?,
+        jotgate_server::KeySource::Stored { .. } => {
+            KeyRing::from_stored(&store.keys().await?, &policy, t)?
+        }
+    };
+    let claims = ring
+        .verifier()
+        .verify(token.trim(), t)
+        .map_err(|e| anyhow::anyhow!("invalid token: {e}"))?;
+    let revoked = store.revocations_since(0, t).await?;
+    let sid = claims.sid.as_deref().map(|s| format!("sid:{s}"));
+    if revoked
+        .iter()
+        .any(|r| r.id == format!("jti:{}", claims.jti) || Some(&r.id) == sid.as_ref())
+    {
+        bail!("invalid token: token has been revoked");
+    }
+    Ok(serde_json::to_string_pretty(&claims)?)
+}

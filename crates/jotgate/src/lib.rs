@@ -1,0 +1,158 @@
+//! The `jotgate` binary's library half: configuration layering ([`settings`]), the
+//! [`Application`] that binds a socket and serves the Router (plain HTTP or rustls TLS),
+//! and the administrative commands ([`admin`]). `main.rs` only parses arguments.
+
+pub mod admin;
+pub mod settings;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jotgate_core::PasswordHasher;
+use jotgate_server::{AppState, router};
+use jotgate_store::Store;
+use jotgate_store::sqlite::SqliteStore;
+use settings::Settings;
+
+/// Open the configured store.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let path = settings.database();
+    let store = SqliteStore::open(&path)
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Install aws-lc-rs as rustls' process-wide provider (idempotent).
+pub fn init_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A configured, bound, not yet running server.
+pub struct Application {
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    state: AppState,
+}
+
+impl Application {
+    /// Open the store (creating it and a signing key on first start), bind the socket.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        init_crypto();
+        let cfg = settings.server_config()?;
+        let keys = settings.key_source()?;
+        let tls = match settings.tls()? {
+            Some((cert, key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot load TLS certificate {} / key {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let store = open_store(settings)?;
+        let hasher = PasswordHasher::new(settings.password_params(), settings.pepper.clone())
+            .context("invalid argon2 settings")?;
+        let state = AppState::new(cfg, Arc::clone(&store), hasher, keys).await?;
+        let listener = std::net::TcpListener::bind(settings.listen())
+            .with_context(|| format!("cannot listen on {}", settings.listen()))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        tracing::info!(
+            database = %settings.database().display(),
+            issuer = %state.config().policy.issuer,
+            "store {}", store.describe()
+        );
+        if tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "listening on a non-loopback address without TLS: passwords and tokens travel in clear text; \
+                 use --tls-cert/--tls-key or a TLS-terminating proxy"
+            );
+        }
+        Ok(Self {
+            listener,
+            addr,
+            tls,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serve until `shutdown` completes, then drain in-flight requests.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let sync = self.state.spawn_sync();
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!("jotgate listening on {scheme}://{}", self.addr);
+        let result = match self.tls {
+            None => {
+                let listener = tokio::net::TcpListener::from_std(self.listener)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                    .map_err(Into::into)
+            }
+            Some(tls) => {
+                let handle = axum_server::Handle::new();
+                let h = handle.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    h.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                axum_server::from_tcp_rustls(self.listener, tls)?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+                    .map_err(Into::into)
+            }
+        };
+        sync.abort();
+        result
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
