@@ -42,6 +42,14 @@ impl Application {
     /// Open the store (creating it and a signing key on first start), bind the socket.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         init_crypto();
+        let listener = std::net::TcpListener::bind(settings.listen())
+            .with_context(|| format!("cannot listen on {}", settings.listen()))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        // With port 0 the default issuer must name the port actually bound.
+        let mut settings = settings.clone();
+        settings.listen = Some(addr);
+        let settings = &settings;
         let cfg = settings.server_config()?;
         let keys = settings.key_source()?;
         let tls = match settings.tls()? {
@@ -62,10 +70,6 @@ impl Application {
         let hasher = PasswordHasher::new(settings.password_params(), settings.pepper.clone())
             .context("invalid argon2 settings")?;
         let state = AppState::new(cfg, Arc::clone(&store), hasher, keys).await?;
-        let listener = std::net::TcpListener::bind(settings.listen())
-            .with_context(|| format!("cannot listen on {}", settings.listen()))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         tracing::info!(
             database = %settings.database().display(),
             issuer = %state.config().policy.issuer,

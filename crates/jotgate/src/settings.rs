@@ -300,8 +300,8 @@ impl Settings {
                 .sync_interval
                 .map_or(d.sync_interval, Duration::from_secs),
         };
-        if cfg.refresh_ttl < 60 {
-            bail!("invalid setting refresh_ttl (JOTGATE_REFRESH_TTL): must be at least 60 seconds");
+        if cfg.refresh_ttl < 1 {
+            bail!("invalid setting refresh_ttl (JOTGATE_REFRESH_TTL): must be at least 1 second");
         }
         if !(0..=300).contains(&cfg.refresh_grace) {
             bail!(

@@ -1,0 +1,127 @@
+//! Login throttling and the bounded hashing pool, with real concurrent requests.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{PASSWORD, TestApp, error_code, settings, temp_dir};
+
+fn retry_after(res: &reqwest::Response) -> u64 {
+    res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn failures_per_username_lock_it_with_growing_delays() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.login_user_failures = Some(3);
+    s.login_delay = Some(30);
+    let app = TestApp::with(s, dir).await;
+    app.signup("gus").await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.login("gus", "wrong password").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The 4th failure starts the delay; from now on even the right password waits.
+    assert_eq!(
+        app.login("gus", "wrong password").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let res = app.login("GUS", PASSWORD).await;
+    let first = retry_after(&res);
+    assert!((29..=30).contains(&first), "{first}");
+    assert_eq!(
+        error_code(res, StatusCode::TOO_MANY_REQUESTS).await,
+        "rate_limited"
+    );
+    // Other accounts are unaffected.
+    app.signup("hal").await;
+    assert_eq!(app.login("hal", PASSWORD).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_locked_name_reveals_nothing_about_existence() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.login_user_failures = Some(2);
+    s.login_delay = Some(60);
+    let app = TestApp::with(s, dir).await;
+    app.signup("ida").await;
+    let mut answers = Vec::new();
+    for name in ["ida", "no-such-user"] {
+        for _ in 0..3 {
+            app.login(name, "wrong password").await;
+        }
+        let res = app.login(name, "wrong password").await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "{name}");
+        assert!(res.headers().contains_key("retry-after"));
+        answers.push(res.json::<Value>().await.unwrap());
+    }
+    assert_eq!(answers[0], answers[1]);
+}
+
+#[tokio::test]
+async fn failures_per_address_throttle_spraying_across_names() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.login_ip_failures = Some(4);
+    s.login_delay = Some(20);
+    let app = TestApp::with(s, dir).await;
+    app.signup("jan").await;
+    for i in 0..5 {
+        let res = app.login(&format!("sprayed-{i}"), "Winter2026!").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The address is now delayed, whatever the name.
+    let res = app.login("jan", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry_after(&res) >= 1);
+}
+
+#[tokio::test]
+async fn a_login_flood_gets_429_not_unbounded_memory() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    // One worker, two waiting; each hash ~64 MiB and slow enough to pile up.
+    s.hash_workers = Some(1);
+    s.hash_queue = Some(2);
+    s.argon2_memory_kib = Some(64 * 1024);
+    s.argon2_iterations = Some(3);
+    s.login_ip_failures = Some(1000);
+    s.login_user_failures = Some(1000);
+    let app = TestApp::with(s, dir).await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let client = app.client.clone();
+        let url = app.url("/login");
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"username": format!("flood-{i}"), "password": "whatever123"}))
+                .send()
+                .await
+                .unwrap()
+        }));
+    }
+    let (mut busy, mut denied) = (0, 0);
+    for t in tasks {
+        let res = t.await.unwrap();
+        match res.status() {
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(retry_after(&res), 1);
+                assert_eq!(res.json::<Value>().await.unwrap()["code"], "server_busy");
+                busy += 1;
+            }
+            StatusCode::UNAUTHORIZED => denied += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(busy > 0, "no request was shed");
+    assert!(denied >= 1, "every request was shed");
+    assert_eq!(busy + denied, 24);
+}

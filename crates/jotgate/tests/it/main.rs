@@ -1,0 +1,11 @@
+//! Integration tests: the real server on a random port, spoken to over HTTP; the real
+//! binary for the CLI, restarts and TLS. One test binary, so the workspace links once.
+
+mod attacks;
+mod cli;
+mod common;
+mod errors;
+mod flow;
+mod interop;
+mod limits;
+mod refresh;
