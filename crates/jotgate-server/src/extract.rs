@@ -85,13 +85,11 @@ pub fn bearer_token(headers: &HeaderMap, accept_x_access_token: bool) -> Result<
             Ok(token)
         };
     }
-    if accept_x_access_token {
-        if let Some(v) = headers.get("x-access-token").and_then(|v| v.to_str().ok()) {
-            let v = v.trim();
-            if !v.is_empty() {
-                return Ok(v);
-            }
-        }
+    if accept_x_access_token
+        && let Some(v) = headers.get("x-access-token").and_then(|v| v.to_str().ok())
+        && !v.trim().is_empty()
+    {
+        return Ok(v.trim());
     }
     Err(ApiError::MissingToken)
 }

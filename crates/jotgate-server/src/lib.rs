@@ -40,7 +40,7 @@ pub enum KeySource {
     /// Keys kept in the store; one of `alg` is generated on first start.
     Stored { generate: SigningAlg },
     /// HS256 with an explicitly configured shared secret (nothing published in the JWKS).
-    SharedSecret(KeyMaterial),
+    SharedSecret(Box<KeyMaterial>),
 }
 
 /// Behaviour settings of the service (everything but where it listens).

@@ -160,14 +160,13 @@ pub async fn login(
         }
     };
     st.0.limiter.record_success(&user_key);
-    if let Some(new_hash) = rehash {
-        if let Err(e) =
+    if let Some(new_hash) = rehash
+        && let Err(e) =
             st.0.store
                 .set_password_hash(&record.user.id, &new_hash)
                 .await
-        {
-            tracing::warn!(error = %e, "could not upgrade a password hash; will retry at next login");
-        }
+    {
+        tracing::warn!(error = %e, "could not upgrade a password hash; will retry at next login");
     }
     Ok(Json(new_session(&st, &record.user).await?))
 }

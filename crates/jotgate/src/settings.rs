@@ -230,7 +230,7 @@ impl Settings {
                 }
                 let key = KeyMaterial::shared_secret(s.expose_secret().as_bytes())
                     .context("invalid setting hs256_secret (JOTGATE_HS256_SECRET)")?;
-                Ok(KeySource::SharedSecret(key))
+                Ok(KeySource::SharedSecret(Box::new(key)))
             }
             (None, alg) => Ok(KeySource::Stored { generate: alg }),
         }

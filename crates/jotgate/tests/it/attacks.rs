@@ -387,7 +387,7 @@ async fn non_canonical_base64_is_refused() {
     let last = sig.chars().last().unwrap();
     let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let idx = alphabet.find(last).unwrap();
-    if sig.len() % 4 != 0 {
+    if !sig.len().is_multiple_of(4) {
         let alt = alphabet.chars().nth(idx ^ 1).unwrap();
         let bad = format!("{}.{}.{}{alt}", parts[0], parts[1], &sig[..sig.len() - 1]);
         let res = app.private(&bad).await;

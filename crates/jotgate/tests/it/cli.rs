@@ -48,6 +48,8 @@ impl Served {
         Self::start_with(bin(), dir, extra)
     }
 
+    // The child is killed and waited for in `Drop`.
+    #[allow(clippy::zombie_processes)]
     pub fn start_with(mut cmd: Command, dir: &Path, extra: &[&str]) -> Self {
         let mut child = cmd
             .arg("serve")
