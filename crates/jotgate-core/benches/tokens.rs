@@ -8,8 +8,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jotgate_core::{
-    AccessClaims, KeyMaterial, PasswordHasher, PasswordParams, SigningAlg, TokenPolicy, TokenSigner,
-    TokenVerifier,
+    AccessClaims, KeyMaterial, PasswordHasher, PasswordParams, SigningAlg, TokenPolicy,
+    TokenSigner, TokenVerifier,
 };
 
 fn claims(now: i64) -> AccessClaims {
@@ -42,7 +42,9 @@ fn tokens(c: &mut Criterion) {
         let verifier = TokenVerifier::new(TokenPolicy::default(), [key]).unwrap();
         let c0 = claims(now);
         let token = signer.sign(&c0).unwrap();
-        c.bench_function(&format!("sign/{alg}"), |b| b.iter(|| signer.sign(black_box(&c0)).unwrap()));
+        c.bench_function(&format!("sign/{alg}"), |b| {
+            b.iter(|| signer.sign(black_box(&c0)).unwrap())
+        });
         c.bench_function(&format!("verify/{alg}"), |b| {
             b.iter(|| verifier.verify(black_box(&token), now).unwrap())
         });
@@ -54,7 +56,9 @@ fn passwords(c: &mut Criterion) {
     let phc = hasher.hash("correct horse battery").unwrap();
     let mut g = c.benchmark_group("argon2id-owasp");
     g.sample_size(20);
-    g.bench_function("verify", |b| b.iter(|| hasher.verify(black_box("correct horse battery"), &phc)));
+    g.bench_function("verify", |b| {
+        b.iter(|| hasher.verify(black_box("correct horse battery"), &phc))
+    });
     g.finish();
 }
 

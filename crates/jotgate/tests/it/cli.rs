@@ -378,12 +378,10 @@ async fn key_rotation_publishes_first_then_signs_and_old_tokens_keep_working() {
 }
 
 fn header_kid(token: &str) -> String {
-    let h = token.split('.').next().unwrap();
-    let v: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h).unwrap(),
-    )
-    .unwrap();
-    v["kid"].as_str().unwrap().to_string()
+    crate::common::token_part(token, 0)["kid"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn openssl(args: &[&str]) {

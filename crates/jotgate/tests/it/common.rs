@@ -82,6 +82,17 @@ impl TestApp {
             .expect("request")
     }
 
+    pub async fn get_json(&self, path: &str) -> Value {
+        let res = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::OK, "GET {path}");
+        res.json().await.expect("JSON body")
+    }
+
     pub async fn signup(&self, username: &str) -> Value {
         let res = self
             .post(
@@ -184,4 +195,14 @@ impl TestApp {
 pub fn client() -> Client {
     jotgate::init_crypto();
     Client::new()
+}
+
+/// Part `i` of a compact JWT (0 header, 1 claims), decoded as JSON. No verification.
+pub fn token_part(token: &str, i: usize) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(i).expect("JWT part");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON")
 }

@@ -47,11 +47,7 @@ async fn signup_login_private_verify() {
     assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 900);
 
     // The header says what the token is.
-    let header = token.split('.').next().unwrap();
-    let header: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
-    )
-    .unwrap();
+    let header = crate::common::token_part(token, 0);
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(header["alg"], "RS256");
 }
@@ -316,27 +312,11 @@ async fn jwks_and_discovery_publish_public_keys_only() {
     for private in ["d", "p", "q", "dp", "dq", "qi"] {
         assert!(k.get(private).is_none(), "JWK leaks {private}");
     }
-    let d: Value = app
-        .client
-        .get(app.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = app.get_json("/.well-known/openid-configuration").await;
     assert_eq!(d["issuer"], "http://jotgate.test");
     assert_eq!(d["jwks_uri"], "http://jotgate.test/.well-known/jwks.json");
     assert_eq!(d["id_token_signing_alg_values_supported"], json!(["RS256"]));
-    let h: Value = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = app.get_json("/healthz").await;
     assert_eq!(h["status"], "ok");
 }
 
@@ -352,15 +332,7 @@ async fn es256_eddsa_and_hs256_modes() {
             .unwrap()
             .to_string();
         assert_eq!(app.private(&token).await.status(), StatusCode::OK);
-        let jwks: Value = app
-            .client
-            .get(app.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let jwks: Value = app.get_json("/.well-known/jwks.json").await;
         assert_eq!(jwks["keys"][0]["alg"], alg);
     }
     let dir = crate::common::temp_dir();
@@ -373,15 +345,7 @@ async fn es256_eddsa_and_hs256_modes() {
         .unwrap()
         .to_string();
     assert_eq!(app.private(&token).await.status(), StatusCode::OK);
-    let jwks: Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = app.get_json("/.well-known/jwks.json").await;
     assert_eq!(
         jwks["keys"],
         json!([]),

@@ -28,13 +28,7 @@ async fn each_refresh_rotates_and_returns_a_working_pair() {
         StatusCode::OK
     );
     // The new access token belongs to the same session.
-    let claims = |t: &str| -> Value {
-        let p = t.split('.').nth(1).unwrap();
-        serde_json::from_slice(
-            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, p).unwrap(),
-        )
-        .unwrap()
-    };
+    let claims = |t: &str| crate::common::token_part(t, 1);
     assert_eq!(
         claims(s["token"].as_str().unwrap())["sid"],
         claims(b["token"].as_str().unwrap())["sid"]
