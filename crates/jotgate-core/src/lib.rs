@@ -20,7 +20,7 @@ pub mod username;
 
 pub use claims::{AccessClaims, scopes_for_roles};
 pub use keys::{KeyError, KeyMaterial, SigningAlg};
-pub use password::{PasswordError, PasswordHasher, PasswordParams};
+pub use password::{PasswordError, PasswordHasher, PasswordParams, Workspace};
 pub use token::{TokenError, TokenErrorKind, TokenPolicy, TokenSigner, TokenVerifier};
 pub use username::{Username, UsernameError};
 

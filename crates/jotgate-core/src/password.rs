@@ -2,10 +2,13 @@
 //!
 //! Hashing is CPU- and memory-heavy on purpose (OWASP: m=19 MiB, t=2, p=1, ~18 ms). This
 //! module is synchronous; the server runs it on a bounded pool off the async threads.
-//! [`PasswordHasher::verify_dummy`] costs the same as a real check, for unknown usernames.
+//! [`PasswordHasher::verify_dummy_in`] costs the same as a real check, for unknown
+//! usernames, without a dummy hash computed at start-up (cold start matters on Lambda).
 
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version};
+use argon2::password_hash::phc::{Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
+use subtle::ConstantTimeEq;
 
 /// Shortest password accepted, in characters.
 pub const MIN_LEN: usize = 8;
@@ -153,12 +156,25 @@ impl Default for PasswordParams {
     }
 }
 
+/// argon2 working memory (the whole memory cost, 19 MiB by default), kept by a hashing
+/// thread and reused: no allocation and no page faults per hash, and a resident size that
+/// is bounded by the number of hashing threads.
+#[derive(Default)]
+pub struct Workspace(Vec<Block>);
+
+impl Workspace {
+    fn blocks(&mut self, n: usize) -> &mut [Block] {
+        if self.0.len() < n {
+            self.0.resize(n, Block::default());
+        }
+        &mut self.0[..n]
+    }
+}
+
 /// Hashes and verifies passwords with fixed parameters and an optional server-side pepper.
 pub struct PasswordHasher {
     params: Params,
     pepper: Option<SecretBox<[u8]>>,
-    /// A real hash of a random password, verified against for unknown users.
-    dummy: String,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -171,62 +187,96 @@ impl std::fmt::Debug for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// Build a hasher. Computes one dummy hash (one hash's cost) so that unknown users can
-    /// be verified against something real.
+    /// Build a hasher. Cheap: no hashing happens until the first call.
     pub fn new(p: PasswordParams, pepper: Option<SecretString>) -> Result<Self, PasswordError> {
         let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None)
             .map_err(|e| PasswordError::Params(e.to_string()))?;
         let pepper = pepper.map(|s| SecretBox::new(s.expose_secret().as_bytes().into()));
-        let mut hasher = Self {
-            params,
-            pepper,
-            dummy: String::new(),
-        };
-        hasher.dummy = hasher.hash(&crate::random::token(24))?;
-        Ok(hasher)
+        Ok(Self { params, pepper })
     }
 
-    fn argon(&self) -> Result<Argon2<'_>, PasswordError> {
+    fn argon(
+        &self,
+        alg: Algorithm,
+        version: Version,
+        params: Params,
+    ) -> Result<Argon2<'_>, PasswordError> {
         match &self.pepper {
-            None => Ok(Argon2::new(
-                Algorithm::Argon2id,
-                Version::V0x13,
-                self.params.clone(),
-            )),
-            Some(p) => Argon2::new_with_secret(
-                p.expose_secret(),
-                Algorithm::Argon2id,
-                Version::V0x13,
-                self.params.clone(),
-            )
-            .map_err(|e| PasswordError::Params(e.to_string())),
+            None => Ok(Argon2::new(alg, version, params)),
+            Some(p) => Argon2::new_with_secret(p.expose_secret(), alg, version, params)
+                .map_err(|e| PasswordError::Params(e.to_string())),
         }
     }
 
     /// A PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`) with a fresh random salt.
     pub fn hash(&self, password: &str) -> Result<String, PasswordError> {
-        use argon2::PasswordHasher as _;
-        let hash = self
-            .argon()?
-            .hash_password(password.as_bytes())
+        self.hash_in(password, &mut Workspace::default())
+    }
+
+    /// [`hash`](Self::hash) computed in reusable working memory.
+    pub fn hash_in(&self, password: &str, ws: &mut Workspace) -> Result<String, PasswordError> {
+        let salt = crate::random::bytes(16);
+        let argon = self.argon(Algorithm::Argon2id, Version::V0x13, self.params.clone())?;
+        let mut out = [0u8; 32];
+        argon
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                &salt,
+                &mut out,
+                ws.blocks(self.params.block_count()),
+            )
             .map_err(|_| PasswordError::Hashing)?;
-        Ok(hash.to_string())
+        let phc = PasswordHash {
+            algorithm: argon2::ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(|_| PasswordError::Hashing)?,
+            salt: Some(Salt::new(&salt).map_err(|_| PasswordError::Hashing)?),
+            hash: Some(Output::new(&out).map_err(|_| PasswordError::Hashing)?),
+        };
+        Ok(phc.to_string())
     }
 
     /// True when `password` matches the PHC string. A malformed stored hash never matches.
     pub fn verify(&self, password: &str, phc: &str) -> bool {
+        self.verify_in(password, phc, &mut Workspace::default())
+    }
+
+    /// [`verify`](Self::verify) computed in reusable working memory, with the parameters the
+    /// stored hash was made with, compared in constant time.
+    pub fn verify_in(&self, password: &str, phc: &str, ws: &mut Workspace) -> bool {
         let Ok(parsed) = PasswordHash::new(phc) else {
             return false;
         };
-        let Ok(argon) = self.argon() else {
+        let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
             return false;
         };
-        argon.verify_password(password.as_bytes(), &parsed).is_ok()
+        let Ok(alg) = Algorithm::try_from(parsed.algorithm.as_str()) else {
+            return false;
+        };
+        let Ok(version) = parsed
+            .version
+            .map_or(Ok(Version::default()), Version::try_from)
+        else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return false;
+        };
+        let blocks = params.block_count();
+        let Ok(argon) = self.argon(alg, version, params) else {
+            return false;
+        };
+        let mut out = vec![0u8; expected.len()];
+        argon
+            .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, ws.blocks(blocks))
+            .is_ok()
+            && bool::from(out.ct_eq(expected.as_bytes()))
     }
 
-    /// Spend the same work as [`verify`](Self::verify) for a user that does not exist.
-    pub fn verify_dummy(&self, password: &str) {
-        let _ = self.verify(password, &self.dummy);
+    /// Spend the same work as a verification for a user that does not exist: one argon2
+    /// computation with the current parameters.
+    pub fn verify_dummy_in(&self, password: &str, ws: &mut Workspace) {
+        let _ = self.hash_in(password, ws);
     }
 
     /// True when the stored hash was made with other parameters than the current ones.
@@ -278,6 +328,43 @@ mod tests {
         assert!(!h.needs_rehash(&phc));
         let stronger = PasswordHasher::new(PasswordParams::default(), None).unwrap();
         assert!(stronger.needs_rehash(&phc));
+    }
+
+    #[test]
+    fn phc_strings_interoperate_with_the_argon2_crate() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        let ours = PasswordHasher::new(cheap(), None).unwrap();
+        let theirs = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        );
+        let phc = ours.hash("correct horse battery").unwrap();
+        let parsed = PasswordHash::new(&phc).unwrap();
+        assert!(
+            theirs
+                .verify_password(b"correct horse battery", &parsed)
+                .is_ok()
+        );
+        assert!(theirs.verify_password(b"wrong", &parsed).is_err());
+        let made_by_them = theirs
+            .hash_password(b"correct horse battery")
+            .unwrap()
+            .to_string();
+        let mut ws = Workspace::default();
+        assert!(ours.verify_in("correct horse battery", &made_by_them, &mut ws));
+        assert!(!ours.verify_in("correct horse batterz", &made_by_them, &mut ws));
+        // Other parameters than the current ones verify too (the workspace grows).
+        let bigger = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(4096, 2, 1, None).unwrap(),
+        );
+        let phc = bigger.hash_password(b"pw-pw-pw-pw").unwrap().to_string();
+        assert!(ours.verify_in("pw-pw-pw-pw", &phc, &mut ws));
+        // Truncated or foreign strings never match.
+        assert!(!ours.verify_in("pw-pw-pw-pw", &phc[..phc.len() - 4], &mut ws));
+        assert!(!ours.verify_in("x", "$2b$12$abcdefghijklmnopqrstuu", &mut ws));
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub enum StartError {
     Keys(#[from] KeyRingError),
     #[error(transparent)]
     Store(#[from] jotgate_store::StoreError),
+    #[error("cannot start the password-hashing threads: {0}")]
+    Threads(#[from] std::io::Error),
 }
 
 pub(crate) struct Inner {
@@ -134,7 +136,7 @@ impl AppState {
         let denylist = Denylist::default();
         denylist.sync(&*store, t).await?;
         Ok(Self(Arc::new(Inner {
-            pool: HashPool::new(hasher, cfg.hash_workers, cfg.hash_queue),
+            pool: HashPool::new(hasher, cfg.hash_workers, cfg.hash_queue)?,
             limiter: LoginLimiter::new(cfg.rate_limit.clone()),
             cfg,
             store,

@@ -91,7 +91,7 @@ pub async fn signup(State(st): State<AppState>, body: JsonObject) -> Result<Resp
     }
     let hash =
         st.0.pool
-            .run(move |h| h.hash(&pw))
+            .run(move |h, ws| h.hash_in(&pw, ws))
             .await?
             .map_err(ApiError::internal)?;
     let user =
@@ -138,16 +138,16 @@ pub async fn login(
     // Known and unknown users cost one argon2 verification each.
     let (ok, rehash, record) =
         st.0.pool
-            .run(move |h| match record {
+            .run(move |h, ws| match record {
                 Some(r) => {
-                    let ok = h.verify(&pw, &r.password_hash);
+                    let ok = h.verify_in(&pw, &r.password_hash, ws);
                     let rehash = (ok && h.needs_rehash(&r.password_hash))
-                        .then(|| h.hash(&pw).ok())
+                        .then(|| h.hash_in(&pw, ws).ok())
                         .flatten();
                     (ok, rehash, Some(r))
                 }
                 None => {
-                    h.verify_dummy(&pw);
+                    h.verify_dummy_in(&pw, ws);
                     (false, None, None)
                 }
             })
