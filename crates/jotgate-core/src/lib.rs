@@ -24,5 +24,12 @@ pub use password::{PasswordError, PasswordHasher, PasswordParams, Workspace};
 pub use token::{TokenError, TokenErrorKind, TokenPolicy, TokenSigner, TokenVerifier};
 pub use username::{Username, UsernameError};
 
+/// SHA-256 of `data`, unpadded base64url: a fixed-size key for secrets and unbounded input.
+pub fn sha256_b64url(data: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(data))
+}
+
 /// Seconds since the Unix epoch. Callers pass "now" in, so the core stays pure and testable.
 pub type UnixTime = i64;

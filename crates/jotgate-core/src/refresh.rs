@@ -8,7 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// Longest refresh token accepted, in bytes (ours are 43).
 pub const MAX_LEN: usize = 256;
@@ -25,7 +25,7 @@ pub fn nonce() -> String {
 
 /// The value the store keeps and looks up by.
 pub fn hash(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+    crate::sha256_b64url(token.as_bytes())
 }
 
 /// The successor of `parent` for the rotation identified by `nonce`.

@@ -122,7 +122,8 @@ pub async fn login(
     let typed = body.string("username")?;
     let pw = body.string("password")?.to_string();
     let key = username::canonical_key(typed);
-    let user_key = format!("user:{key}");
+    // Counted by digest: an attacker typing 60 KiB names must not grow the table by as much.
+    let user_key = format!("user:{}", jotgate_core::sha256_b64url(key.as_bytes()));
     let ip_key = ip.map(|ip| format!("ip:{ip}"));
     let mut keys = vec![user_key.clone()];
     keys.extend(ip_key.clone());
