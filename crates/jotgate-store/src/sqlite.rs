@@ -70,8 +70,10 @@ impl SqliteStore {
         }
         let conn = Connection::open(path).map_err(backend)?;
         Self::init(&conn)?;
+        // Absolute, so the start-up log says exactly which file holds the data.
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(Self {
-            path: path.to_path_buf(),
+            path,
             conn: Arc::new(Mutex::new(conn)),
         })
     }

@@ -67,14 +67,11 @@ impl Application {
             None => None,
         };
         let store = open_store(settings)?;
+        tracing::info!(store = %store.describe(), "data store opened");
         let hasher = PasswordHasher::new(settings.password_params(), settings.pepper.clone())
             .context("invalid argon2 settings")?;
         let state = AppState::new(cfg, Arc::clone(&store), hasher, keys).await?;
-        tracing::info!(
-            database = %settings.database().display(),
-            issuer = %state.config().policy.issuer,
-            "store {}", store.describe()
-        );
+
         if tls.is_none() && !addr.ip().is_loopback() {
             tracing::warn!(
                 %addr,
@@ -108,9 +105,10 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sync = self.state.spawn_sync();
+        let issuer = self.state.config().policy.issuer.clone();
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        tracing::info!("jotgate listening on {scheme}://{}", self.addr);
+        tracing::info!(%issuer, "jotgate listening on {scheme}://{}", self.addr);
         let result = match self.tls {
             None => {
                 let listener = tokio::net::TcpListener::from_std(self.listener)?;

@@ -79,7 +79,12 @@ impl Served {
                 });
             startup_log.push(line.clone());
             if let Some(i) = line.find("jotgate listening on ") {
-                let base = line[i + "jotgate listening on ".len()..].trim().to_string();
+                let rest = &line[i + "jotgate listening on ".len()..];
+                let base = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 return Self {
                     child,
                     base,
