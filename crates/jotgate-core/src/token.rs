@@ -357,4 +357,50 @@ mod tests {
             TokenErrorKind::TooLarge
         );
     }
+
+    /// Random mutations of a valid token (byte flips, truncations, insertions, swapped
+    /// parts) never panic, and the only accepted spelling is the original token.
+    #[test]
+    fn mutated_tokens_are_refused_and_never_panic() {
+        let now = 1_700_000_000;
+        let key = KeyMaterial::generate(SigningAlg::ES256).unwrap();
+        let token = TokenSigner::new(&key).unwrap().sign(&claims(now)).unwrap();
+        let v = TokenVerifier::new(TokenPolicy::default(), [&key]).unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n.max(1) as u64) as usize
+        };
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ ";
+        for _ in 0..5000 {
+            let mut t = token.clone().into_bytes();
+            for _ in 0..=next(3) {
+                match next(4) {
+                    0 => {
+                        let i = next(t.len());
+                        t[i] = alphabet[next(alphabet.len())];
+                    }
+                    1 => t.truncate(next(t.len()).max(1)),
+                    2 => {
+                        let i = next(t.len() + 1);
+                        t.insert(i, alphabet[next(alphabet.len())]);
+                    }
+                    _ => {
+                        let i = next(t.len());
+                        t.remove(i);
+                        if t.is_empty() {
+                            t.push(b'.');
+                        }
+                    }
+                }
+            }
+            let t = String::from_utf8(t).unwrap();
+            if let Ok(c) = v.verify(&t, now) {
+                assert_eq!(t, token, "a second spelling was accepted");
+                assert_eq!(c, claims(now));
+            }
+        }
+    }
 }
