@@ -29,6 +29,45 @@ pub struct KeyRing {
     verifier: TokenVerifier,
     jwks: Value,
     algs: Vec<&'static str>,
+    /// The signer's kid, then the published kids: what a reload compares.
+    selection: Vec<String>,
+}
+
+/// Which stored keys sign and which are published at `now`, from metadata alone.
+/// Keys come oldest first, so the last one signing now is the newest.
+fn select<'a>(
+    keys: &'a [StoredKey],
+    policy: &TokenPolicy,
+    now: i64,
+) -> (Option<&'a StoredKey>, Vec<&'a StoredKey>) {
+    let grace = policy.access_ttl + policy.leeway;
+    let mut signer = None;
+    let mut published = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let superseded = keys[i + 1..]
+            .iter()
+            .map(|j| j.created_at)
+            .filter(|t| *t <= now)
+            .min();
+        let end = match (k.retired_at, superseded) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if k.created_at <= now && end.is_none_or(|e| e > now) {
+            signer = Some(k);
+        }
+        if end.is_none_or(|e| e + grace > now) {
+            published.push(k);
+        }
+    }
+    (signer, published)
+}
+
+fn selection(signer: &StoredKey, published: &[&StoredKey]) -> Vec<String> {
+    std::iter::once(&signer.kid)
+        .chain(published.iter().map(|k| &k.kid))
+        .cloned()
+        .collect()
 }
 
 impl KeyRing {
@@ -37,8 +76,10 @@ impl KeyRing {
         policy: &TokenPolicy,
         now: i64,
     ) -> Result<Self, KeyRingError> {
-        let mut loaded = Vec::with_capacity(keys.len());
-        for k in keys {
+        let (signer, published) = select(keys, policy, now);
+        let signer = signer.ok_or(KeyRingError::NoActiveKey)?;
+        let mut loaded = Vec::with_capacity(published.len());
+        for k in &published {
             let bad = |reason: String| KeyRingError::BadKey {
                 kid: k.kid.clone(),
                 reason,
@@ -46,32 +87,16 @@ impl KeyRing {
             let alg = SigningAlg::parse(&k.alg).map_err(|e| bad(e.to_string()))?;
             let m = KeyMaterial::from_pkcs8(Some(k.kid.clone()), alg, k.private_der.clone())
                 .map_err(|e| bad(e.to_string()))?;
-            loaded.push((k, m));
+            loaded.push(m);
         }
-        let grace = policy.access_ttl + policy.leeway;
-        // Keys come oldest first, so the last one signing now is the newest.
-        let mut signer: Option<&KeyMaterial> = None;
-        let mut published: Vec<&KeyMaterial> = Vec::new();
-        for (i, (k, m)) in loaded.iter().enumerate() {
-            let superseded = loaded[i + 1..]
-                .iter()
-                .map(|(j, _)| j.created_at)
-                .filter(|t| *t <= now)
-                .min();
-            let end = match (k.retired_at, superseded) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let signing = k.created_at <= now && end.is_none_or(|e| e > now);
-            if signing {
-                signer = Some(m);
-            }
-            if end.is_none_or(|e| e + grace > now) {
-                published.push(m);
-            }
-        }
-        let signer = signer.ok_or(KeyRingError::NoActiveKey)?;
-        Self::build(signer, published, policy)
+        // The signing key is always published (it has not stopped signing yet).
+        let signing = loaded
+            .iter()
+            .find(|m| m.kid() == signer.kid)
+            .ok_or(KeyRingError::NoActiveKey)?;
+        let mut ring = Self::build(signing, loaded.iter().collect(), policy)?;
+        ring.selection = selection(signer, &published);
+        Ok(ring)
     }
 
     /// HS256 with a shared secret: nothing is published.
@@ -102,6 +127,7 @@ impl KeyRing {
                 .map_err(|e| bad(signer, e))?,
             jwks: json!({ "keys": keys }),
             algs,
+            selection: Vec::new(),
         })
     }
 
@@ -181,7 +207,14 @@ impl Keys {
         if !self.reload_from_store {
             return Ok(());
         }
-        let ring = KeyRing::from_stored(&store.keys().await?, policy, now)?;
+        let keys = store.keys().await?;
+        // Parsing keys costs milliseconds (RSA): skip it when nothing changed.
+        if let (Some(signer), published) = select(&keys, policy, now)
+            && selection(signer, &published) == self.current().selection
+        {
+            return Ok(());
+        }
+        let ring = KeyRing::from_stored(&keys, policy, now)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
         Ok(())
     }
@@ -230,6 +263,16 @@ mod tests {
         assert_eq!(kids(&r).len(), 2);
         let r = KeyRing::from_stored(&keys, &policy, 1111).unwrap();
         assert_eq!(kids(&r), std::slice::from_ref(&next.kid));
+        // A long-expired key is not even parsed: damage there cannot stop start-up.
+        let mut broken = stored(SigningAlg::EdDSA, -5000, None);
+        broken.private_der = vec![0xde, 0xad];
+        let r = KeyRing::from_stored(&[broken.clone(), old.clone()], &policy, 900).unwrap();
+        assert_eq!(r.signer().kid(), old.kid);
+        broken.created_at = 10_000; // a future key is published, so it must parse
+        assert!(matches!(
+            KeyRing::from_stored(&[old.clone(), broken], &policy, 900),
+            Err(KeyRingError::BadKey { .. })
+        ));
         // Retired by hand with nothing newer: no signer.
         let only = [stored(SigningAlg::EdDSA, 0, Some(5))];
         assert!(matches!(
