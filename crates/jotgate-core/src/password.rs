@@ -293,14 +293,6 @@ impl PasswordHasher {
             Err(_) => true,
         }
     }
-
-    pub fn params(&self) -> PasswordParams {
-        PasswordParams {
-            memory_kib: self.params.m_cost(),
-            iterations: self.params.t_cost(),
-            parallelism: self.params.p_cost(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -46,11 +46,6 @@ impl Username {
         Ok(Self { canonical, display })
     }
 
-    /// Rebuild from values read back from the store (already validated when written).
-    pub fn from_stored(canonical: String, display: String) -> Self {
-        Self { canonical, display }
-    }
-
     /// The comparison key: what uniqueness and lookups use.
     pub fn canonical(&self) -> &str {
         &self.canonical

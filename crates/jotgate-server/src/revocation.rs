@@ -50,12 +50,4 @@ impl Denylist {
         self.cursor.store(cursor, Ordering::Release);
         Ok(n)
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

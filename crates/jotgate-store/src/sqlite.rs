@@ -100,10 +100,6 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(backend)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Run `f` with the connection on the blocking pool.
     async fn with<T, F>(&self, f: F) -> Result<T>
     where

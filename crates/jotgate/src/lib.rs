@@ -95,10 +95,6 @@ impl Application {
         self.addr.port()
     }
 
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// Serve until `shutdown` completes, then drain in-flight requests.
     pub async fn run(
         self,
