@@ -104,6 +104,14 @@ impl TestApp {
         res.json().await.unwrap()
     }
 
+    /// Sign up and return just the access token.
+    pub async fn signup_token(&self, username: &str) -> String {
+        self.signup(username).await["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
     pub async fn login(&self, username: &str, password: &str) -> Response {
         self.post(
             "/login",

@@ -166,10 +166,7 @@ async fn private_without_or_with_bad_token_is_401_with_challenge() {
     error_code(res, StatusCode::UNAUTHORIZED).await;
 
     // Scheme is case-insensitive (RFC 6750 / RFC 9110).
-    let token = app.signup("erin").await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = app.signup_token("erin").await;
     let res = app
         .client
         .get(app.url("/private"))
@@ -195,10 +192,7 @@ async fn private_without_or_with_bad_token_is_401_with_challenge() {
 #[tokio::test]
 async fn x_access_token_is_off_by_default_and_can_be_enabled() {
     let app = TestApp::start().await;
-    let token = app.signup("frank").await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = app.signup_token("frank").await;
     let res = app
         .client
         .get(app.url("/private"))
@@ -213,10 +207,7 @@ async fn x_access_token_is_off_by_default_and_can_be_enabled() {
     let mut s = crate::common::settings(&dir);
     s.accept_x_access_token = Some(true);
     let app = TestApp::with(s, dir).await;
-    let token = app.signup("frank").await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = app.signup_token("frank").await;
     let res = app
         .client
         .get(app.url("/private"))
@@ -327,10 +318,7 @@ async fn es256_eddsa_and_hs256_modes() {
         let mut s = crate::common::settings(&dir);
         s.alg = Some(alg.into());
         let app = TestApp::with(s, dir).await;
-        let token = app.signup("henry").await["token"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let token = app.signup_token("henry").await;
         assert_eq!(app.private(&token).await.status(), StatusCode::OK);
         let jwks: Value = app.get_json("/.well-known/jwks.json").await;
         assert_eq!(jwks["keys"][0]["alg"], alg);
@@ -340,10 +328,7 @@ async fn es256_eddsa_and_hs256_modes() {
     s.alg = Some("HS256".into());
     s.hs256_secret = Some("0123456789abcdef0123456789abcdef-test".into());
     let app = TestApp::with(s, dir).await;
-    let token = app.signup("ivy").await["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = app.signup_token("ivy").await;
     assert_eq!(app.private(&token).await.status(), StatusCode::OK);
     let jwks: Value = app.get_json("/.well-known/jwks.json").await;
     assert_eq!(
