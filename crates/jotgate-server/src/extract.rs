@@ -14,41 +14,68 @@ use crate::error::ApiError;
 /// field but never echo its value (it may be a password).
 pub struct JsonObject(pub Map<String, Value>);
 
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || m.ends_with("+json")
+        })
+}
+
+async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest("invalid_body", "the request body could not be read".into())
+        }
+    })
+}
+
+fn object(bytes: &[u8]) -> Result<JsonObject, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(JsonObject(map)),
+        Ok(_) => Err(ApiError::BadRequest(
+            "invalid_json",
+            "the request body must be a JSON object".into(),
+        )),
+        Err(_) => Err(ApiError::BadRequest(
+            "invalid_json",
+            "the request body is not valid JSON".into(),
+        )),
+    }
+}
+
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| {
-                let m = m.trim();
-                m.eq_ignore_ascii_case("application/json")
-                    || (m.len() > 5 && m[m.len() - 5..].eq_ignore_ascii_case("+json"))
-            });
-        if !is_json {
+        if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest("invalid_body", "the request body could not be read".into())
-            }
-        })?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(ApiError::BadRequest(
-                "invalid_json",
-                "the request body must be a JSON object".into(),
-            )),
-            Err(_) => Err(ApiError::BadRequest(
-                "invalid_json",
-                "the request body is not valid JSON".into(),
-            )),
+        object(&body(req, state).await?)
+    }
+}
+
+/// A JSON object body that may be absent: an empty body is `None`.
+pub struct OptionalJsonObject(pub Option<JsonObject>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(req.headers());
+        let bytes = body(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(Self(None));
         }
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        object(&bytes).map(|o| Self(Some(o)))
     }
 }
 

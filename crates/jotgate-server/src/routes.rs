@@ -11,7 +11,7 @@ use jotgate_store::{NewRefresh, NewUser, Rotate, RotateOutcome, StoreError, User
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::extract::{JsonObject, bearer_token, client_ip};
+use crate::extract::{JsonObject, OptionalJsonObject, bearer_token, client_ip};
 use crate::{AppState, now};
 
 /// The client address, as far as this deployment can tell.
@@ -244,20 +244,50 @@ async fn revoke_session(st: &AppState, family: &str, t: i64) -> Result<(), ApiEr
     Ok(())
 }
 
+/// End a session. Takes the access token (`Authorization: Bearer`), the refresh token
+/// (`{"refresh_token": ...}`), or both — a client whose access token has expired can still
+/// log out with its refresh token.
 pub async fn logout(
     State(st): State<AppState>,
     headers: HeaderMap,
+    OptionalJsonObject(body): OptionalJsonObject,
 ) -> Result<StatusCode, ApiError> {
-    let token = bearer_token(&headers, st.0.cfg.accept_x_access_token)?;
-    let claims = st.authenticate(token)?;
     let t = now();
-    let id = format!("jti:{}", claims.jti);
-    st.0.store.revoke_token(&id, claims.exp, t).await?;
-    st.0.denylist.insert(id, claims.exp);
-    if let Some(sid) = &claims.sid {
-        revoke_session(&st, sid, t).await?;
+    let refresh_token = match &body {
+        Some(b) if b.0.contains_key("refresh_token") => Some(b.string("refresh_token")?),
+        _ => None,
+    };
+    let by_refresh = match refresh_token {
+        Some(r) if !r.is_empty() && r.len() <= refresh::MAX_LEN => {
+            st.0.store.family_of(&refresh::hash(r)).await?
+        }
+        _ => None,
+    };
+    if refresh_token.is_some() && by_refresh.is_none() {
+        return Err(ApiError::InvalidRefreshToken);
     }
-    Ok(StatusCode::NO_CONTENT)
+    let access = match bearer_token(&headers, st.0.cfg.accept_x_access_token) {
+        Ok(token) => Some(st.authenticate(token)),
+        Err(e) if by_refresh.is_none() => return Err(e),
+        Err(_) => None,
+    };
+    match (access, by_refresh) {
+        (Some(Err(e)), None) => Err(e),
+        (access, by_refresh) => {
+            if let Some(Ok(claims)) = access {
+                let id = format!("jti:{}", claims.jti);
+                st.0.store.revoke_token(&id, claims.exp, t).await?;
+                st.0.denylist.insert(id, claims.exp);
+                if let Some(sid) = &claims.sid {
+                    revoke_session(&st, sid, t).await?;
+                }
+            }
+            if let Some(family) = by_refresh {
+                revoke_session(&st, &family, t).await?;
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
 }
 
 pub async fn jwks(State(st): State<AppState>) -> Response {

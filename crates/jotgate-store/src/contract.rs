@@ -138,6 +138,9 @@ pub async fn refresh_rotation(s: Arc<dyn Store>) {
             family_id: "f1".into()
         }
     );
+    // Spent or fresh, both tokens name their session.
+    assert_eq!(s.family_of("h0").await.unwrap().as_deref(), Some("f1"));
+    assert_eq!(s.family_of("h1").await.unwrap().as_deref(), Some("f1"));
     // A repeat inside the grace window learns the first rotation's nonce and creates nothing.
     let again = s
         .rotate_refresh(rotate("h0", "n2", "h2", 115))
@@ -199,6 +202,8 @@ pub async fn refresh_reuse_revokes_family(s: Arc<dyn Store>) {
 
 pub async fn refresh_expiry_and_logout(s: Arc<dyn Store>) {
     family(&s, "h0", "f1", 100).await;
+    assert_eq!(s.family_of("h0").await.unwrap().as_deref(), Some("f1"));
+    assert_eq!(s.family_of("nope").await.unwrap(), None);
     assert_eq!(
         s.rotate_refresh(rotate("h0", "n", "h1", 1100))
             .await

@@ -153,6 +153,8 @@ pub trait Store: Send + Sync + 'static {
     /// Rotate atomically: of concurrent presentations of one token, exactly one rotates.
     async fn rotate_refresh(&self, req: Rotate) -> Result<RotateOutcome>;
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()>;
+    /// The session (family) a refresh token belongs to, spent or not.
+    async fn family_of(&self, token_hash: &str) -> Result<Option<String>>;
 
     /// Deny access tokens by id until `expires_at`. Idempotent. Ids are namespaced:
     /// `jti:<jti>` denies one token, `sid:<session>` every token of a login session.

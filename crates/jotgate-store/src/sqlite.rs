@@ -437,6 +437,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn family_of(&self, token_hash: &str) -> Result<Option<String>> {
+        let hash = token_hash.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT family_id FROM refresh_tokens WHERE token_hash = ?1",
+                params![hash],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()> {
         let id = id.to_string();
         self.with(move |c| {

@@ -385,3 +385,74 @@ async fn login_upgrades_hashes_made_with_old_parameters() {
     assert!(after.contains("m=2048,"), "{after}");
     assert_eq!(app.login("kim", PASSWORD).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn logout_with_the_refresh_token_alone_ends_the_session() {
+    let app = TestApp::start().await;
+    let s = app.signup("lou").await;
+    // A client whose access token expired still holds its refresh token.
+    let res = app
+        .post("/logout", json!({"refresh_token": s["refresh_token"]}))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app
+        .post("/refresh", json!({"refresh_token": s["refresh_token"]}))
+        .await;
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "invalid_refresh_token"
+    );
+    // The session's access tokens die with it.
+    let res = app.private(s["token"].as_str().unwrap()).await;
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "token_revoked"
+    );
+
+    // Unknown refresh token: 401, and a valid access token sent along is left alone.
+    let other = app
+        .login("lou", PASSWORD)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let token = other["token"].as_str().unwrap();
+    let res = app
+        .client
+        .post(app.url("/logout"))
+        .bearer_auth(token)
+        .json(&json!({"refresh_token": "not-a-refresh-token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "invalid_refresh_token"
+    );
+    assert_eq!(app.private(token).await.status(), StatusCode::OK);
+    // An expired or bad access token plus a good refresh token still logs out.
+    let res = app
+        .client
+        .post(app.url("/logout"))
+        .bearer_auth("expired.or.garbage")
+        .json(&json!({"refresh_token": other["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        error_code(app.private(token).await, StatusCode::UNAUTHORIZED).await,
+        "token_revoked"
+    );
+    // A body without either credential: 401; a wrongly typed one: 400.
+    let res = app.post("/logout", json!({})).await;
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "missing_token"
+    );
+    let res = app.post("/logout", json!({"refresh_token": 7})).await;
+    assert_eq!(
+        error_code(res, StatusCode::BAD_REQUEST).await,
+        "invalid_field"
+    );
+}
