@@ -63,6 +63,49 @@ fn select<'a>(
     (signer, published)
 }
 
+/// A stored key's place in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// The key new tokens are signed with.
+    Signing,
+    /// Published ahead of its activation time.
+    Next,
+    /// No longer signing; published while tokens it signed may live.
+    Published,
+    /// Neither signing nor published.
+    Expired,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Signing => "signing",
+            Self::Next => "next",
+            Self::Published => "published",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// The status of each of `keys` at `now` (same order), from metadata alone.
+pub fn statuses(keys: &[StoredKey], policy: &TokenPolicy, now: i64) -> Vec<KeyStatus> {
+    let (signer, published) = select(keys, policy, now);
+    keys.iter()
+        .map(|k| {
+            let is_published = published.iter().any(|p| p.kid == k.kid);
+            if signer.is_some_and(|s| s.kid == k.kid) {
+                KeyStatus::Signing
+            } else if is_published && k.created_at > now {
+                KeyStatus::Next
+            } else if is_published {
+                KeyStatus::Published
+            } else {
+                KeyStatus::Expired
+            }
+        })
+        .collect()
+}
+
 fn selection(signer: &StoredKey, published: &[&StoredKey]) -> Vec<String> {
     std::iter::once(&signer.kid)
         .chain(published.iter().map(|k| &k.kid))
@@ -263,6 +306,12 @@ mod tests {
         assert_eq!(kids(&r).len(), 2);
         let r = KeyRing::from_stored(&keys, &policy, 1111).unwrap();
         assert_eq!(kids(&r), std::slice::from_ref(&next.kid));
+        let st = statuses(&keys, &policy, 900);
+        assert_eq!(st, [KeyStatus::Signing, KeyStatus::Next]);
+        assert_eq!(
+            statuses(&keys, &policy, 1111),
+            [KeyStatus::Expired, KeyStatus::Signing]
+        );
         // A long-expired key is not even parsed: damage there cannot stop start-up.
         let mut broken = stored(SigningAlg::EdDSA, -5000, None);
         broken.private_der = vec![0xde, 0xad];

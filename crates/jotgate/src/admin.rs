@@ -5,7 +5,7 @@ use std::io::Read;
 
 use anyhow::{Context, bail};
 use jotgate_core::{KeyMaterial, PasswordHasher, SigningAlg, Username, password};
-use jotgate_server::keyring::KeyRing;
+use jotgate_server::keyring::{self, KeyRing};
 use jotgate_server::now;
 use jotgate_store::{NewUser, StoreError, StoredKey};
 use serde_json::json;
@@ -87,35 +87,15 @@ pub async fn users_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// A key's place in its life cycle at `t`.
-fn status(k: &StoredKey, keys: &[StoredKey], ring: Option<&KeyRing>, t: i64) -> &'static str {
-    let published = ring.is_some_and(|r| {
-        r.jwks()["keys"]
-            .as_array()
-            .is_some_and(|ks| ks.iter().any(|j| j["kid"] == k.kid.as_str()))
-    });
-    if ring.is_some_and(|r| r.signer().kid() == k.kid) {
-        "signing"
-    } else if k.created_at > t && k.retired_at.is_none() {
-        "next"
-    } else if published {
-        "published"
-    } else if keys.is_empty() {
-        "unknown"
-    } else {
-        "expired"
-    }
-}
-
 pub async fn keys_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
     let keys = open_store(s)?.keys().await?;
-    let t = now();
-    let ring = KeyRing::from_stored(&keys, &s.policy()?, t).ok();
+    let statuses = keyring::statuses(&keys, &s.policy()?, now());
     let rows: Vec<_> = keys
         .iter()
-        .map(|k| {
+        .zip(statuses)
+        .map(|(k, status)| {
             json!({
-                "kid": k.kid, "alg": k.alg, "status": status(k, &keys, ring.as_ref(), t),
+                "kid": k.kid, "alg": k.alg, "status": status.as_str(),
                 "activates_at": k.created_at, "retired_at": k.retired_at,
             })
         })
