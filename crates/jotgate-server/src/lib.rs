@@ -154,13 +154,7 @@ impl AppState {
             .verifier()
             .verify(token, now())
             .map_err(ApiError::InvalidToken)?;
-        let d = &self.0.denylist;
-        if d.contains(&format!("jti:{}", claims.jti))
-            || claims
-                .sid
-                .as_ref()
-                .is_some_and(|s| d.contains(&format!("sid:{s}")))
-        {
+        if revocation::denies(&claims, |id| self.0.denylist.contains(id)) {
             return Err(ApiError::Revoked);
         }
         Ok(claims)

@@ -5,7 +5,27 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use jotgate_core::AccessClaims;
 use jotgate_store::Store;
+
+/// The denylist id of one access token.
+pub fn token_id(jti: &str) -> String {
+    format!("jti:{jti}")
+}
+
+/// The denylist id of a login session (every access token carrying that `sid`).
+pub fn session_id(sid: &str) -> String {
+    format!("sid:{sid}")
+}
+
+/// True when `claims` are denied by any of `revoked` (token or session id).
+pub fn denies(claims: &AccessClaims, mut revoked: impl FnMut(&str) -> bool) -> bool {
+    revoked(&token_id(&claims.jti))
+        || claims
+            .sid
+            .as_deref()
+            .is_some_and(|s| revoked(&session_id(s)))
+}
 
 #[derive(Default)]
 pub struct Denylist {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::extract::{JsonObject, OptionalJsonObject, bearer_token, client_ip};
-use crate::{AppState, now};
+use crate::{AppState, now, revocation};
 
 /// The client address, as far as this deployment can tell.
 pub struct ClientIp(pub Option<IpAddr>);
@@ -237,7 +237,7 @@ pub async fn refresh(
 async fn revoke_session(st: &AppState, family: &str, t: i64) -> Result<(), ApiError> {
     let p = &st.0.cfg.policy;
     let until = t + p.access_ttl + p.leeway;
-    let id = format!("sid:{family}");
+    let id = revocation::session_id(family);
     st.0.store.revoke_family(family, t).await?;
     st.0.store.revoke_token(&id, until, t).await?;
     st.0.denylist.insert(id, until);
@@ -275,7 +275,7 @@ pub async fn logout(
         (Some(Err(e)), None) => Err(e),
         (access, by_refresh) => {
             if let Some(Ok(claims)) = access {
-                let id = format!("jti:{}", claims.jti);
+                let id = revocation::token_id(&claims.jti);
                 st.0.store.revoke_token(&id, claims.exp, t).await?;
                 st.0.denylist.insert(id, claims.exp);
                 if let Some(sid) = &claims.sid {

@@ -208,11 +208,7 @@ pub async fn token_verify(s: &Settings, token: &str) -> anyhow::Result<String> {
         .verify(token.trim(), t)
         .map_err(|e| anyhow::anyhow!("invalid token: {e}"))?;
     let revoked = store.revocations_since(0, t).await?;
-    let sid = claims.sid.as_deref().map(|s| format!("sid:{s}"));
-    if revoked
-        .iter()
-        .any(|r| r.id == format!("jti:{}", claims.jti) || Some(&r.id) == sid.as_ref())
-    {
+    if jotgate_server::revocation::denies(&claims, |id| revoked.iter().any(|r| r.id == id)) {
         bail!("invalid token: token has been revoked");
     }
     Ok(serde_json::to_string_pretty(&claims)?)
