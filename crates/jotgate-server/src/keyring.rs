@@ -192,18 +192,17 @@ impl KeyRing {
     }
 }
 
-/// Make sure the store holds a key that signs now; generate one (`alg`) if not.
-/// Returns the kid of a generated key.
-pub async fn ensure_signing_key(
+/// Load the key ring, first generating a key of `alg` if none signs now.
+/// Also returns the kid of a generated key.
+pub async fn load_or_generate(
     store: &dyn Store,
     alg: SigningAlg,
     policy: &TokenPolicy,
     now: i64,
-) -> Result<Option<String>, KeyRingError> {
-    let keys = store.keys().await?;
-    match KeyRing::from_stored(&keys, policy, now) {
+) -> Result<(KeyRing, Option<String>), KeyRingError> {
+    match KeyRing::from_stored(&store.keys().await?, policy, now) {
         Err(KeyRingError::NoActiveKey) => {}
-        other => return other.map(|_| None),
+        other => return other.map(|ring| (ring, None)),
     }
     let key = KeyMaterial::generate(alg).map_err(|e| KeyRingError::BadKey {
         kid: "(new)".into(),
@@ -218,7 +217,9 @@ pub async fn ensure_signing_key(
             retired_at: None,
         })
         .await?;
-    Ok(Some(key.kid().to_string()))
+    // Re-read: another instance starting at the same time may have stored a key too.
+    let ring = KeyRing::from_stored(&store.keys().await?, policy, now)?;
+    Ok((ring, Some(key.kid().to_string())))
 }
 
 /// Where the current [`KeyRing`] lives; swapped whole on reload.

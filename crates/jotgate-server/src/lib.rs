@@ -119,15 +119,12 @@ impl AppState {
         let t = now();
         let keys = match keys {
             KeySource::Stored { generate } => {
-                if let Some(kid) =
-                    keyring::ensure_signing_key(&*store, generate, &cfg.policy, t).await?
-                {
+                let (ring, generated) =
+                    keyring::load_or_generate(&*store, generate, &cfg.policy, t).await?;
+                if let Some(kid) = generated {
                     tracing::info!(%kid, alg = %generate, "generated a new signing key on first start");
                 }
-                Keys::new(
-                    KeyRing::from_stored(&store.keys().await?, &cfg.policy, t)?,
-                    true,
-                )
+                Keys::new(ring, true)
             }
             KeySource::SharedSecret(secret) => {
                 Keys::new(KeyRing::shared_secret(&secret, &cfg.policy)?, false)

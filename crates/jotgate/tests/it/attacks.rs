@@ -26,6 +26,11 @@ async fn refused(app: &TestApp, token: &str, code: &str) {
     );
 }
 
+/// Forge `claims` with the server's key and the right header; assert the refusal `code`.
+async fn refused_claims(app: &TestApp, claims: &Value, code: &str) {
+    refused(app, &forge(app, header(app).await, claims).await, code).await;
+}
+
 fn b64(v: &Value) -> String {
     B64.encode(serde_json::to_vec(v).unwrap())
 }
@@ -202,12 +207,7 @@ async fn expired_and_not_yet_valid_are_refused_beyond_the_leeway() {
     c["exp"] = json!(now - 120);
     c["iat"] = json!(now - 1000);
     c["nbf"] = json!(now - 1000);
-    refused(
-        &app,
-        &forge(&app, header(&app).await, &c).await,
-        "token_expired",
-    )
-    .await;
+    refused_claims(&app, &c, "token_expired").await;
     // Within the 30 s leeway: accepted.
     c["exp"] = json!(now - 5);
     assert_eq!(
@@ -218,12 +218,7 @@ async fn expired_and_not_yet_valid_are_refused_beyond_the_leeway() {
     );
     let mut c = claims(&app);
     c["nbf"] = json!(now + 600);
-    refused(
-        &app,
-        &forge(&app, header(&app).await, &c).await,
-        "token_not_yet_valid",
-    )
-    .await;
+    refused_claims(&app, &c, "token_not_yet_valid").await;
 }
 
 #[tokio::test]
@@ -231,12 +226,7 @@ async fn iat_in_the_future_is_refused() {
     let app = TestApp::start().await;
     let mut c = claims(&app);
     c["iat"] = json!(jotgate_server::now() + 3600);
-    refused(
-        &app,
-        &forge(&app, header(&app).await, &c).await,
-        "token_issued_in_future",
-    )
-    .await;
+    refused_claims(&app, &c, "token_issued_in_future").await;
 }
 
 #[tokio::test]
@@ -244,20 +234,10 @@ async fn missing_exp_is_refused() {
     let app = TestApp::start().await;
     let mut c = claims(&app);
     c.as_object_mut().unwrap().remove("exp");
-    refused(
-        &app,
-        &forge(&app, header(&app).await, &c).await,
-        "token_invalid_claims",
-    )
-    .await;
+    refused_claims(&app, &c, "token_invalid_claims").await;
     let mut c = claims(&app);
     c["exp"] = json!("tomorrow");
-    refused(
-        &app,
-        &forge(&app, header(&app).await, &c).await,
-        "token_invalid_claims",
-    )
-    .await;
+    refused_claims(&app, &c, "token_invalid_claims").await;
 }
 
 #[tokio::test]
@@ -265,28 +245,13 @@ async fn wrong_issuer_or_audience_is_refused() {
     let app = TestApp::start().await;
     let mut c = claims(&app);
     c["iss"] = json!("https://evil.example");
-    refused(
-        &app,
-        &forge(&app, header(&app).await, &c).await,
-        "token_wrong_issuer",
-    )
-    .await;
+    refused_claims(&app, &c, "token_wrong_issuer").await;
     let mut c = claims(&app);
     c["aud"] = json!("another-api");
-    refused(
-        &app,
-        &forge(&app, header(&app).await, &c).await,
-        "token_wrong_audience",
-    )
-    .await;
+    refused_claims(&app, &c, "token_wrong_audience").await;
     let mut c = claims(&app);
     c.as_object_mut().unwrap().remove("aud");
-    refused(
-        &app,
-        &forge(&app, header(&app).await, &c).await,
-        "token_invalid_claims",
-    )
-    .await;
+    refused_claims(&app, &c, "token_invalid_claims").await;
 }
 
 #[tokio::test]
@@ -353,12 +318,7 @@ async fn oversized_tokens_are_refused() {
     let app = TestApp::start().await;
     let mut c = claims(&app);
     c["padding"] = json!("x".repeat(9000));
-    refused(
-        &app,
-        &forge(&app, header(&app).await, &c).await,
-        "token_too_large",
-    )
-    .await;
+    refused_claims(&app, &c, "token_too_large").await;
 }
 
 #[tokio::test]
