@@ -21,7 +21,9 @@ pub mod username;
 pub use claims::{AccessClaims, scopes_for_roles};
 pub use keys::{KeyError, KeyMaterial, SigningAlg};
 pub use password::{PasswordError, PasswordHasher, PasswordParams, Workspace};
-pub use token::{TokenError, TokenErrorKind, TokenPolicy, TokenSigner, TokenVerifier};
+pub use token::{
+    Compact, TokenError, TokenErrorKind, TokenPolicy, TokenSigner, TokenVerifier, parse_compact,
+};
 pub use username::{Username, UsernameError};
 
 /// SHA-256 of `data`, unpadded base64url: a fixed-size key for secrets and unbounded input.

@@ -73,7 +73,7 @@ pub struct TokenError {
 }
 
 impl TokenError {
-    fn new(kind: TokenErrorKind) -> Self {
+    pub fn new(kind: TokenErrorKind) -> Self {
         Self { kind }
     }
 
@@ -185,6 +185,69 @@ fn part(s: &str) -> Result<Vec<u8>, TokenError> {
         .map_err(|_| TokenError::new(TokenErrorKind::Malformed))
 }
 
+/// A compact JWS that passed the structural and header checks every verifier shares.
+#[derive(Debug)]
+pub struct Compact {
+    /// The decoded protected header.
+    pub header: serde_json::Map<String, serde_json::Value>,
+    /// The header's `alg` (never `none`).
+    pub alg: String,
+    /// The decoded payload bytes (not yet trusted: the signature is unchecked).
+    pub payload: Vec<u8>,
+}
+
+impl Compact {
+    /// A string member of the header.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header.get(name).and_then(|v| v.as_str())
+    }
+}
+
+/// The checks that come before any key is chosen: size cap → three canonical base64url
+/// parts → JSON header → `alg` present and not `none` → no `jku`, `x5u`, `jwk`, `x5c` →
+/// no `crit` (no JWS extension is understood). Used by this crate's [`TokenVerifier`] and
+/// by the edge verifier for any issuer.
+pub fn parse_compact(token: &str, max_bytes: usize) -> Result<Compact, TokenError> {
+    use TokenErrorKind::*;
+    let err = TokenError::new;
+    if token.len() > max_bytes {
+        return Err(err(TooLarge));
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(err(Malformed));
+    };
+    let header_bytes = part(h)?;
+    let payload = part(p)?;
+    part(s)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header_bytes).map_err(|_| err(Malformed))?;
+    let alg = header
+        .get("alg")
+        .and_then(|a| a.as_str())
+        .ok_or(err(Malformed))?
+        .to_string();
+    if alg.eq_ignore_ascii_case("none") {
+        return Err(err(AlgNone));
+    }
+    for forbidden in ["jku", "x5u", "jwk", "x5c"] {
+        if header.contains_key(forbidden) {
+            return Err(err(ForbiddenHeader(forbidden)));
+        }
+    }
+    if header.contains_key("crit") {
+        // No JWS extension is understood, so any critical one is unknown (RFC 7515 §4.1.11).
+        return Err(err(UnknownCriticalExtension));
+    }
+    Ok(Compact {
+        header,
+        alg,
+        payload,
+    })
+}
+
 impl TokenVerifier {
     pub fn new<'a>(
         policy: TokenPolicy,
@@ -212,37 +275,7 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
         use TokenErrorKind::*;
         let err = TokenError::new;
-        if token.len() > self.policy.max_token_bytes {
-            return Err(err(TooLarge));
-        }
-        let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(err(Malformed));
-        };
-        let header_bytes = part(h)?;
-        part(p)?;
-        part(s)?;
-        let header: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&header_bytes).map_err(|_| err(Malformed))?;
-
-        let alg = header
-            .get("alg")
-            .and_then(|a| a.as_str())
-            .ok_or(err(Malformed))?;
-        if alg.eq_ignore_ascii_case("none") {
-            return Err(err(AlgNone));
-        }
-        for forbidden in ["jku", "x5u", "jwk", "x5c"] {
-            if header.contains_key(forbidden) {
-                return Err(err(ForbiddenHeader(forbidden)));
-            }
-        }
-        if header.contains_key("crit") {
-            // jotgate understands no JWS extension, so any critical one is unknown (RFC 7515 §4.1.11).
-            return Err(err(UnknownCriticalExtension));
-        }
+        let Compact { header, alg, .. } = parse_compact(token, self.policy.max_token_bytes)?;
         let typ = header.get("typ").and_then(|t| t.as_str()).unwrap_or("");
         if !(typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")) {
             return Err(err(WrongType));

@@ -1,0 +1,191 @@
+//! A set of verification keys: from a JWKS document, a PEM public key or a shared secret.
+//!
+//! A key's algorithm comes from the key (its JWK `alg`, else its type and curve), never
+//! from a token. A JWKS fetched from an issuer never yields a symmetric (`oct`) key:
+//! a published "public" HMAC key would let anyone sign tokens.
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+use crate::error::ConfigError;
+
+pub struct VerifyKey {
+    /// `None` for a configured PEM or secret: it matches tokens with or without a `kid`.
+    pub kid: Option<String>,
+    pub alg: Algorithm,
+    pub key: DecodingKey,
+}
+
+/// Keys of one issuer.
+#[derive(Default)]
+pub struct KeySet {
+    keys: Vec<VerifyKey>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.keys.iter().map(|k| (&k.kid, k.alg)))
+            .finish()
+    }
+}
+
+/// How many keys of a JWKS were usable, and why others were skipped (for logs).
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub set: KeySet,
+    pub skipped: Vec<String>,
+}
+
+fn alg_of(jwk: &Jwk) -> Result<Algorithm, String> {
+    let by_type = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            _ => return Err("unsupported curve".into()),
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => Algorithm::EdDSA,
+            _ => return Err("unsupported curve".into()),
+        },
+        AlgorithmParameters::OctetKey(_) => {
+            return Err("symmetric keys are never trusted from a JWKS".into());
+        }
+        _ => return Err("unsupported key type".into()),
+    };
+    let alg = match jwk.common.key_algorithm {
+        None => by_type,
+        Some(KeyAlgorithm::UNKNOWN_ALGORITHM) => return Err("unknown alg".into()),
+        Some(a) => serde_json::to_value(a)
+            .ok()
+            .and_then(|v| v.as_str().and_then(|s| s.parse().ok()))
+            .ok_or("not a signing alg")?,
+    };
+    // The JWK's alg must fit its key type (an RSA key labelled HS256 is refused), and an EC
+    // key's curve must be the one its alg names.
+    if alg.family() != by_type.family()
+        || (by_type.family() == jsonwebtoken::AlgorithmFamily::Ec && alg != by_type)
+    {
+        return Err("alg does not match the key type".into());
+    }
+    Ok(alg)
+}
+
+impl KeySet {
+    /// Parse a JWKS document. Keys that are not for signatures, of unknown type, or
+    /// malformed are skipped (an issuer may publish encryption keys next to its signing keys).
+    pub fn from_jwks(body: &[u8]) -> Result<Parsed, String> {
+        let doc: Value =
+            serde_json::from_slice(body).map_err(|_| "JWKS is not JSON".to_string())?;
+        let keys = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or("JWKS has no \"keys\" array")?;
+        let mut parsed = Parsed::default();
+        for (i, raw) in keys.iter().enumerate() {
+            let jwk: Jwk = match serde_json::from_value(raw.clone()) {
+                Ok(j) => j,
+                Err(_) => {
+                    parsed.skipped.push(format!("key {i}: not a JWK"));
+                    continue;
+                }
+            };
+            let name = jwk.common.key_id.clone().unwrap_or_else(|| format!("#{i}"));
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                parsed.skipped.push(format!("{name}: use=enc"));
+                continue;
+            }
+            let alg = match alg_of(&jwk) {
+                Ok(a) => a,
+                Err(why) => {
+                    parsed.skipped.push(format!("{name}: {why}"));
+                    continue;
+                }
+            };
+            match DecodingKey::from_jwk(&jwk) {
+                Ok(key) => parsed.set.keys.push(VerifyKey {
+                    kid: jwk.common.key_id.clone(),
+                    alg,
+                    key,
+                }),
+                Err(_) => parsed.skipped.push(format!("{name}: malformed key")),
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// One public key in PEM (SPKI, or PKCS#1 for RSA), for algorithm `alg`.
+    pub fn from_pem(pem: &[u8], alg: Algorithm) -> Result<Self, ConfigError> {
+        use jsonwebtoken::AlgorithmFamily as F;
+        let key = match alg.family() {
+            F::Rsa => DecodingKey::from_rsa_pem(pem),
+            F::Ec => DecodingKey::from_ec_pem(pem),
+            F::Ed => DecodingKey::from_ed_pem(pem),
+            F::Hmac => {
+                return Err(ConfigError(
+                    "a PEM key cannot be used with an HMAC algorithm".into(),
+                ));
+            }
+        }
+        .map_err(|e| {
+            ConfigError(format!(
+                "the PEM public key is not a valid {alg:?} key: {e}"
+            ))
+        })?;
+        Ok(Self {
+            keys: vec![VerifyKey {
+                kid: None,
+                alg,
+                key,
+            }],
+        })
+    }
+
+    /// A shared HMAC secret (HS256); at least 32 bytes (RFC 7518 §3.2).
+    pub fn from_secret(secret: &[u8]) -> Result<Self, ConfigError> {
+        if secret.len() < 32 {
+            return Err(ConfigError(
+                "the shared secret must be at least 32 bytes".into(),
+            ));
+        }
+        Ok(Self {
+            keys: vec![VerifyKey {
+                kid: None,
+                alg: Algorithm::HS256,
+                key: DecodingKey::from_secret(secret),
+            }],
+        })
+    }
+
+    /// The key a token names. A token without `kid` matches only when the set holds one key.
+    pub fn find(&self, kid: Option<&str>) -> Option<&VerifyKey> {
+        match kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .or_else(|| match self.keys.as_slice() {
+                    [only] if only.kid.is_none() => Some(only),
+                    _ => None,
+                }),
+            None => match self.keys.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().filter_map(|k| k.kid.as_deref())
+    }
+}

@@ -1,0 +1,800 @@
+//! The route policy file: trusted issuers, verifier settings, and which routes need what.
+//! One TOML format for the axum layer, the API Gateway authorizer and the gateway; checked
+//! at start with errors that name the line and the field. See `docs/policy.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::Principal;
+use crate::error::ConfigError;
+use crate::verifier::{FeedConfig, IssuerConfig, KeySource, VerifierConfig};
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// No token needed (one that is presented is still verified and passed on).
+    Public,
+    /// A valid token, plus the route's scopes and roles.
+    #[default]
+    Authenticated,
+    /// Always refused.
+    Deny,
+}
+
+/// The requirement of one route (or the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rule {
+    pub access: Access,
+    pub scopes_any: Vec<String>,
+    pub scopes_all: Vec<String>,
+    pub roles_any: Vec<String>,
+    pub roles_all: Vec<String>,
+}
+
+/// Why a verified principal may not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// The route is closed to everyone.
+    Forbidden,
+    /// A scope or role is missing; `scope` lists what the route asks for (RFC 6750 §3).
+    InsufficientScope { scope: String },
+}
+
+impl Rule {
+    /// Any scope at all.
+    pub fn authenticated() -> Self {
+        Self::default()
+    }
+
+    pub fn public() -> Self {
+        Self {
+            access: Access::Public,
+            ..Self::default()
+        }
+    }
+
+    pub fn any_scope<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
+        self.scopes_any = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn all_scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
+        self.scopes_all = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn any_role<I: IntoIterator<Item = S>, S: Into<String>>(mut self, roles: I) -> Self {
+        self.roles_any = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn all_roles<I: IntoIterator<Item = S>, S: Into<String>>(mut self, roles: I) -> Self {
+        self.roles_all = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Does `p` satisfy this rule? (Call only for a verified principal.)
+    pub fn check(&self, p: &Principal) -> Result<(), Denial> {
+        if self.access == Access::Deny {
+            return Err(Denial::Forbidden);
+        }
+        let ok = (self.scopes_any.is_empty() || self.scopes_any.iter().any(|s| p.has_scope(s)))
+            && self.scopes_all.iter().all(|s| p.has_scope(s))
+            && (self.roles_any.is_empty() || self.roles_any.iter().any(|r| p.has_role(r)))
+            && self.roles_all.iter().all(|r| p.has_role(r));
+        if ok {
+            Ok(())
+        } else {
+            let mut scope: Vec<&str> = self
+                .scopes_all
+                .iter()
+                .chain(&self.scopes_any)
+                .map(String::as_str)
+                .collect();
+            scope.dedup();
+            Err(Denial::InsufficientScope {
+                scope: scope.join(" "),
+            })
+        }
+    }
+}
+
+/// A path pattern: literal segments (ASCII case-insensitive), `{name}` for exactly one
+/// segment, and a final `*` for any number of remaining segments (zero included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    segments: Vec<Seg>,
+    rest: bool,
+    source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Literal(String),
+    Param,
+}
+
+impl PathPattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let Some(body) = s.strip_prefix('/') else {
+            return Err(format!("path pattern {s:?} must start with '/'"));
+        };
+        let body = body.strip_suffix('/').unwrap_or(body);
+        let mut segments = Vec::new();
+        let mut rest = false;
+        let parts: Vec<&str> = if body.is_empty() {
+            vec![]
+        } else {
+            body.split('/').collect()
+        };
+        for (i, seg) in parts.iter().enumerate() {
+            if rest {
+                return Err(format!("path pattern {s:?}: '*' must be the last segment"));
+            }
+            match *seg {
+                "*" => rest = true,
+                "" => return Err(format!("path pattern {s:?} has an empty segment")),
+                "." | ".." => return Err(format!("path pattern {s:?} has a dot segment")),
+                p if p.starts_with('{') && p.ends_with('}') && p.len() > 2 => {
+                    segments.push(Seg::Param)
+                }
+                p if p.contains(['{', '}', '*']) => {
+                    return Err(format!(
+                        "path pattern {s:?}: segment {} mixes text with '{{', '}}' or '*'",
+                        i + 1
+                    ));
+                }
+                p => segments.push(Seg::Literal(p.to_ascii_lowercase())),
+            }
+        }
+        Ok(Self {
+            segments,
+            rest,
+            source: s.to_string(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Match a path already checked by [`canonical_path`].
+    pub fn matches(&self, path: &str) -> bool {
+        let body = path.strip_prefix('/').unwrap_or(path);
+        let body = body.strip_suffix('/').unwrap_or(body);
+        let mut it = if body.is_empty() {
+            "".split('/').skip(1)
+        } else {
+            body.split('/').skip(0)
+        };
+        for seg in &self.segments {
+            match (seg, it.next()) {
+                (_, None) => return false,
+                (Seg::Param, Some(x)) => {
+                    if x.is_empty() {
+                        return false;
+                    }
+                }
+                (Seg::Literal(l), Some(x)) => {
+                    if !l.eq_ignore_ascii_case(x) {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.rest || it.next().is_none()
+    }
+}
+
+/// Refuse request paths that different servers could read differently, so that a rule
+/// cannot be bypassed: dot segments, empty segments, backslashes, and percent-encoded
+/// dots, slashes and backslashes. Returns the path without its query.
+pub fn canonical_path(path_and_query: &str) -> Result<&str, &'static str> {
+    let path = path_and_query.split(['?', '#']).next().unwrap_or("");
+    if !path.starts_with('/') {
+        return Err("the request path must start with '/'");
+    }
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\')
+        || ["%2e", "%2f", "%5c", "%00"]
+            .iter()
+            .any(|e| lower.contains(e))
+    {
+        return Err("the request path contains an encoded or ambiguous separator");
+    }
+    let body = &path[1..];
+    let body = body.strip_suffix('/').unwrap_or(body);
+    if !body.is_empty()
+        && body
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err("the request path contains an empty or dot segment");
+    }
+    Ok(path)
+}
+
+/// One route of the policy.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Upper-case methods; empty means any. A `GET` rule also covers `HEAD`.
+    pub methods: Vec<String>,
+    pub path: PathPattern,
+    pub rule: Rule,
+}
+
+/// Headers the gateway sets from the verified principal (and strips from requests).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityHeaders {
+    pub subject: String,
+    pub username: String,
+    pub scopes: String,
+    pub roles: String,
+    pub issuer: String,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        Self {
+            subject: "X-Jotgate-Sub".into(),
+            username: "X-Jotgate-Username".into(),
+            scopes: "X-Jotgate-Scopes".into(),
+            roles: "X-Jotgate-Roles".into(),
+            issuer: "X-Jotgate-Issuer".into(),
+        }
+    }
+}
+
+/// Routes, in file order; the first match decides.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub routes: Vec<Route>,
+    /// For requests no route matches.
+    pub default: Rule,
+}
+
+impl Policy {
+    pub fn decide(&self, method: &str, path: &str) -> &Rule {
+        self.routes
+            .iter()
+            .find(|r| {
+                (r.methods.is_empty()
+                    || r.methods.iter().any(|m| {
+                        m.eq_ignore_ascii_case(method)
+                            || (m == "GET" && method.eq_ignore_ascii_case("HEAD"))
+                    }))
+                    && r.path.matches(path)
+            })
+            .map_or(&self.default, |r| &r.rule)
+    }
+}
+
+/// A whole policy file.
+#[derive(Debug, Clone)]
+pub struct PolicyFile {
+    pub verifier: VerifierConfig,
+    pub policy: Policy,
+    pub headers: IdentityHeaders,
+}
+
+// ---- the file format ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToml {
+    #[serde(default)]
+    verifier: VerifierToml,
+    #[serde(default, rename = "issuer")]
+    issuers: Vec<Spanned<IssuerToml>>,
+    #[serde(default)]
+    default: Option<Spanned<RuleToml>>,
+    #[serde(default, rename = "route")]
+    routes: Vec<Spanned<RouteToml>>,
+    #[serde(default)]
+    gateway: GatewayToml,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GatewayToml {
+    #[serde(default)]
+    headers: IdentityHeaders,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct VerifierToml {
+    leeway: Option<u32>,
+    max_token_bytes: Option<usize>,
+    cache_size: Option<usize>,
+    jwks_default_ttl: Option<Secs>,
+    jwks_min_ttl: Option<Secs>,
+    jwks_max_ttl: Option<Secs>,
+    unknown_kid_cooldown: Option<Secs>,
+    http_timeout: Option<Secs>,
+    max_jwks_bytes: Option<usize>,
+    feed_wait: Option<Secs>,
+}
+
+/// Seconds, whole or fractional, non-negative.
+#[derive(Clone, Copy)]
+struct Secs(Duration);
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum N {
+            I(u64),
+            F(f64),
+        }
+        match N::deserialize(d)? {
+            N::I(i) => Ok(Secs(Duration::from_secs(i))),
+            N::F(f) if f.is_finite() && f >= 0.0 && f < 1e9 => Ok(Secs(Duration::from_secs_f64(f))),
+            N::F(_) => Err(serde::de::Error::custom("expected a number of seconds")),
+        }
+    }
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+enum Profile {
+    #[default]
+    Oidc,
+    Jotgate,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerToml {
+    issuer: String,
+    #[serde(default)]
+    profile: Profile,
+    audiences: Vec<String>,
+    algorithms: Option<Vec<Alg>>,
+    jwks_uri: Option<String>,
+    jwks: Option<String>,
+    jwks_file: Option<PathBuf>,
+    public_key_file: Option<PathBuf>,
+    shared_secret_env: Option<String>,
+    typ: Option<Vec<String>>,
+    required_claims: Option<Vec<String>>,
+    roles_claim: Option<String>,
+    revocation_feed: Option<String>,
+    revocation_token_env: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+struct Alg(Algorithm);
+
+impl<'de> Deserialize<'de> for Alg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384"
+            | "EdDSA" | "HS256" | "HS384" | "HS512" => {
+                s.parse().map(Alg).map_err(serde::de::Error::custom)
+            }
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown algorithm {s:?} (expected RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384 or HS512)"
+            ))),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RuleToml {
+    access: Option<Access>,
+    #[serde(default)]
+    scopes_any: Vec<String>,
+    #[serde(default)]
+    scopes_all: Vec<String>,
+    #[serde(default)]
+    roles_any: Vec<String>,
+    #[serde(default)]
+    roles_all: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteToml {
+    path: Spanned<String>,
+    #[serde(default)]
+    methods: Vec<Spanned<String>>,
+    #[serde(flatten)]
+    rule: RuleToml,
+}
+
+/// Line (1-based) of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl RuleToml {
+    fn build(self) -> Result<Rule, String> {
+        let access = self.access.unwrap_or_default();
+        let has_requirements = !(self.scopes_any.is_empty()
+            && self.scopes_all.is_empty()
+            && self.roles_any.is_empty()
+            && self.roles_all.is_empty());
+        if access != Access::Authenticated && has_requirements {
+            return Err(format!(
+                "access = \"{}\" cannot be combined with scopes or roles",
+                if access == Access::Public {
+                    "public"
+                } else {
+                    "deny"
+                }
+            ));
+        }
+        for s in self
+            .scopes_any
+            .iter()
+            .chain(&self.scopes_all)
+            .chain(&self.roles_any)
+            .chain(&self.roles_all)
+        {
+            if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\') {
+                return Err(format!("{s:?} is not a valid scope or role name"));
+            }
+        }
+        Ok(Rule {
+            access,
+            scopes_any: self.scopes_any,
+            scopes_all: self.scopes_all,
+            roles_any: self.roles_any,
+            roles_all: self.roles_all,
+        })
+    }
+}
+
+fn read_beside(base: &Path, p: &Path) -> Result<Vec<u8>, String> {
+    let path = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn secret_env(name: &str) -> Result<String, String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => Err(format!("environment variable {name} is not set")),
+    }
+}
+
+impl IssuerToml {
+    fn build(self, base: &Path) -> Result<IssuerConfig, String> {
+        let aud = self.audiences.first().cloned().unwrap_or_default();
+        let mut cfg = match self.profile {
+            Profile::Oidc => IssuerConfig::new(&self.issuer, aud),
+            Profile::Jotgate => IssuerConfig::jotgate(&self.issuer, aud),
+        };
+        cfg.audiences = self.audiences;
+        let sources = [
+            self.jwks_uri.is_some(),
+            self.jwks.is_some(),
+            self.jwks_file.is_some(),
+            self.public_key_file.is_some(),
+            self.shared_secret_env.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if sources > 1 {
+            return Err(
+                "give at most one of jwks_uri, jwks, jwks_file, public_key_file, shared_secret_env"
+                    .into(),
+            );
+        }
+        let algs: Option<Vec<Algorithm>> = self
+            .algorithms
+            .map(|a| a.into_iter().map(|a| a.0).collect());
+        cfg.keys = if let Some(u) = self.jwks_uri {
+            KeySource::JwksUri(u)
+        } else if let Some(j) = self.jwks {
+            KeySource::Jwks(j)
+        } else if let Some(f) = self.jwks_file {
+            KeySource::Jwks(
+                String::from_utf8(read_beside(base, &f)?)
+                    .map_err(|_| "jwks_file is not UTF-8".to_string())?,
+            )
+        } else if let Some(f) = self.public_key_file {
+            let alg = match algs.as_deref() {
+                Some([one]) => *one,
+                _ => return Err("public_key_file needs exactly one entry in algorithms".into()),
+            };
+            KeySource::Pem {
+                pem: read_beside(base, &f)?,
+                alg,
+            }
+        } else if let Some(name) = self.shared_secret_env {
+            cfg.algorithms = vec![Algorithm::HS256];
+            KeySource::SharedSecret(secret_env(&name)?.into_bytes())
+        } else {
+            KeySource::Discovery
+        };
+        if let Some(a) = algs {
+            cfg.algorithms = a;
+        }
+        if let Some(t) = self.typ {
+            cfg.typ = t
+                .into_iter()
+                .map(|t| {
+                    t.strip_prefix("application/")
+                        .map(str::to_string)
+                        .unwrap_or(t)
+                })
+                .collect();
+        }
+        if let Some(r) = self.required_claims {
+            cfg.required_claims = r;
+        }
+        if let Some(r) = self.roles_claim {
+            cfg.roles_claim = r;
+        }
+        cfg.revocation_feed = match (self.revocation_feed, self.revocation_token_env) {
+            (Some(url), Some(env)) => Some(FeedConfig {
+                url,
+                token: secret_env(&env)?,
+            }),
+            (None, None) => None,
+            _ => return Err("revocation_feed and revocation_token_env go together".into()),
+        };
+        Ok(cfg)
+    }
+}
+
+impl PolicyFile {
+    /// Read and check a policy file. Relative key files are read beside it.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read policy file {}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parse policy text; `base` is where relative files are looked up.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let file: FileToml = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| format!("line {}: ", line_of(text, s.start)))
+                .unwrap_or_default();
+            ConfigError(format!("{line}{}", e.message().trim_end()))
+        })?;
+        let at = |span: std::ops::Range<usize>, what: &str, msg: String| {
+            ConfigError(format!("line {}: {what}: {msg}", line_of(text, span.start)))
+        };
+
+        let mut verifier = VerifierConfig::default();
+        let v = file.verifier;
+        if let Some(x) = v.leeway {
+            if x > 300 {
+                return Err(ConfigError("[verifier] leeway: at most 300 seconds".into()));
+            }
+            verifier.leeway = x.into();
+        }
+        if let Some(x) = v.max_token_bytes {
+            verifier.max_token_bytes = x;
+        }
+        if let Some(x) = v.cache_size {
+            verifier.cache_capacity = x;
+        }
+        for (slot, val) in [
+            (&mut verifier.jwks_default_ttl, v.jwks_default_ttl),
+            (&mut verifier.jwks_min_ttl, v.jwks_min_ttl),
+            (&mut verifier.jwks_max_ttl, v.jwks_max_ttl),
+            (&mut verifier.unknown_kid_cooldown, v.unknown_kid_cooldown),
+            (&mut verifier.http_timeout, v.http_timeout),
+            (&mut verifier.feed_wait, v.feed_wait),
+        ] {
+            if let Some(s) = val {
+                *slot = s.0;
+            }
+        }
+        if verifier.http_timeout.is_zero() {
+            return Err(ConfigError(
+                "[verifier] http_timeout must be more than 0".into(),
+            ));
+        }
+        if verifier.jwks_min_ttl > verifier.jwks_max_ttl {
+            return Err(ConfigError(
+                "[verifier] jwks_min_ttl is larger than jwks_max_ttl".into(),
+            ));
+        }
+        if let Some(x) = v.max_jwks_bytes {
+            verifier.max_jwks_bytes = x;
+        }
+        if file.issuers.is_empty() {
+            return Err(ConfigError(
+                "no [[issuer]] is configured: add at least one".into(),
+            ));
+        }
+        for i in file.issuers {
+            let span = i.span();
+            let name = i.get_ref().issuer.clone();
+            let cfg = i
+                .into_inner()
+                .build(base)
+                .map_err(|m| at(span.clone(), &format!("[[issuer]] {name}"), m))?;
+            verifier.issuers.push(cfg);
+        }
+        // Check each issuer's settings now, with its line.
+        crate::Verifier::new(verifier.clone())?;
+
+        let mut policy = Policy::default();
+        if let Some(d) = file.default {
+            let span = d.span();
+            policy.default = d
+                .into_inner()
+                .build()
+                .map_err(|m| at(span, "[default]", m))?;
+        }
+        for r in file.routes {
+            let span = r.span();
+            let r = r.into_inner();
+            let path = PathPattern::parse(r.path.get_ref())
+                .map_err(|m| at(r.path.span(), "[[route]] path", m))?;
+            let mut methods = Vec::new();
+            for m in r.methods {
+                let name = m.get_ref().to_ascii_uppercase();
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(at(
+                        m.span(),
+                        "[[route]] methods",
+                        format!("{:?} is not an HTTP method", m.get_ref()),
+                    ));
+                }
+                methods.push(name);
+            }
+            let rule = r
+                .rule
+                .build()
+                .map_err(|m| at(span, &format!("[[route]] {}", path.as_str()), m))?;
+            policy.routes.push(Route {
+                methods,
+                path,
+                rule,
+            });
+        }
+        Ok(Self {
+            verifier,
+            policy,
+            headers: file.gateway.headers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_segments() {
+        let p = PathPattern::parse("/orders/{id}").unwrap();
+        assert!(p.matches("/orders/42"));
+        assert!(p.matches("/Orders/42/"));
+        assert!(!p.matches("/orders"));
+        assert!(!p.matches("/orders/42/items"));
+        let p = PathPattern::parse("/admin/*").unwrap();
+        assert!(p.matches("/admin"));
+        assert!(p.matches("/admin/x/y"));
+        assert!(!p.matches("/administrator"));
+        let root = PathPattern::parse("/").unwrap();
+        assert!(root.matches("/"));
+        assert!(!root.matches("/x"));
+        assert!(
+            PathPattern::parse("/*")
+                .unwrap()
+                .matches("/anything/at/all")
+        );
+        for bad in ["orders", "/a//b", "/a/*/b", "/a/x{y}", "/a/.."] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        assert_eq!(canonical_path("/a/b?x=1"), Ok("/a/b"));
+        for bad in [
+            "/a/../admin",
+            "/a/./b",
+            "//admin",
+            "/a%2fb",
+            "/%2E%2E/x",
+            "/a\\b",
+            "x",
+        ] {
+            assert!(canonical_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_line_and_field() {
+        let base = Path::new(".");
+        let head = "[[issuer]]\nissuer = \"https://id.example.com\"\naudiences = [\"api\"]\n";
+        let e = PolicyFile::parse(&format!("{head}\n[[route]]\npath = \"orders\"\n"), base)
+            .unwrap_err();
+        assert!(e.0.starts_with("line 6: [[route]] path"), "{e}");
+        let e = PolicyFile::parse(
+            &format!("{head}\n[[route]]\npath = \"/x\"\nscope_any = [\"a\"]\n"),
+            base,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("line 5") && e.0.contains("scope_any"), "{e}");
+        let e = PolicyFile::parse(&format!("{head}algorithms = [\"none\"]\n"), base).unwrap_err();
+        assert!(
+            e.0.contains("line 4") && e.0.contains("unknown algorithm"),
+            "{e}"
+        );
+        let e = PolicyFile::parse(
+            &format!(
+                "{head}\n[[route]]\npath = \"/x\"\naccess = \"public\"\nroles_any = [\"a\"]\n"
+            ),
+            base,
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("line 5: [[route]] /x: access = \"public\""),
+            "{e}"
+        );
+        let e = PolicyFile::parse(
+            "[[issuer]]\nissuer = \"http://id.example.com\"\naudiences = [\"api\"]\n",
+            base,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("https://"), "{e}");
+        let e = PolicyFile::parse("", base).unwrap_err();
+        assert!(e.0.contains("[[issuer]]"), "{e}");
+    }
+
+    #[test]
+    fn first_matching_route_decides() {
+        let text = r#"
+[[issuer]]
+issuer = "https://id.example.com"
+audiences = ["api"]
+
+[default]
+access = "deny"
+
+[[route]]
+path = "/health"
+methods = ["GET"]
+access = "public"
+
+[[route]]
+path = "/orders/{id}"
+methods = ["POST", "put"]
+scopes_all = ["orders:write"]
+
+[[route]]
+path = "/orders/*"
+"#;
+        let f = PolicyFile::parse(text, Path::new(".")).unwrap();
+        let p = &f.policy;
+        assert_eq!(p.decide("GET", "/health").access, Access::Public);
+        assert_eq!(p.decide("HEAD", "/health").access, Access::Public);
+        assert_eq!(p.decide("POST", "/health").access, Access::Deny);
+        assert_eq!(
+            p.decide("PUT", "/orders/7").scopes_all,
+            vec!["orders:write"]
+        );
+        assert_eq!(p.decide("GET", "/orders/7"), &Rule::authenticated());
+        assert_eq!(p.decide("GET", "/nothing").access, Access::Deny);
+        assert_eq!(f.headers.subject, "X-Jotgate-Sub");
+    }
+}

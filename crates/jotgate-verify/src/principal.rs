@@ -1,0 +1,90 @@
+//! The verified identity handlers receive.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Who made a request, from a verified token.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Principal {
+    /// `sub`.
+    pub subject: String,
+    /// `username`, else `preferred_username`, else `email`, when present.
+    pub username: Option<String>,
+    /// From the issuer's roles claim (`roles` unless configured, e.g. `cognito:groups`).
+    pub roles: Vec<String>,
+    /// From `scope` (space-separated, RFC 8693/9068) or `scp` (array or string).
+    pub scopes: Vec<String>,
+    /// `iss`, exactly as configured.
+    pub issuer: String,
+    /// `exp`.
+    pub expires_at: i64,
+    /// Every claim of the token, as issued.
+    pub claims: Map<String, Value>,
+}
+
+impl Principal {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// `jti`, when the token has one.
+    pub fn token_id(&self) -> Option<&str> {
+        self.claims.get("jti").and_then(Value::as_str)
+    }
+
+    /// `sid` (jotgate: the login session), when present.
+    pub fn session_id(&self) -> Option<&str> {
+        self.claims.get("sid").and_then(Value::as_str)
+    }
+
+    /// `iat`, when present.
+    pub fn issued_at(&self) -> Option<i64> {
+        self.claims.get("iat").and_then(Value::as_i64)
+    }
+
+    /// Build from verified claims. `roles_claim` is a claim name, or a dotted path into
+    /// nested objects (`realm_access.roles` for Keycloak).
+    pub(crate) fn from_claims(claims: Map<String, Value>, issuer: &str, roles_claim: &str) -> Self {
+        let string = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
+        let words = |v: Option<&Value>| -> Vec<String> {
+            match v {
+                Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_string).collect(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let mut scopes = words(claims.get("scope"));
+        if scopes.is_empty() {
+            scopes = words(claims.get("scp"));
+        }
+        let mut node = None;
+        for (i, seg) in roles_claim.split('.').enumerate() {
+            node = if i == 0 {
+                claims.get(seg)
+            } else {
+                node.and_then(|n: &Value| n.get(seg))
+            };
+        }
+        // A claim literally named with dots (`https://example.com/roles`) wins.
+        let roles = words(claims.get(roles_claim).or(node));
+        Self {
+            subject: string("sub").unwrap_or_default(),
+            username: string("username")
+                .or_else(|| string("preferred_username"))
+                .or_else(|| string("email")),
+            roles,
+            scopes,
+            issuer: issuer.to_string(),
+            expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
+            claims,
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Revoked access tokens, sessions and per-user "not before" instants, held in memory so
+//! the request path never reads a store — plus the wire format of the jotgate server's
+//! change feed (`GET /api/v1/revocations?since=<cursor>&wait=<seconds>`) that keeps them
+//! current.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Principal;
+
+/// One revocation, as the feed carries it. Each lives until `expires_at`, after which every
+/// token it could deny has expired on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Revoked {
+    /// One access token, by `jti`.
+    Token { jti: String, expires_at: i64 },
+    /// Every access token of a login session (`sid`).
+    Session { sid: String, expires_at: i64 },
+    /// Every access token of user `sub` issued before `not_before` (logout everywhere,
+    /// role change).
+    User {
+        sub: String,
+        not_before: i64,
+        expires_at: i64,
+    },
+}
+
+impl Revoked {
+    pub fn expires_at(&self) -> i64 {
+        match self {
+            Self::Token { expires_at, .. }
+            | Self::Session { expires_at, .. }
+            | Self::User { expires_at, .. } => *expires_at,
+        }
+    }
+
+    /// The id a store keeps it under: `jti:<jti>`, `sid:<sid>`, `usr:<sub>:<not_before>`.
+    pub fn store_id(&self) -> String {
+        match self {
+            Self::Token { jti, .. } => format!("jti:{jti}"),
+            Self::Session { sid, .. } => format!("sid:{sid}"),
+            Self::User {
+                sub, not_before, ..
+            } => format!("usr:{sub}:{not_before}"),
+        }
+    }
+
+    /// The inverse of [`Revoked::store_id`].
+    pub fn from_store_id(id: &str, expires_at: i64) -> Option<Self> {
+        let (kind, rest) = id.split_once(':')?;
+        Some(match kind {
+            "jti" => Self::Token {
+                jti: rest.into(),
+                expires_at,
+            },
+            "sid" => Self::Session {
+                sid: rest.into(),
+                expires_at,
+            },
+            "usr" => {
+                let (sub, nbf) = rest.rsplit_once(':')?;
+                Self::User {
+                    sub: sub.into(),
+                    not_before: nbf.parse().ok()?,
+                    expires_at,
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// One page of the feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedPage {
+    /// Pass back as `since` to get only newer entries.
+    pub cursor: i64,
+    pub revocations: Vec<Revoked>,
+}
+
+#[derive(Default)]
+struct State {
+    tokens: HashMap<String, i64>,
+    sessions: HashMap<String, i64>,
+    /// sub → (not_before, expires_at); the latest not_before wins.
+    users: HashMap<String, (i64, i64)>,
+}
+
+/// The revocations of one issuer.
+#[derive(Default)]
+pub struct Revocations {
+    state: RwLock<State>,
+    cursor: AtomicI64,
+}
+
+impl Revocations {
+    /// Feed position applied so far.
+    pub fn cursor(&self) -> i64 {
+        self.cursor.load(Ordering::Acquire)
+    }
+
+    pub fn set_cursor(&self, cursor: i64) {
+        self.cursor.fetch_max(cursor, Ordering::AcqRel);
+    }
+
+    /// Add entries and drop the ones that no longer matter at `now`.
+    pub fn apply(&self, entries: impl IntoIterator<Item = Revoked>, now: i64) {
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        s.tokens.retain(|_, exp| *exp >= now);
+        s.sessions.retain(|_, exp| *exp >= now);
+        s.users.retain(|_, (_, exp)| *exp >= now);
+        for e in entries {
+            match e {
+                Revoked::Token { jti, expires_at } => {
+                    s.tokens.insert(jti, expires_at);
+                }
+                Revoked::Session { sid, expires_at } => {
+                    s.sessions.insert(sid, expires_at);
+                }
+                Revoked::User {
+                    sub,
+                    not_before,
+                    expires_at,
+                } => {
+                    let slot = s.users.entry(sub).or_insert((not_before, expires_at));
+                    slot.0 = slot.0.max(not_before);
+                    slot.1 = slot.1.max(expires_at);
+                }
+            }
+        }
+    }
+
+    /// True when a token with these claims is revoked. A user revocation at `T` denies
+    /// tokens issued before `T` (whole seconds: a token issued in the same second as the
+    /// revocation stays valid, so a fresh login right after "logout everywhere" works).
+    pub fn denies(
+        &self,
+        jti: Option<&str>,
+        sid: Option<&str>,
+        sub: &str,
+        iat: Option<i64>,
+    ) -> bool {
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        jti.is_some_and(|j| s.tokens.contains_key(j))
+            || sid.is_some_and(|x| s.sessions.contains_key(x))
+            || s.users
+                .get(sub)
+                .is_some_and(|(nbf, _)| iat.is_none_or(|iat| iat < *nbf))
+    }
+
+    pub fn denies_principal(&self, p: &Principal) -> bool {
+        self.denies(p.token_id(), p.session_id(), &p.subject, p.issued_at())
+    }
+
+    pub fn len(&self) -> usize {
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        s.tokens.len() + s.sessions.len() + s.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_ids_round_trip() {
+        for r in [
+            Revoked::Token {
+                jti: "a:b".into(),
+                expires_at: 5,
+            },
+            Revoked::Session {
+                sid: "s".into(),
+                expires_at: 6,
+            },
+            Revoked::User {
+                sub: "user:with:colons".into(),
+                not_before: 100,
+                expires_at: 7,
+            },
+        ] {
+            assert_eq!(
+                Revoked::from_store_id(&r.store_id(), r.expires_at()),
+                Some(r)
+            );
+        }
+        assert_eq!(Revoked::from_store_id("zzz:1", 1), None);
+        assert_eq!(Revoked::from_store_id("usr:x:notanumber", 1), None);
+    }
+
+    #[test]
+    fn user_not_before_denies_older_tokens_only() {
+        let r = Revocations::default();
+        r.apply(
+            [Revoked::User {
+                sub: "u".into(),
+                not_before: 100,
+                expires_at: 1000,
+            }],
+            0,
+        );
+        assert!(r.denies(None, None, "u", Some(99)));
+        assert!(!r.denies(None, None, "u", Some(100)));
+        assert!(r.denies(None, None, "u", None));
+        assert!(!r.denies(None, None, "other", Some(1)));
+        // An older not-before never lowers a newer one.
+        r.apply(
+            [Revoked::User {
+                sub: "u".into(),
+                not_before: 50,
+                expires_at: 1000,
+            }],
+            0,
+        );
+        assert!(r.denies(None, None, "u", Some(99)));
+        // Expired entries are dropped.
+        r.apply([], 2000);
+        assert!(r.is_empty());
+    }
+}

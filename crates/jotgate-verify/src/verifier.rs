@@ -1,0 +1,714 @@
+//! [`Verifier`]: tokens from one or more trusted issuers, verified under one explicit policy.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use jotgate_core::{TokenErrorKind, parse_compact};
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use crate::cache::{Entry, TokenCache};
+use crate::error::{ConfigError, VerifyError, VerifyErrorKind, refused};
+use crate::fetch::Fetcher;
+use crate::keyset::KeySet;
+use crate::revocation::{FeedPage, Revocations};
+use crate::{Principal, now};
+
+/// Where an issuer's keys come from.
+#[derive(Clone)]
+pub enum KeySource {
+    /// `<issuer>/.well-known/openid-configuration` → `jwks_uri` (OpenID Connect Discovery).
+    Discovery,
+    /// A JWKS URL, without discovery.
+    JwksUri(String),
+    /// A JWKS document given inline (never refreshed).
+    Jwks(String),
+    /// One public key in PEM and its algorithm.
+    Pem { pem: Vec<u8>, alg: Algorithm },
+    /// A shared HS256 secret (at least 32 bytes).
+    SharedSecret(Vec<u8>),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Discovery => f.write_str("Discovery"),
+            Self::JwksUri(u) => write!(f, "JwksUri({u})"),
+            Self::Jwks(_) => f.write_str("Jwks(..)"),
+            Self::Pem { alg, .. } => write!(f, "Pem({alg:?})"),
+            Self::SharedSecret(_) => f.write_str("SharedSecret([redacted])"),
+        }
+    }
+}
+
+/// A jotgate revocation feed to follow.
+#[derive(Clone)]
+pub struct FeedConfig {
+    /// e.g. `https://auth.example.com/api/v1/revocations`.
+    pub url: String,
+    /// The server's `feed_token`.
+    pub token: String,
+}
+
+impl std::fmt::Debug for FeedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedConfig")
+            .field("url", &self.url)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// One trusted issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// The exact `iss` value.
+    pub issuer: String,
+    pub keys: KeySource,
+    /// Accepted `aud` values; a token must carry at least one. Never empty.
+    pub audiences: Vec<String>,
+    /// Algorithms accepted from this issuer (each key also fixes its own).
+    pub algorithms: Vec<Algorithm>,
+    /// Accepted header `typ` values, compared case-insensitively with any `application/`
+    /// prefix removed; `""` accepts a token without `typ`.
+    pub typ: Vec<String>,
+    /// Claims that must be present besides `iss`, `aud` and `exp` (always required).
+    pub required_claims: Vec<String>,
+    /// Where roles are: a claim name or a dotted path (`realm_access.roles`).
+    pub roles_claim: String,
+    pub revocation_feed: Option<FeedConfig>,
+}
+
+impl IssuerConfig {
+    /// An issuer found by OIDC discovery, accepting RS256/ES256/EdDSA tokens with `typ`
+    /// `at+jwt`, `JWT` or none, for `audience`.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            keys: KeySource::Discovery,
+            audiences: vec![audience.into()],
+            algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
+            typ: vec!["at+jwt".into(), "jwt".into(), String::new()],
+            required_claims: vec!["sub".into()],
+            roles_claim: "roles".into(),
+            revocation_feed: None,
+        }
+    }
+
+    /// A jotgate server: only `typ: at+jwt`, and `sub` and `jti` required.
+    pub fn jotgate(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            typ: vec!["at+jwt".into()],
+            required_claims: vec!["sub".into(), "jti".into()],
+            ..Self::new(issuer, audience)
+        }
+    }
+
+    pub fn with_keys(mut self, keys: KeySource) -> Self {
+        if matches!(keys, KeySource::SharedSecret(_)) {
+            self.algorithms = vec![Algorithm::HS256];
+        }
+        self.keys = keys;
+        self
+    }
+
+    pub fn with_feed(mut self, feed: FeedConfig) -> Self {
+        self.revocation_feed = Some(feed);
+        self
+    }
+}
+
+/// Verifier-wide settings.
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    pub issuers: Vec<IssuerConfig>,
+    /// Clock-skew allowance for exp, nbf and iat, in seconds.
+    pub leeway: i64,
+    pub max_token_bytes: usize,
+    /// Verified tokens kept; 0 turns the cache off.
+    pub cache_capacity: usize,
+    /// JWKS lifetime when the issuer sends no `Cache-Control: max-age`.
+    pub jwks_default_ttl: Duration,
+    /// Bounds applied to the issuer's max-age.
+    pub jwks_min_ttl: Duration,
+    pub jwks_max_ttl: Duration,
+    /// An unknown `kid` refetches the JWKS at most once per this interval.
+    pub unknown_kid_cooldown: Duration,
+    /// Timeout of each discovery/JWKS request.
+    pub http_timeout: Duration,
+    /// Largest discovery or JWKS body accepted.
+    pub max_jwks_bytes: usize,
+    /// Long-poll wait asked of the revocation feed.
+    pub feed_wait: Duration,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        Self {
+            issuers: Vec::new(),
+            leeway: 30,
+            max_token_bytes: 8 * 1024,
+            cache_capacity: 10_000,
+            jwks_default_ttl: Duration::from_secs(300),
+            jwks_min_ttl: Duration::from_secs(30),
+            jwks_max_ttl: Duration::from_secs(24 * 3600),
+            unknown_kid_cooldown: Duration::from_secs(30),
+            http_timeout: Duration::from_secs(5),
+            max_jwks_bytes: 256 * 1024,
+            feed_wait: Duration::from_secs(25),
+        }
+    }
+}
+
+/// Only https, except on the loopback interface (local development and tests).
+pub(crate) fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Ok(());
+    }
+    if let Some(rest) = lower.strip_prefix("http://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        let name = if host.starts_with('[') {
+            host.split(']')
+                .next()
+                .map(|h| format!("{h}]"))
+                .unwrap_or_default()
+        } else {
+            host.split(':').next().unwrap_or("").to_string()
+        };
+        if matches!(name.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
+            return Ok(());
+        }
+    }
+    Err(ConfigError(format!(
+        "{what} must be an https:// URL (http:// only on 127.0.0.1, localhost or [::1]): {url}"
+    )))
+}
+
+struct Remote {
+    /// Resolved JWKS URL (after discovery).
+    jwks_uri: Mutex<Option<String>>,
+    last_attempt: Mutex<Option<Instant>>,
+    single_flight: tokio::sync::Mutex<()>,
+    loaded: AtomicBool,
+}
+
+pub(crate) struct Issuer {
+    pub(crate) cfg: IssuerConfig,
+    keys: RwLock<Arc<KeySet>>,
+    remote: Option<Remote>,
+    validations: HashMap<Algorithm, Validation>,
+    pub(crate) revocations: Revocations,
+}
+
+impl Issuer {
+    fn new(cfg: IssuerConfig) -> Result<Self, ConfigError> {
+        let name = &cfg.issuer;
+        if name.is_empty() {
+            return Err(ConfigError("issuer: the issuer URL is empty".into()));
+        }
+        if cfg.audiences.is_empty() || cfg.audiences.iter().any(String::is_empty) {
+            return Err(ConfigError(format!(
+                "issuer {name}: audiences must list at least one non-empty audience"
+            )));
+        }
+        if cfg.algorithms.is_empty() {
+            return Err(ConfigError(format!("issuer {name}: algorithms is empty")));
+        }
+        let secret = matches!(cfg.keys, KeySource::SharedSecret(_));
+        for a in &cfg.algorithms {
+            let hmac = a.family() == jsonwebtoken::AlgorithmFamily::Hmac;
+            if hmac != secret {
+                return Err(ConfigError(format!(
+                    "issuer {name}: algorithm {a:?} {}",
+                    if hmac {
+                        "needs a shared secret (HMAC keys are never taken from a JWKS or PEM)"
+                    } else {
+                        "cannot be used with a shared secret"
+                    }
+                )));
+            }
+        }
+        let (keys, remote) = match &cfg.keys {
+            KeySource::Discovery => {
+                check_url("issuer (for discovery)", name)?;
+                (KeySet::default(), Some(None))
+            }
+            KeySource::JwksUri(u) => {
+                check_url(&format!("issuer {name}: jwks_uri"), u)?;
+                (KeySet::default(), Some(Some(u.clone())))
+            }
+            KeySource::Jwks(doc) => {
+                let parsed = KeySet::from_jwks(doc.as_bytes())
+                    .map_err(|e| ConfigError(format!("issuer {name}: jwks: {e}")))?;
+                if parsed.set.is_empty() {
+                    return Err(ConfigError(format!(
+                        "issuer {name}: jwks holds no usable signing key ({})",
+                        parsed.skipped.join("; ")
+                    )));
+                }
+                (parsed.set, None)
+            }
+            KeySource::Pem { pem, alg } => (
+                KeySet::from_pem(pem, *alg)
+                    .map_err(|e| ConfigError(format!("issuer {name}: {e}")))?,
+                None,
+            ),
+            KeySource::SharedSecret(s) => (
+                KeySet::from_secret(s).map_err(|e| ConfigError(format!("issuer {name}: {e}")))?,
+                None,
+            ),
+        };
+        if let Some(feed) = &cfg.revocation_feed {
+            check_url(&format!("issuer {name}: revocation_feed"), &feed.url)?;
+            if feed.token.is_empty() {
+                return Err(ConfigError(format!(
+                    "issuer {name}: the revocation feed token is empty"
+                )));
+            }
+        }
+        let mut required: Vec<&str> = vec!["iss", "aud", "exp"];
+        for c in &cfg.required_claims {
+            if matches!(c.as_str(), "sub" | "nbf") {
+                required.push(c);
+            }
+        }
+        let validations = cfg
+            .algorithms
+            .iter()
+            .map(|&alg| {
+                let mut v = Validation::new(alg);
+                v.set_issuer(&[name]);
+                v.set_audience(&cfg.audiences);
+                v.set_required_spec_claims(&required);
+                // Time claims are checked by the verifier against its own clock and leeway.
+                v.validate_exp = false;
+                v.validate_nbf = false;
+                v.leeway = 0;
+                (alg, v)
+            })
+            .collect();
+        Ok(Self {
+            keys: RwLock::new(Arc::new(keys)),
+            remote: remote.map(|uri| Remote {
+                jwks_uri: Mutex::new(uri),
+                last_attempt: Mutex::new(None),
+                single_flight: tokio::sync::Mutex::new(()),
+                loaded: AtomicBool::new(false),
+            }),
+            validations,
+            revocations: Revocations::default(),
+            cfg,
+        })
+    }
+
+    fn keys(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn loaded(&self) -> bool {
+        self.remote
+            .as_ref()
+            .is_none_or(|r| r.loaded.load(Ordering::Acquire))
+    }
+}
+
+/// Counters for tests, benchmarks and operators.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub jwks_fetches: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub signature_checks: AtomicU64,
+    pub feed_polls: AtomicU64,
+}
+
+/// Verifies tokens from its configured issuers. Share it behind an `Arc`; call
+/// [`Verifier::start`] inside a tokio runtime to fetch keys and follow revocation feeds.
+pub struct Verifier {
+    issuers: HashMap<String, Arc<Issuer>>,
+    cache: TokenCache<Arc<Issuer>>,
+    fetcher: Fetcher,
+    cfg: VerifierConfig,
+    stats: Stats,
+}
+
+/// The background work of a started verifier; dropping it stops key refreshes and feeds.
+pub struct Background {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+enum Why {
+    Scheduled,
+    UnknownKid,
+}
+
+impl Verifier {
+    pub fn new(cfg: VerifierConfig) -> Result<Arc<Self>, ConfigError> {
+        if cfg.issuers.is_empty() {
+            return Err(ConfigError("no issuer is configured".into()));
+        }
+        let mut issuers = HashMap::new();
+        for i in &cfg.issuers {
+            let name = i.issuer.clone();
+            if issuers
+                .insert(name.clone(), Arc::new(Issuer::new(i.clone())?))
+                .is_some()
+            {
+                return Err(ConfigError(format!("issuer {name} is configured twice")));
+            }
+        }
+        let fetcher = Fetcher::new(cfg.http_timeout, cfg.max_jwks_bytes).map_err(ConfigError)?;
+        Ok(Arc::new(Self {
+            issuers,
+            cache: TokenCache::new(cfg.cache_capacity),
+            fetcher,
+            cfg,
+            stats: Stats::default(),
+        }))
+    }
+
+    pub fn config(&self) -> &VerifierConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Verified tokens currently cached.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The revocations known for `issuer`.
+    pub fn revocations(&self, issuer: &str) -> Option<&Revocations> {
+        self.issuers.get(issuer).map(|i| &i.revocations)
+    }
+
+    /// Fetch every remote issuer's keys once (concurrently; failures are logged and retried
+    /// in the background, never fatal), then keep keys and revocation feeds current.
+    pub async fn start(self: &Arc<Self>) -> Background {
+        let mut first = Vec::new();
+        for issuer in self.issuers.values().filter(|i| i.remote.is_some()) {
+            let (v, i) = (self.clone(), issuer.clone());
+            first.push(tokio::spawn(async move {
+                let r = v.refresh(&i, Why::Scheduled).await;
+                (i, r)
+            }));
+        }
+        let mut tasks = Vec::new();
+        for f in first {
+            let Ok((issuer, result)) = f.await else {
+                continue;
+            };
+            let v = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut result = result;
+                let mut backoff = Duration::from_secs(1);
+                loop {
+                    let wait = match result {
+                        Ok(ttl) => {
+                            backoff = Duration::from_secs(1);
+                            ttl.mul_f64(0.75)
+                        }
+                        Err(_) => {
+                            let b = backoff;
+                            backoff = (backoff * 2).min(Duration::from_secs(60));
+                            b.min(v.cfg.jwks_max_ttl)
+                        }
+                    };
+                    tokio::time::sleep(wait).await;
+                    result = v.refresh(&issuer, Why::Scheduled).await;
+                }
+            }));
+        }
+        for issuer in self.issuers.values() {
+            if let Some(feed) = issuer.cfg.revocation_feed.clone() {
+                let (v, i) = (self.clone(), issuer.clone());
+                tasks.push(tokio::spawn(async move { v.follow(&i, &feed).await }));
+            }
+        }
+        Background { tasks }
+    }
+
+    /// Fetch an issuer's JWKS (after discovery if needed). Returns how long to keep it.
+    async fn refresh(&self, issuer: &Issuer, why: Why) -> Result<Duration, String> {
+        let Some(remote) = &issuer.remote else {
+            return Ok(self.cfg.jwks_max_ttl);
+        };
+        let _one = remote.single_flight.lock().await;
+        {
+            let mut last = remote
+                .last_attempt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if matches!(why, Why::UnknownKid)
+                && last.is_some_and(|t| t.elapsed() < self.cfg.unknown_kid_cooldown)
+            {
+                return Err("cooling down".into());
+            }
+            *last = Some(Instant::now());
+        }
+        let name = &issuer.cfg.issuer;
+        let result = self.fetch_keys(issuer, remote).await;
+        match result {
+            Ok((set, ttl)) => {
+                let old = issuer.keys();
+                let withdrawn = old.kids().any(|k| !set.kids().any(|n| n == k));
+                tracing::debug!(issuer = %name, keys = set.len(), ttl = ttl.as_secs(), "JWKS refreshed");
+                *issuer.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+                remote.loaded.store(true, Ordering::Release);
+                if withdrawn {
+                    // A key the issuer stopped publishing may have been compromised: tokens
+                    // it signed must be checked again.
+                    self.cache.retain(|e| !std::ptr::eq(&*e.tag, issuer));
+                }
+                Ok(ttl)
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %name, error = %e, "JWKS refresh failed; keeping the cached keys");
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_keys(
+        &self,
+        issuer: &Issuer,
+        remote: &Remote,
+    ) -> Result<(KeySet, Duration), String> {
+        let name = &issuer.cfg.issuer;
+        let known = remote
+            .jwks_uri
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let uri = match known {
+            Some(u) => u,
+            None => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    name.trim_end_matches('/')
+                );
+                self.stats.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+                let doc = self.fetcher.get(&url, None, None).await?;
+                let doc: Value = serde_json::from_slice(&doc.body)
+                    .map_err(|_| "discovery document is not JSON".to_string())?;
+                if doc.get("issuer").and_then(Value::as_str) != Some(name.as_str()) {
+                    return Err("discovery document names a different issuer".into());
+                }
+                let uri = doc
+                    .get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .ok_or("discovery document has no jwks_uri")?
+                    .to_string();
+                check_url("jwks_uri", &uri).map_err(|e| e.0)?;
+                *remote.jwks_uri.lock().unwrap_or_else(|p| p.into_inner()) = Some(uri.clone());
+                uri
+            }
+        };
+        self.stats.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+        let res = self.fetcher.get(&uri, None, None).await?;
+        let parsed = KeySet::from_jwks(&res.body)?;
+        if !parsed.skipped.is_empty() {
+            tracing::debug!(issuer = %name, skipped = ?parsed.skipped, "JWKS keys skipped");
+        }
+        if parsed.set.is_empty() {
+            return Err("JWKS holds no usable signing key".into());
+        }
+        let ttl = res
+            .max_age()
+            .map(Duration::from_secs)
+            .unwrap_or(self.cfg.jwks_default_ttl)
+            .clamp(
+                self.cfg.jwks_min_ttl,
+                self.cfg.jwks_max_ttl.max(self.cfg.jwks_min_ttl),
+            );
+        Ok((parsed.set, ttl))
+    }
+
+    /// Follow a jotgate revocation feed forever (long polls; backoff on errors).
+    async fn follow(&self, issuer: &Issuer, feed: &FeedConfig) {
+        let mut backoff = Duration::from_millis(500);
+        let wait = self.cfg.feed_wait.as_secs();
+        let sep = if feed.url.contains('?') { '&' } else { '?' };
+        loop {
+            let url = format!(
+                "{}{sep}since={}&wait={wait}",
+                feed.url,
+                issuer.revocations.cursor()
+            );
+            self.stats.feed_polls.fetch_add(1, Ordering::Relaxed);
+            let page = self
+                .fetcher
+                .get(
+                    &url,
+                    Some(&feed.token),
+                    Some(self.cfg.feed_wait + Duration::from_secs(10)),
+                )
+                .await
+                .and_then(|r| {
+                    serde_json::from_slice::<FeedPage>(&r.body)
+                        .map_err(|_| "feed page is not the expected JSON".to_string())
+                });
+            match page {
+                Ok(page) => {
+                    backoff = Duration::from_millis(500);
+                    let changed = !page.revocations.is_empty();
+                    issuer.revocations.apply(page.revocations, now());
+                    issuer.revocations.set_cursor(page.cursor);
+                    if changed {
+                        self.cache
+                            .retain(|e| !issuer.revocations.denies_principal(&e.principal));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %issuer.cfg.issuer, error = %e, "revocation feed poll failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Verify `token`: cached answer if seen before, else the full policy.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, VerifyError> {
+        let t = now();
+        if let Some((p, issuer)) = self.cache.get(token, t) {
+            if issuer.revocations.denies_principal(&p) {
+                return Err(VerifyError::new(VerifyErrorKind::Revoked));
+            }
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(p);
+        }
+        let c = parse_compact(token, self.cfg.max_token_bytes)?;
+        let payload: Map<String, Value> =
+            serde_json::from_slice(&c.payload).map_err(|_| refused(TokenErrorKind::Malformed))?;
+        // `iss` only chooses which keys to try; the signature check below binds it.
+        let iss = payload
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(refused(TokenErrorKind::InvalidClaims))?;
+        let issuer = self
+            .issuers
+            .get(iss)
+            .ok_or(VerifyError::new(VerifyErrorKind::UnknownIssuer))?;
+        let typ = c.header_str("typ").unwrap_or("");
+        let typ = typ
+            .get(..12)
+            .filter(|p| p.eq_ignore_ascii_case("application/"))
+            .map_or(typ, |_| &typ[12..]);
+        if !issuer.cfg.typ.iter().any(|t| t.eq_ignore_ascii_case(typ)) {
+            return Err(refused(TokenErrorKind::WrongType));
+        }
+        let alg: Algorithm = c
+            .alg
+            .parse()
+            .map_err(|_| VerifyError::new(VerifyErrorKind::AlgorithmNotAllowed))?;
+        let validation = issuer
+            .validations
+            .get(&alg)
+            .ok_or(VerifyError::new(VerifyErrorKind::AlgorithmNotAllowed))?;
+        let kid = c.header_str("kid");
+        let mut keys = issuer.keys();
+        if keys.find(kid).is_none() && issuer.remote.is_some() {
+            // Maybe the issuer rotated: refetch, at most once per cooldown whatever the
+            // number of distinct unknown kids presented.
+            let _ = self.refresh(issuer, Why::UnknownKid).await;
+            keys = issuer.keys();
+        }
+        let Some(key) = keys.find(kid) else {
+            return Err(if issuer.loaded() {
+                refused(TokenErrorKind::UnknownKey)
+            } else {
+                VerifyError::new(VerifyErrorKind::IssuerUnavailable)
+            });
+        };
+        if key.alg != alg {
+            return Err(refused(TokenErrorKind::AlgorithmMismatch));
+        }
+        self.stats.signature_checks.fetch_add(1, Ordering::Relaxed);
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as J;
+                refused(match e.kind() {
+                    J::InvalidSignature => TokenErrorKind::BadSignature,
+                    J::InvalidIssuer => TokenErrorKind::WrongIssuer,
+                    J::InvalidAudience => TokenErrorKind::WrongAudience,
+                    J::MissingRequiredClaim(c) if c == "aud" => TokenErrorKind::WrongAudience,
+                    J::InvalidAlgorithm => TokenErrorKind::AlgorithmMismatch,
+                    J::MissingRequiredClaim(_) | J::InvalidClaimFormat(_) | J::Json(_) => {
+                        TokenErrorKind::InvalidClaims
+                    }
+                    _ => TokenErrorKind::Malformed,
+                })
+            })?;
+        let claims = data.claims;
+        let num = |k: &str| {
+            claims
+                .get(k)
+                .map(|v| v.as_i64().ok_or(refused(TokenErrorKind::InvalidClaims)))
+                .transpose()
+        };
+        let exp = num("exp")?.ok_or(refused(TokenErrorKind::InvalidClaims))?;
+        let leeway = self.cfg.leeway;
+        if t > exp.saturating_add(leeway) {
+            return Err(refused(TokenErrorKind::Expired));
+        }
+        if num("nbf")?.is_some_and(|nbf| nbf > t.saturating_add(leeway)) {
+            return Err(refused(TokenErrorKind::NotYetValid));
+        }
+        if num("iat")?.is_some_and(|iat| iat > t.saturating_add(leeway)) {
+            return Err(refused(TokenErrorKind::IssuedInFuture));
+        }
+        if issuer
+            .cfg
+            .required_claims
+            .iter()
+            .any(|c| claims.get(c).is_none_or(Value::is_null))
+        {
+            return Err(VerifyError::new(VerifyErrorKind::MissingClaim));
+        }
+        if claims.get("sub").is_some_and(|s| !s.is_string()) {
+            return Err(refused(TokenErrorKind::InvalidClaims));
+        }
+        let principal = Arc::new(Principal::from_claims(
+            claims,
+            &issuer.cfg.issuer,
+            &issuer.cfg.roles_claim,
+        ));
+        if issuer.revocations.denies_principal(&principal) {
+            return Err(VerifyError::new(VerifyErrorKind::Revoked));
+        }
+        self.cache.insert(
+            token,
+            Entry {
+                principal: principal.clone(),
+                valid_until: exp.saturating_add(leeway),
+                tag: issuer.clone(),
+            },
+            t,
+        );
+        Ok(principal)
+    }
+
+    /// Apply revocations by hand (tests, or a feed other than jotgate's).
+    pub fn apply_revocations(&self, issuer: &str, entries: Vec<crate::Revoked>) {
+        if let Some(i) = self.issuers.get(issuer) {
+            i.revocations.apply(entries, now());
+            self.cache
+                .retain(|e| !i.revocations.denies_principal(&e.principal));
+        }
+    }
+}
