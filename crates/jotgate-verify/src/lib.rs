@@ -16,10 +16,14 @@
 //! key, never from the token; an issuer's JWKS never yields an HMAC key. Not for: issuing
 //! tokens or storing anything.
 
+pub mod authorizer;
 mod cache;
 pub mod error;
 mod fetch;
+pub mod gateway;
+pub mod http;
 pub mod keyset;
+pub mod layer;
 pub mod policy;
 pub mod principal;
 pub mod revocation;

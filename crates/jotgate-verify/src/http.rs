@@ -1,0 +1,162 @@
+//! What the layer and the gateway share: reading the Bearer token (RFC 6750 §2.1, scheme
+//! case-insensitive), deciding, and answering 401/403/503 with RFC 6750 challenges and the
+//! same JSON error body as the jotgate server.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::policy::{Access, Denial, Rule};
+use crate::{Principal, Verifier, VerifyError, VerifyErrorKind};
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// 400: more than one Authorization header, or one that is not text.
+    BadRequest(&'static str),
+    /// 401 without an error code: no credentials (RFC 6750 §3.1).
+    Missing,
+    /// 401 `invalid_token`.
+    Invalid(VerifyError),
+    /// 403 `insufficient_scope`, with the scopes the route asks for.
+    InsufficientScope(String),
+    /// 403: the route is closed.
+    Forbidden,
+    /// 503: the issuer's keys have never been fetched.
+    Unavailable,
+}
+
+/// The Bearer token of a request, if any. `Ok(None)` when there is no Authorization
+/// header or it uses another scheme.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Rejection::BadRequest("more than one Authorization header"));
+    }
+    let v = v
+        .to_str()
+        .map_err(|_| Rejection::BadRequest("the Authorization header is not text"))?;
+    let Some((scheme, token)) = v.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = token.trim_matches(' ');
+    if token.is_empty() {
+        return Err(Rejection::Invalid(VerifyError::new(
+            VerifyErrorKind::Missing,
+        )));
+    }
+    Ok(Some(token))
+}
+
+/// Verify the request's token (if any) and apply `rule`. Public routes pass without a token
+/// (and with an invalid one, without identity).
+pub async fn decide(
+    verifier: &Verifier,
+    rule: &Rule,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<Principal>>, Rejection> {
+    if rule.access == Access::Deny {
+        return Err(Rejection::Forbidden);
+    }
+    let public = rule.access == Access::Public;
+    let token = match bearer(headers) {
+        Ok(Some(t)) => t,
+        Ok(None) if public => return Ok(None),
+        Ok(None) => return Err(Rejection::Missing),
+        Err(_) if public => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let principal = match verifier.verify(token).await {
+        Ok(p) => p,
+        Err(_) if public => return Ok(None),
+        Err(e) if e.kind() == VerifyErrorKind::IssuerUnavailable => {
+            return Err(Rejection::Unavailable);
+        }
+        Err(e) => return Err(Rejection::Invalid(e)),
+    };
+    if !public {
+        rule.check(&principal).map_err(|d| match d {
+            Denial::Forbidden => Rejection::Forbidden,
+            Denial::InsufficientScope { scope } => Rejection::InsufficientScope(scope),
+        })?;
+    }
+    Ok(Some(principal))
+}
+
+fn quoted(s: &str) -> String {
+    s.replace(['"', '\\'], "")
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let (status, code, message, challenge) = match &self {
+            Rejection::BadRequest(m) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                m.to_string(),
+                Some("Bearer error=\"invalid_request\"".to_string()),
+            ),
+            Rejection::Missing => (
+                StatusCode::UNAUTHORIZED,
+                "token_missing",
+                "a Bearer token is required".into(),
+                Some("Bearer realm=\"jotgate\"".into()),
+            ),
+            Rejection::Invalid(e) => (
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                e.message().to_string(),
+                Some(format!(
+                    "Bearer realm=\"jotgate\", error=\"invalid_token\", error_description=\"{}\"",
+                    quoted(e.message())
+                )),
+            ),
+            Rejection::InsufficientScope(scope) => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "the token lacks a scope or role this route requires".into(),
+                Some(if scope.is_empty() {
+                    "Bearer realm=\"jotgate\", error=\"insufficient_scope\"".into()
+                } else {
+                    format!(
+                        "Bearer realm=\"jotgate\", error=\"insufficient_scope\", scope=\"{}\"",
+                        quoted(scope)
+                    )
+                }),
+            ),
+            Rejection::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this route is closed".into(),
+                None,
+            ),
+            Rejection::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "issuer_unavailable",
+                "the token issuer's keys are unavailable; try again shortly".into(),
+                None,
+            ),
+        };
+        let mut res = (
+            status,
+            axum::Json(json!({"status": "error", "error": message, "code": code})),
+        )
+            .into_response();
+        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        res
+    }
+}
