@@ -24,6 +24,10 @@ pub enum ApiError {
     InvalidToken(TokenError),
     Revoked,
     InvalidRefreshToken,
+    /// The revocation feed is closed (no `feed_token` configured).
+    FeedDisabled,
+    /// The Bearer credential presented to the revocation feed is not its `feed_token`.
+    InvalidFeedToken,
     Conflict(&'static str, String),
     /// 429: too many failures for this username or address.
     RateLimited {
@@ -70,6 +74,16 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "token_revoked",
                 "token has been revoked".into(),
+            ),
+            FeedDisabled => (
+                StatusCode::NOT_FOUND,
+                "feed_disabled",
+                "the revocation feed is off; set feed_token to open it".into(),
+            ),
+            InvalidFeedToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_feed_token",
+                "the feed token is not valid".into(),
             ),
             InvalidRefreshToken => (
                 StatusCode::UNAUTHORIZED,
@@ -131,7 +145,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"jotgate\""),
                 );
             }
-            ApiError::InvalidToken(_) | ApiError::Revoked => {
+            ApiError::InvalidToken(_) | ApiError::Revoked | ApiError::InvalidFeedToken => {
                 // error_description is one of our fixed sentences: safe to quote.
                 let v = format!(
                     "Bearer realm=\"jotgate\", error=\"invalid_token\", error_description=\"{message}\""

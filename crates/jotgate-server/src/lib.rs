@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How often the denylist and keys are refreshed from the store.
     pub sync_interval: Duration,
+    /// Bearer secret that opens the revocation feed to verifiers; `None` closes it.
+    pub feed_token: Option<secrecy::SecretString>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +82,7 @@ impl Default for ServerConfig {
             trust_forwarded_for: false,
             max_body_bytes: 64 * 1024,
             sync_interval: Duration::from_secs(5),
+            feed_token: None,
         }
     }
 }
@@ -151,7 +154,7 @@ impl AppState {
             .verifier()
             .verify(token, now())
             .map_err(ApiError::InvalidToken)?;
-        if revocation::denies(&claims, |id| self.0.denylist.contains(id)) {
+        if self.0.denylist.denies(&claims) {
             return Err(ApiError::Revoked);
         }
         Ok(claims)
@@ -202,6 +205,8 @@ pub fn router(state: AppState) -> Router {
         .route("/private", get(routes::private))
         .route("/refresh", post(routes::refresh))
         .route("/logout", post(routes::logout))
+        .route("/logout-all", post(routes::logout_all))
+        .route("/api/v1/revocations", get(routes::revocation_feed))
         .route("/.well-known/jwks.json", get(routes::jwks))
         .route("/.well-known/openid-configuration", get(routes::discovery))
         .route("/healthz", get(routes::healthz))

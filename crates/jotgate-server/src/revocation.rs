@@ -1,73 +1,95 @@
-//! The in-memory denylist of revoked access-token ids, kept current from the store's
-//! revocation feed so the request path never reads the store.
+//! The server's view of revoked access tokens: jotgate-verify's in-memory [`Revocations`]
+//! (tokens, sessions, per-user "not before"), kept current from the store so the request
+//! path never reads it, plus a wake-up for long-polling feed readers.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicI64, Ordering};
-
-use jotgate_core::AccessClaims;
-use jotgate_store::Store;
-
-/// The denylist id of one access token.
-pub fn token_id(jti: &str) -> String {
-    format!("jti:{jti}")
-}
-
-/// The denylist id of a login session (every access token carrying that `sid`).
-pub fn session_id(sid: &str) -> String {
-    format!("sid:{sid}")
-}
-
-/// True when `claims` are denied by any of `revoked` (token or session id).
-pub fn denies(claims: &AccessClaims, mut revoked: impl FnMut(&str) -> bool) -> bool {
-    revoked(&token_id(&claims.jti))
-        || claims
-            .sid
-            .as_deref()
-            .is_some_and(|s| revoked(&session_id(s)))
-}
+use jotgate_core::{AccessClaims, TokenPolicy};
+use jotgate_store::{Store, StoreError};
+use jotgate_verify::{Revocations, Revoked};
+use tokio::sync::Notify;
 
 #[derive(Default)]
 pub struct Denylist {
-    /// `jti:<id>` or `sid:<session>` → when the entry becomes useless (the tokens expire).
-    entries: RwLock<HashMap<String, i64>>,
-    /// Last feed position applied.
-    cursor: AtomicI64,
+    revs: Revocations,
+    changed: Notify,
 }
 
 impl Denylist {
-    pub fn contains(&self, id: &str) -> bool {
-        self.entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(id)
+    pub fn denies(&self, c: &AccessClaims) -> bool {
+        self.revs
+            .denies(Some(&c.jti), c.sid.as_deref(), &c.sub, Some(c.iat))
     }
 
-    /// Record a revocation made by this instance, effective at once.
-    pub fn insert(&self, id: String, expires_at: i64) {
-        self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, expires_at);
+    /// Record revocations this instance made, effective at once.
+    pub fn record(&self, r: impl IntoIterator<Item = Revoked>, now: i64) {
+        self.revs.apply(r, now);
+        self.changed.notify_waiters();
     }
 
-    /// Apply the store's feed since the last sync and drop expired entries.
-    pub async fn sync(
-        &self,
-        store: &dyn Store,
-        now: i64,
-    ) -> Result<usize, jotgate_store::StoreError> {
-        let since = self.cursor.load(Ordering::Acquire);
-        let feed = store.revocations_since(since, now).await?;
-        let n = feed.len();
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, exp| *exp >= now);
-        let mut cursor = since;
-        for r in feed {
-            cursor = cursor.max(r.seq);
-            entries.insert(r.id, r.expires_at);
+    /// Wakes when this instance records or syncs a revocation.
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// Apply the store's revocations since the last sync and drop expired entries.
+    pub async fn sync(&self, store: &dyn Store, now: i64) -> Result<usize, StoreError> {
+        let (cursor, entries) = read_feed(store, self.revs.cursor(), now).await?;
+        let n = entries.len();
+        self.revs.apply(entries, now);
+        self.revs.set_cursor(cursor);
+        if n > 0 {
+            self.changed.notify_waiters();
         }
-        self.cursor.store(cursor, Ordering::Release);
         Ok(n)
     }
+}
+
+/// When every access token issued up to `t` under `policy` has expired.
+pub fn outlived(policy: &TokenPolicy, t: i64) -> i64 {
+    t + policy.access_ttl + policy.leeway
+}
+
+/// End every session of `user_id` and deny every access token issued to it up to `t` (a
+/// per-user "not before"). Returns the revocations stored, for the caller to apply.
+pub async fn revoke_user(
+    store: &dyn Store,
+    policy: &TokenPolicy,
+    user_id: &str,
+    t: i64,
+) -> Result<Vec<Revoked>, StoreError> {
+    let expires_at = outlived(policy, t);
+    let mut out = Vec::new();
+    for sid in store.revoke_user_sessions(user_id, t).await? {
+        // Covers tokens issued earlier in this same second, which "not before" lets pass.
+        out.push(Revoked::Session { sid, expires_at });
+    }
+    out.push(Revoked::User {
+        sub: user_id.into(),
+        not_before: t,
+        expires_at,
+    });
+    for r in &out {
+        store.revoke_token(&r.store_id(), r.expires_at(), t).await?;
+    }
+    Ok(out)
+}
+
+/// Unexpired revocations after `since`, parsed, and the cursor to continue from.
+pub async fn read_feed(
+    store: &dyn Store,
+    since: i64,
+    now: i64,
+) -> Result<(i64, Vec<Revoked>), StoreError> {
+    let rows = store.revocations_since(since, now).await?;
+    let cursor = rows.iter().map(|r| r.seq).max().unwrap_or(since).max(since);
+    let entries = rows
+        .into_iter()
+        .filter_map(|r| {
+            let parsed = Revoked::from_store_id(&r.id, r.expires_at);
+            if parsed.is_none() {
+                tracing::warn!(id = %r.id, "ignoring a revocation of unknown kind");
+            }
+            parsed
+        })
+        .collect();
+    Ok((cursor, entries))
 }

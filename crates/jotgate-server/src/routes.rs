@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::extract::{JsonObject, OptionalJsonObject, bearer_token, client_ip};
+use jotgate_verify::{FeedPage, Revoked};
+
 use crate::{AppState, now, revocation};
 
 /// The client address, as far as this deployment can tell.
@@ -233,15 +235,28 @@ pub async fn refresh(
     Ok(Json(token_body(&st, &user, access, next)))
 }
 
+/// Store a revocation (so other instances and verifiers see it) and apply it here at once.
+async fn revoke(st: &AppState, r: Revoked, t: i64) -> Result<(), ApiError> {
+    st.0.store
+        .revoke_token(&r.store_id(), r.expires_at(), t)
+        .await?;
+    st.0.denylist.record([r], t);
+    Ok(())
+}
+
 /// Deny every access token of a session (until they would have expired anyway).
 async fn revoke_session(st: &AppState, family: &str, t: i64) -> Result<(), ApiError> {
-    let p = &st.0.cfg.policy;
-    let until = t + p.access_ttl + p.leeway;
-    let id = revocation::session_id(family);
     st.0.store.revoke_family(family, t).await?;
-    st.0.store.revoke_token(&id, until, t).await?;
-    st.0.denylist.insert(id, until);
-    Ok(())
+    let expires_at = revocation::outlived(&st.0.cfg.policy, t);
+    revoke(
+        st,
+        Revoked::Session {
+            sid: family.into(),
+            expires_at,
+        },
+        t,
+    )
+    .await
 }
 
 /// End a session. Takes the access token (`Authorization: Bearer`), the refresh token
@@ -275,9 +290,16 @@ pub async fn logout(
         (Some(Err(e)), None) => Err(e),
         (access, by_refresh) => {
             if let Some(Ok(claims)) = access {
-                let id = revocation::token_id(&claims.jti);
-                st.0.store.revoke_token(&id, claims.exp, t).await?;
-                st.0.denylist.insert(id, claims.exp);
+                let jti = claims.jti.clone();
+                revoke(
+                    &st,
+                    Revoked::Token {
+                        jti,
+                        expires_at: claims.exp,
+                    },
+                    t,
+                )
+                .await?;
                 if let Some(sid) = &claims.sid {
                     revoke_session(&st, sid, t).await?;
                 }
@@ -287,6 +309,91 @@ pub async fn logout(
             }
             Ok(StatusCode::NO_CONTENT)
         }
+    }
+}
+
+/// Log out everywhere: every session of the caller ends, and every access token issued to
+/// them until now is refused (a per-user "not before").
+pub async fn logout_all(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let token = bearer_token(&headers, st.0.cfg.accept_x_access_token)?;
+    let claims = st.authenticate(token)?;
+    let t = now();
+    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &claims.sub, t).await?;
+    st.0.denylist.record(done, t);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Longest long poll a feed reader may ask for.
+const MAX_FEED_WAIT: u64 = 60;
+
+/// `GET /api/v1/revocations?since=<cursor>&wait=<seconds>`: the revocation change feed
+/// that edge verifiers follow. Opened by `feed_token` (Bearer). With `wait`, an empty
+/// answer is held until something is revoked or the wait ends.
+pub async fn revocation_feed(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Json<Value>, ApiError> {
+    use secrecy::ExposeSecret;
+    use subtle::ConstantTimeEq;
+    let Some(expected) = &st.0.cfg.feed_token else {
+        return Err(ApiError::FeedDisabled);
+    };
+    let presented = bearer_token(&headers, false)?;
+    let a = jotgate_core::sha256_b64url(presented.as_bytes());
+    let b = jotgate_core::sha256_b64url(expected.expose_secret().as_bytes());
+    if !bool::from(a.as_bytes().ct_eq(b.as_bytes())) {
+        return Err(ApiError::InvalidFeedToken);
+    }
+    let (mut since, mut wait) = (0i64, 0u64);
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |what: &str| {
+            ApiError::BadRequest(
+                "invalid_query",
+                format!("{what} must be a non-negative integer"),
+            )
+        };
+        match k {
+            "since" => {
+                since = v
+                    .parse()
+                    .ok()
+                    .filter(|n: &i64| *n >= 0)
+                    .ok_or_else(|| bad("since"))?
+            }
+            "wait" => wait = v.parse().map_err(|_| bad("wait"))?,
+            _ => {}
+        }
+    }
+    let deadline =
+        tokio::time::Instant::now() + std::time::Duration::from_secs(wait.min(MAX_FEED_WAIT));
+    loop {
+        // Subscribe before reading, so a revocation between the read and the wait is not lost.
+        let changed = st.0.denylist.changed().notified();
+        let (cursor, revocations) = revocation::read_feed(&*st.0.store, since, now()).await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !revocations.is_empty() || left.is_zero() {
+            let page = FeedPage {
+                cursor,
+                revocations,
+            };
+            return Ok(Json(
+                serde_json::to_value(page).map_err(ApiError::internal)?,
+            ));
+        }
+        since = cursor;
+        // Another instance's revocations reach the store, not this process: look again
+        // every second; this instance's own wake the wait at once.
+        let _ = tokio::time::timeout(left.min(std::time::Duration::from_secs(1)), changed).await;
     }
 }
 

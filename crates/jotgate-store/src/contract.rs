@@ -14,7 +14,8 @@ macro_rules! store_contract_tests {
     ($factory:path) => {
         $crate::store_contract_tests!(@each $factory;
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
-            refresh_expiry_and_logout, concurrent_rotation_has_one_winner, revocations);
+            refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
+            revocations);
     };
     (@each $factory:path; $($name:ident),*) => {
         $(
@@ -219,6 +220,51 @@ pub async fn refresh_expiry_and_logout(s: Arc<dyn Store>) {
             .unwrap(),
         RotateOutcome::Invalid
     );
+}
+
+pub async fn revoke_user_sessions(s: Arc<dyn Store>) {
+    family(&s, "a0", "fa", 100).await;
+    s.insert_refresh(NewRefresh {
+        token_hash: "b0".into(),
+        family_id: "fb".into(),
+        user_id: "user-fa".into(),
+        created_at: 100,
+        expires_at: 1100,
+    })
+    .await
+    .unwrap();
+    family(&s, "c0", "fc", 100).await;
+    s.revoke_family("fb", 105).await.unwrap();
+    // Only the user's live sessions are revoked, and named.
+    assert_eq!(
+        s.revoke_user_sessions("user-fa", 110).await.unwrap(),
+        ["fa"]
+    );
+    assert!(
+        s.revoke_user_sessions("user-fa", 111)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.revoke_user_sessions("nobody", 111)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.rotate_refresh(rotate("a0", "n", "a1", 120))
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid
+    );
+    // Another user's session is untouched.
+    assert!(matches!(
+        s.rotate_refresh(rotate("c0", "n", "c1", 120))
+            .await
+            .unwrap(),
+        RotateOutcome::Rotated { .. }
+    ));
 }
 
 pub async fn concurrent_rotation_has_one_winner(s: Arc<dyn Store>) {

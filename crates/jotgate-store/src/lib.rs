@@ -153,11 +153,14 @@ pub trait Store: Send + Sync + 'static {
     /// Rotate atomically: of concurrent presentations of one token, exactly one rotates.
     async fn rotate_refresh(&self, req: Rotate) -> Result<RotateOutcome>;
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()>;
+    /// Revoke every live session (refresh family) of a user; returns their ids.
+    async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>>;
     /// The session (family) a refresh token belongs to, spent or not.
     async fn family_of(&self, token_hash: &str) -> Result<Option<String>>;
 
     /// Deny access tokens by id until `expires_at`. Idempotent. Ids are namespaced:
-    /// `jti:<jti>` denies one token, `sid:<session>` every token of a login session.
+    /// `jti:<jti>` denies one token, `sid:<session>` every token of a login session, `usr:<sub>:<instant>` every token of
+    /// a user issued before the instant.
     async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()>;
     /// Unexpired revocations with `seq > since`, in feed order.
     async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>>;

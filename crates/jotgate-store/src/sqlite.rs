@@ -437,6 +437,31 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>> {
+        let user = user_id.to_string();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let ids = {
+                let mut stmt = tx
+                    .prepare(
+                        "UPDATE refresh_families SET revoked_at = ?1
+                         WHERE user_id = ?2 AND revoked_at IS NULL RETURNING family_id",
+                    )
+                    .map_err(backend)?;
+                let rows = stmt
+                    .query_map(params![now, user], |r| r.get::<_, String>(0))
+                    .map_err(backend)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(backend)?
+            };
+            tx.commit().map_err(backend)?;
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn family_of(&self, token_hash: &str) -> Result<Option<String>> {
         let hash = token_hash.to_string();
         self.with(move |c| {

@@ -3,6 +3,7 @@
 //! and the administrative commands ([`admin`]). `main.rs` only parses arguments.
 
 pub mod admin;
+pub mod edge;
 pub mod settings;
 
 use std::future::Future;

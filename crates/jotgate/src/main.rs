@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use jotgate::settings::Settings;
-use jotgate::{Application, admin, shutdown_signal};
+use jotgate::{Application, admin, edge, shutdown_signal};
+use jotgate_verify::authorizer::V2Format;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,32 @@ enum Command {
     /// Work with tokens
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Run a reverse proxy that verifies tokens and applies a route policy before
+    /// forwarding to the upstream, with the verified identity in X-Jotgate-* headers.
+    /// Listens on --listen, default 127.0.0.1:8081
+    Gateway {
+        /// Where requests go: http://host:port[/base]
+        #[arg(long, env = "JOTGATE_UPSTREAM", value_name = "URL")]
+        upstream: String,
+        /// Policy file: trusted issuers and route rules (docs/policy.md)
+        #[arg(long, env = "JOTGATE_POLICY", value_name = "FILE")]
+        policy: PathBuf,
+    },
+    /// Run as an AWS API Gateway Lambda authorizer (needs the Lambda Runtime API:
+    /// AWS_LAMBDA_RUNTIME_API and the AWS_LAMBDA_FUNCTION_* variables)
+    Authorizer {
+        /// Policy file: trusted issuers and route rules (docs/policy.md)
+        #[arg(long, env = "JOTGATE_POLICY", value_name = "FILE")]
+        policy: PathBuf,
+        /// Response format for HTTP API (payload 2.0) events: simple or iam
+        #[arg(
+            long,
+            env = "JOTGATE_AUTHORIZER_FORMAT",
+            default_value = "simple",
+            value_name = "FORMAT"
+        )]
+        format: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,6 +89,11 @@ enum UsersCmd {
         /// Role to grant (repeatable), e.g. --role admin
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
+    },
+    /// Log a user out everywhere: end all sessions, refuse all access tokens issued so far
+    Revoke {
+        /// Username
+        username: String,
     },
     /// List accounts
     List {
@@ -113,10 +145,17 @@ enum KeysCmd {
 
 #[derive(Subcommand)]
 enum TokenCmd {
-    /// Verify an access token against this store's keys and revocations; print its claims
+    /// Verify an access token and print its claims: against this store's keys and
+    /// revocations, or with --issuer against any OpenID Connect issuer's published keys
     Verify {
         /// The JWT ("-" to read it from stdin)
         jwt: String,
+        /// Issuer URL: fetch its discovery document and JWKS instead of using the store
+        #[arg(long, value_name = "URL")]
+        issuer: Option<String>,
+        /// Audience the token must carry (with --issuer; default: accept the token's own)
+        #[arg(long, requires = "issuer", value_name = "AUD")]
+        audience: Option<String>,
     },
 }
 
@@ -164,8 +203,31 @@ async fn run(cli: Cli) -> anyhow::Result<Option<String>> {
             admin::keys_import(&s, &text, kid, activate_in).await?
         }
         Command::Keys(KeysCmd::Retire { kid }) => admin::keys_retire(&s, &kid).await?,
-        Command::Token(TokenCmd::Verify { jwt }) => {
-            admin::token_verify(&s, &read_arg_or_stdin(&jwt)?).await?
+        Command::Token(TokenCmd::Verify {
+            jwt, issuer: None, ..
+        }) => admin::token_verify(&s, &read_arg_or_stdin(&jwt)?).await?,
+        Command::Token(TokenCmd::Verify {
+            jwt,
+            issuer: Some(issuer),
+            audience,
+        }) => {
+            edge::token_verify_oidc(&issuer, audience.as_deref(), &read_arg_or_stdin(&jwt)?).await?
+        }
+        Command::Users(UsersCmd::Revoke { username }) => admin::users_revoke(&s, &username).await?,
+        Command::Gateway { upstream, policy } => {
+            let listen = s.listen.unwrap_or(edge::GATEWAY_LISTEN);
+            let gw = edge::Gateway::build(listen, &upstream, &policy).await?;
+            gw.run(shutdown_signal()).await?;
+            return Ok(None);
+        }
+        Command::Authorizer { policy, format } => {
+            let v2 = match format.to_ascii_lowercase().as_str() {
+                "simple" => V2Format::Simple,
+                "iam" => V2Format::Iam,
+                _ => anyhow::bail!("invalid --format {format:?}: expected simple or iam"),
+            };
+            edge::run_authorizer(&policy, v2).await?;
+            return Ok(None);
         }
     }))
 }

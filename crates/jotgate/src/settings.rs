@@ -158,6 +158,17 @@ pub struct Settings {
     )]
     pub sync_interval: Option<u64>,
 
+    /// Bearer secret that opens GET /api/v1/revocations to edge verifiers (at least 32 characters) [default: feed closed]
+    #[arg(
+        long,
+        env = "JOTGATE_FEED_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    #[serde(default, deserialize_with = "secret")]
+    pub feed_token: Option<SecretString>,
+
     /// TLS certificate chain (PEM); with --tls-key, serve HTTPS
     #[arg(long, env = "JOTGATE_TLS_CERT", global = true, value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
@@ -187,7 +198,7 @@ impl Settings {
             refresh_grace, leeway, alg, hs256_secret, pepper, argon2_memory_kib,
             argon2_iterations, hash_workers, hash_queue, login_user_failures,
             login_ip_failures, login_delay, login_max_delay, accept_x_access_token,
-            trust_forwarded_for, sync_interval, tls_cert, tls_key);
+            trust_forwarded_for, sync_interval, feed_token, tls_cert, tls_key);
         Ok(self)
     }
 
@@ -299,7 +310,17 @@ impl Settings {
             sync_interval: self
                 .sync_interval
                 .map_or(d.sync_interval, Duration::from_secs),
+            feed_token: self.feed_token.clone(),
         };
+        if cfg
+            .feed_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().chars().count() < 32)
+        {
+            bail!(
+                "invalid setting feed_token (JOTGATE_FEED_TOKEN): must be at least 32 characters"
+            );
+        }
         if cfg.refresh_ttl < 1 {
             bail!("invalid setting refresh_ttl (JOTGATE_REFRESH_TTL): must be at least 1 second");
         }

@@ -1,0 +1,155 @@
+//! The edge commands: `jotgate gateway` (reverse proxy), `jotgate authorizer` (AWS API
+//! Gateway Lambda authorizer) and `jotgate token verify --issuer` (any OIDC issuer).
+//! All three verify through jotgate-verify; the first two read the same policy file.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jotgate_verify::authorizer::{Authorizer, V2Format};
+use jotgate_verify::gateway::{self, GatewayConfig};
+use jotgate_verify::policy::PolicyFile;
+use jotgate_verify::{IssuerConfig, Verifier, VerifierConfig};
+use serde_json::Value;
+
+pub fn load_policy(path: &Path) -> anyhow::Result<PolicyFile> {
+    Ok(PolicyFile::load(path).map_err(|e| anyhow::anyhow!("invalid policy file {e}"))?)
+}
+
+/// Where the gateway listens unless --listen says otherwise (8080 is the server's).
+pub const GATEWAY_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8081);
+
+/// A bound, not yet running gateway.
+pub struct Gateway {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    verifier: Arc<Verifier>,
+    router: axum::Router,
+    upstream: String,
+}
+
+impl Gateway {
+    pub async fn build(listen: SocketAddr, upstream: &str, policy: &Path) -> anyhow::Result<Self> {
+        crate::init_crypto();
+        let file = load_policy(policy)?;
+        let verifier = Verifier::new(file.verifier).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let router = gateway::router(
+            verifier.clone(),
+            GatewayConfig {
+                upstream: upstream.to_string(),
+                policy: file.policy,
+                headers: file.headers,
+                upstream_timeout: Duration::from_secs(60),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("invalid --upstream: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            addr,
+            verifier,
+            router,
+            upstream: upstream.to_string(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Fetch issuer keys, follow revocation feeds, serve until `shutdown`.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let _background = self.verifier.start().await;
+        tracing::info!(upstream = %self.upstream, "jotgate gateway listening on http://{}", self.addr);
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Run as an AWS Lambda authorizer: one event at a time from the Lambda Runtime API.
+pub async fn run_authorizer(policy: &Path, v2: V2Format) -> anyhow::Result<()> {
+    crate::init_crypto();
+    let file = load_policy(policy)?;
+    let verifier = Verifier::new(file.verifier).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Keys are fetched once per container, before the first event.
+    let _background = verifier.start().await;
+    let authorizer = Arc::new(Authorizer::new(verifier, file.policy, v2));
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<Value>| {
+            let a = authorizer.clone();
+            async move {
+                a.handle(&event.payload)
+                    .await
+                    .map_err(|e| -> lambda_runtime::Error { Box::new(e) })
+            }
+        },
+    ))
+    .await
+    .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}
+
+/// Verify `token` against any OpenID Connect issuer (discovery → JWKS) and print its claims.
+/// Without `audience` the token's own `aud` is accepted, and a note says so on stderr.
+pub async fn token_verify_oidc(
+    issuer: &str,
+    audience: Option<&str>,
+    token: &str,
+) -> anyhow::Result<String> {
+    crate::init_crypto();
+    let token = token.trim();
+    let audience = match audience {
+        Some(a) => a.to_string(),
+        None => {
+            let aud =
+                unverified_aud(token).context("the token names no audience; pass --audience")?;
+            eprintln!(
+                "note: audience not checked (accepting the token's own aud {aud:?}); pass --audience to check it"
+            );
+            aud
+        }
+    };
+    let cfg = VerifierConfig {
+        issuers: vec![IssuerConfig::new(issuer, audience)],
+        cache_capacity: 0,
+        ..VerifierConfig::default()
+    };
+    let verifier = Verifier::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _bg = verifier.start().await;
+    match verifier.verify(token).await {
+        Ok(p) => Ok(serde_json::to_string_pretty(&p.claims)?),
+        Err(e) if e.kind() == jotgate_verify::VerifyErrorKind::IssuerUnavailable => {
+            anyhow::bail!("cannot fetch the keys of {issuer} (see the warning above)")
+        }
+        Err(e) => anyhow::bail!("invalid token: {e}"),
+    }
+}
+
+fn unverified_aud(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    match v.get("aud")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) => a.first()?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
