@@ -145,17 +145,13 @@ enum KeysCmd {
 
 #[derive(Subcommand)]
 enum TokenCmd {
-    /// Verify an access token and print its claims: against this store's keys and
-    /// revocations, or with --issuer against any OpenID Connect issuer's published keys
+    /// Verify an access token and print its claims. With --issuer URL on the command
+    /// line: against that OpenID Connect issuer's published keys (discovery → JWKS; any
+    /// issuer, revocations not consulted; --audience checked if given). Otherwise: against
+    /// this deployment's store, keys and revocations
     Verify {
         /// The JWT ("-" to read it from stdin)
         jwt: String,
-        /// Issuer URL: fetch its discovery document and JWKS instead of using the store
-        #[arg(long, value_name = "URL")]
-        issuer: Option<String>,
-        /// Audience the token must carry (with --issuer; default: accept the token's own)
-        #[arg(long, requires = "issuer", value_name = "AUD")]
-        audience: Option<String>,
     },
 }
 
@@ -170,7 +166,8 @@ fn read_arg_or_stdin(v: &str) -> anyhow::Result<String> {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<Option<String>> {
+/// `remote_issuer`: `--issuer` was given on the command line (not from env or file).
+async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
     let s = cli.settings.resolve(cli.config.as_deref())?;
     Ok(Some(match cli.command {
         Command::Serve => {
@@ -203,16 +200,13 @@ async fn run(cli: Cli) -> anyhow::Result<Option<String>> {
             admin::keys_import(&s, &text, kid, activate_in).await?
         }
         Command::Keys(KeysCmd::Retire { kid }) => admin::keys_retire(&s, &kid).await?,
-        Command::Token(TokenCmd::Verify {
-            jwt, issuer: None, ..
-        }) => admin::token_verify(&s, &read_arg_or_stdin(&jwt)?).await?,
-        Command::Token(TokenCmd::Verify {
-            jwt,
-            issuer: Some(issuer),
-            audience,
-        }) => {
-            edge::token_verify_oidc(&issuer, audience.as_deref(), &read_arg_or_stdin(&jwt)?).await?
-        }
+        Command::Token(TokenCmd::Verify { jwt }) => match (&s.issuer, remote_issuer) {
+            (Some(issuer), true) => {
+                edge::token_verify_oidc(issuer, s.audience.as_deref(), &read_arg_or_stdin(&jwt)?)
+                    .await?
+            }
+            _ => admin::token_verify(&s, &read_arg_or_stdin(&jwt)?).await?,
+        },
         Command::Users(UsersCmd::Revoke { username }) => admin::users_revoke(&s, &username).await?,
         Command::Gateway { upstream, policy } => {
             let listen = s.listen.unwrap_or(edge::GATEWAY_LISTEN);
@@ -233,7 +227,19 @@ async fn run(cli: Cli) -> anyhow::Result<Option<String>> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // `token verify --issuer URL` means "verify against that issuer"; a deployment's
+    // JOTGATE_ISSUER still means "this store's issuer".
+    let remote_issuer = matches
+        .subcommand_matches("token")
+        .and_then(|t| t.subcommand_matches("verify"))
+        .and_then(|v| v.value_source("issuer"))
+        == Some(clap::parser::ValueSource::CommandLine);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("JOTGATE_LOG")
@@ -249,7 +255,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, remote_issuer)) {
         Ok(Some(out)) => {
             print!("{out}");
             if !out.ends_with('\n') {

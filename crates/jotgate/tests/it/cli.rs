@@ -48,14 +48,19 @@ impl Served {
         Self::start_with(bin(), dir, extra)
     }
 
-    // The child is killed and waited for in `Drop`.
-    #[allow(clippy::zombie_processes)]
     pub fn start_with(mut cmd: Command, dir: &Path, extra: &[&str]) -> Self {
-        let mut child = cmd
-            .arg("serve")
+        cmd.arg("serve")
             .args(base_args(dir))
             .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
+            .args(extra);
+        Self::launch(cmd, "jotgate listening on ")
+    }
+
+    /// Spawn `cmd` and wait for the log line containing `marker`, followed by the base URL.
+    // The child is killed and waited for in `Drop`.
+    #[allow(clippy::zombie_processes)]
+    pub fn launch(mut cmd: Command, marker: &str) -> Self {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -78,8 +83,8 @@ impl Served {
                     panic!("server did not start; log so far: {startup_log:#?}")
                 });
             startup_log.push(line.clone());
-            if let Some(i) = line.find("jotgate listening on ") {
-                let rest = &line[i + "jotgate listening on ".len()..];
+            if let Some(i) = line.find(marker) {
+                let rest = &line[i + marker.len()..];
                 let base = rest
                     .split_whitespace()
                     .next()
@@ -109,7 +114,22 @@ impl Drop for Served {
 
 /// Run a CLI command; returns (success, stdout, stderr).
 pub fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    run_full(dir, args, stdin, &[])
+}
+
+/// Run a CLI command with extra environment variables.
+pub fn run_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    run_full(dir, args, None, env)
+}
+
+fn run_full(
+    dir: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let mut child = bin()
+        .envs(env.iter().copied())
         .args(args)
         .args(base_args(dir))
         .stdin(Stdio::piped())
@@ -259,27 +279,56 @@ async fn admin_commands_share_the_store_with_a_running_server() {
         .unwrap()
         .to_string();
 
+    // Against this store (the deployment's issuer from the environment, as a server has it).
+    let env = [("JOTGATE_ISSUER", s.base.as_str())];
+    let (ok, out, err) = run_env(&dir, &["token", "verify", &token], &env);
+    assert!(ok, "{err}");
+    let claims: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["roles"], json!(["admin"]));
+    assert_eq!(claims["scope"], "admin profile");
+    // Against the issuer's published keys (OIDC discovery → JWKS), as any verifier would.
     let (ok, out, err) = run(
         &dir,
         &["token", "verify", &token, "--issuer", &s.base],
         None,
     );
     assert!(ok, "{err}");
-    let claims: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(claims["roles"], json!(["admin"]));
-    assert_eq!(claims["scope"], "admin profile");
-    // Issuer mismatch, tampering and revocation are all reported, with exit status 1.
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["sub"],
+        claims["sub"]
+    );
+    assert!(err.contains("audience not checked"), "{err}");
     let (ok, _, err) = run(
         &dir,
-        &["token", "verify", &token, "--issuer", "http://elsewhere"],
+        &[
+            "token",
+            "verify",
+            &token,
+            "--issuer",
+            &s.base,
+            "--audience",
+            "other",
+        ],
         None,
     );
+    assert!(!ok && err.contains("audience"), "{err}");
+    // Issuer mismatch, tampering and revocation are all reported, with exit status 1.
+    let other = [("JOTGATE_ISSUER", "http://elsewhere")];
+    let (ok, _, err) = run_env(&dir, &["token", "verify", &token], &other);
     assert!(!ok && err.contains("issuer"), "{err}");
     let (ok, _, err) = run(
         &dir,
-        &["token", "verify", &format!("{token}x"), "--issuer", &s.base],
+        &[
+            "token",
+            "verify",
+            &token,
+            "--issuer",
+            "http://elsewhere.example",
+        ],
         None,
     );
+    assert!(!ok && err.contains("https://"), "{err}");
+    let (ok, _, err) = run_env(&dir, &["token", "verify", &format!("{token}x")], &env);
     assert!(!ok && err.contains("invalid token"), "{err}");
     let res = client
         .post(s.url("/logout"))
@@ -288,11 +337,7 @@ async fn admin_commands_share_the_store_with_a_running_server() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let (ok, _, err) = run(
-        &dir,
-        &["token", "verify", &token, "--issuer", &s.base],
-        None,
-    );
+    let (ok, _, err) = run_env(&dir, &["token", "verify", &token], &env);
     assert!(!ok && err.contains("revoked"), "{err}");
 
     let (ok, out, _) = run(&dir, &["keys", "list"], None);

@@ -4,6 +4,7 @@
 mod attacks;
 mod cli;
 mod common;
+mod edge;
 mod errors;
 mod flow;
 mod interop;
