@@ -2,11 +2,13 @@
 //! binary for the CLI, restarts and TLS. One test binary, so the workspace links once.
 
 mod attacks;
+mod authorizer;
 mod cli;
 mod common;
 mod edge;
 mod errors;
 mod flow;
+mod gateway;
 mod interop;
 mod limits;
 mod refresh;

@@ -1,0 +1,201 @@
+//! The API Gateway Lambda authorizer: recorded event shapes (REST TOKEN and REQUEST, HTTP
+//! API 2.0) through the handler, then through the real binary driven by a local Lambda
+//! Runtime API.
+
+use std::process::Stdio;
+
+use jotgate_verify::Verifier;
+use jotgate_verify::authorizer::{Authorizer, V2Format};
+use jotgate_verify::policy::PolicyFile;
+use serde_json::{Value, json};
+
+use crate::edge::{FakeIssuer, Mode, quick};
+use crate::gateway::policy_for;
+
+#[path = "../support/runtime_api.rs"]
+mod runtime_api;
+
+/// A recorded event from `tests/fixtures/authorizer/<name>.json` carrying `token`.
+pub fn event(name: &str, token: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/authorizer/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_json::from_str(&text.replace("{{TOKEN}}", token)).unwrap()
+}
+
+async fn authorizer(fake: &FakeIssuer, v2: V2Format) -> (Authorizer, jotgate_verify::Background) {
+    let file = PolicyFile::parse(&policy_for(&fake.base, ""), std::path::Path::new(".")).unwrap();
+    let v = Verifier::new(quick(file.verifier.issuers.clone())).unwrap();
+    let bg = v.start().await;
+    (Authorizer::new(v, file.policy, v2), bg)
+}
+
+fn writer_token(fake: &FakeIssuer) -> String {
+    let mut c = fake.claims();
+    c.scope = "orders:read orders:write".into();
+    fake.token_with(&fake.key, &c)
+}
+
+/// API Gateway accepts only strings, numbers and booleans as context values.
+fn assert_context_is_flat(ctx: &Value) {
+    for (k, v) in ctx.as_object().expect("context is an object") {
+        assert!(
+            v.is_string() || v.is_number() || v.is_boolean(),
+            "context {k} = {v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rest_token_event_gets_an_iam_policy_for_its_method_arn() {
+    let fake = FakeIssuer::start(Mode::Ok).await;
+    let (auth, _bg) = authorizer(&fake, V2Format::Simple).await;
+    let out = auth
+        .handle(&event("rest-token", &fake.token()))
+        .await
+        .unwrap();
+    assert_eq!(out["principalId"], "user-1");
+    let stmt = &out["policyDocument"]["Statement"][0];
+    assert_eq!(out["policyDocument"]["Version"], "2012-10-17");
+    assert_eq!(stmt["Effect"], "Allow");
+    assert_eq!(stmt["Action"], "execute-api:Invoke");
+    assert_eq!(
+        stmt["Resource"],
+        "arn:aws:execute-api:us-east-1:123456789012:abcdef123/test/GET/orders"
+    );
+    assert_eq!(out["context"]["sub"], "user-1");
+    assert_eq!(out["context"]["username"], "ann");
+    assert_eq!(out["context"]["scope"], "orders:read profile");
+    assert_eq!(out["context"]["iss"], fake.base.as_str());
+    assert_context_is_flat(&out["context"]);
+    // No token, or a bad one: the invocation fails with "Unauthorized" (API Gateway: 401).
+    let e = auth.handle(&event("rest-token", "")).await.unwrap_err();
+    assert_eq!(e.to_string(), "Unauthorized");
+    let mut lower = event("rest-token", &fake.token());
+    lower["authorizationToken"] = format!("bearer {}", fake.token()).into();
+    assert!(
+        auth.handle(&lower).await.is_ok(),
+        "scheme is case-insensitive"
+    );
+}
+
+#[tokio::test]
+async fn rest_request_event_applies_the_route_policy() {
+    let fake = FakeIssuer::start(Mode::Ok).await;
+    let (auth, _bg) = authorizer(&fake, V2Format::Simple).await;
+    // POST /orders/42 needs orders:write: a reader gets an explicit Deny (403).
+    let out = auth
+        .handle(&event("rest-request", &fake.token()))
+        .await
+        .unwrap();
+    assert_eq!(out["policyDocument"]["Statement"][0]["Effect"], "Deny");
+    assert_eq!(out["context"]["code"], "insufficient_scope");
+    assert_context_is_flat(&out["context"]);
+    let out = auth
+        .handle(&event("rest-request", &writer_token(&fake)))
+        .await
+        .unwrap();
+    assert_eq!(out["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    assert_eq!(
+        out["policyDocument"]["Statement"][0]["Resource"],
+        "arn:aws:execute-api:us-east-1:123456789012:abcdef123/test/POST/orders/42"
+    );
+    // Public and closed routes, from the method ARN and path.
+    let mut health = event("rest-request", "");
+    health["path"] = "/health".into();
+    health["httpMethod"] = "GET".into();
+    let out = auth.handle(&health).await.unwrap();
+    assert_eq!(out["principalId"], "anonymous");
+    assert_eq!(out["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    let mut closed = event("rest-request", &writer_token(&fake));
+    closed["path"] = "/closed".into();
+    let out = auth.handle(&closed).await.unwrap();
+    assert_eq!(out["policyDocument"]["Statement"][0]["Effect"], "Deny");
+    // A path that could mean another route is refused.
+    let mut sneaky = event("rest-request", &writer_token(&fake));
+    sneaky["path"] = "/health/../admin".into();
+    let out = auth.handle(&sneaky).await.unwrap();
+    assert_eq!(out["policyDocument"]["Statement"][0]["Effect"], "Deny");
+}
+
+#[tokio::test]
+async fn http_api_v2_events_get_simple_or_iam_responses() {
+    let fake = FakeIssuer::start(Mode::Ok).await;
+    let (simple, _bg1) = authorizer(&fake, V2Format::Simple).await;
+    let out = simple
+        .handle(&event("http-v2", &fake.token()))
+        .await
+        .unwrap();
+    assert_eq!(out["isAuthorized"], true);
+    assert_eq!(out["context"]["sub"], "user-1");
+    assert_context_is_flat(&out["context"]);
+    let out = simple.handle(&event("http-v2", "")).await.unwrap();
+    assert_eq!(
+        out,
+        json!({"isAuthorized": false, "context": {"code": "token_missing"}})
+    );
+    // The stage prefix in rawPath does not hide the route: POST /orders/42 needs orders:write.
+    let out = simple
+        .handle(&event("http-v2-stage", &fake.token()))
+        .await
+        .unwrap();
+    assert_eq!(out["isAuthorized"], false);
+    assert_eq!(out["context"]["code"], "insufficient_scope");
+    let out = simple
+        .handle(&event("http-v2-stage", &writer_token(&fake)))
+        .await
+        .unwrap();
+    assert_eq!(out["isAuthorized"], true);
+
+    let (iam, _bg2) = authorizer(&fake, V2Format::Iam).await;
+    let out = iam.handle(&event("http-v2", &fake.token())).await.unwrap();
+    assert_eq!(out["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    assert_eq!(
+        out["policyDocument"]["Statement"][0]["Resource"],
+        "arn:aws:execute-api:us-east-1:123456789012:abcdef123/$default/GET/orders"
+    );
+    let out = iam.handle(&event("http-v2", "")).await.unwrap();
+    assert_eq!(out["policyDocument"]["Statement"][0]["Effect"], "Deny");
+    // An event of no known shape is refused, never allowed.
+    assert!(simple.handle(&json!({"hello": "world"})).await.is_err());
+}
+
+#[tokio::test]
+async fn the_binary_serves_authorizer_events_through_the_lambda_runtime_api() {
+    let fake = FakeIssuer::start(Mode::Ok).await;
+    let dir = crate::common::temp_dir();
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, policy_for(&fake.base, "")).unwrap();
+    let mut api = runtime_api::RuntimeApi::start().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jotgate"))
+        .args(["authorizer", "--policy"])
+        .arg(&policy)
+        .envs(api.env())
+        .env("JOTGATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ok = api.invoke(event("rest-token", &fake.token()));
+    let out = api.outcome().await;
+    assert_eq!(out.request_id, ok);
+    let body = out.result.expect("allowed");
+    assert_eq!(body["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    assert_eq!(body["principalId"], "user-1");
+
+    let bad = api.invoke(event("rest-token", "not.a.jwt"));
+    let out = api.outcome().await;
+    assert_eq!(out.request_id, bad);
+    let err = out.result.expect_err("refused with an invocation error");
+    assert_eq!(err["errorMessage"], "Unauthorized");
+
+    api.invoke(event("http-v2", &fake.token()));
+    let body = api.outcome().await.result.unwrap();
+    assert_eq!(body["isAuthorized"], true);
+    assert_context_is_flat(&body["context"]);
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
