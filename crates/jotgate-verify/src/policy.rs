@@ -167,11 +167,8 @@ impl PathPattern {
     pub fn matches(&self, path: &str) -> bool {
         let body = path.strip_prefix('/').unwrap_or(path);
         let body = body.strip_suffix('/').unwrap_or(body);
-        let mut it = if body.is_empty() {
-            "".split('/').skip(1)
-        } else {
-            body.split('/').skip(0)
-        };
+        // "/" has no segments; "/a/b" has two.
+        let mut it = body.split('/').filter(|_| !body.is_empty());
         for seg in &self.segments {
             match (seg, it.next()) {
                 (_, None) => return false,
@@ -336,7 +333,7 @@ impl<'de> Deserialize<'de> for Secs {
         }
         match N::deserialize(d)? {
             N::I(i) => Ok(Secs(Duration::from_secs(i))),
-            N::F(f) if f.is_finite() && f >= 0.0 && f < 1e9 => Ok(Secs(Duration::from_secs_f64(f))),
+            N::F(f) if (0.0..1e9).contains(&f) => Ok(Secs(Duration::from_secs_f64(f))),
             N::F(_) => Err(serde::de::Error::custom("expected a number of seconds")),
         }
     }

@@ -16,7 +16,7 @@ use jotgate_verify::{IssuerConfig, Verifier, VerifierConfig};
 use serde_json::Value;
 
 pub fn load_policy(path: &Path) -> anyhow::Result<PolicyFile> {
-    Ok(PolicyFile::load(path).map_err(|e| anyhow::anyhow!("invalid policy file {e}"))?)
+    PolicyFile::load(path).map_err(|e| anyhow::anyhow!("invalid policy file {e}"))
 }
 
 /// Where the gateway listens unless --listen says otherwise (8080 is the server's).
