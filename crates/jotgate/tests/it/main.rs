@@ -11,4 +11,5 @@ mod flow;
 mod gateway;
 mod interop;
 mod limits;
+mod oidc;
 mod refresh;
