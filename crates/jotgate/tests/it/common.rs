@@ -205,6 +205,28 @@ pub fn client() -> Client {
     Client::new()
 }
 
+/// `GET` or `POST` (or any method) `url` with a Bearer token.
+pub async fn bearer(
+    method: reqwest::Method,
+    url: impl reqwest::IntoUrl,
+    token: impl std::fmt::Display,
+) -> Response {
+    client()
+        .request(method, url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// The `WWW-Authenticate` challenge of a response.
+pub fn challenge(res: &Response) -> String {
+    res.headers()["www-authenticate"]
+        .to_str()
+        .expect("challenge is text")
+        .to_string()
+}
+
 /// Part `i` of a compact JWT (0 header, 1 claims), decoded as JSON. No verification.
 pub fn token_part(token: &str, i: usize) -> Value {
     use base64::Engine;

@@ -16,10 +16,10 @@ use jotgate_verify::layer::RequireAuth;
 use jotgate_verify::{
     FeedConfig, IssuerConfig, KeySource, Principal, Verifier, VerifierConfig, VerifyErrorKind,
 };
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, error_code, settings, temp_dir};
+use crate::common::{TestApp, bearer, challenge, error_code, settings, temp_dir};
 
 pub const FEED_TOKEN: &str = "feed-token-for-tests-0123456789abcdef";
 
@@ -628,36 +628,17 @@ async fn require_auth_layer_answers_with_rfc6750_challenges() {
         assert_eq!(res.text().await.unwrap(), "hello user-1");
     }
 
-    let res = c
-        .get(format!("{base}/admin"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
-    let challenge = res.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        challenge.contains("error=\"insufficient_scope\""),
-        "{challenge}"
-    );
+    let res = bearer(Method::GET, format!("{base}/admin"), &t).await;
+    let ch = challenge(&res);
+    assert!(ch.contains("error=\"insufficient_scope\""), "{ch}");
     assert_eq!(
         error_code(res, StatusCode::FORBIDDEN).await,
         "insufficient_scope"
     );
 
-    let res = c
-        .get(format!("{base}/orders"))
-        .bearer_auth(format!("{t}x"))
-        .send()
-        .await
-        .unwrap();
-    let challenge = res.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    let res = bearer(Method::GET, format!("{base}/orders"), format!("{t}x")).await;
+    let ch = challenge(&res);
+    assert!(ch.contains("error=\"invalid_token\""), "{ch}");
     assert_eq!(
         error_code(res, StatusCode::UNAUTHORIZED).await,
         "token_malformed"

@@ -19,11 +19,11 @@ use jotgate_verify::authorizer::{Authorizer, V2Format};
 use jotgate_verify::layer::RequireAuth;
 use jotgate_verify::policy::{Policy, PolicyFile};
 use jotgate_verify::{Principal, Verifier};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::common::{client, error_code};
+use crate::common::{bearer, challenge, client, error_code};
 use crate::edge::{FEED_TOKEN, FakeIssuer, Mode, eventually, issuer_app, quick, trust};
 
 fn b64(v: &Value) -> String {
@@ -72,23 +72,25 @@ pub fn attacks(fake: &FakeIssuer) -> Vec<(&'static str, String, &'static str)> {
         .unwrap()
         .encoding_key()
         .unwrap();
+    // Valid header, claims changed by `f`; and valid claims, header changed by `f`.
+    let claims_signed = |f: &dyn Fn(&mut Value)| sign(&h, &with(f), &key, ES256);
+    let header_signed = |f: &dyn Fn(&mut Value)| sign(&hwith(f), &c, &key, ES256);
+    let unsigned =
+        |f: &dyn Fn(&mut Value), sig: &str| format!("{}.{}.{sig}", b64(&hwith(f)), b64(&c));
+    let drop = |k: &'static str| {
+        move |c: &mut Value| {
+            c.as_object_mut().unwrap().remove(k);
+        }
+    };
     vec![
         (
             "alg none",
-            format!(
-                "{}.{}.AAAA",
-                b64(&hwith(&|h| h["alg"] = "none".into())),
-                b64(&c)
-            ),
+            unsigned(&|h| h["alg"] = "none".into(), "AAAA"),
             "token_alg_none",
         ),
         (
             "alg none, empty signature",
-            format!(
-                "{}.{}.",
-                b64(&hwith(&|h| h["alg"] = "none".into())),
-                b64(&c)
-            ),
+            unsigned(&|h| h["alg"] = "none".into(), ""),
             "token_malformed",
         ),
         (
@@ -98,74 +100,45 @@ pub fn attacks(fake: &FakeIssuer) -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "RS256 header on an EC key",
-            format!(
-                "{}.{}.{sig}",
-                b64(&hwith(&|h| h["alg"] = "RS256".into())),
-                b64(&c)
-            ),
+            unsigned(&|h| h["alg"] = "RS256".into(), &sig),
             "token_alg_mismatch",
         ),
         (
             "jku header",
-            sign(
-                &hwith(&|h| h["jku"] = "https://evil.example/jwks".into()),
-                &c,
-                &key,
-                ES256,
-            ),
+            header_signed(&|h| h["jku"] = "https://evil.example/jwks".into()),
             "token_header_forbidden",
         ),
         (
             "embedded jwk",
-            sign(
-                &hwith(&|h| h["jwk"] = json!({"kty": "oct", "k": "AAAA"})),
-                &c,
-                &key,
-                ES256,
-            ),
+            header_signed(&|h| h["jwk"] = json!({"kty": "oct", "k": "AAAA"})),
             "token_header_forbidden",
         ),
         (
             "x5u header",
-            sign(
-                &hwith(&|h| h["x5u"] = "https://evil.example/c.pem".into()),
-                &c,
-                &key,
-                ES256,
-            ),
+            header_signed(&|h| h["x5u"] = "https://evil.example/c.pem".into()),
             "token_header_forbidden",
         ),
         (
             "x5c header",
-            sign(&hwith(&|h| h["x5c"] = json!(["MIIB"])), &c, &key, ES256),
+            header_signed(&|h| h["x5c"] = json!(["MIIB"])),
             "token_header_forbidden",
         ),
         (
             "unknown crit",
-            sign(
-                &hwith(&|h| {
-                    h["crit"] = json!(["exp2"]);
-                    h["exp2"] = 1.into();
-                }),
-                &c,
-                &key,
-                ES256,
-            ),
+            header_signed(&|h| {
+                h["crit"] = json!(["exp2"]);
+                h["exp2"] = 1.into();
+            }),
             "token_crit_unknown",
         ),
         (
             "wrong typ",
-            sign(
-                &hwith(&|h| h["typ"] = "secevent+jwt".into()),
-                &c,
-                &key,
-                ES256,
-            ),
+            header_signed(&|h| h["typ"] = "secevent+jwt".into()),
             "token_wrong_type",
         ),
         (
             "unknown kid",
-            sign(&hwith(&|h| h["kid"] = "nope".into()), &c, &key, ES256),
+            header_signed(&|h| h["kid"] = "nope".into()),
             "token_unknown_key",
         ),
         (
@@ -183,56 +156,37 @@ pub fn attacks(fake: &FakeIssuer) -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "expired",
-            sign(&h, &with(&|c| c["exp"] = (now - 3600).into()), &key, ES256),
+            claims_signed(&|c| c["exp"] = (now - 3600).into()),
             "token_expired",
         ),
         (
             "not yet valid",
-            sign(&h, &with(&|c| c["nbf"] = (now + 3600).into()), &key, ES256),
+            claims_signed(&|c| c["nbf"] = (now + 3600).into()),
             "token_not_yet_valid",
         ),
         (
             "issued in the future",
-            sign(&h, &with(&|c| c["iat"] = (now + 3600).into()), &key, ES256),
+            claims_signed(&|c| c["iat"] = (now + 3600).into()),
             "token_issued_in_future",
         ),
         (
             "no exp",
-            sign(
-                &h,
-                &with(&|c| {
-                    c.as_object_mut().unwrap().remove("exp");
-                }),
-                &key,
-                ES256,
-            ),
+            claims_signed(&drop("exp")),
             "token_invalid_claims",
         ),
         (
             "wrong audience",
-            sign(&h, &with(&|c| c["aud"] = "other-api".into()), &key, ES256),
+            claims_signed(&|c| c["aud"] = "other-api".into()),
             "token_wrong_audience",
         ),
         (
             "untrusted issuer",
-            sign(
-                &h,
-                &with(&|c| c["iss"] = "https://evil.example".into()),
-                &key,
-                ES256,
-            ),
+            claims_signed(&|c| c["iss"] = "https://evil.example".into()),
             "token_wrong_issuer",
         ),
         (
             "no sub",
-            sign(
-                &h,
-                &with(&|c| {
-                    c.as_object_mut().unwrap().remove("sub");
-                }),
-                &key,
-                ES256,
-            ),
+            claims_signed(&drop("sub")),
             "token_invalid_claims",
         ),
         ("padding", format!("{valid}="), "token_malformed"),
@@ -269,18 +223,9 @@ async fn every_attack_is_refused_by_the_layer() {
         .route("/me", get(|p: Principal| async move { p.subject }))
         .layer(RequireAuth::new(v));
     let base = serve(app).await;
-    let c = client();
     for (name, token, code) in attacks(&fake) {
-        let res = c
-            .get(format!("{base}/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        let challenge = res.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let res = bearer(Method::GET, format!("{base}/me"), &token).await;
+        let challenge = challenge(&res);
         assert!(challenge.contains("invalid_token"), "{name}: {challenge}");
         assert_eq!(
             error_code(res, StatusCode::UNAUTHORIZED).await,
@@ -295,22 +240,11 @@ async fn every_attack_is_refused_by_the_gateway_and_never_reaches_the_upstream()
     let fake = FakeIssuer::start(Mode::Ok).await;
     let up = Upstream::start().await;
     let gw = gateway(&up, &policy_for(&fake.base, "")).await;
-    let c = client();
-    let res = c
-        .get(format!("{gw}/orders"))
-        .bearer_auth(fake.token())
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::GET, format!("{gw}/orders"), fake.token()).await;
     assert_eq!(res.status(), StatusCode::OK);
     let seen = up.hits();
     for (name, token, code) in attacks(&fake) {
-        let res = c
-            .get(format!("{gw}/orders"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let res = bearer(Method::GET, format!("{gw}/orders"), &token).await;
         assert_eq!(
             error_code(res, StatusCode::UNAUTHORIZED).await,
             code,
@@ -552,16 +486,8 @@ async fn gateway_applies_route_policy() {
         error_code(res, StatusCode::UNAUTHORIZED).await,
         "token_missing"
     );
-    let res = c
-        .post(format!("{gw}/orders/1"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
-    let ch = res.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let res = bearer(Method::POST, format!("{gw}/orders/1"), &t).await;
+    let ch = challenge(&res);
     assert!(
         ch.contains("insufficient_scope") && ch.contains("scope=\"orders:write\""),
         "{ch}"
@@ -570,22 +496,12 @@ async fn gateway_applies_route_policy() {
         error_code(res, StatusCode::FORBIDDEN).await,
         "insufficient_scope"
     );
-    let res = c
-        .get(format!("{gw}/admin/users"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::GET, format!("{gw}/admin/users"), &t).await;
     assert_eq!(
         error_code(res, StatusCode::FORBIDDEN).await,
         "insufficient_scope"
     );
-    let res = c
-        .get(format!("{gw}/closed"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::GET, format!("{gw}/closed"), &t).await;
     assert_eq!(error_code(res, StatusCode::FORBIDDEN).await, "forbidden");
     let res = c.get(format!("{gw}/health")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -605,12 +521,7 @@ async fn gateway_applies_route_policy() {
     assert_eq!(up.hits(), 1, "only /health reached the upstream");
     // Case and trailing slashes do not dodge a rule.
     for p in ["/ADMIN/users", "/admin/", "/Admin"] {
-        let res = c
-            .get(format!("{gw}{p}"))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap();
+        let res = bearer(Method::GET, format!("{gw}{p}"), &t).await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "{p}");
     }
 }
@@ -650,12 +561,7 @@ async fn gateway_streams_bodies_and_passes_status_codes_through() {
     assert_eq!(echo["body_sum"], sum);
 
     for code in [201u16, 204, 404, 418, 500, 503] {
-        let res = c
-            .get(format!("{gw}/status/{code}"))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap();
+        let res = bearer(Method::GET, format!("{gw}/status/{code}"), &t).await;
         assert_eq!(res.status().as_u16(), code);
         assert_eq!(res.headers()["x-upstream"], "yes");
     }
@@ -663,12 +569,7 @@ async fn gateway_streams_bodies_and_passes_status_codes_through() {
     // The first chunk arrives while the upstream is still holding the second.
     let (go, release) = tokio::sync::oneshot::channel();
     *up.state.release.lock().await = Some(release);
-    let mut res = c
-        .get(format!("{gw}/stream"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let mut res = bearer(Method::GET, format!("{gw}/stream"), &t).await;
     let first = tokio::time::timeout(Duration::from_secs(10), res.chunk())
         .await
         .expect("the gateway does not buffer the response")
@@ -732,37 +633,16 @@ async fn gateway_follows_the_revocation_feed() {
     unsafe { std::env::set_var("JOTGATE_TEST_FEED_TOKEN", FEED_TOKEN) };
     let gw = gateway(&up, &policy_for(&app.base, &extra)).await;
     let token = app.signup_token("ann").await;
-    let c = client();
-    let res = c
-        .get(format!("{gw}/orders"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::GET, format!("{gw}/orders"), &token).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let res = c
-        .post(app.url("/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::POST, app.url("/logout"), &token).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     eventually("the gateway refuses the revoked token", async || {
-        let res = c
-            .get(format!("{gw}/orders"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let res = bearer(Method::GET, format!("{gw}/orders"), &token).await;
         res.status() == StatusCode::UNAUTHORIZED
     })
     .await;
-    let res = c
-        .get(format!("{gw}/orders"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::GET, format!("{gw}/orders"), &token).await;
     assert_eq!(
         error_code(res, StatusCode::UNAUTHORIZED).await,
         "token_revoked"

@@ -6,11 +6,11 @@
 use std::process::Command;
 
 use jotgate_verify::{IssuerConfig, Verifier};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::cli::{Served, run};
-use crate::common::{client, error_code};
+use crate::common::{bearer, client, error_code};
 use crate::edge::quick;
 use crate::gateway::{Upstream, gateway, policy_for};
 
@@ -89,23 +89,12 @@ async fn the_gateway_applies_scopes_from_an_independent_provider() {
     let gw = gateway(&up, &policy).await;
     let reader = access_token(&op, "orders:read").await;
     let writer = access_token(&op, "orders:read orders:write").await;
-    let c = client();
-    let res = c
-        .post(format!("{gw}/orders/1"))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::POST, format!("{gw}/orders/1"), &reader).await;
     assert_eq!(
         error_code(res, StatusCode::FORBIDDEN).await,
         "insufficient_scope"
     );
-    let res = c
-        .post(format!("{gw}/orders/1"))
-        .bearer_auth(&writer)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::POST, format!("{gw}/orders/1"), &writer).await;
     assert_eq!(res.status(), StatusCode::OK);
     let echo: Value = res.json().await.unwrap();
     assert_eq!(echo["headers"]["x-jotgate-sub"], "edge-tests");

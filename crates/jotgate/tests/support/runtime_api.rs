@@ -76,17 +76,22 @@ fn body_json(b: &Bytes) -> Value {
     serde_json::from_slice(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into()))
 }
 
+fn record(s: &Inner, request_id: String, result: Result<Value, Value>) -> axum::http::StatusCode {
+    let at = std::time::Instant::now();
+    let _ = s.outcomes.send(Outcome {
+        request_id,
+        result,
+        at,
+    });
+    axum::http::StatusCode::ACCEPTED
+}
+
 async fn response(
     State(s): State<Arc<Inner>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> impl IntoResponse {
-    let _ = s.outcomes.send(Outcome {
-        request_id: id,
-        result: Ok(body_json(&body)),
-        at: std::time::Instant::now(),
-    });
-    axum::http::StatusCode::ACCEPTED
+    record(&s, id, Ok(body_json(&body)))
 }
 
 async fn error(
@@ -94,21 +99,11 @@ async fn error(
     Path(id): Path<String>,
     body: Bytes,
 ) -> impl IntoResponse {
-    let _ = s.outcomes.send(Outcome {
-        request_id: id,
-        result: Err(body_json(&body)),
-        at: std::time::Instant::now(),
-    });
-    axum::http::StatusCode::ACCEPTED
+    record(&s, id, Err(body_json(&body)))
 }
 
 async fn init_error(State(s): State<Arc<Inner>>, body: Bytes) -> impl IntoResponse {
-    let _ = s.outcomes.send(Outcome {
-        request_id: "init".into(),
-        result: Err(body_json(&body)),
-        at: std::time::Instant::now(),
-    });
-    axum::http::StatusCode::ACCEPTED
+    record(&s, "init".into(), Err(body_json(&body)))
 }
 
 impl RuntimeApi {
