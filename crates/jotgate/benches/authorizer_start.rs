@@ -4,7 +4,6 @@
 //!
 //! `cargo bench -p jotgate --bench authorizer_start` (bench profile = release).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -76,16 +75,7 @@ async fn main() {
         let mut api = runtime_api::RuntimeApi::start().await;
         api.invoke(event.clone());
         let t0 = Instant::now();
-        let mut child = tokio::process::Command::new(bin)
-            .args(["authorizer", "--policy"])
-            .arg(&policy)
-            .envs(api.env())
-            .env("JOTGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child = api.spawn_authorizer(bin, &policy);
         let first = api.outcome().await;
         assert!(first.result.is_ok(), "{:?}", first.result);
         starts.push((first.at - t0).as_secs_f64() * 1000.0);

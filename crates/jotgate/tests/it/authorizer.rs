@@ -2,8 +2,6 @@
 //! API 2.0) through the handler, then through the real binary driven by a local Lambda
 //! Runtime API.
 
-use std::process::Stdio;
-
 use jotgate_verify::Verifier;
 use jotgate_verify::authorizer::{Authorizer, V2Format};
 use jotgate_verify::policy::PolicyFile;
@@ -169,16 +167,7 @@ async fn the_binary_serves_authorizer_events_through_the_lambda_runtime_api() {
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, policy_for(&fake.base, "")).unwrap();
     let mut api = runtime_api::RuntimeApi::start().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jotgate"))
-        .args(["authorizer", "--policy"])
-        .arg(&policy)
-        .envs(api.env())
-        .env("JOTGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = api.spawn_authorizer(env!("CARGO_BIN_EXE_jotgate"), &policy);
     let ok = api.invoke(event("rest-token", &fake.token()));
     let out = api.outcome().await;
     assert_eq!(out.request_id, ok);

@@ -371,13 +371,7 @@ async fn repeated_tokens_hit_the_cache_and_revocation_evicts_them() {
     assert!(v.stats().cache_hits.load(Ordering::SeqCst) >= 10);
     assert_eq!(v.cached_tokens(), 1);
 
-    let res = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::POST, app.url("/logout"), &token).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     eventually("the feed delivers the logout", async || {
         v.verify(&token)
@@ -419,13 +413,7 @@ async fn logout_everywhere_reaches_verifiers_as_a_user_not_before() {
     for t in [&t1, &t2, &other] {
         v.verify(t).await.unwrap();
     }
-    let res = app
-        .client
-        .post(app.url("/logout-all"))
-        .bearer_auth(&t1)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::POST, app.url("/logout-all"), &t1).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     eventually("both of ann's tokens are refused", async || {
         v.verify(&t1).await.is_err() && v.verify(&t2).await.is_err()
@@ -459,24 +447,17 @@ async fn the_revocation_feed_is_protected_and_long_polls() {
         error_code(res, StatusCode::UNAUTHORIZED).await,
         "missing_token"
     );
-    let res = app
-        .client
-        .get(app.url("/api/v1/revocations"))
-        .bearer_auth("wrong-token")
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::GET, app.url("/api/v1/revocations"), "wrong-token").await;
     assert_eq!(
         error_code(res, StatusCode::UNAUTHORIZED).await,
         "invalid_feed_token"
     );
-    let res = app
-        .client
-        .get(app.url("/api/v1/revocations?since=-1"))
-        .bearer_auth(FEED_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(
+        Method::GET,
+        app.url("/api/v1/revocations?since=-1"),
+        FEED_TOKEN,
+    )
+    .await;
     assert_eq!(
         error_code(res, StatusCode::BAD_REQUEST).await,
         "invalid_query"
@@ -494,13 +475,7 @@ async fn the_revocation_feed_is_protected_and_long_polls() {
     let token = app.signup_token("ann").await;
     let waiting = tokio::spawn(feed("?since=0&wait=30"));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let res = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::POST, app.url("/logout"), &token).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let page: Value = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
@@ -530,13 +505,7 @@ async fn the_revocation_feed_is_protected_and_long_polls() {
 
     // Closed when no feed_token is configured.
     let closed = TestApp::start().await;
-    let res = closed
-        .client
-        .get(closed.url("/api/v1/revocations"))
-        .bearer_auth(FEED_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let res = bearer(Method::GET, closed.url("/api/v1/revocations"), FEED_TOKEN).await;
     assert_eq!(
         error_code(res, StatusCode::NOT_FOUND).await,
         "feed_disabled"

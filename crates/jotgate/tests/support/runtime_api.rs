@@ -154,6 +154,20 @@ impl RuntimeApi {
         ]
     }
 
+    /// Start `jotgate authorizer --policy <policy>` against this Runtime API.
+    pub fn spawn_authorizer(&self, bin: &str, policy: &std::path::Path) -> tokio::process::Child {
+        tokio::process::Command::new(bin)
+            .args(["authorizer", "--policy"])
+            .arg(policy)
+            .envs(self.env())
+            .env("JOTGATE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn jotgate authorizer")
+    }
+
     /// The next finished invocation (panics after 30 s).
     pub async fn outcome(&mut self) -> Outcome {
         tokio::time::timeout(std::time::Duration::from_secs(30), self.outcomes.recv())
