@@ -405,8 +405,16 @@ struct RouteToml {
     path: Spanned<String>,
     #[serde(default)]
     methods: Vec<Spanned<String>>,
-    #[serde(flatten)]
-    rule: RuleToml,
+    // The rule's fields, listed (not flattened) so that errors keep their exact line.
+    access: Option<Access>,
+    #[serde(default)]
+    scopes_any: Vec<String>,
+    #[serde(default)]
+    scopes_all: Vec<String>,
+    #[serde(default)]
+    roles_any: Vec<String>,
+    #[serde(default)]
+    roles_all: Vec<String>,
 }
 
 /// Line (1-based) of a byte offset.
@@ -566,9 +574,15 @@ impl PolicyFile {
     /// Parse policy text; `base` is where relative files are looked up.
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
         let file: FileToml = toml::from_str(text).map_err(|e| {
+            // "line 19 (roles_any = "admin"): invalid type…" names the field by its line.
             let line = e
                 .span()
-                .map(|s| format!("line {}: ", line_of(text, s.start)))
+                .map(|s| {
+                    let n = line_of(text, s.start);
+                    let src = text.lines().nth(n - 1).unwrap_or("").trim();
+                    let src: String = src.chars().take(80).collect();
+                    format!("line {n} ({src}): ")
+                })
                 .unwrap_or_default();
             ConfigError(format!("{line}{}", e.message().trim_end()))
         })?;
@@ -657,10 +671,15 @@ impl PolicyFile {
                 }
                 methods.push(name);
             }
-            let rule = r
-                .rule
-                .build()
-                .map_err(|m| at(span, &format!("[[route]] {}", path.as_str()), m))?;
+            let rule = RuleToml {
+                access: r.access,
+                scopes_any: r.scopes_any,
+                scopes_all: r.scopes_all,
+                roles_any: r.roles_any,
+                roles_all: r.roles_all,
+            }
+            .build()
+            .map_err(|m| at(span, &format!("[[route]] {}", path.as_str()), m))?;
             policy.routes.push(Route {
                 methods,
                 path,
@@ -731,7 +750,10 @@ mod tests {
             base,
         )
         .unwrap_err();
-        assert!(e.0.contains("line 5") && e.0.contains("scope_any"), "{e}");
+        assert!(
+            e.0.starts_with("line 7 (scope_any = [\"a\"]): unknown field"),
+            "{e}"
+        );
         let e = PolicyFile::parse(&format!("{head}algorithms = [\"none\"]\n"), base).unwrap_err();
         assert!(
             e.0.contains("line 4") && e.0.contains("unknown algorithm"),

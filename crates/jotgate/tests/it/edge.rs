@@ -625,3 +625,34 @@ async fn require_auth_layer_answers_with_rfc6750_challenges() {
         "invalid_request"
     );
 }
+
+#[tokio::test]
+async fn users_revoke_cli_logs_a_user_out_everywhere() {
+    let app = issuer_app().await;
+    let v = Verifier::new(quick(vec![trust(&app)])).unwrap();
+    let _bg = v.start().await;
+    let token = app.signup_token("ann").await;
+    let other = app.signup_token("bob").await;
+    v.verify(&token).await.unwrap();
+    let out = jotgate::admin::users_revoke(&app.settings, "ANN")
+        .await
+        .unwrap();
+    assert!(out.contains("1 session(s) ended"), "{out}");
+    // The running server learns it from the store (sync_interval 1 s), the verifier from
+    // the feed, which re-reads the store every second while it waits.
+    eventually("the server refuses ann's token", async || {
+        app.private(&token).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    eventually("the verifier refuses ann's token", async || {
+        v.verify(&token)
+            .await
+            .is_err_and(|e| e.kind() == VerifyErrorKind::Revoked)
+    })
+    .await;
+    assert_eq!(app.private(&other).await.status(), StatusCode::OK);
+    let e = jotgate::admin::users_revoke(&app.settings, "nobody")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no user named"), "{e}");
+}

@@ -661,3 +661,56 @@ async fn policy_from_the_example_file_parses() {
     assert!(!f.policy.routes.is_empty());
     let _: &Policy = &f.policy;
 }
+
+#[tokio::test]
+async fn jotgate_gateway_binary_serves_and_refuses_bad_policy_files() {
+    let fake = FakeIssuer::start(Mode::Ok).await;
+    let up = Upstream::start().await;
+    let dir = crate::common::temp_dir();
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, policy_for(&fake.base, "")).unwrap();
+    let mut cmd = crate::cli::bin();
+    cmd.args([
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &up.base,
+        "--policy",
+    ])
+    .arg(&policy);
+    let gw = crate::cli::Served::launch(cmd, "jotgate gateway listening on ");
+    let res = bearer(Method::GET, gw.url("/orders"), fake.token()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = client().get(gw.url("/orders")).send().await.unwrap();
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "token_missing"
+    );
+
+    // A mistake in the policy stops start-up with the file, line and field.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        policy_for(&fake.base, "").replace("roles_any = [\"admin\"]", "roles_any = \"admin\""),
+    )
+    .unwrap();
+    let out = crate::cli::bin()
+        .args(["gateway", "--upstream", &up.base, "--policy"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml: line 19 (roles_any = \"admin\"): invalid type"),
+        "{err}"
+    );
+    let out = crate::cli::bin()
+        .args(["gateway", "--upstream", "https://127.0.0.1:1", "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be an http:// URL"));
+    let _ = std::fs::remove_dir_all(dir);
+}
