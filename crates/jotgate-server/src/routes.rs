@@ -326,8 +326,8 @@ pub async fn logout_all(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Longest long poll a feed reader may ask for.
-const MAX_FEED_WAIT: u64 = 60;
+/// Longest long poll a feed reader may ask for (under the 30 s request timeout).
+const MAX_FEED_WAIT: u64 = 25;
 
 /// `GET /api/v1/revocations?since=<cursor>&wait=<seconds>`: the revocation change feed
 /// that edge verifiers follow. Opened by `feed_token` (Bearer). With `wait`, an empty

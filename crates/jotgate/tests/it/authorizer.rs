@@ -188,3 +188,15 @@ async fn the_binary_serves_authorizer_events_through_the_lambda_runtime_api() {
     let _ = child.kill().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn outside_lambda_the_authorizer_says_what_is_missing() {
+    let out = crate::cli::bin()
+        .args(["authorizer", "--policy", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not set: AWS_LAMBDA_RUNTIME_API"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
