@@ -52,9 +52,11 @@ enum Command {
     /// Work with tokens
     #[command(subcommand)]
     Token(TokenCmd),
-    /// Run a reverse proxy that verifies tokens and applies a route policy before
-    /// forwarding to the upstream, with the verified identity in X-Jotgate-* headers.
-    /// Listens on --listen, default 127.0.0.1:8081
+    /// Run a reverse proxy that verifies tokens before forwarding to an upstream
+    ///
+    /// Verifies Bearer tokens of the policy file's issuers, applies its route rules, and
+    /// forwards allowed requests to --upstream with the verified identity in X-Jotgate-*
+    /// headers (docs/edge.md). Listens on --listen, default 127.0.0.1:8081.
     Gateway {
         /// Where requests go: http://host:port[/base]
         #[arg(long, env = "JOTGATE_UPSTREAM", value_name = "URL")]
@@ -63,8 +65,11 @@ enum Command {
         #[arg(long, env = "JOTGATE_POLICY", value_name = "FILE")]
         policy: PathBuf,
     },
-    /// Run as an AWS API Gateway Lambda authorizer (needs the Lambda Runtime API:
-    /// AWS_LAMBDA_RUNTIME_API and the AWS_LAMBDA_FUNCTION_* variables)
+    /// Run as an AWS API Gateway Lambda authorizer
+    ///
+    /// Answers REST API TOKEN/REQUEST and HTTP API authorizer events from the Lambda
+    /// Runtime API (AWS_LAMBDA_RUNTIME_API and the AWS_LAMBDA_FUNCTION_* variables, set by
+    /// Lambda), deciding with the policy file (docs/edge.md).
     Authorizer {
         /// Policy file: trusted issuers and route rules (docs/policy.md)
         #[arg(long, env = "JOTGATE_POLICY", value_name = "FILE")]
@@ -145,10 +150,11 @@ enum KeysCmd {
 
 #[derive(Subcommand)]
 enum TokenCmd {
-    /// Verify an access token and print its claims. With --issuer URL on the command
-    /// line: against that OpenID Connect issuer's published keys (discovery → JWKS; any
-    /// issuer, revocations not consulted; --audience checked if given). Otherwise: against
-    /// this deployment's store, keys and revocations
+    /// Verify an access token and print its claims
+    ///
+    /// With --issuer URL on the command line: against that OpenID Connect issuer's
+    /// published keys (discovery → JWKS; any issuer; revocations not consulted; --audience
+    /// checked if given). Otherwise: against this deployment's store, keys and revocations.
     Verify {
         /// The JWT ("-" to read it from stdin)
         jwt: String,
