@@ -714,3 +714,50 @@ async fn jotgate_gateway_binary_serves_and_refuses_bad_policy_files() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be an http:// URL"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn require_auth_decides_per_route_from_a_policy_file() {
+    let fake = FakeIssuer::start(Mode::Ok).await;
+    let file = PolicyFile::parse(&policy_for(&fake.base, ""), std::path::Path::new(".")).unwrap();
+    let v = Verifier::new(quick(file.verifier.issuers.clone())).unwrap();
+    let _bg = v.start().await;
+    let who = |p: Option<axum::Extension<Arc<Principal>>>| async move {
+        p.map_or("anonymous".to_string(), |p| p.subject.clone())
+    };
+    let app = Router::new()
+        .route("/health", get(who))
+        .route("/orders/{id}", get(who).post(who))
+        .route("/admin/{x}", get(who))
+        .layer(RequireAuth::policy(v, file.policy));
+    let base = serve(app).await;
+    let t = fake.token();
+    let res = client().get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "anonymous");
+    let res = bearer(Method::GET, format!("{base}/health"), &t).await;
+    assert_eq!(
+        res.text().await.unwrap(),
+        "user-1",
+        "a public route still sees a valid token"
+    );
+    let res = bearer(Method::GET, format!("{base}/orders/1"), &t).await;
+    assert_eq!(res.text().await.unwrap(), "user-1");
+    let res = bearer(Method::POST, format!("{base}/orders/1"), &t).await;
+    assert_eq!(
+        error_code(res, StatusCode::FORBIDDEN).await,
+        "insufficient_scope"
+    );
+    let res = bearer(Method::GET, format!("{base}/admin/x"), &t).await;
+    assert_eq!(
+        error_code(res, StatusCode::FORBIDDEN).await,
+        "insufficient_scope"
+    );
+    let res = client()
+        .get(format!("{base}/orders/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "token_missing"
+    );
+}
