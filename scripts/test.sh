@@ -5,6 +5,8 @@
 #   scripts/test.sh                  # everything
 #   JOTGATE_SKIP_INTEROP=1 scripts/test.sh   # without python3/PyJWT (interop tests skip)
 #   JOTGATE_SKIP_OIDC_PROVIDER=1 scripts/test.sh  # without node (the oidc-provider tests skip)
+#   JOTGATE_SKIP_POSTGRES=1 scripts/test.sh       # without PostgreSQL (its tests skip)
+#   JOTGATE_TEST_POSTGRES=postgres://… scripts/test.sh  # use a running server (admin URL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,4 +40,26 @@ if [ "${JOTGATE_SKIP_OIDC_PROVIDER:-}" != 1 ]; then
   fi
 fi
 
-exec cargo test --workspace --locked "$@"
+# PostgreSQL: a throwaway cluster (Debian's packages), on a free port, stopped at exit.
+if [ "${JOTGATE_SKIP_POSTGRES:-}" != 1 ] && [ -z "${JOTGATE_TEST_POSTGRES:-}" ]; then
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+  if [ -z "$pgbin" ]; then
+    echo "test.sh: installing postgresql"
+    need_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq postgresql >/dev/null
+    pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  fi
+  pgdir=$(mktemp -d)
+  # initdb refuses to run as root: the cluster then belongs to the postgres user.
+  as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  [ "$(id -u)" = 0 ] && chown postgres "$pgdir"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  as_pg "$pgbin/initdb" -D "$pgdir/data" -A trust -U postgres >/dev/null
+  as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
+    -o "-p $port -c listen_addresses=127.0.0.1 -k $pgdir -c fsync=off -c max_connections=300" start >/dev/null
+  trap 'as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$pgdir"' EXIT
+  export JOTGATE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
+  echo "test.sh: PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on port $port"
+fi
+
+cargo test --workspace --locked "$@"

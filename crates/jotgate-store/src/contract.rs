@@ -11,6 +11,24 @@ use crate::{NewRefresh, NewUser, Rotate, RotateOutcome, Store, StoreError, Store
 /// Generate one `#[tokio::test]` per contract item for the given store factory.
 #[macro_export]
 macro_rules! store_contract_tests {
+    // A factory returning `Option<Arc<dyn Store>>`: `None` (a backend server the caller
+    // was told to skip) makes every test return at once.
+    (optional $factory:path) => {
+        $crate::store_contract_tests!(@each_optional $factory;
+            users, keys, refresh_rotation, refresh_reuse_revokes_family,
+            refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
+            revocations);
+    };
+    (@each_optional $factory:path; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                if let Some(store) = $factory().await {
+                    $crate::contract::$name(store).await;
+                }
+            }
+        )*
+    };
     ($factory:path) => {
         $crate::store_contract_tests!(@each $factory;
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
@@ -25,6 +43,31 @@ macro_rules! store_contract_tests {
             }
         )*
     };
+}
+
+/// A URL for a fresh, empty PostgreSQL database on the test server named by
+/// `JOTGATE_TEST_POSTGRES` (an admin URL; `scripts/test.sh` starts one), or `None` when
+/// `JOTGATE_SKIP_POSTGRES=1`. Panics with instructions when neither is set.
+#[cfg(feature = "postgres")]
+pub async fn postgres_test_database() -> Option<String> {
+    if std::env::var("JOTGATE_SKIP_POSTGRES").as_deref() == Ok("1") {
+        return None;
+    }
+    let admin = std::env::var("JOTGATE_TEST_POSTGRES").expect(
+        "JOTGATE_TEST_POSTGRES is not set: run scripts/test.sh (it starts PostgreSQL), \
+         or set JOTGATE_SKIP_POSTGRES=1",
+    );
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(conn);
+    let name = format!("jt_{}", uuid::Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some(format!("{base}/{name}"))
 }
 
 fn new_user(id: &str, key: &str) -> NewUser {

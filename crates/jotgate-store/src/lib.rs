@@ -8,6 +8,8 @@
 //! core crates. Values arrive here already validated (canonical usernames, hashed tokens).
 
 pub mod contract;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

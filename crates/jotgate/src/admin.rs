@@ -43,7 +43,7 @@ pub async fn users_add(
     }
     password::check_policy(&pw, username.canonical())
         .map_err(|e| anyhow::anyhow!("weak password: {e}"))?;
-    let store = open_store(s)?;
+    let store = open_store(s).await?;
     let hasher = PasswordHasher::new(s.password_params(), s.pepper.clone())?;
     let hash = hasher.hash(&pw)?;
     let mut roles = roles.to_vec();
@@ -67,7 +67,7 @@ pub async fn users_add(
 }
 
 pub async fn users_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
-    let users = open_store(s)?.list_users().await?;
+    let users = open_store(s).await?.list_users().await?;
     if as_json {
         return Ok(serde_json::to_string_pretty(&users)?);
     }
@@ -88,7 +88,7 @@ pub async fn users_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
 }
 
 pub async fn keys_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
-    let keys = open_store(s)?.keys().await?;
+    let keys = open_store(s).await?.keys().await?;
     let statuses = keyring::statuses(&keys, &s.policy()?, now());
     let rows: Vec<_> = keys
         .iter()
@@ -123,7 +123,7 @@ pub async fn keys_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
 }
 
 async fn store_key(s: &Settings, key: &KeyMaterial, activate_in: i64) -> anyhow::Result<String> {
-    let store = open_store(s)?;
+    let store = open_store(s).await?;
     let at = now() + activate_in.max(0);
     store
         .insert_key(StoredKey {
@@ -182,7 +182,7 @@ pub async fn keys_import(
 }
 
 pub async fn keys_retire(s: &Settings, kid: &str) -> anyhow::Result<String> {
-    let store = open_store(s)?;
+    let store = open_store(s).await?;
     store.retire_key(kid, now()).await.map_err(|e| match e {
         StoreError::NotFound(_) => anyhow::anyhow!("no key with kid {kid:?}"),
         e => e.into(),
@@ -197,7 +197,7 @@ pub async fn keys_retire(s: &Settings, kid: &str) -> anyhow::Result<String> {
 /// revocation feed within about a second.
 pub async fn users_revoke(s: &Settings, name: &str) -> anyhow::Result<String> {
     let username = Username::parse(name).map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
-    let store = open_store(s)?;
+    let store = open_store(s).await?;
     let record = store
         .user_by_key(username.canonical())
         .await?
@@ -215,7 +215,7 @@ pub async fn users_revoke(s: &Settings, name: &str) -> anyhow::Result<String> {
 /// Verify an access token against this store's keys and revocations; print its claims.
 pub async fn token_verify(s: &Settings, token: &str) -> anyhow::Result<String> {
     let policy = s.policy()?;
-    let store = open_store(s)?;
+    let store = open_store(s).await?;
     let t = now();
     let ring = match s.key_source()? {
         jotgate_server::KeySource::SharedSecret(k) => KeyRing::shared_secret(&k, &policy)?,

@@ -18,12 +18,42 @@ use jotgate_store::Store;
 use jotgate_store::sqlite::SqliteStore;
 use settings::Settings;
 
-/// Open the configured store.
-pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let path = settings.database();
-    let store = SqliteStore::open(&path)
+/// Open the configured store: `store` (`sqlite://PATH`, `postgres://…`) or the SQLite
+/// file `database`.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    match settings.store.as_deref() {
+        None => open_sqlite(&settings.database()),
+        Some(url) => {
+            if let Some(path) = url.strip_prefix("sqlite://") {
+                return open_sqlite(std::path::Path::new(path));
+            }
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                return open_postgres(url).await;
+            }
+            anyhow::bail!(
+                "invalid setting store (JOTGATE_STORE): expected sqlite://PATH or postgres://…, got a URL with another scheme"
+            )
+        }
+    }
+}
+
+fn open_sqlite(path: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    let store = SqliteStore::open(path)
         .with_context(|| format!("cannot open the database {}", path.display()))?;
     Ok(Arc::new(store))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let store = jotgate_store::postgres::PostgresStore::connect(url, 16)
+        .await
+        .context("cannot open the PostgreSQL store (JOTGATE_STORE)")?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_: &str) -> anyhow::Result<Arc<dyn Store>> {
+    anyhow::bail!("this jotgate was built without the `postgres` feature")
 }
 
 /// Install aws-lc-rs as rustls' process-wide provider (idempotent).
@@ -67,7 +97,7 @@ impl Application {
             ),
             None => None,
         };
-        let store = open_store(settings)?;
+        let store = open_store(settings).await?;
         tracing::info!(store = %store.describe(), "data store opened");
         let hasher = PasswordHasher::new(settings.password_params(), settings.pepper.clone())
             .context("invalid argon2 settings")?;

@@ -27,6 +27,16 @@ pub struct Settings {
     #[arg(long, env = "JOTGATE_DATABASE", global = true, value_name = "PATH")]
     pub database: Option<PathBuf>,
 
+    /// Data store URL: sqlite://PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB (overrides --database) [default: sqlite://<database>]
+    #[arg(
+        long,
+        env = "JOTGATE_STORE",
+        global = true,
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub store: Option<String>,
+
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "JOTGATE_LISTEN", global = true, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -194,7 +204,7 @@ impl Settings {
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let from_file: Settings = toml::from_str(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
-        layer!(self, from_file; database, listen, issuer, audience, access_ttl, refresh_ttl,
+        layer!(self, from_file; database, store, listen, issuer, audience, access_ttl, refresh_ttl,
             refresh_grace, leeway, alg, hs256_secret, pepper, argon2_memory_kib,
             argon2_iterations, hash_workers, hash_queue, login_user_failures,
             login_ip_failures, login_delay, login_max_delay, accept_x_access_token,

@@ -130,13 +130,13 @@ impl TestApp {
     }
 
     /// The database as a second process would see it.
-    pub fn store(&self) -> Arc<dyn Store> {
-        jotgate::open_store(&self.settings).unwrap()
+    pub async fn store(&self) -> Arc<dyn Store> {
+        jotgate::open_store(&self.settings).await.unwrap()
     }
 
     /// The signing key material itself.
     pub async fn signing_key(&self) -> KeyMaterial {
-        let keys = self.store().keys().await.unwrap();
+        let keys = self.store().await.keys().await.unwrap();
         let k = keys.last().unwrap();
         KeyMaterial::from_pkcs8(
             Some(k.kid.clone()),

@@ -108,7 +108,7 @@ async fn malformed_bodies() {
         error_code(res, StatusCode::BAD_REQUEST).await,
         "missing_field"
     );
-    assert!(app.store().list_users().await.unwrap().is_empty());
+    assert!(app.store().await.list_users().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -164,7 +164,7 @@ async fn wrong_types_and_missing_fields_name_the_field_not_the_value() {
         error_code(res, StatusCode::BAD_REQUEST).await,
         "invalid_field"
     );
-    assert!(app.store().list_users().await.unwrap().is_empty());
+    assert!(app.store().await.list_users().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -194,7 +194,7 @@ async fn huge_bodies_are_413() {
         error_code(res, StatusCode::UNAUTHORIZED).await,
         "bad_credentials"
     );
-    assert!(app.store().list_users().await.unwrap().is_empty());
+    assert!(app.store().await.list_users().await.unwrap().is_empty());
 }
 
 #[tokio::test]

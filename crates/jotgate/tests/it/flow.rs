@@ -65,7 +65,7 @@ async fn signup_conflict_is_case_and_unicode_insensitive() {
             "username_taken"
         );
     }
-    assert_eq!(app.store().list_users().await.unwrap().len(), 1);
+    assert_eq!(app.store().await.list_users().await.unwrap().len(), 1);
     let res = app.login("bob", PASSWORD).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
@@ -124,7 +124,7 @@ async fn weak_and_invalid_signups_are_400_and_store_nothing() {
             );
         }
     }
-    assert!(app.store().list_users().await.unwrap().is_empty());
+    assert!(app.store().await.list_users().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -336,7 +336,7 @@ async fn es256_eddsa_and_hs256_modes() {
         json!([]),
         "a shared secret is never published"
     );
-    assert!(app.store().keys().await.unwrap().is_empty());
+    assert!(app.store().await.keys().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -347,7 +347,13 @@ async fn default_argon2_parameters_are_owasp() {
     s.argon2_iterations = None;
     let app = TestApp::with(s, dir).await;
     app.signup("judy").await;
-    let rec = app.store().user_by_key("judy").await.unwrap().unwrap();
+    let rec = app
+        .store()
+        .await
+        .user_by_key("judy")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         rec.password_hash
             .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
@@ -363,6 +369,7 @@ async fn login_upgrades_hashes_made_with_old_parameters() {
     app.signup("kim").await;
     let before = app
         .store()
+        .await
         .user_by_key("kim")
         .await
         .unwrap()
@@ -376,6 +383,7 @@ async fn login_upgrades_hashes_made_with_old_parameters() {
     assert_eq!(app.login("kim", PASSWORD).await.status(), StatusCode::OK);
     let after = app
         .store()
+        .await
         .user_by_key("kim")
         .await
         .unwrap()

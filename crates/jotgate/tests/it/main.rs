@@ -12,4 +12,5 @@ mod gateway;
 mod interop;
 mod limits;
 mod oidc;
+mod postgres;
 mod refresh;

@@ -1,0 +1,455 @@
+//! The PostgreSQL backend, for many jotgate instances on one database. Every method is
+//! one statement or one transaction; rotation locks the presented token's row
+//! (`SELECT … FOR UPDATE`), so of concurrent presentations on any number of instances
+//! exactly one rotates. Revocations are written one at a time (a table lock around the
+//! insert) so that feed order is commit order and a reader's cursor never skips an entry.
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+use crate::{
+    NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store, StoreError, StoredKey,
+    User, UserRecord,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id            TEXT PRIMARY KEY,
+    username_key  TEXT NOT NULL UNIQUE,
+    username      TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    roles         TEXT[] NOT NULL,
+    created_at    BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid         TEXT PRIMARY KEY,
+    alg         TEXT NOT NULL,
+    private_der BYTEA NOT NULL,
+    created_at  BIGINT NOT NULL,
+    retired_at  BIGINT,
+    inserted    BIGSERIAL
+);
+CREATE TABLE IF NOT EXISTS refresh_families (
+    family_id  TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS refresh_families_user ON refresh_families(user_id);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash     TEXT PRIMARY KEY,
+    family_id      TEXT NOT NULL REFERENCES refresh_families(family_id),
+    created_at     BIGINT NOT NULL,
+    expires_at     BIGINT NOT NULL,
+    used_at        BIGINT,
+    rotation_nonce TEXT
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens(family_id);
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    seq        BIGSERIAL PRIMARY KEY,
+    token_id   TEXT NOT NULL UNIQUE,
+    expires_at BIGINT NOT NULL,
+    revoked_at BIGINT NOT NULL
+);
+";
+
+/// PostgreSQL-backed [`Store`].
+pub struct PostgresStore {
+    pool: Pool,
+    describe: String,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+/// `postgres://user@host:port/db`, without the password or parameters, for logs.
+fn redact(cfg: &tokio_postgres::Config) -> String {
+    let host = cfg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(s) => s.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        cfg.get_user().unwrap_or(""),
+        cfg.get_dbname().unwrap_or("")
+    )
+}
+
+fn user_record(r: &Row) -> UserRecord {
+    UserRecord {
+        user: User {
+            id: r.get("id"),
+            username: r.get("username"),
+            roles: r.get("roles"),
+            created_at: r.get("created_at"),
+        },
+        username_key: r.get("username_key"),
+        password_hash: r.get("password_hash"),
+    }
+}
+
+const USER_COLS: &str = "id, username, roles, created_at, username_key, password_hash";
+
+impl PostgresStore {
+    /// Connect (a pool of up to `max_connections`) and apply the schema.
+    pub async fn connect(url: &str, max_connections: usize) -> Result<Self> {
+        let cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| backend(format!("invalid PostgreSQL URL: {e}")))?;
+        let describe = redact(&cfg);
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(max_connections.max(1))
+            .build()
+            .map_err(backend)?;
+        let store = Self { pool, describe };
+        let c = store.client().await?;
+        // Two instances starting together must not race on CREATE TABLE.
+        c.batch_execute(&format!(
+            "SELECT pg_advisory_lock(7411); {SCHEMA} SELECT pg_advisory_unlock(7411);"
+        ))
+        .await
+        .map_err(backend)?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| backend(format!("cannot connect to {}: {e}", self.describe)))
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User> {
+        let c = self.client().await?;
+        let res = c
+            .execute(
+                "INSERT INTO users (id, username_key, username, password_hash, roles, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &user.id,
+                    &user.username_key,
+                    &user.username_display,
+                    &user.password_hash,
+                    &user.roles,
+                    &user.created_at,
+                ],
+            )
+            .await;
+        match res {
+            Ok(_) => Ok(User {
+                id: user.id,
+                username: user.username_display,
+                roles: user.roles,
+                created_at: user.created_at,
+            }),
+            Err(e) if unique_violation(&e) => Err(StoreError::Conflict("username")),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn user_by_key(&self, username_key: &str) -> Result<Option<UserRecord>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {USER_COLS} FROM users WHERE username_key = $1"),
+                &[&username_key],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.as_ref().map(user_record))
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.as_ref().map(|r| user_record(r).user))
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {USER_COLS} FROM users ORDER BY created_at, username_key"),
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(|r| user_record(r).user).collect())
+    }
+
+    async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE users SET password_hash = $1 WHERE id = $2",
+                &[&password_hash, &user_id],
+            )
+            .await
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    async fn insert_key(&self, key: StoredKey) -> Result<()> {
+        let c = self.client().await?;
+        let res = c
+            .execute(
+                "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &key.kid,
+                    &key.alg,
+                    &key.private_der,
+                    &key.created_at,
+                    &key.retired_at,
+                ],
+            )
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if unique_violation(&e) => Err(StoreError::Conflict("key id")),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn keys(&self) -> Result<Vec<StoredKey>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT kid, alg, private_der, created_at, retired_at FROM signing_keys
+                 ORDER BY created_at, inserted",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredKey {
+                kid: r.get(0),
+                alg: r.get(1),
+                private_der: r.get(2),
+                created_at: r.get(3),
+                retired_at: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL",
+            &[&at, &kid],
+        )
+        .await
+        .map_err(backend)?;
+        let exists = c
+            .query_opt("SELECT 1 FROM signing_keys WHERE kid = $1", &[&kid])
+            .await
+            .map_err(backend)?
+            .is_some();
+        if !exists {
+            return Err(StoreError::NotFound("key"));
+        }
+        Ok(())
+    }
+
+    async fn insert_refresh(&self, t: NewRefresh) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        tx.execute(
+            "INSERT INTO refresh_families (family_id, user_id, created_at) VALUES ($1, $2, $3)",
+            &[&t.family_id, &t.user_id, &t.created_at],
+        )
+        .await
+        .map_err(backend)?;
+        tx.execute(
+            "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4)",
+            &[&t.token_hash, &t.family_id, &t.created_at, &t.expires_at],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn rotate_refresh(&self, req: Rotate) -> Result<RotateOutcome> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        // The row lock makes concurrent presentations (on any instance) wait here, then
+        // read the winner's used_at and nonce.
+        let row = tx
+            .query_opt(
+                "SELECT t.family_id, f.user_id, t.expires_at, t.used_at, t.rotation_nonce,
+                        f.revoked_at
+                 FROM refresh_tokens t JOIN refresh_families f USING (family_id)
+                 WHERE t.token_hash = $1
+                 FOR UPDATE OF t",
+                &[&req.presented_hash],
+            )
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(RotateOutcome::Invalid);
+        };
+        let (family_id, user_id): (String, String) = (row.get(0), row.get(1));
+        let (expires_at, used_at): (i64, Option<i64>) = (row.get(2), row.get(3));
+        let (nonce, revoked_at): (Option<String>, Option<i64>) = (row.get(4), row.get(5));
+        if revoked_at.is_some() || expires_at <= req.now {
+            return Ok(RotateOutcome::Invalid);
+        }
+        let outcome = match (used_at, nonce) {
+            (None, _) => {
+                tx.execute(
+                    "UPDATE refresh_tokens SET used_at = $1, rotation_nonce = $2
+                     WHERE token_hash = $3",
+                    &[&req.now, &req.nonce, &req.presented_hash],
+                )
+                .await
+                .map_err(backend)?;
+                tx.execute(
+                    "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4)",
+                    &[
+                        &req.successor_hash,
+                        &family_id,
+                        &req.now,
+                        &req.successor_expires_at,
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+                RotateOutcome::Rotated { user_id, family_id }
+            }
+            (Some(used), Some(nonce)) if req.now - used <= req.grace_secs => {
+                RotateOutcome::Repeat {
+                    user_id,
+                    family_id,
+                    nonce,
+                }
+            }
+            _ => {
+                tx.execute(
+                    "UPDATE refresh_families SET revoked_at = $1 WHERE family_id = $2",
+                    &[&req.now, &family_id],
+                )
+                .await
+                .map_err(backend)?;
+                RotateOutcome::Reused { family_id }
+            }
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(outcome)
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE refresh_families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+            &[&now, &family_id],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "UPDATE refresh_families SET revoked_at = $1
+                 WHERE user_id = $2 AND revoked_at IS NULL RETURNING family_id",
+                &[&now, &user_id],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn family_of(&self, token_hash: &str) -> Result<Option<String>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT family_id FROM refresh_tokens WHERE token_hash = $1",
+                &[&token_hash],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        // One writer at a time: sequence numbers then commit in order, so a feed reader
+        // that has seen seq N has seen every entry below N. Readers are not blocked.
+        tx.batch_execute("LOCK TABLE revoked_tokens IN SHARE ROW EXCLUSIVE MODE")
+            .await
+            .map_err(backend)?;
+        tx.execute("DELETE FROM revoked_tokens WHERE expires_at < $1", &[&now])
+            .await
+            .map_err(backend)?;
+        tx.execute(
+            "INSERT INTO revoked_tokens (token_id, expires_at, revoked_at) VALUES ($1, $2, $3)
+             ON CONFLICT (token_id) DO NOTHING",
+            &[&id, &expires_at, &now],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT seq, token_id, expires_at FROM revoked_tokens
+                 WHERE seq > $1 AND expires_at >= $2 ORDER BY seq",
+                &[&since, &now],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| Revocation {
+                seq: r.get(0),
+                id: r.get(1),
+                expires_at: r.get(2),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,108 @@
+//! Many jotgate instances on one PostgreSQL database (`JOTGATE_STORE=postgres://…`): two
+//! real servers agree on users and keys, a refresh token rotated on one is spent on the
+//! other, and a logout on one is refused by the other. `scripts/test.sh` starts
+//! PostgreSQL; `JOTGATE_SKIP_POSTGRES=1` skips.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::{PASSWORD, TestApp, bearer, error_code, settings, temp_dir};
+use crate::edge::eventually;
+
+async fn instance(url: &str) -> TestApp {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.store = Some(url.to_string());
+    s.sync_interval = Some(1);
+    s.refresh_grace = Some(0);
+    TestApp::with(s, dir).await
+}
+
+#[tokio::test]
+async fn two_servers_on_one_database_agree() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    let a = instance(&url).await;
+    let b = instance(&url).await;
+    assert_eq!(
+        a.store().await.keys().await.unwrap().len(),
+        1,
+        "one key, made by the first"
+    );
+
+    // Users: signed up on A, logged in on B; tokens of one verify on the other.
+    let first = a.signup("alice").await;
+    let res = b.login("alice", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let on_b: Value = res.json().await.unwrap();
+    let token_a = first["token"].as_str().unwrap();
+    assert_eq!(b.private(token_a).await.status(), StatusCode::OK);
+    let res = a
+        .post(
+            "/signup",
+            json!({"username": "ALICE", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        error_code(res, StatusCode::CONFLICT).await,
+        "username_taken"
+    );
+
+    // Refresh: rotated on B; presented again on A in the same second (the grace), A
+    // derives the very same successor from B's nonce; a second later it is a reuse.
+    let r0 = first["refresh_token"].clone();
+    let res = b.post("/refresh", json!({"refresh_token": r0})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let r1 = res.json::<Value>().await.unwrap()["refresh_token"].clone();
+    let res = a.post("/refresh", json!({"refresh_token": r0})).await;
+    if res.status() == StatusCode::OK {
+        assert_eq!(res.json::<Value>().await.unwrap()["refresh_token"], r1);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let res = a.post("/refresh", json!({"refresh_token": r0})).await;
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "invalid_refresh_token"
+    );
+    // Reuse revoked the whole session, successor included, for both instances.
+    let res = b.post("/refresh", json!({"refresh_token": r1})).await;
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "invalid_refresh_token"
+    );
+
+    // Revocation: logout on A, refused by B within its sync interval.
+    let token_b = on_b["token"].as_str().unwrap().to_string();
+    assert_eq!(a.private(&token_b).await.status(), StatusCode::OK);
+    let res = bearer(Method::POST, a.url("/logout"), &token_b).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    eventually("B refuses the token A revoked", async || {
+        b.private(&token_b).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_store_url_fails_start_up_with_one_clear_line() {
+    let dir = temp_dir();
+    let (ok, _, err) =
+        crate::cli::run_env(&dir, &["users", "list"], &[("JOTGATE_STORE", "mysql://x")]);
+    assert!(
+        !ok && err.contains("invalid setting store (JOTGATE_STORE)"),
+        "{err}"
+    );
+    let (ok, _, err) = crate::cli::run_env(
+        &dir,
+        &["users", "list"],
+        &[(
+            "JOTGATE_STORE",
+            "postgres://nobody:secret-pw@127.0.0.1:1/none",
+        )],
+    );
+    assert!(!ok && err.contains("PostgreSQL"), "{err}");
+    assert!(
+        !err.contains("secret-pw"),
+        "the password never appears: {err}"
+    );
+}
