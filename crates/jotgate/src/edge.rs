@@ -90,22 +90,7 @@ impl Gateway {
 
 /// Run as an AWS Lambda authorizer: one event at a time from the Lambda Runtime API.
 pub async fn run_authorizer(policy: &Path, v2: V2Format) -> anyhow::Result<()> {
-    // lambda_runtime panics without these; say what is missing instead.
-    let missing: Vec<&str> = [
-        "AWS_LAMBDA_RUNTIME_API",
-        "AWS_LAMBDA_FUNCTION_NAME",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-        "AWS_LAMBDA_FUNCTION_VERSION",
-    ]
-    .into_iter()
-    .filter(|v| std::env::var_os(v).is_none())
-    .collect();
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "jotgate authorizer runs inside AWS Lambda (or a local Lambda Runtime API); not set: {}",
-            missing.join(", ")
-        );
-    }
+    crate::lambda::require_lambda_env("jotgate authorizer")?;
     crate::init_crypto();
     let file = load_policy(policy)?;
     let verifier = Verifier::new(file.verifier).map_err(|e| anyhow::anyhow!("{e}"))?;

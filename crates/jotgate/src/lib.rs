@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod edge;
+pub mod lambda;
 pub mod settings;
 
 use std::future::Future;
@@ -61,6 +62,18 @@ pub fn init_crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// Open the store (creating it and a signing key on first start) and prepare the service
+/// state: everything but a socket. Shared by the server and Lambda mode.
+pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
+    let cfg = settings.server_config()?;
+    let keys = settings.key_source()?;
+    let store = open_store(settings).await?;
+    tracing::info!(store = %store.describe(), "data store opened");
+    let hasher = PasswordHasher::new(settings.password_params(), settings.pepper.clone())
+        .context("invalid argon2 settings")?;
+    Ok(AppState::new(cfg, Arc::clone(&store), hasher, keys).await?)
+}
+
 /// A configured, bound, not yet running server.
 pub struct Application {
     listener: std::net::TcpListener,
@@ -81,8 +94,6 @@ impl Application {
         let mut settings = settings.clone();
         settings.listen = Some(addr);
         let settings = &settings;
-        let cfg = settings.server_config()?;
-        let keys = settings.key_source()?;
         let tls = match settings.tls()? {
             Some((cert, key)) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
@@ -97,11 +108,7 @@ impl Application {
             ),
             None => None,
         };
-        let store = open_store(settings).await?;
-        tracing::info!(store = %store.describe(), "data store opened");
-        let hasher = PasswordHasher::new(settings.password_params(), settings.pepper.clone())
-            .context("invalid argon2 settings")?;
-        let state = AppState::new(cfg, Arc::clone(&store), hasher, keys).await?;
+        let state = build_state(settings).await?;
 
         if tls.is_none() && !addr.ip().is_loopback() {
             tracing::warn!(

@@ -65,6 +65,32 @@ enum Command {
         #[arg(long, env = "JOTGATE_POLICY", value_name = "FILE")]
         policy: PathBuf,
     },
+    /// Run as an AWS Lambda function (what the bootstrap does when started without arguments)
+    ///
+    /// --mode api (default) serves the HTTP API to API Gateway REST APIs, HTTP APIs and
+    /// function URLs; --mode authorizer is `jotgate authorizer` (needs JOTGATE_POLICY).
+    /// Settings come from JOTGATE_* variables; JOTGATE_ISSUER is required (docs/lambda.md).
+    Lambda {
+        /// api or authorizer
+        #[arg(
+            long,
+            env = "JOTGATE_LAMBDA_MODE",
+            default_value = "api",
+            value_name = "MODE"
+        )]
+        mode: String,
+        /// Policy file, for --mode authorizer
+        #[arg(long, env = "JOTGATE_POLICY", value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Response format for HTTP API events, for --mode authorizer: simple or iam
+        #[arg(
+            long,
+            env = "JOTGATE_AUTHORIZER_FORMAT",
+            default_value = "simple",
+            value_name = "FORMAT"
+        )]
+        format: String,
+    },
     /// Run as an AWS API Gateway Lambda authorizer
     ///
     /// Answers REST API TOKEN/REQUEST and HTTP API authorizer events from the Lambda
@@ -161,6 +187,14 @@ enum TokenCmd {
     },
 }
 
+fn v2_format(format: &str) -> anyhow::Result<V2Format> {
+    match format.to_ascii_lowercase().as_str() {
+        "simple" => Ok(V2Format::Simple),
+        "iam" => Ok(V2Format::Iam),
+        _ => anyhow::bail!("invalid --format {format:?}: expected simple or iam"),
+    }
+}
+
 fn read_arg_or_stdin(v: &str) -> anyhow::Result<String> {
     use std::io::Read;
     if v == "-" {
@@ -221,12 +255,28 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             return Ok(None);
         }
         Command::Authorizer { policy, format } => {
-            let v2 = match format.to_ascii_lowercase().as_str() {
-                "simple" => V2Format::Simple,
-                "iam" => V2Format::Iam,
-                _ => anyhow::bail!("invalid --format {format:?}: expected simple or iam"),
-            };
-            edge::run_authorizer(&policy, v2).await?;
+            edge::run_authorizer(&policy, v2_format(&format)?).await?;
+            return Ok(None);
+        }
+        Command::Lambda {
+            mode,
+            policy,
+            format,
+        } => {
+            match mode.as_str() {
+                "api" => jotgate::lambda::run_api(&s).await?,
+                "authorizer" => {
+                    let policy = policy.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "missing setting policy (JOTGATE_POLICY) for --mode authorizer"
+                        )
+                    })?;
+                    edge::run_authorizer(&policy, v2_format(&format)?).await?
+                }
+                _ => anyhow::bail!(
+                    "invalid setting mode (JOTGATE_LAMBDA_MODE): {mode:?}; expected api or authorizer"
+                ),
+            }
             return Ok(None);
         }
     }))
@@ -234,7 +284,12 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
 
 fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = Cli::command().get_matches();
+    // Lambda starts the bootstrap without arguments.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 1 && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        args.push("lambda".into());
+    }
+    let matches = Cli::command().get_matches_from(args);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),

@@ -11,7 +11,7 @@ use crate::edge::{FakeIssuer, Mode, quick};
 use crate::gateway::policy_for;
 
 #[path = "../support/runtime_api.rs"]
-mod runtime_api;
+pub mod runtime_api;
 
 /// A recorded event from `tests/fixtures/authorizer/<name>.json` carrying `token`.
 pub fn event(name: &str, token: &str) -> Value {

@@ -10,6 +10,7 @@ mod errors;
 mod flow;
 mod gateway;
 mod interop;
+mod lambda;
 mod limits;
 mod oidc;
 mod postgres;

@@ -1,0 +1,259 @@
+//! `jotgate` as an AWS Lambda function: the real binary, started without arguments as
+//! Lambda starts a `bootstrap`, driven through a local Lambda Runtime API with recorded
+//! API Gateway REST (payload 1.0, named stage), HTTP API (2.0, named stage) and function
+//! URL events: signup, login, private with and without a token, verify, refresh, errors.
+
+use serde_json::{Value, json};
+
+use crate::authorizer::runtime_api::RuntimeApi;
+use crate::common::{PASSWORD, temp_dir};
+
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    RestV1,
+    HttpV2,
+    FunctionUrl,
+}
+
+/// A recorded event of `shape`, re-aimed at `method path` with `body` and `token`.
+fn event(
+    shape: Shape,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> Value {
+    let file = match shape {
+        Shape::RestV1 => "rest-v1",
+        Shape::HttpV2 => "http-v2",
+        Shape::FunctionUrl => "function-url",
+    };
+    let text = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/apigw/{file}.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mut e: Value = serde_json::from_str(&text).unwrap();
+    e["body"] = body.map_or(Value::Null, |b| b.to_string().into());
+    match shape {
+        Shape::RestV1 => {
+            e["path"] = path.into();
+            e["httpMethod"] = method.into();
+            e["requestContext"]["httpMethod"] = method.into();
+            e["requestContext"]["path"] = format!("/prod{path}").into();
+            if let Some(t) = token {
+                e["headers"]["Authorization"] = format!("Bearer {t}").into();
+                e["multiValueHeaders"]["Authorization"] = json!([format!("Bearer {t}")]);
+            }
+        }
+        Shape::HttpV2 | Shape::FunctionUrl => {
+            let raw = match shape {
+                Shape::HttpV2 => format!("/prod{path}"),
+                _ => path.to_string(),
+            };
+            e["rawPath"] = raw.clone().into();
+            e["requestContext"]["http"]["method"] = method.into();
+            e["requestContext"]["http"]["path"] = raw.into();
+            if let Some(t) = token {
+                e["headers"]["authorization"] = format!("Bearer {t}").into();
+            }
+        }
+    }
+    e
+}
+
+struct Function {
+    api: RuntimeApi,
+    _child: tokio::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Function {
+    async fn start() -> Self {
+        let api = RuntimeApi::start().await;
+        let dir = temp_dir();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jotgate"))
+            .envs(api.env())
+            .env("JOTGATE_DATABASE", dir.join("jotgate.db"))
+            .env(
+                "JOTGATE_ISSUER",
+                "https://abcdef123.execute-api.us-east-1.amazonaws.com",
+            )
+            .env("JOTGATE_ARGON2_MEMORY_KIB", "1024")
+            .env("JOTGATE_ARGON2_ITERATIONS", "1")
+            .env("JOTGATE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self {
+            api,
+            _child: child,
+            dir,
+        }
+    }
+
+    /// Invoke and return (status, headers, JSON body) of the API Gateway response.
+    async fn call(&mut self, event: Value) -> (u16, Value, Value) {
+        let id = self.api.invoke(event);
+        let out = self.api.outcome().await;
+        assert_eq!(out.request_id, id);
+        let res = out
+            .result
+            .expect("the function answered, not an invocation error");
+        let body = res["body"].as_str().unwrap_or("");
+        let body = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(body).unwrap_or_else(|_| panic!("JSON body: {body}"))
+        };
+        // Payload 1.0 answers put headers in multiValueHeaders; 2.0 in headers.
+        let mut headers = serde_json::Map::new();
+        for (k, v) in res["multiValueHeaders"].as_object().into_iter().flatten() {
+            headers.insert(k.to_ascii_lowercase(), v[0].clone());
+        }
+        for (k, v) in res["headers"].as_object().into_iter().flatten() {
+            headers.insert(k.to_ascii_lowercase(), v.clone());
+        }
+        let status = res["statusCode"].as_u64().unwrap() as u16;
+        (status, Value::Object(headers), body)
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn the_http_api_runs_unchanged_behind_each_event_shape() {
+    let mut f = Function::start().await;
+    for shape in [Shape::RestV1, Shape::HttpV2, Shape::FunctionUrl] {
+        let user = format!("{shape:?}").to_lowercase();
+        let creds = json!({"username": user, "password": PASSWORD});
+        let (status, _, body) = f
+            .call(event(shape, "POST", "/signup", Some(creds.clone()), None))
+            .await;
+        assert_eq!(status, 201, "{shape:?}: {body}");
+        let (status, _, body) = f
+            .call(event(shape, "POST", "/login", Some(creds), None))
+            .await;
+        assert_eq!(status, 200, "{shape:?}: {body}");
+        let token = body["token"].as_str().unwrap().to_string();
+        let refresh = body["refresh_token"].clone();
+        assert_eq!(
+            crate::common::token_part(&token, 1)["iss"],
+            "https://abcdef123.execute-api.us-east-1.amazonaws.com"
+        );
+
+        let (status, _, body) = f
+            .call(event(shape, "GET", "/private", None, Some(&token)))
+            .await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (200, Some(&*format!("Hello {user}"))),
+            "{shape:?}"
+        );
+        let (status, headers, body) = f.call(event(shape, "GET", "/private", None, None)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("missing_token")),
+            "{shape:?}"
+        );
+        let challenge = headers["www-authenticate"].as_str().unwrap_or_default();
+        assert!(challenge.starts_with("Bearer"), "{shape:?}: {headers}");
+
+        let (status, _, body) = f
+            .call(event(
+                shape,
+                "POST",
+                "/verify",
+                Some(json!({"token": token})),
+                None,
+            ))
+            .await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("valid")),
+            "{shape:?}"
+        );
+        let (status, _, body) = f
+            .call(event(
+                shape,
+                "POST",
+                "/refresh",
+                Some(json!({"refresh_token": refresh})),
+                None,
+            ))
+            .await;
+        assert_eq!(status, 200, "{shape:?}: {body}");
+        assert_ne!(body["refresh_token"], refresh);
+
+        // Errors keep their JSON shape.
+        let (status, _, body) = f
+            .call(event(
+                shape,
+                "POST",
+                "/login",
+                Some(json!({"username": user, "password": "wrong password"})),
+                None,
+            ))
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("bad_credentials")),
+            "{shape:?}"
+        );
+        let (status, _, body) = f.call(event(shape, "GET", "/nope", None, None)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("not_found")),
+            "{shape:?}"
+        );
+    }
+    // The JWKS the function publishes is the one its tokens verify with.
+    let (status, headers, jwks) = f
+        .call(event(
+            Shape::HttpV2,
+            "GET",
+            "/.well-known/jwks.json",
+            None,
+            None,
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    assert!(
+        headers["cache-control"]
+            .as_str()
+            .unwrap()
+            .contains("max-age")
+    );
+}
+
+#[test]
+fn lambda_mode_needs_an_issuer_and_the_runtime() {
+    let dir = temp_dir();
+    let (ok, _, err) = crate::cli::run(&dir, &["lambda"], None);
+    assert!(
+        !ok && err.contains("not set: AWS_LAMBDA_RUNTIME_API"),
+        "{err}"
+    );
+    let out = crate::cli::bin()
+        .arg("lambda")
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:1")
+        .env("AWS_LAMBDA_FUNCTION_NAME", "f")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("JOTGATE_DATABASE", dir.join("x.db"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("missing setting issuer (JOTGATE_ISSUER)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
