@@ -15,6 +15,7 @@ pub mod keys;
 pub mod password;
 pub mod random;
 pub mod refresh;
+pub mod seal;
 pub mod token;
 pub mod username;
 

@@ -10,6 +10,7 @@
 pub mod contract;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod sealed;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -26,6 +26,63 @@ mod file {
     jotgate_store::store_contract_tests!(make);
 }
 
+/// The contract holds through the key-sealing decorator, and the file never holds the
+/// private key in the clear.
+mod sealed {
+    use super::*;
+    use jotgate_core::seal::MasterKey;
+    use jotgate_store::sealed::SealedKeys;
+
+    const MASTER: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+
+    async fn make() -> Arc<dyn Store> {
+        let inner = Arc::new(SqliteStore::in_memory().unwrap());
+        Arc::new(SealedKeys::new(
+            inner,
+            Some(MasterKey::from_base64(MASTER).unwrap()),
+        ))
+    }
+
+    jotgate_store::store_contract_tests!(make);
+
+    #[tokio::test]
+    async fn keys_are_sealed_at_rest_and_need_the_master_key() {
+        let dir = std::env::temp_dir().join(format!("jotgate-store-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("sealed.db");
+        let raw: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+        let master = || Some(MasterKey::from_base64(MASTER).unwrap());
+        let sealed = SealedKeys::new(raw.clone(), master());
+        let der = b"-----pretend pkcs8 der-----".to_vec();
+        sealed
+            .insert_key(jotgate_store::StoredKey {
+                kid: "k1".into(),
+                alg: "EdDSA".into(),
+                private_der: der.clone(),
+                created_at: 1,
+                retired_at: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(sealed.keys().await.unwrap()[0].private_der, der);
+        let at_rest = &raw.keys().await.unwrap()[0].private_der;
+        assert!(jotgate_core::seal::is_sealed(at_rest));
+        assert!(!at_rest.windows(der.len()).any(|w| w == der.as_slice()));
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(der.len()).any(|w| w == der.as_slice()));
+        // Without the master key, or with another one: a clear refusal.
+        let e = SealedKeys::new(raw.clone(), None).keys().await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("set the master key (JOTGATE_MASTER_KEY)"),
+            "{e}"
+        );
+        let wrong = MasterKey::from_base64(&MASTER.replace("q", "r")).unwrap();
+        let e = SealedKeys::new(raw, Some(wrong)).keys().await.unwrap_err();
+        assert!(e.to_string().contains("wrong master key"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_connections_on_one_file_rotate_once() {
     // Two handles are two SQLite connections, as the server and the CLI (or two processes)

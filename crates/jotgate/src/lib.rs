@@ -22,6 +22,22 @@ use settings::Settings;
 /// Open the configured store: `store` (`sqlite://PATH`, `postgres://…`) or the SQLite
 /// file `database`.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    use secrecy::ExposeSecret;
+    let master = match &settings.master_key {
+        Some(k) => Some(
+            jotgate_core::seal::MasterKey::from_base64(k.expose_secret()).map_err(|e| {
+                anyhow::anyhow!("invalid setting master_key (JOTGATE_MASTER_KEY): {e}")
+            })?,
+        ),
+        None => None,
+    };
+    let store = open_backend(settings).await?;
+    Ok(Arc::new(jotgate_store::sealed::SealedKeys::new(
+        store, master,
+    )))
+}
+
+async fn open_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     match settings.store.as_deref() {
         None => open_sqlite(&settings.database()),
         Some(url) => {

@@ -168,6 +168,17 @@ pub struct Settings {
     )]
     pub sync_interval: Option<u64>,
 
+    /// Encrypt signing keys at rest (AES-256-GCM) with this 32-byte key, base64 (`openssl rand -base64 32`) [default: keys stored unencrypted]
+    #[arg(
+        long,
+        env = "JOTGATE_MASTER_KEY",
+        global = true,
+        hide_env_values = true,
+        value_name = "BASE64"
+    )]
+    #[serde(default, deserialize_with = "secret")]
+    pub master_key: Option<SecretString>,
+
     /// Bearer secret that opens GET /api/v1/revocations to edge verifiers (at least 32 characters) [default: feed closed]
     #[arg(
         long,
@@ -208,7 +219,7 @@ impl Settings {
             refresh_grace, leeway, alg, hs256_secret, pepper, argon2_memory_kib,
             argon2_iterations, hash_workers, hash_queue, login_user_failures,
             login_ip_failures, login_delay, login_max_delay, accept_x_access_token,
-            trust_forwarded_for, sync_interval, feed_token, tls_cert, tls_key);
+            trust_forwarded_for, sync_interval, master_key, feed_token, tls_cert, tls_key);
         Ok(self)
     }
 

@@ -751,3 +751,42 @@ async fn settings_layer_file_then_env_then_flags() {
     );
     assert!(!err.contains("too-short"), "secret echoed: {err}");
 }
+
+#[tokio::test]
+async fn signing_keys_encrypted_at_rest_need_the_master_key() {
+    let dir = temp_dir();
+    let master = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+    let mut cmd = bin();
+    cmd.env("JOTGATE_MASTER_KEY", master);
+    let s = Served::start_with(cmd, &dir, &[]);
+    let res = crate::common::client()
+        .post(s.url("/signup"))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(
+        !s.startup_log.iter().any(|l| l.contains(master)),
+        "the master key is never logged"
+    );
+    drop(s);
+    // Without the key (or with a malformed one), start-up and key commands stop with one line.
+    let (ok, _, err) = run(&dir, &["keys", "list"], None);
+    assert!(
+        !ok && err.contains("set the master key (JOTGATE_MASTER_KEY)"),
+        "{err}"
+    );
+    let (ok, _, err) = run_env(&dir, &["keys", "list"], &[("JOTGATE_MASTER_KEY", "short")]);
+    assert!(
+        !ok && err.contains("invalid setting master_key (JOTGATE_MASTER_KEY)"),
+        "{err}"
+    );
+    let other = master.replace('q', "r");
+    let (ok, _, err) = run_env(&dir, &["keys", "list"], &[("JOTGATE_MASTER_KEY", &other)]);
+    assert!(!ok && err.contains("wrong master key"), "{err}");
+    assert!(!err.contains(&other), "{err}");
+    let (ok, out, err) = run_env(&dir, &["keys", "list"], &[("JOTGATE_MASTER_KEY", master)]);
+    assert!(ok && out.contains("signing"), "{out}{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
