@@ -8,12 +8,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use jotgate_core::{AccessClaims, Username, password, refresh, scopes_for_roles, username};
 use jotgate_store::{NewRefresh, NewUser, Rotate, RotateOutcome, StoreError, User};
+use jotgate_verify::{FeedPage, Revoked};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::extract::{JsonObject, OptionalJsonObject, bearer_token, client_ip};
-use jotgate_verify::{FeedPage, Revoked};
-
 use crate::{AppState, now, revocation};
 
 /// The client address, as far as this deployment can tell.
