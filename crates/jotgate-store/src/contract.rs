@@ -70,6 +70,50 @@ pub async fn postgres_test_database() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
+/// Two handles on one database (two connections, pools or processes) — not part of the
+/// per-backend macro because it needs two handles: users written by one are read by the
+/// other, 12 concurrent rotations of one token split across both rotate exactly once, and
+/// revocations written alternately appear in either's feed in order.
+pub async fn two_handles_agree(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    a.create_user(new_user("u1", "alice")).await.unwrap();
+    assert_eq!(
+        b.user_by_key("alice").await.unwrap().unwrap().user.roles,
+        ["admin"]
+    );
+    a.insert_refresh(NewRefresh {
+        token_hash: "h0".into(),
+        family_id: "f1".into(),
+        user_id: "u1".into(),
+        created_at: 1,
+        expires_at: 1000,
+    })
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            s.rotate_refresh(rotate("h0", &format!("n{i}"), &format!("next-{i}"), 10))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut rotated = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), RotateOutcome::Rotated { .. }) {
+            rotated += 1;
+        }
+    }
+    assert_eq!(rotated, 1, "exactly one rotation across both handles");
+    for i in 0..20 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        s.revoke_token(&format!("jti:{i}"), 100, 5).await.unwrap();
+    }
+    let feed = b.revocations_since(0, 5).await.unwrap();
+    assert_eq!(feed.len(), 20);
+    assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
 fn new_user(id: &str, key: &str) -> NewUser {
     NewUser {
         id: id.into(),

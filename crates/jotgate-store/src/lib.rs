@@ -124,6 +124,26 @@ pub enum RotateOutcome {
     Invalid,
 }
 
+/// What a presentation of a live (unexpired, unrevoked) refresh token means, given its
+/// first use. The one rule every backend applies inside its atomic section.
+pub(crate) enum Step {
+    /// First use: store the successor.
+    Rotate,
+    /// A repeat within the grace window: the winner's nonce.
+    Repeat(String),
+    /// A spent token after the grace window: revoke the family.
+    Reuse,
+}
+
+#[allow(dead_code)] // with no backend feature enabled
+pub(crate) fn rotation_step(used_at: Option<i64>, nonce: Option<String>, req: &Rotate) -> Step {
+    match (used_at, nonce) {
+        (None, _) => Step::Rotate,
+        (Some(used), Some(nonce)) if req.now - used <= req.grace_secs => Step::Repeat(nonce),
+        _ => Step::Reuse,
+    }
+}
+
 /// A revoked access token, kept until its own expiry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {

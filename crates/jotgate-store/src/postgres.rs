@@ -332,8 +332,8 @@ impl Store for PostgresStore {
         if revoked_at.is_some() || expires_at <= req.now {
             return Ok(RotateOutcome::Invalid);
         }
-        let outcome = match (used_at, nonce) {
-            (None, _) => {
+        let outcome = match crate::rotation_step(used_at, nonce, &req) {
+            crate::Step::Rotate => {
                 tx.execute(
                     "UPDATE refresh_tokens SET used_at = $1, rotation_nonce = $2
                      WHERE token_hash = $3",
@@ -355,14 +355,12 @@ impl Store for PostgresStore {
                 .map_err(backend)?;
                 RotateOutcome::Rotated { user_id, family_id }
             }
-            (Some(used), Some(nonce)) if req.now - used <= req.grace_secs => {
-                RotateOutcome::Repeat {
-                    user_id,
-                    family_id,
-                    nonce,
-                }
-            }
-            _ => {
+            crate::Step::Repeat(nonce) => RotateOutcome::Repeat {
+                user_id,
+                family_id,
+                nonce,
+            },
+            crate::Step::Reuse => {
                 tx.execute(
                     "UPDATE refresh_families SET revoked_at = $1 WHERE family_id = $2",
                     &[&req.now, &family_id],
