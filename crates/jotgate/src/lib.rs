@@ -38,7 +38,9 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 async fn open_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    match settings.store.as_deref() {
+    use secrecy::ExposeSecret;
+    // The URL may carry a database password: it is a secret until the backend has it.
+    match settings.store.as_ref().map(|s| s.expose_secret()) {
         None => open_sqlite(&settings.database()),
         Some(url) => {
             if let Some(path) = url.strip_prefix("sqlite://") {

@@ -35,7 +35,8 @@ pub struct Settings {
         hide_env_values = true,
         value_name = "URL"
     )]
-    pub store: Option<String>,
+    #[serde(default, deserialize_with = "secret")]
+    pub store: Option<SecretString>,
 
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "JOTGATE_LISTEN", global = true, value_name = "ADDR")]

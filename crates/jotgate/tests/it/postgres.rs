@@ -12,7 +12,7 @@ use crate::edge::eventually;
 async fn instance(url: &str) -> TestApp {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.store = Some(url.to_string());
+    s.store = Some(url.to_string().into());
     s.sync_interval = Some(1);
     s.refresh_grace = Some(0);
     TestApp::with(s, dir).await
