@@ -185,6 +185,15 @@ fn part(s: &str) -> Result<Vec<u8>, TokenError> {
         .map_err(|_| TokenError::new(TokenErrorKind::Malformed))
 }
 
+/// The credential of an `Authorization` header value that uses the Bearer scheme (matched
+/// case-insensitively, RFC 6750 §2.1), trimmed: `Some("")` when nothing follows the
+/// scheme, `None` for any other scheme. The one reading of the header that the server, the
+/// edge layer, the gateway and the authorizer share.
+pub fn bearer_credential(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
 /// A compact JWS that passed the structural and header checks every verifier shares.
 #[derive(Debug)]
 pub struct Compact {

@@ -101,15 +101,9 @@ impl JsonObject {
 pub fn bearer_token(headers: &HeaderMap, accept_x_access_token: bool) -> Result<&str, ApiError> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v.to_str().map_err(|_| ApiError::MissingToken)?;
-        let (scheme, token) = v.split_once(' ').ok_or(ApiError::MissingToken)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::MissingToken);
-        }
-        let token = token.trim();
-        return if token.is_empty() {
-            Err(ApiError::MissingToken)
-        } else {
-            Ok(token)
+        return match jotgate_core::bearer_credential(v) {
+            Some(token) if !token.is_empty() => Ok(token),
+            _ => Err(ApiError::MissingToken),
         };
     }
     if accept_x_access_token

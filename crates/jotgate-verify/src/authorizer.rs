@@ -65,10 +65,9 @@ fn header<'a>(event: &'a Value, name: &str) -> Option<&'a str> {
 
 /// `Bearer <jwt>` (scheme case-insensitive) or, for TOKEN authorizers, a bare JWT.
 fn bearer(v: &str) -> Option<&str> {
-    match v.split_once(' ') {
-        Some((s, t)) if s.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => Some(t.trim()),
-        Some(_) => None,
-        None if v.split('.').count() == 3 => Some(v),
+    match jotgate_core::bearer_credential(v) {
+        Some(t) => (!t.is_empty()).then_some(t),
+        None if !v.contains(' ') && v.split('.').count() == 3 => Some(v),
         None => None,
     }
 }

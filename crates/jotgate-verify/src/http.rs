@@ -41,19 +41,13 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
     let v = v
         .to_str()
         .map_err(|_| Rejection::BadRequest("the Authorization header is not text"))?;
-    let Some((scheme, token)) = v.split_once(' ') else {
-        return Ok(None);
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(None);
-    }
-    let token = token.trim_matches(' ');
-    if token.is_empty() {
-        return Err(Rejection::Invalid(VerifyError::new(
+    match jotgate_core::bearer_credential(v) {
+        None => Ok(None),
+        Some("") => Err(Rejection::Invalid(VerifyError::new(
             VerifyErrorKind::Missing,
-        )));
+        ))),
+        Some(token) => Ok(Some(token)),
     }
-    Ok(Some(token))
 }
 
 /// Verify the request's token (if any) and apply `rule`. Public routes pass without a token

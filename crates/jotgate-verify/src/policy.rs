@@ -290,7 +290,7 @@ struct FileToml {
     #[serde(default, rename = "issuer")]
     issuers: Vec<Spanned<IssuerToml>>,
     #[serde(default)]
-    default: Option<Spanned<RuleToml>>,
+    default: Option<Spanned<RouteToml>>,
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RouteToml>>,
     #[serde(default)]
@@ -385,27 +385,15 @@ impl<'de> Deserialize<'de> for Alg {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RuleToml {
-    access: Option<Access>,
-    #[serde(default)]
-    scopes_any: Vec<String>,
-    #[serde(default)]
-    scopes_all: Vec<String>,
-    #[serde(default)]
-    roles_any: Vec<String>,
-    #[serde(default)]
-    roles_all: Vec<String>,
-}
-
+/// A `[[route]]`, or the `[default]` rule (which takes no path or methods). The rule's
+/// fields are listed here, not flattened from a struct of their own: `flatten` loses the
+/// spans that put line numbers in errors.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RouteToml {
-    path: Spanned<String>,
+    path: Option<Spanned<String>>,
     #[serde(default)]
     methods: Vec<Spanned<String>>,
-    // The rule's fields, listed (not flattened) so that errors keep their exact line.
     access: Option<Access>,
     #[serde(default)]
     scopes_any: Vec<String>,
@@ -426,8 +414,8 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-impl RuleToml {
-    fn build(self) -> Result<Rule, String> {
+impl RouteToml {
+    fn rule(self) -> Result<Rule, String> {
         let access = self.access.unwrap_or_default();
         let has_requirements = !(self.scopes_any.is_empty()
             && self.scopes_all.is_empty()
@@ -643,24 +631,28 @@ impl PolicyFile {
                 .map_err(|m| at(span.clone(), &format!("[[issuer]] {name}"), m))?;
             verifier.issuers.push(cfg);
         }
-        // Check each issuer's settings now, with its line.
-        crate::Verifier::new(verifier.clone())?;
+        // Check each issuer's settings now (the caller builds the verifier itself).
+        verifier.check()?;
 
         let mut policy = Policy::default();
         if let Some(d) = file.default {
             let span = d.span();
-            policy.default = d
-                .into_inner()
-                .build()
-                .map_err(|m| at(span, "[default]", m))?;
+            let d = d.into_inner();
+            if d.path.is_some() || !d.methods.is_empty() {
+                return Err(at(span, "[default]", "takes no path or methods".into()));
+            }
+            policy.default = d.rule().map_err(|m| at(span, "[default]", m))?;
         }
-        for r in file.routes {
+        for mut r in file.routes {
             let span = r.span();
-            let r = r.into_inner();
-            let path = PathPattern::parse(r.path.get_ref())
-                .map_err(|m| at(r.path.span(), "[[route]] path", m))?;
+            let route = r.get_mut();
+            let Some(path) = route.path.take() else {
+                return Err(at(span, "[[route]]", "path is required".into()));
+            };
+            let path = PathPattern::parse(path.get_ref())
+                .map_err(|m| at(path.span(), "[[route]] path", m))?;
             let mut methods = Vec::new();
-            for m in r.methods {
+            for m in std::mem::take(&mut route.methods) {
                 let name = m.get_ref().to_ascii_uppercase();
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_uppercase()) {
                     return Err(at(
@@ -671,15 +663,10 @@ impl PolicyFile {
                 }
                 methods.push(name);
             }
-            let rule = RuleToml {
-                access: r.access,
-                scopes_any: r.scopes_any,
-                scopes_all: r.scopes_all,
-                roles_any: r.roles_any,
-                roles_all: r.roles_all,
-            }
-            .build()
-            .map_err(|m| at(span, &format!("[[route]] {}", path.as_str()), m))?;
+            let rule = r
+                .into_inner()
+                .rule()
+                .map_err(|m| at(span, &format!("[[route]] {}", path.as_str()), m))?;
             policy.routes.push(Route {
                 methods,
                 path,

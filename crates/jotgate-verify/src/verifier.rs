@@ -162,6 +162,31 @@ impl Default for VerifierConfig {
     }
 }
 
+impl VerifierConfig {
+    /// Check every issuer's settings (URLs, audiences, algorithms, static keys) without
+    /// building a verifier (no HTTP client, no background work).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.issuers().map(|_| ())
+    }
+
+    fn issuers(&self) -> Result<HashMap<String, Arc<Issuer>>, ConfigError> {
+        if self.issuers.is_empty() {
+            return Err(ConfigError("no issuer is configured".into()));
+        }
+        let mut issuers = HashMap::new();
+        for i in &self.issuers {
+            let name = i.issuer.clone();
+            if issuers
+                .insert(name.clone(), Arc::new(Issuer::new(i.clone())?))
+                .is_some()
+            {
+                return Err(ConfigError(format!("issuer {name} is configured twice")));
+            }
+        }
+        Ok(issuers)
+    }
+}
+
 /// Only https, except on the loopback interface (local development and tests).
 pub(crate) fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
     let lower = url.to_ascii_lowercase();
@@ -355,19 +380,7 @@ enum Why {
 
 impl Verifier {
     pub fn new(cfg: VerifierConfig) -> Result<Arc<Self>, ConfigError> {
-        if cfg.issuers.is_empty() {
-            return Err(ConfigError("no issuer is configured".into()));
-        }
-        let mut issuers = HashMap::new();
-        for i in &cfg.issuers {
-            let name = i.issuer.clone();
-            if issuers
-                .insert(name.clone(), Arc::new(Issuer::new(i.clone())?))
-                .is_some()
-            {
-                return Err(ConfigError(format!("issuer {name} is configured twice")));
-            }
-        }
+        let issuers = cfg.issuers()?;
         let fetcher = Fetcher::new(cfg.http_timeout, cfg.max_jwks_bytes).map_err(ConfigError)?;
         Ok(Arc::new(Self {
             issuers,

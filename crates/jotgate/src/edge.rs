@@ -15,8 +15,11 @@ use jotgate_verify::policy::PolicyFile;
 use jotgate_verify::{IssuerConfig, Verifier, VerifierConfig};
 use serde_json::Value;
 
-pub fn load_policy(path: &Path) -> anyhow::Result<PolicyFile> {
-    PolicyFile::load(path).map_err(|e| anyhow::anyhow!("invalid policy file {e}"))
+/// Read a policy file and build its verifier (not started).
+pub fn load_policy(path: &Path) -> anyhow::Result<(Arc<Verifier>, PolicyFile)> {
+    let file = PolicyFile::load(path).map_err(|e| anyhow::anyhow!("invalid policy file {e}"))?;
+    let verifier = Verifier::new(file.verifier.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((verifier, file))
 }
 
 /// Where the gateway listens unless --listen says otherwise (8080 is the server's).
@@ -35,8 +38,7 @@ pub struct Gateway {
 impl Gateway {
     pub async fn build(listen: SocketAddr, upstream: &str, policy: &Path) -> anyhow::Result<Self> {
         crate::init_crypto();
-        let file = load_policy(policy)?;
-        let verifier = Verifier::new(file.verifier).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (verifier, file) = load_policy(policy)?;
         let router = gateway::router(
             verifier.clone(),
             GatewayConfig {
@@ -92,8 +94,7 @@ impl Gateway {
 pub async fn run_authorizer(policy: &Path, v2: V2Format) -> anyhow::Result<()> {
     crate::lambda::require_lambda_env("jotgate authorizer")?;
     crate::init_crypto();
-    let file = load_policy(policy)?;
-    let verifier = Verifier::new(file.verifier).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (verifier, file) = load_policy(policy)?;
     // Keys are fetched once per container, before the first event.
     let _background = verifier.start().await;
     let authorizer = Arc::new(Authorizer::new(verifier, file.policy, v2));
@@ -124,7 +125,7 @@ pub async fn token_verify_oidc(
         Some(a) => a.to_string(),
         None => {
             let aud =
-                unverified_aud(token).context("the token names no audience; pass --audience")?;
+                unverified_aud(token)?.context("the token names no audience; pass --audience")?;
             eprintln!(
                 "note: audience not checked (accepting the token's own aud {aud:?}); pass --audience to check it"
             );
@@ -147,16 +148,14 @@ pub async fn token_verify_oidc(
     }
 }
 
-fn unverified_aud(token: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    match v.get("aud")? {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(a) => a.first()?.as_str().map(str::to_string),
+/// The token's own `aud` (unverified), after the same structural checks as verification.
+fn unverified_aud(token: &str) -> anyhow::Result<Option<String>> {
+    let compact = jotgate_core::parse_compact(token, usize::MAX)
+        .map_err(|e| anyhow::anyhow!("invalid token: {e}"))?;
+    let v: Value = serde_json::from_slice(&compact.payload).unwrap_or_default();
+    Ok(match v.get("aud") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(a)) => a.first().and_then(Value::as_str).map(str::to_string),
         _ => None,
-    }
+    })
 }

@@ -82,14 +82,8 @@ enum Command {
         /// Policy file, for --mode authorizer
         #[arg(long, env = "JOTGATE_POLICY", value_name = "FILE")]
         policy: Option<PathBuf>,
-        /// Response format for HTTP API events, for --mode authorizer: simple or iam
-        #[arg(
-            long,
-            env = "JOTGATE_AUTHORIZER_FORMAT",
-            default_value = "simple",
-            value_name = "FORMAT"
-        )]
-        format: String,
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// Run as an AWS API Gateway Lambda authorizer
     ///
@@ -100,14 +94,8 @@ enum Command {
         /// Policy file: trusted issuers and route rules (docs/policy.md)
         #[arg(long, env = "JOTGATE_POLICY", value_name = "FILE")]
         policy: PathBuf,
-        /// Response format for HTTP API (payload 2.0) events: simple or iam
-        #[arg(
-            long,
-            env = "JOTGATE_AUTHORIZER_FORMAT",
-            default_value = "simple",
-            value_name = "FORMAT"
-        )]
-        format: String,
+        #[command(flatten)]
+        format: FormatArg,
     },
 }
 
@@ -187,11 +175,28 @@ enum TokenCmd {
     },
 }
 
-fn v2_format(format: &str) -> anyhow::Result<V2Format> {
-    match format.to_ascii_lowercase().as_str() {
-        "simple" => Ok(V2Format::Simple),
-        "iam" => Ok(V2Format::Iam),
-        _ => anyhow::bail!("invalid --format {format:?}: expected simple or iam"),
+/// The authorizer's response format for HTTP API events (shared by `authorizer` and
+/// `lambda --mode authorizer`).
+#[derive(clap::Args)]
+struct FormatArg {
+    /// Response format for HTTP API (payload 2.0) events: simple or iam
+    #[arg(
+        long,
+        env = "JOTGATE_AUTHORIZER_FORMAT",
+        default_value = "simple",
+        value_name = "FORMAT"
+    )]
+    format: String,
+}
+
+impl FormatArg {
+    fn v2(&self) -> anyhow::Result<V2Format> {
+        let f = &self.format;
+        match f.to_ascii_lowercase().as_str() {
+            "simple" => Ok(V2Format::Simple),
+            "iam" => Ok(V2Format::Iam),
+            _ => anyhow::bail!("invalid --format {f:?}: expected simple or iam"),
+        }
     }
 }
 
@@ -255,7 +260,7 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             return Ok(None);
         }
         Command::Authorizer { policy, format } => {
-            edge::run_authorizer(&policy, v2_format(&format)?).await?;
+            edge::run_authorizer(&policy, format.v2()?).await?;
             return Ok(None);
         }
         Command::Lambda {
@@ -271,7 +276,7 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
                             "missing setting policy (JOTGATE_POLICY) for --mode authorizer"
                         )
                     })?;
-                    edge::run_authorizer(&policy, v2_format(&format)?).await?
+                    edge::run_authorizer(&policy, format.v2()?).await?
                 }
                 _ => anyhow::bail!(
                     "invalid setting mode (JOTGATE_LAMBDA_MODE): {mode:?}; expected api or authorizer"

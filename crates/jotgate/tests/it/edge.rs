@@ -570,9 +570,7 @@ async fn require_auth_layer_answers_with_rfc6750_challenges() {
                 .route("/admin", get(|| async { "admin" }))
                 .layer(RequireAuth::new(v.clone()).any_role(["admin"])),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = crate::gateway::serve(app).await;
     let c = crate::common::client();
     let t = fake.token();
 
