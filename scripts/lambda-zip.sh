@@ -1,21 +1,37 @@
 #!/usr/bin/env bash
 # Build the AWS Lambda package: target/lambda/jotgate.zip holding `bootstrap` (the jotgate
 # binary, `--profile dist`: fat LTO, stripped) for the provided.al2023 runtime on x86_64.
-# The same zip serves the API function and the authorizer (JOTGATE_LAMBDA_MODE).
+# The same zip serves the API function and the authorizer (JOTGATE_LAMBDA_MODE); it has
+# the DynamoDB store (JOTGATE_STORE=dynamodb://TABLE) besides SQLite and PostgreSQL.
 #
-#   scripts/lambda-zip.sh
+#   scripts/lambda-zip.sh                                # bootstrap only
+#   scripts/lambda-zip.sh --policy deploy/aws/policy.toml  # + policy.toml for the authorizer
+#                                                        #   (JOTGATE_POLICY=/var/task/policy.toml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --profile dist --locked -p jotgate
+policy=""
+if [ "${1:-}" = --policy ]; then
+  policy=${2:?--policy needs a file}
+  [ -f "$policy" ] || { echo "lambda-zip.sh: no such policy file: $policy" >&2; exit 2; }
+elif [ $# -gt 0 ]; then
+  echo "usage: scripts/lambda-zip.sh [--policy FILE]" >&2; exit 2
+fi
+cargo build --profile dist --locked -p jotgate --features dynamodb
 mkdir -p target/lambda
 cp target/dist/jotgate target/lambda/bootstrap
-python3 - <<'PY'
+POLICY="$policy" python3 - <<'PY'
 import os, zipfile
-info = zipfile.ZipInfo("bootstrap", date_time=(2026, 1, 1, 0, 0, 0))
-info.external_attr = 0o100755 << 16          # a regular, executable file
-info.compress_type = zipfile.ZIP_DEFLATED
-with open("target/lambda/bootstrap", "rb") as f, zipfile.ZipFile("target/lambda/jotgate.zip", "w") as z:
-    z.writestr(info, f.read(), compresslevel=9)
+def entry(name, mode):
+    info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+    info.external_attr = mode << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+with zipfile.ZipFile("target/lambda/jotgate.zip", "w") as z:
+    with open("target/lambda/bootstrap", "rb") as f:
+        z.writestr(entry("bootstrap", 0o100755), f.read(), compresslevel=9)  # executable
+    if os.environ["POLICY"]:
+        with open(os.environ["POLICY"], "rb") as f:
+            z.writestr(entry("policy.toml", 0o100644), f.read(), compresslevel=9)
 print(f"target/lambda/jotgate.zip: {os.path.getsize('target/lambda/jotgate.zip') / 2**20:.1f} MiB "
       f"(bootstrap {os.path.getsize('target/lambda/bootstrap') / 2**20:.1f} MiB)")
 PY

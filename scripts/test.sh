@@ -7,8 +7,17 @@
 #   JOTGATE_SKIP_OIDC_PROVIDER=1 scripts/test.sh  # without node (the oidc-provider tests skip)
 #   JOTGATE_SKIP_POSTGRES=1 scripts/test.sh       # without PostgreSQL (its tests skip)
 #   JOTGATE_TEST_POSTGRES=postgres://… scripts/test.sh  # use a running server (admin URL)
+#   JOTGATE_SKIP_DYNAMODB=1 scripts/test.sh       # without the DynamoDB emulator (its tests skip)
+#   JOTGATE_TEST_DYNAMODB=http://… scripts/test.sh      # use a running DynamoDB-compatible endpoint
+#   JOTGATE_SKIP_CFN_LINT=1 scripts/test.sh       # without cfn-lint (the template check skips)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Servers started here are stopped at exit, whatever happens.
+cleanups=()
+cleanup() { for c in "${cleanups[@]}"; do eval "$c"; done; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 need_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -53,13 +62,44 @@ if [ "${JOTGATE_SKIP_POSTGRES:-}" != 1 ] && [ -z "${JOTGATE_TEST_POSTGRES:-}" ];
   # initdb refuses to run as root: the cluster then belongs to the postgres user.
   as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
   [ "$(id -u)" = 0 ] && chown postgres "$pgdir"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   as_pg "$pgbin/initdb" -D "$pgdir/data" -A trust -U postgres >/dev/null
   as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
     -o "-p $port -c listen_addresses=127.0.0.1 -k $pgdir -c fsync=off -c max_connections=300" start >/dev/null
-  trap 'as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$pgdir"' EXIT
+  cleanups+=('as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$pgdir"')
   export JOTGATE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
   echo "test.sh: PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on port $port"
 fi
 
-cargo test --workspace --locked "$@"
+# DynamoDB: moto in server mode (PyPI), a real DynamoDB-compatible HTTP server with
+# conditional writes, transactions and TTL; each test makes a table of its own.
+if [ "${JOTGATE_SKIP_DYNAMODB:-}" != 1 ] && [ -z "${JOTGATE_TEST_DYNAMODB:-}" ]; then
+  if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
+    echo "test.sh: installing moto[server] from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5'
+  fi
+  mport=$(free_port)
+  python3 -m moto.server -H 127.0.0.1 -p "$mport" >"${TMPDIR:-/tmp}/jotgate-moto-$mport.log" 2>&1 &
+  moto_pid=$!
+  cleanups+=("kill $moto_pid 2>/dev/null")
+  for _ in $(seq 100); do
+    python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$mport/moto-api/')" 2>/dev/null && break
+    sleep 0.1
+  done
+  export JOTGATE_TEST_DYNAMODB="http://127.0.0.1:$mport"
+  echo "test.sh: moto $(python3 -c 'import moto; print(moto.__version__)') (DynamoDB emulator) on port $mport"
+fi
+# The SDK reads credentials from the environment; an emulator takes any.
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+
+# The AWS deployment template is linted with cfn-lint (PyPI): it cannot be deployed here.
+if [ "${JOTGATE_SKIP_CFN_LINT:-}" != 1 ]; then
+  if ! command -v cfn-lint >/dev/null; then
+    echo "test.sh: installing cfn-lint from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check 'cfn-lint>=1'
+  fi
+  cfn-lint deploy/aws/template.yaml
+  echo "test.sh: cfn-lint: deploy/aws/template.yaml is valid"
+fi
+
+cargo test --workspace --locked --features jotgate/dynamodb "$@"

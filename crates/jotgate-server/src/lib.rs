@@ -137,7 +137,7 @@ impl AppState {
         denylist.sync(&*store, t).await?;
         Ok(Self(Arc::new(Inner {
             pool: HashPool::new(hasher, cfg.hash_workers, cfg.hash_queue)?,
-            limiter: LoginLimiter::new(cfg.rate_limit.clone()),
+            limiter: LoginLimiter::new(cfg.rate_limit.clone(), Arc::clone(&store)),
             cfg,
             store,
             keys,

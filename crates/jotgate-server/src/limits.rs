@@ -1,11 +1,12 @@
 //! Back-pressure for the expensive parts of login: a bounded password-hashing pool and
-//! per-username / per-address failure throttling with growing delays.
+//! per-username / per-address failure throttling with growing delays, counted in the
+//! store so that it holds across instances.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jotgate_core::{PasswordHasher, Workspace};
+use jotgate_store::{LoginFailures, Store};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
@@ -98,87 +99,92 @@ impl Default for RateLimitConfig {
     }
 }
 
-#[derive(Debug)]
-struct Entry {
-    failures: u32,
-    last_failure: Instant,
-    blocked_until: Instant,
-}
-
-/// Counts failed logins per key (`user:<canonical name>`, `ip:<address>`). Keys are the
-/// names *as typed*, existing or not, so a lockout reveals nothing about existence.
+/// Counts failed logins per key (`user:<digest of the canonical name>`, `ip:<address>`) in
+/// the store, so every instance — every Lambda container, every server on one database —
+/// sees the same counts. Keys are the names *as typed*, existing or not, so a lockout
+/// reveals nothing about existence. The delay after a failure is computed from the count
+/// and the instant of the latest failure; nothing else is stored.
 pub struct LoginLimiter {
     cfg: RateLimitConfig,
-    entries: Mutex<HashMap<String, Entry>>,
+    store: Arc<dyn Store>,
 }
 
-/// Entries kept before stale ones are swept.
-const SWEEP_AT: usize = 100_000;
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 impl LoginLimiter {
-    pub fn new(cfg: RateLimitConfig) -> Self {
-        Self {
-            cfg,
-            entries: Mutex::new(HashMap::new()),
-        }
+    pub fn new(cfg: RateLimitConfig, store: Arc<dyn Store>) -> Self {
+        Self { cfg, store }
     }
 
-    /// `Err(seconds)` when any key is still blocked.
-    pub fn check(&self, keys: &[String]) -> Result<(), u64> {
-        let now = Instant::now();
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let wait = keys
-            .iter()
-            .filter_map(|k| entries.get(k))
-            .filter(|e| now.duration_since(e.last_failure) < self.cfg.reset_after)
-            .filter_map(|e| e.blocked_until.checked_duration_since(now))
-            .max();
-        match wait {
-            Some(d) if !d.is_zero() => Err(d.as_secs() + u64::from(d.subsec_nanos() > 0)),
-            _ => Ok(()),
-        }
+    fn window_ms(&self) -> i64 {
+        self.cfg.reset_after.as_millis() as i64
     }
 
-    pub fn record_failure(&self, user_key: &str, ip_key: Option<&str>) {
-        let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= SWEEP_AT {
-            let reset = self.cfg.reset_after;
-            entries.retain(|_, e| now.duration_since(e.last_failure) < reset);
-        }
-        let mut bump = |key: &str, free: u32| {
-            let e = entries.entry(key.to_string()).or_insert(Entry {
-                failures: 0,
-                last_failure: now,
-                blocked_until: now,
-            });
-            if now.duration_since(e.last_failure) >= self.cfg.reset_after {
-                e.failures = 0;
-            }
-            e.failures = e.failures.saturating_add(1);
-            e.last_failure = now;
-            if e.failures > free {
-                let exp = (e.failures - free - 1).min(30);
-                let delay = self
-                    .cfg
-                    .base_delay
-                    .saturating_mul(1u32 << exp)
-                    .min(self.cfg.max_delay);
-                e.blocked_until = now + delay;
-            }
+    /// Until when (ms since the epoch) `f` blocks further attempts, if it does.
+    fn blocked_until(&self, f: &LoginFailures) -> Option<i64> {
+        let free = if f.key.starts_with("ip:") {
+            self.cfg.ip_free_failures
+        } else {
+            self.cfg.user_free_failures
         };
-        bump(user_key, self.cfg.user_free_failures);
-        if let Some(ip) = ip_key {
-            bump(ip, self.cfg.ip_free_failures);
+        if f.count <= free {
+            return None;
+        }
+        let exp = (f.count - free - 1).min(30);
+        let delay = self
+            .cfg
+            .base_delay
+            .saturating_mul(1u32 << exp)
+            .min(self.cfg.max_delay);
+        Some(f.last_ms.saturating_add(delay.as_millis() as i64))
+    }
+
+    /// `Err(RateLimited)` with the seconds to wait when any key is still blocked.
+    pub async fn check(&self, keys: &[String]) -> Result<(), ApiError> {
+        let now = now_ms();
+        let live = self
+            .store
+            .login_failures(keys, now, self.window_ms())
+            .await?;
+        let wait_ms = live
+            .iter()
+            .filter_map(|f| self.blocked_until(f))
+            .map(|until| until - now)
+            .max()
+            .unwrap_or(0);
+        if wait_ms > 0 {
+            return Err(ApiError::RateLimited {
+                retry_after_secs: (wait_ms as u64).div_ceil(1000),
+            });
+        }
+        Ok(())
+    }
+
+    /// Count a failure against the username and the address. A store failure is logged,
+    /// not shown: the answer stays "bad credentials".
+    pub async fn record_failure(&self, user_key: &str, ip_key: Option<&str>) {
+        let now = now_ms();
+        for key in std::iter::once(user_key).chain(ip_key) {
+            if let Err(e) = self
+                .store
+                .add_login_failure(key, now, self.window_ms())
+                .await
+            {
+                tracing::warn!(error = %e, "could not count a failed login");
+            }
         }
     }
 
     /// A successful login clears the username's count (not the address's).
-    pub fn record_success(&self, user_key: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(user_key);
+    pub async fn record_success(&self, user_key: &str) {
+        if let Err(e) = self.store.clear_login_failures(user_key).await {
+            tracing::warn!(error = %e, "could not clear a login failure count");
+        }
     }
 }
 
@@ -186,25 +192,35 @@ impl LoginLimiter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn delays_grow_after_free_failures() {
-        let l = LoginLimiter::new(RateLimitConfig {
+    #[tokio::test]
+    async fn delays_grow_after_free_failures() {
+        let store: Arc<dyn Store> =
+            Arc::new(jotgate_store::sqlite::SqliteStore::in_memory().unwrap());
+        let cfg = RateLimitConfig {
             user_free_failures: 2,
             ip_free_failures: 100,
             base_delay: Duration::from_secs(4),
             ..RateLimitConfig::default()
-        });
+        };
+        let l = LoginLimiter::new(cfg.clone(), Arc::clone(&store));
         let keys = ["user:bob".to_string()];
-        l.record_failure("user:bob", None);
-        l.record_failure("user:bob", None);
-        assert_eq!(l.check(&keys), Ok(()));
-        l.record_failure("user:bob", None);
-        let first = l.check(&keys).unwrap_err();
+        let wait = |r: Result<(), ApiError>| match r {
+            Ok(()) => 0,
+            Err(ApiError::RateLimited { retry_after_secs }) => retry_after_secs,
+            Err(e) => panic!("{e:?}"),
+        };
+        l.record_failure("user:bob", None).await;
+        l.record_failure("user:bob", None).await;
+        assert_eq!(wait(l.check(&keys).await), 0);
+        l.record_failure("user:bob", None).await;
+        let first = wait(l.check(&keys).await);
         assert!((3..=4).contains(&first), "{first}");
-        l.record_failure("user:bob", None);
-        let second = l.check(&keys).unwrap_err();
+        l.record_failure("user:bob", None).await;
+        // Another instance on the same store sees the same count.
+        let other = LoginLimiter::new(cfg, store);
+        let second = wait(other.check(&keys).await);
         assert!((7..=8).contains(&second), "{second}");
-        l.record_success("user:bob");
-        assert_eq!(l.check(&keys), Ok(()));
+        other.record_success("user:bob").await;
+        assert_eq!(wait(l.check(&keys).await), 0);
     }
 }

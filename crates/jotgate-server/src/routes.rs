@@ -128,9 +128,7 @@ pub async fn login(
     let ip_key = ip.map(|ip| format!("ip:{ip}"));
     let mut keys = vec![user_key.clone()];
     keys.extend(ip_key.clone());
-    st.0.limiter
-        .check(&keys)
-        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    st.0.limiter.check(&keys).await?;
 
     let record = if pw.len() > password::MAX_BYTES {
         None
@@ -157,11 +155,13 @@ pub async fn login(
     let record = match (ok, record) {
         (true, Some(r)) => r,
         _ => {
-            st.0.limiter.record_failure(&user_key, ip_key.as_deref());
+            st.0.limiter
+                .record_failure(&user_key, ip_key.as_deref())
+                .await;
             return Err(ApiError::BadCredentials);
         }
     };
-    st.0.limiter.record_success(&user_key);
+    st.0.limiter.record_success(&user_key).await;
     if let Some(new_hash) = rehash
         && let Err(e) =
             st.0.store

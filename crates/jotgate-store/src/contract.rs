@@ -17,7 +17,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each_optional $factory;
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
-            revocations);
+            revocations, concurrent_revocations, login_failures);
     };
     (@each_optional $factory:path; $($name:ident),*) => {
         $(
@@ -33,7 +33,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each $factory;
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
-            revocations);
+            revocations, concurrent_revocations, login_failures);
     };
     (@each $factory:path; $($name:ident),*) => {
         $(
@@ -68,6 +68,29 @@ pub async fn postgres_test_database() -> Option<String> {
         .expect("create a test database");
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     Some(format!("{base}/{name}"))
+}
+
+/// A `dynamodb://` URL for a fresh table (created on first use) on the DynamoDB-compatible
+/// server named by `JOTGATE_TEST_DYNAMODB` (its endpoint; `scripts/test.sh` starts moto),
+/// or `None` when `JOTGATE_SKIP_DYNAMODB=1`. Panics with instructions when neither is set.
+/// The client reads credentials from the environment; `scripts/test.sh` sets dummy ones.
+#[cfg(feature = "dynamodb")]
+pub fn dynamodb_test_table() -> Option<String> {
+    if std::env::var("JOTGATE_SKIP_DYNAMODB").as_deref() == Ok("1") {
+        return None;
+    }
+    let endpoint = std::env::var("JOTGATE_TEST_DYNAMODB").expect(
+        "JOTGATE_TEST_DYNAMODB is not set: run scripts/test.sh (it starts a DynamoDB \
+         emulator), or set JOTGATE_SKIP_DYNAMODB=1",
+    );
+    assert!(
+        std::env::var_os("AWS_ACCESS_KEY_ID").is_some(),
+        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (any value: an emulator takes any)"
+    );
+    let table = format!("jt-{}", uuid::Uuid::new_v4().simple());
+    Some(format!(
+        "dynamodb://{table}?region=us-east-1&endpoint={endpoint}&create_table=true"
+    ))
 }
 
 /// Two handles on one database (two connections, pools or processes) — not part of the
@@ -399,4 +422,89 @@ pub async fn revocations(s: Arc<dyn Store>) {
         after.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         ["jti:j1"]
     );
+}
+
+pub async fn concurrent_revocations(s: Arc<dyn Store>) {
+    // Writers racing (one per logout on many instances) each get their own feed position,
+    // and a reader sees all of them in order.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            s.revoke_token(&format!("jti:c{i}"), 500, 100).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let feed = s.revocations_since(0, 100).await.unwrap();
+    assert_eq!(feed.len(), 16);
+    assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mut ids: Vec<&str> = feed.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 16);
+}
+
+pub async fn login_failures(s: Arc<dyn Store>) {
+    let keys = ["user:a".to_string(), "ip:1".to_string()];
+    assert!(s.login_failures(&keys, 1000, 100).await.unwrap().is_empty());
+    assert_eq!(
+        s.add_login_failure("user:a", 1000, 100)
+            .await
+            .unwrap()
+            .count,
+        1
+    );
+    let f = s.add_login_failure("user:a", 1050, 100).await.unwrap();
+    assert_eq!((f.count, f.last_ms), (2, 1050));
+    s.add_login_failure("ip:1", 1060, 100).await.unwrap();
+    let mut live = s.login_failures(&keys, 1100, 100).await.unwrap();
+    live.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(
+        live.iter()
+            .map(|f| (f.key.as_str(), f.count))
+            .collect::<Vec<_>>(),
+        [("ip:1", 1), ("user:a", 2)]
+    );
+    // 100 ms after the last failure the counter is stale: gone from reads, restarts at 1.
+    assert_eq!(
+        s.login_failures(&keys, 1150, 100).await.unwrap().len(),
+        1,
+        "only ip:1 (last failure at 1060) is live at 1150"
+    );
+    assert_eq!(
+        s.add_login_failure("user:a", 1150, 100)
+            .await
+            .unwrap()
+            .count,
+        1
+    );
+    s.clear_login_failures("user:a").await.unwrap();
+    s.clear_login_failures("never-seen").await.unwrap();
+    assert_eq!(
+        s.login_failures(&keys, 1150, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|f| f.key.as_str())
+            .collect::<Vec<_>>(),
+        ["ip:1"]
+    );
+    // Concurrent failures (many instances) each count once.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            s.add_login_failure("user:z", 5000, 60_000).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let z = s
+        .login_failures(&["user:z".to_string()], 5000, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(z[0].count, 20);
 }

@@ -8,6 +8,8 @@
 //! core crates. Values arrive here already validated (canonical usernames, hashed tokens).
 
 pub mod contract;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sealed;
@@ -153,6 +155,16 @@ pub struct Revocation {
     pub expires_at: i64,
 }
 
+/// A failed-login counter (login throttling), shared by every instance on the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginFailures {
+    pub key: String,
+    /// Failures since the counter last started afresh.
+    pub count: u32,
+    /// The latest failure, in milliseconds since the epoch.
+    pub last_ms: i64,
+}
+
 /// Everything jotgate persists. Implementations must be safe to share across tasks and,
 /// for multi-instance backends, across processes: each method is atomic on its own.
 #[async_trait]
@@ -187,4 +199,22 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()>;
     /// Unexpired revocations with `seq > since`, in feed order.
     async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>>;
+
+    /// Count one failed login against `key` at `now_ms`, atomically across instances. A
+    /// counter whose last failure is `window_ms` or more in the past starts afresh at 1.
+    async fn add_login_failure(
+        &self,
+        key: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<LoginFailures>;
+    /// The live counters among `keys` (missing and stale ones are left out).
+    async fn login_failures(
+        &self,
+        keys: &[String],
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Vec<LoginFailures>>;
+    /// Forget `key`'s failures (a successful login clears its username's count).
+    async fn clear_login_failures(&self, key: &str) -> Result<()>;
 }

@@ -10,8 +10,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use crate::{
-    NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store, StoreError, StoredKey,
-    User, UserRecord,
+    LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store,
+    StoreError, StoredKey, User, UserRecord,
 };
 
 const SCHEMA: &str = "
@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (
     expires_at BIGINT NOT NULL,
     revoked_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS login_failures (
+    key      TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    last_ms  BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_last ON login_failures(last_ms);
 ";
 
 /// PostgreSQL-backed [`Store`].
@@ -449,5 +455,72 @@ impl Store for PostgresStore {
                 expires_at: r.get(2),
             })
             .collect())
+    }
+
+    async fn add_login_failure(
+        &self,
+        key: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<LoginFailures> {
+        let c = self.client().await?;
+        let stale = now_ms - window_ms;
+        c.execute(
+            "DELETE FROM login_failures WHERE last_ms <= $1 AND key <> $2",
+            &[&stale, &key],
+        )
+        .await
+        .map_err(backend)?;
+        // One statement: concurrent failures on any instance each add exactly one.
+        let row = c
+            .query_one(
+                "INSERT INTO login_failures AS f (key, failures, last_ms) VALUES ($1, 1, $2)
+                 ON CONFLICT (key) DO UPDATE SET
+                   failures = CASE WHEN f.last_ms <= $3 THEN 1 ELSE f.failures + 1 END,
+                   last_ms = $2
+                 RETURNING failures, last_ms",
+                &[&key, &now_ms, &stale],
+            )
+            .await
+            .map_err(backend)?;
+        let count: i32 = row.get(0);
+        Ok(LoginFailures {
+            key: key.to_string(),
+            count: u32::try_from(count).unwrap_or(0),
+            last_ms: row.get(1),
+        })
+    }
+
+    async fn login_failures(
+        &self,
+        keys: &[String],
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Vec<LoginFailures>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT key, failures, last_ms FROM login_failures
+                 WHERE key = ANY($1) AND last_ms > $2",
+                &[&keys, &(now_ms - window_ms)],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| LoginFailures {
+                key: r.get(0),
+                count: u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
+                last_ms: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn clear_login_failures(&self, key: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM login_failures WHERE key = $1", &[&key])
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 }

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use jotgate_core::seal::{MasterKey, is_sealed};
 
 use crate::{
-    NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store, StoreError, StoredKey,
-    User, UserRecord,
+    LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store,
+    StoreError, StoredKey, User, UserRecord,
 };
 
 pub struct SealedKeys {
@@ -100,5 +100,24 @@ impl Store for SealedKeys {
     }
     async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
         self.inner.revocations_since(since, now).await
+    }
+    async fn add_login_failure(
+        &self,
+        key: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<LoginFailures> {
+        self.inner.add_login_failure(key, now_ms, window_ms).await
+    }
+    async fn login_failures(
+        &self,
+        keys: &[String],
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Vec<LoginFailures>> {
+        self.inner.login_failures(keys, now_ms, window_ms).await
+    }
+    async fn clear_login_failures(&self, key: &str) -> Result<()> {
+        self.inner.clear_login_failures(key).await
     }
 }

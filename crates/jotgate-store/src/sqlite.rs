@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store, StoreError, StoredKey,
-    User, UserRecord,
+    LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store,
+    StoreError, StoredKey, User, UserRecord,
 };
 
 const SCHEMA: &str = "
@@ -49,6 +49,12 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (
     expires_at INTEGER NOT NULL,
     revoked_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS login_failures (
+    key      TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    last_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_last ON login_failures(last_ms);
 ";
 
 /// SQLite-backed [`Store`].
@@ -511,6 +517,85 @@ impl Store for SqliteStore {
                 })
                 .map_err(backend)?;
             rows.map(|r| r.map_err(backend)).collect()
+        })
+        .await
+    }
+
+    async fn add_login_failure(
+        &self,
+        key: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<LoginFailures> {
+        let key = key.to_string();
+        self.with(move |c| {
+            let stale = now_ms - window_ms;
+            // Stale counters of other keys go too: the table holds only live ones.
+            c.execute(
+                "DELETE FROM login_failures WHERE last_ms <= ?1 AND key <> ?2",
+                params![stale, key],
+            )
+            .map_err(backend)?;
+            let (count, last_ms) = c
+                .query_row(
+                    "INSERT INTO login_failures (key, failures, last_ms) VALUES (?1, 1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET
+                       failures = CASE WHEN last_ms <= ?3 THEN 1 ELSE failures + 1 END,
+                       last_ms = ?2
+                     RETURNING failures, last_ms",
+                    params![key, now_ms, stale],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .map_err(backend)?;
+            Ok(LoginFailures {
+                key,
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+                last_ms,
+            })
+        })
+        .await
+    }
+
+    async fn login_failures(
+        &self,
+        keys: &[String],
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Vec<LoginFailures>> {
+        let keys = keys.to_vec();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT failures, last_ms FROM login_failures WHERE key = ?1 AND last_ms > ?2",
+                )
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for key in keys {
+                let row = stmt
+                    .query_row(params![key, now_ms - window_ms], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .optional()
+                    .map_err(backend)?;
+                if let Some((count, last_ms)) = row {
+                    out.push(LoginFailures {
+                        key,
+                        count: u32::try_from(count).unwrap_or(u32::MAX),
+                        last_ms,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn clear_login_failures(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        self.with(move |c| {
+            c.execute("DELETE FROM login_failures WHERE key = ?1", params![key])
+                .map_err(backend)?;
+            Ok(())
         })
         .await
     }

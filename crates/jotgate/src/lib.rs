@@ -19,7 +19,7 @@ use jotgate_store::Store;
 use jotgate_store::sqlite::SqliteStore;
 use settings::Settings;
 
-/// Open the configured store: `store` (`sqlite://PATH`, `postgres://…`) or the SQLite
+/// Open the configured store: `store` (`sqlite://PATH`, `postgres://…`, `dynamodb://TABLE`) or the SQLite
 /// file `database`.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     use secrecy::ExposeSecret;
@@ -49,8 +49,11 @@ async fn open_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
             if url.starts_with("postgres://") || url.starts_with("postgresql://") {
                 return open_postgres(url).await;
             }
+            if url.starts_with("dynamodb://") {
+                return open_dynamodb(url).await;
+            }
             anyhow::bail!(
-                "invalid setting store (JOTGATE_STORE): expected sqlite://PATH or postgres://…, got a URL with another scheme"
+                "invalid setting store (JOTGATE_STORE): expected sqlite://PATH, postgres://… or dynamodb://TABLE, got a URL with another scheme"
             )
         }
     }
@@ -73,6 +76,24 @@ async fn open_postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 #[cfg(not(feature = "postgres"))]
 async fn open_postgres(_: &str) -> anyhow::Result<Arc<dyn Store>> {
     anyhow::bail!("this jotgate was built without the `postgres` feature")
+}
+
+#[cfg(feature = "dynamodb")]
+async fn open_dynamodb(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    use jotgate_store::dynamodb::{DynamoConfig, DynamoStore};
+    let cfg = DynamoConfig::parse(url)
+        .map_err(|e| anyhow::anyhow!("invalid setting store (JOTGATE_STORE): {e}"))?;
+    let store = DynamoStore::connect(cfg)
+        .await
+        .context("cannot open the DynamoDB store (JOTGATE_STORE)")?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "dynamodb"))]
+async fn open_dynamodb(_: &str) -> anyhow::Result<Arc<dyn Store>> {
+    anyhow::bail!(
+        "this jotgate was built without the `dynamodb` feature (cargo build --features dynamodb)"
+    )
 }
 
 /// Install aws-lc-rs as rustls' process-wide provider (idempotent).

@@ -27,7 +27,7 @@ pub struct Settings {
     #[arg(long, env = "JOTGATE_DATABASE", global = true, value_name = "PATH")]
     pub database: Option<PathBuf>,
 
-    /// Data store URL: sqlite://PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB (overrides --database) [default: sqlite://<database>]
+    /// Data store URL: sqlite://PATH, postgres://USER[:PASSWORD]@HOST[:PORT]/DB or dynamodb://TABLE[?region=R&endpoint=URL] (overrides --database) [default: sqlite://<database>]
     #[arg(
         long,
         env = "JOTGATE_STORE",

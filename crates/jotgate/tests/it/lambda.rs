@@ -70,11 +70,17 @@ struct Function {
 
 impl Function {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A function (one Lambda container) with extra settings.
+    async fn start_with(settings: &[(&str, &str)]) -> Self {
         let api = RuntimeApi::start().await;
         let dir = temp_dir();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jotgate"))
             .envs(api.env())
             .env("JOTGATE_DATABASE", dir.join("jotgate.db"))
+            .envs(settings.iter().copied())
             .env(
                 "JOTGATE_ISSUER",
                 "https://abcdef123.execute-api.us-east-1.amazonaws.com",
@@ -231,6 +237,92 @@ async fn the_http_api_runs_unchanged_behind_each_event_shape() {
             .unwrap()
             .contains("max-age")
     );
+}
+
+/// Two Lambda containers on one DynamoDB table (moto, started by test.sh): what one writes
+/// the other honours — accounts, signing keys, refresh rotation and reuse detection, and
+/// login throttling counters.
+#[cfg(feature = "dynamodb")]
+#[tokio::test]
+async fn two_containers_share_one_dynamodb_table() {
+    let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
+        return;
+    };
+    let settings = [
+        ("JOTGATE_STORE", url.as_str()),
+        ("JOTGATE_REFRESH_GRACE", "0"),
+        ("JOTGATE_LOGIN_USER_FAILURES", "2"),
+        ("JOTGATE_LOGIN_DELAY", "60"),
+    ];
+    // The first container creates the table and the signing key; the second finds both.
+    let mut a = Function::start_with(&settings).await;
+    let creds = json!({"username": "dyn", "password": PASSWORD});
+    let (status, _, body) = a
+        .call(event(
+            Shape::HttpV2,
+            "POST",
+            "/signup",
+            Some(creds.clone()),
+            None,
+        ))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut b = Function::start_with(&settings).await;
+    let (status, _, body) = b
+        .call(event(Shape::HttpV2, "POST", "/login", Some(creds), None))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+    let refresh = body["refresh_token"].clone();
+    let (status, _, body) = a
+        .call(event(Shape::HttpV2, "GET", "/private", None, Some(&token)))
+        .await;
+    assert_eq!((status, body["message"].as_str()), (200, Some("Hello dyn")));
+
+    // Rotated on A, the token is spent on B too: presenting it again there is reuse, and
+    // the whole session dies, so A's fresh successor is refused as well.
+    let refresh_call = |t: &Value| {
+        event(
+            Shape::HttpV2,
+            "POST",
+            "/refresh",
+            Some(json!({"refresh_token": t})),
+            None,
+        )
+    };
+    let (status, _, body) = a.call(refresh_call(&refresh)).await;
+    assert_eq!(status, 200, "{body}");
+    let successor = body["refresh_token"].clone();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, _, body) = b.call(refresh_call(&refresh)).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _, _) = a.call(refresh_call(&successor)).await;
+    assert_eq!(status, 401, "the reused session is revoked everywhere");
+
+    // Failed logins counted on A lock the username on B.
+    let wrong = json!({"username": "dyn", "password": "not the password"});
+    for _ in 0..3 {
+        let (status, _, _) = a
+            .call(event(
+                Shape::HttpV2,
+                "POST",
+                "/login",
+                Some(wrong.clone()),
+                None,
+            ))
+            .await;
+        assert_eq!(status, 401);
+    }
+    let (status, headers, body) = b
+        .call(event(Shape::HttpV2, "POST", "/login", Some(wrong), None))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
+    let retry: u64 = headers["retry-after"].as_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
 }
 
 #[test]

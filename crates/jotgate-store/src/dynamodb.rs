@@ -1,0 +1,1129 @@
+//! The DynamoDB backend, for jotgate on AWS Lambda: one table, every item addressed by a
+//! string partition key `pk` and sort key `sk` (the layout and the access pattern of each
+//! method are in `docs/dynamodb.md`). Every read that a decision depends on is strongly
+//! consistent; every rule that must hold across Lambda containers (one username, one
+//! rotation per refresh token, one feed position per revocation) is a condition in a
+//! conditional write or a `TransactWriteItems`. Expiring items carry the TTL attribute
+//! `expires_ttl`, and reads filter on expiry because DynamoDB deletes expired items late.
+//!
+//! Not for: creating production tables on the request path — the deployment template
+//! creates the table; [`DynamoStore::create_table`] is for tests and local emulators.
+//!
+//! The SDK is used without aws-config: the client is built by hand, with credentials from
+//! the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, as
+//! Lambda sets them), so building it makes no network call and start-up stays fast.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update,
+};
+
+use crate::{
+    LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store,
+    StoreError, StoredKey, User, UserRecord,
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The sparse index that lists users (only user items carry `g1pk`).
+const USERS_INDEX: &str = "g1";
+/// The TTL attribute (epoch seconds).
+const TTL_ATTR: &str = "expires_ttl";
+/// Attempts at a transaction that lost a race (condition or transaction conflict).
+const MAX_ATTEMPTS: u32 = 12;
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn sdk<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Backend(format!("DynamoDB: {}", DisplayErrorContext(&e)))
+}
+
+/// Where the table is: parsed from `dynamodb://TABLE?region=R&endpoint=URL&create_table=true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamoConfig {
+    pub table: String,
+    /// From the URL, else `AWS_REGION` / `AWS_DEFAULT_REGION` (Lambda sets `AWS_REGION`).
+    pub region: Option<String>,
+    /// A DynamoDB-compatible endpoint (a local emulator); AWS's own endpoint otherwise.
+    pub endpoint: Option<String>,
+    /// Create the table (with its index and TTL) when it does not exist: for tests and
+    /// local emulators, not for production.
+    pub create_table: bool,
+}
+
+impl DynamoConfig {
+    /// Parse a `dynamodb://` URL. Errors name what is wrong, never echo credentials.
+    pub fn parse(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("dynamodb://")
+            .ok_or_else(|| backend("a DynamoDB store URL starts with dynamodb://"))?;
+        let (table, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let table = table.trim_end_matches('/');
+        let valid = (3..=255).contains(&table.len())
+            && table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            return Err(backend(format!(
+                "invalid DynamoDB table name {table:?}: 3 to 255 of a-z, A-Z, 0-9, '_', '-', '.'"
+            )));
+        }
+        let mut cfg = Self {
+            table: table.to_string(),
+            region: None,
+            endpoint: None,
+            create_table: false,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "region" if !v.is_empty() => cfg.region = Some(v.to_string()),
+                "endpoint" if v.starts_with("http://") || v.starts_with("https://") => {
+                    cfg.endpoint = Some(v.to_string())
+                }
+                "endpoint" => {
+                    return Err(backend("the DynamoDB endpoint must be an http(s):// URL"));
+                }
+                "create_table" => {
+                    cfg.create_table = match v {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(backend("create_table is true or false")),
+                    }
+                }
+                _ => {
+                    return Err(backend(format!(
+                        "unknown or empty DynamoDB URL parameter {k:?} (known: region, endpoint, create_table)"
+                    )));
+                }
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// DynamoDB-backed [`Store`].
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    describe: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+fn item(pk: impl Into<String>, sk: impl Into<String>, attrs: Vec<(&str, AttributeValue)>) -> Item {
+    let mut it = key(pk, sk);
+    it.extend(attrs.into_iter().map(|(k, v)| (k.to_string(), v)));
+    it
+}
+
+fn get_s(it: &Item, name: &str) -> Result<String> {
+    match it.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v.clone()),
+        _ => Err(backend(format!(
+            "DynamoDB item lacks string attribute {name}"
+        ))),
+    }
+}
+
+fn get_opt_s(it: &Item, name: &str) -> Option<String> {
+    match it.get(name) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn get_opt_n(it: &Item, name: &str) -> Result<Option<i64>> {
+    match it.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| backend(format!("DynamoDB attribute {name} is not an integer"))),
+        Some(_) => Err(backend(format!(
+            "DynamoDB attribute {name} is not a number"
+        ))),
+    }
+}
+
+fn get_n(it: &Item, name: &str) -> Result<i64> {
+    get_opt_n(it, name)?.ok_or_else(|| backend(format!("DynamoDB item lacks number {name}")))
+}
+
+fn user_pk(id: &str) -> String {
+    format!("USER#{id}")
+}
+
+fn name_pk(key: &str) -> String {
+    format!("NAME#{key}")
+}
+
+fn user_attrs(u: &NewUser) -> Vec<(&'static str, AttributeValue)> {
+    vec![
+        ("user_id", s(&u.id)),
+        ("username_key", s(&u.username_key)),
+        ("username_display", s(&u.username_display)),
+        ("password_hash", s(&u.password_hash)),
+        (
+            "role_list",
+            AttributeValue::L(u.roles.iter().map(s).collect()),
+        ),
+        ("created_at", n(u.created_at)),
+    ]
+}
+
+fn user_record(it: &Item) -> Result<UserRecord> {
+    let roles = match it.get("role_list") {
+        Some(AttributeValue::L(l)) => l
+            .iter()
+            .map(|v| match v {
+                AttributeValue::S(r) => Ok(r.clone()),
+                _ => Err(backend("DynamoDB role_list holds a non-string")),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
+    Ok(UserRecord {
+        user: User {
+            id: get_s(it, "user_id")?,
+            username: get_s(it, "username_display")?,
+            roles,
+            created_at: get_n(it, "created_at")?,
+        },
+        username_key: get_s(it, "username_key")?,
+        password_hash: get_s(it, "password_hash")?,
+    })
+}
+
+/// Why a transaction was cancelled, per item (DynamoDB's `CancellationReason` codes).
+enum Txn {
+    Done,
+    /// The codes, in item order (`"None"` for items that were fine).
+    Cancelled(Vec<String>),
+}
+
+impl Txn {
+    fn failed(codes: &[String], i: usize) -> bool {
+        codes.get(i).is_some_and(|c| c == "ConditionalCheckFailed")
+    }
+
+    fn lost_race(codes: &[String]) -> bool {
+        codes
+            .iter()
+            .any(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict")
+    }
+}
+
+fn is_condition_failed<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    matches!(e, SdkError::ServiceError(se) if se.err().code() == Some("ConditionalCheckFailedException"))
+}
+
+/// Wait a little before retrying a transaction that lost a race (spread the contenders).
+async fn backoff(attempt: u32) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
+    tokio::time::sleep(Duration::from_millis(2 + u64::from(attempt) * 3 + jitter)).await;
+}
+
+fn put(table: &str, it: Item, condition: Option<&str>) -> Result<TransactWriteItem> {
+    let p = Put::builder()
+        .table_name(table)
+        .set_item(Some(it))
+        .set_condition_expression(condition.map(str::to_string))
+        .build()
+        .map_err(backend)?;
+    Ok(TransactWriteItem::builder().put(p).build())
+}
+
+struct Upd<'a> {
+    key: Item,
+    expr: &'a str,
+    condition: Option<&'a str>,
+    names: Vec<(&'a str, &'a str)>,
+    values: Vec<(&'a str, AttributeValue)>,
+}
+
+fn update(table: &str, u: Upd<'_>) -> Result<TransactWriteItem> {
+    let mut b = Update::builder()
+        .table_name(table)
+        .set_key(Some(u.key))
+        .update_expression(u.expr)
+        .set_condition_expression(u.condition.map(str::to_string));
+    for (k, v) in u.names {
+        b = b.expression_attribute_names(k, v);
+    }
+    for (k, v) in u.values {
+        b = b.expression_attribute_values(k, v);
+    }
+    Ok(TransactWriteItem::builder()
+        .update(b.build().map_err(backend)?)
+        .build())
+}
+
+impl DynamoStore {
+    /// Build the client (no network call) and, when `create_table` is set, create the table
+    /// if it is missing.
+    pub async fn connect(cfg: DynamoConfig) -> Result<Self> {
+        let region = cfg
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                backend("no AWS region: add ?region=… to the dynamodb:// URL or set AWS_REGION")
+            })?;
+        let (Ok(access), Ok(secret)) = (
+            std::env::var("AWS_ACCESS_KEY_ID"),
+            std::env::var("AWS_SECRET_ACCESS_KEY"),
+        ) else {
+            return Err(backend(
+                "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 (Lambda sets them from the function's role)",
+            ));
+        };
+        let session = std::env::var("AWS_SESSION_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .build_https();
+        let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .operation_attempt_timeout(Duration::from_secs(3))
+            .operation_timeout(Duration::from_secs(8))
+            .build();
+        let mut conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.clone()))
+            .credentials_provider(Credentials::new(
+                access,
+                secret,
+                session,
+                None,
+                "environment",
+            ))
+            .http_client(http)
+            .timeout_config(timeouts)
+            .retry_config(
+                aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3),
+            );
+        if let Some(endpoint) = &cfg.endpoint {
+            conf = conf.endpoint_url(endpoint);
+        }
+        let describe = match &cfg.endpoint {
+            Some(e) => format!("dynamodb://{}?region={region}&endpoint={e}", cfg.table),
+            None => format!("dynamodb://{}?region={region}", cfg.table),
+        };
+        let store = Self {
+            client: Client::from_conf(conf.build()),
+            table: cfg.table.clone(),
+            describe,
+        };
+        if cfg.create_table {
+            store.create_table().await?;
+        }
+        Ok(store)
+    }
+
+    /// Create the table, its user-listing index and TTL, unless it exists. Tests and local
+    /// emulators use this; production tables come from `deploy/aws/template.yaml`.
+    pub async fn create_table(&self) -> Result<()> {
+        if self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(backend)
+        };
+        let schema = |hash: &str, range: &str| -> Result<Vec<KeySchemaElement>> {
+            Ok(vec![
+                KeySchemaElement::builder()
+                    .attribute_name(hash)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(backend)?,
+                KeySchemaElement::builder()
+                    .attribute_name(range)
+                    .key_type(KeyType::Range)
+                    .build()
+                    .map_err(backend)?,
+            ])
+        };
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(USERS_INDEX)
+            .set_key_schema(Some(schema("g1pk", "g1sk")?))
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .non_key_attributes("user_id")
+                    .non_key_attributes("username_display")
+                    .non_key_attributes("role_list")
+                    .non_key_attributes("created_at")
+                    .build(),
+            )
+            .build()
+            .map_err(backend)?;
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_attribute_definitions(Some(vec![
+                attr("pk")?,
+                attr("sk")?,
+                attr("g1pk")?,
+                attr("g1sk")?,
+            ]))
+            .set_key_schema(Some(schema("pk", "sk")?))
+            .global_secondary_indexes(index)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // Another instance created it first.
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => {}
+            Err(e) => return Err(sdk(e)),
+        }
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(TTL_ATTR)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(out.item)
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Txn> {
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Txn::Done),
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                TransactWriteItemsError::TransactionCanceledException(c) => Ok(Txn::Cancelled(
+                    c.cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None").to_string())
+                        .collect(),
+                )),
+                _ => Err(sdk(SdkError::ServiceError(e))),
+            },
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    /// Every item of one partition (optionally with a sort-key prefix), strongly
+    /// consistent, all pages.
+    async fn query_partition(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_values(":pk", s(pk))
+                .set_exclusive_start_key(start.take());
+            q = match sk_prefix {
+                Some(p) => q
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                    .expression_attribute_values(":p", s(p)),
+                None => q.key_condition_expression("pk = :pk"),
+            };
+            let out = q.send().await.map_err(sdk)?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Set `revoked_at` on a session unless it is already set. `Ok(false)`: it was already
+    /// revoked, or there is no such session.
+    async fn revoke_family_item(&self, family_id: &str, now: i64) -> Result<bool> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("FAM#{family_id}"), "FAM")))
+            .update_expression("SET revoked_at = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(revoked_at)")
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk(e)),
+        }
+    }
+}
+
+fn key_for_throttle(k: &str) -> Item {
+    key(format!("THROTTLE#{k}"), "THROTTLE")
+}
+
+fn failures_of(key: &str, it: &Item) -> Result<LoginFailures> {
+    Ok(LoginFailures {
+        key: key.to_string(),
+        count: u32::try_from(get_n(it, "failure_count")?).unwrap_or(0),
+        last_ms: get_n(it, "last_failure_ms")?,
+    })
+}
+
+fn stored_key(it: &Item) -> Result<(StoredKey, i64)> {
+    let der = match it.get("private_der") {
+        Some(AttributeValue::B(b)) => b.clone().into_inner(),
+        _ => return Err(backend("DynamoDB key item lacks private_der")),
+    };
+    Ok((
+        StoredKey {
+            kid: get_s(it, "kid")?,
+            alg: get_s(it, "key_alg")?,
+            private_der: der,
+            created_at: get_n(it, "created_at")?,
+            retired_at: get_opt_n(it, "retired_at")?,
+        },
+        get_n(it, "inserted_at")?,
+    ))
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User> {
+        let mut by_id = item(user_pk(&user.id), "USER", user_attrs(&user));
+        by_id.insert("g1pk".into(), s("USERS"));
+        by_id.insert(
+            "g1sk".into(),
+            s(format!("{:020}#{}", user.created_at, user.username_key)),
+        );
+        let by_name = item(name_pk(&user.username_key), "NAME", user_attrs(&user));
+        let cond = Some("attribute_not_exists(pk)");
+        let txn = self
+            .transact(vec![
+                put(&self.table, by_id, cond)?,
+                put(&self.table, by_name, cond)?,
+            ])
+            .await?;
+        match txn {
+            Txn::Done => Ok(User {
+                id: user.id,
+                username: user.username_display,
+                roles: user.roles,
+                created_at: user.created_at,
+            }),
+            Txn::Cancelled(codes) if Txn::failed(&codes, 1) => {
+                Err(StoreError::Conflict("username"))
+            }
+            Txn::Cancelled(codes) if Txn::failed(&codes, 0) => Err(StoreError::Conflict("user id")),
+            Txn::Cancelled(codes) => Err(backend(format!(
+                "DynamoDB refused the new user ({})",
+                codes.join(", ")
+            ))),
+        }
+    }
+
+    async fn user_by_key(&self, username_key: &str) -> Result<Option<UserRecord>> {
+        self.get(name_pk(username_key), "NAME")
+            .await?
+            .as_ref()
+            .map(user_record)
+            .transpose()
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        Ok(self
+            .get(user_pk(id), "USER")
+            .await?
+            .as_ref()
+            .map(user_record)
+            .transpose()?
+            .map(|r| r.user))
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        // The index projects no password hash; it is eventually consistent, so a user
+        // created a moment ago may be missing for a moment.
+        let mut users = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(USERS_INDEX)
+                .key_condition_expression("g1pk = :u")
+                .expression_attribute_values(":u", s("USERS"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk)?;
+            for it in out.items.unwrap_or_default() {
+                let roles = match it.get("role_list") {
+                    Some(AttributeValue::L(l)) => {
+                        l.iter().filter_map(|v| v.as_s().ok().cloned()).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                users.push(User {
+                    id: get_s(&it, "user_id")?,
+                    username: get_s(&it, "username_display")?,
+                    roles,
+                    created_at: get_n(&it, "created_at")?,
+                });
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(users),
+            }
+        }
+    }
+
+    async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {
+        let Some(rec) = self.get(user_pk(user_id), "USER").await? else {
+            return Err(StoreError::NotFound("user"));
+        };
+        let username_key = get_s(&rec, "username_key")?;
+        let upd = |k: Item| Upd {
+            key: k,
+            expr: "SET password_hash = :h",
+            condition: Some("attribute_exists(pk)"),
+            names: vec![],
+            values: vec![(":h", s(password_hash))],
+        };
+        let txn = self
+            .transact(vec![
+                update(&self.table, upd(key(user_pk(user_id), "USER")))?,
+                update(&self.table, upd(key(name_pk(&username_key), "NAME")))?,
+            ])
+            .await?;
+        match txn {
+            Txn::Done => Ok(()),
+            Txn::Cancelled(codes) if Txn::failed(&codes, 0) => Err(StoreError::NotFound("user")),
+            Txn::Cancelled(codes) => Err(backend(format!(
+                "DynamoDB refused the password change ({})",
+                codes.join(", ")
+            ))),
+        }
+    }
+
+    async fn insert_key(&self, k: StoredKey) -> Result<()> {
+        let inserted = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let mut attrs = vec![
+            ("kid", s(&k.kid)),
+            ("key_alg", s(&k.alg)),
+            (
+                "private_der",
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(k.private_der)),
+            ),
+            ("created_at", n(k.created_at)),
+            ("inserted_at", n(inserted)),
+        ];
+        if let Some(r) = k.retired_at {
+            attrs.push(("retired_at", n(r)));
+        }
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item("KEYS", format!("KEY#{}", k.kid), attrs)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict("key id")),
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    async fn keys(&self) -> Result<Vec<StoredKey>> {
+        let mut keys = self
+            .query_partition("KEYS", Some("KEY#"))
+            .await?
+            .iter()
+            .map(stored_key)
+            .collect::<Result<Vec<_>>>()?;
+        keys.sort_by_key(|(k, inserted)| (k.created_at, *inserted));
+        Ok(keys.into_iter().map(|(k, _)| k).collect())
+    }
+
+    async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key("KEYS", format!("KEY#{kid}"))))
+            .update_expression("SET retired_at = if_not_exists(retired_at, :at)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":at", n(at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::NotFound("key")),
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    async fn insert_refresh(&self, t: NewRefresh) -> Result<()> {
+        let cond = Some("attribute_not_exists(pk)");
+        let family = item(
+            format!("FAM#{}", t.family_id),
+            "FAM",
+            vec![
+                ("family_id", s(&t.family_id)),
+                ("user_id", s(&t.user_id)),
+                ("created_at", n(t.created_at)),
+                (TTL_ATTR, n(t.expires_at)),
+            ],
+        );
+        let index = item(
+            user_pk(&t.user_id),
+            format!("FAM#{}", t.family_id),
+            vec![("family_id", s(&t.family_id)), (TTL_ATTR, n(t.expires_at))],
+        );
+        let token = item(
+            format!("RT#{}", t.token_hash),
+            "RT",
+            vec![
+                ("family_id", s(&t.family_id)),
+                ("user_id", s(&t.user_id)),
+                ("created_at", n(t.created_at)),
+                ("expires_at", n(t.expires_at)),
+                (TTL_ATTR, n(t.expires_at)),
+            ],
+        );
+        match self
+            .transact(vec![
+                put(&self.table, family, cond)?,
+                put(&self.table, index, None)?,
+                put(&self.table, token, cond)?,
+            ])
+            .await?
+        {
+            Txn::Done => Ok(()),
+            Txn::Cancelled(codes) if Txn::failed(&codes, 0) => Err(StoreError::Conflict("session")),
+            Txn::Cancelled(codes) if Txn::failed(&codes, 2) => {
+                Err(StoreError::Conflict("refresh token"))
+            }
+            Txn::Cancelled(codes) => Err(backend(format!(
+                "DynamoDB refused the new session ({})",
+                codes.join(", ")
+            ))),
+        }
+    }
+
+    async fn rotate_refresh(&self, req: Rotate) -> Result<RotateOutcome> {
+        let token_pk = format!("RT#{}", req.presented_hash);
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(tok) = self.get(token_pk.clone(), "RT").await? else {
+                return Ok(RotateOutcome::Invalid);
+            };
+            let family_id = get_s(&tok, "family_id")?;
+            let user_id = get_s(&tok, "user_id")?;
+            let Some(fam) = self.get(format!("FAM#{family_id}"), "FAM").await? else {
+                return Ok(RotateOutcome::Invalid);
+            };
+            if get_opt_n(&fam, "revoked_at")?.is_some() || get_n(&tok, "expires_at")? <= req.now {
+                return Ok(RotateOutcome::Invalid);
+            }
+            let used_at = get_opt_n(&tok, "used_at")?;
+            let nonce = get_opt_s(&tok, "rotation_nonce");
+            match crate::rotation_step(used_at, nonce, &req) {
+                crate::Step::Repeat(nonce) => {
+                    return Ok(RotateOutcome::Repeat {
+                        user_id,
+                        family_id,
+                        nonce,
+                    });
+                }
+                crate::Step::Reuse => {
+                    self.revoke_family_item(&family_id, req.now).await?;
+                    return Ok(RotateOutcome::Reused { family_id });
+                }
+                crate::Step::Rotate => {}
+            }
+            let ttl = n(req.successor_expires_at);
+            let successor = item(
+                format!("RT#{}", req.successor_hash),
+                "RT",
+                vec![
+                    ("family_id", s(&family_id)),
+                    ("user_id", s(&user_id)),
+                    ("created_at", n(req.now)),
+                    ("expires_at", n(req.successor_expires_at)),
+                    (TTL_ATTR, ttl.clone()),
+                ],
+            );
+            let items = vec![
+                // The presented token is spent by exactly one transaction.
+                update(
+                    &self.table,
+                    Upd {
+                        key: key(token_pk.clone(), "RT"),
+                        expr: "SET used_at = :now, rotation_nonce = :nonce",
+                        condition: Some("attribute_exists(pk) AND attribute_not_exists(used_at)"),
+                        names: vec![],
+                        values: vec![(":now", n(req.now)), (":nonce", s(&req.nonce))],
+                    },
+                )?,
+                put(&self.table, successor, Some("attribute_not_exists(pk)"))?,
+                // The session is still live, and lives as long as its newest token.
+                update(
+                    &self.table,
+                    Upd {
+                        key: key(format!("FAM#{family_id}"), "FAM"),
+                        expr: "SET #ttl = :ttl",
+                        condition: Some(
+                            "attribute_exists(pk) AND attribute_not_exists(revoked_at)",
+                        ),
+                        names: vec![("#ttl", TTL_ATTR)],
+                        values: vec![(":ttl", ttl.clone())],
+                    },
+                )?,
+                update(
+                    &self.table,
+                    Upd {
+                        key: key(user_pk(&user_id), format!("FAM#{family_id}")),
+                        expr: "SET #ttl = :ttl",
+                        condition: None,
+                        names: vec![("#ttl", TTL_ATTR)],
+                        values: vec![(":ttl", ttl)],
+                    },
+                )?,
+            ];
+            match self.transact(items).await? {
+                Txn::Done => return Ok(RotateOutcome::Rotated { user_id, family_id }),
+                Txn::Cancelled(codes) if Txn::failed(&codes, 1) => {
+                    return Err(backend("refresh successor collides with an existing token"));
+                }
+                // Another presentation won, or the session was revoked meanwhile: read again
+                // and decide from what is stored now.
+                Txn::Cancelled(codes) if Txn::lost_race(&codes) => backoff(attempt).await,
+                Txn::Cancelled(codes) => {
+                    return Err(backend(format!(
+                        "DynamoDB refused the rotation ({})",
+                        codes.join(", ")
+                    )));
+                }
+            }
+        }
+        Err(backend("refresh rotation kept losing races; try again"))
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()> {
+        self.revoke_family_item(family_id, now).await.map(|_| ())
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>> {
+        let mut revoked = Vec::new();
+        for it in self
+            .query_partition(&user_pk(user_id), Some("FAM#"))
+            .await?
+        {
+            let family_id = get_s(&it, "family_id")?;
+            if self.revoke_family_item(&family_id, now).await? {
+                revoked.push(family_id);
+            }
+        }
+        Ok(revoked)
+    }
+
+    async fn family_of(&self, token_hash: &str) -> Result<Option<String>> {
+        self.get(format!("RT#{token_hash}"), "RT")
+            .await?
+            .map(|it| get_s(&it, "family_id"))
+            .transpose()
+    }
+
+    async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()> {
+        // The feed position comes from a counter item advanced in the same transaction as
+        // the entry, conditioned on its previous value: positions are dense and each one
+        // is committed before the next can be taken, so a reader that has seen N has seen
+        // everything below N.
+        let _ = now; // expired entries are filtered at read time and removed by TTL
+        for attempt in 0..MAX_ATTEMPTS {
+            let prev = match self.get("REVSEQ".into(), "REVSEQ").await? {
+                Some(it) => get_n(&it, "next_seq")?,
+                None => 0,
+            };
+            let seq = prev + 1;
+            let counter = update(
+                &self.table,
+                Upd {
+                    key: key("REVSEQ", "REVSEQ"),
+                    expr: "SET next_seq = :seq",
+                    condition: Some(if prev == 0 {
+                        "attribute_not_exists(next_seq)"
+                    } else {
+                        "next_seq = :prev"
+                    }),
+                    names: vec![],
+                    values: if prev == 0 {
+                        vec![(":seq", n(seq))]
+                    } else {
+                        vec![(":seq", n(seq)), (":prev", n(prev))]
+                    },
+                },
+            )?;
+            let once = item(
+                format!("REVID#{id}"),
+                "REVID",
+                vec![("seq_no", n(seq)), (TTL_ATTR, n(expires_at))],
+            );
+            let entry = item(
+                "REVOKED",
+                format!("SEQ#{seq:020}"),
+                vec![
+                    ("seq_no", n(seq)),
+                    ("token_id", s(id)),
+                    ("expires_at", n(expires_at)),
+                    (TTL_ATTR, n(expires_at)),
+                ],
+            );
+            let items = vec![
+                counter,
+                put(&self.table, once, Some("attribute_not_exists(pk)"))?,
+                put(&self.table, entry, None)?,
+            ];
+            match self.transact(items).await? {
+                Txn::Done => return Ok(()),
+                // Already revoked: idempotent.
+                Txn::Cancelled(codes) if Txn::failed(&codes, 1) => return Ok(()),
+                Txn::Cancelled(codes) if Txn::lost_race(&codes) => backoff(attempt).await,
+                Txn::Cancelled(codes) => {
+                    return Err(backend(format!(
+                        "DynamoDB refused the revocation ({})",
+                        codes.join(", ")
+                    )));
+                }
+            }
+        }
+        Err(backend("revocation kept losing races; try again"))
+    }
+
+    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND sk > :since")
+                .filter_expression("expires_at >= :now")
+                .expression_attribute_values(":pk", s("REVOKED"))
+                .expression_attribute_values(":since", s(format!("SEQ#{:020}", since.max(0))))
+                .expression_attribute_values(":now", n(now))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk)?;
+            for it in page.items.unwrap_or_default() {
+                out.push(Revocation {
+                    seq: get_n(&it, "seq_no")?,
+                    id: get_s(&it, "token_id")?,
+                    expires_at: get_n(&it, "expires_at")?,
+                });
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn add_login_failure(
+        &self,
+        key: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<LoginFailures> {
+        // ADD is atomic across containers; the condition keeps a stale counter from
+        // growing, and the second form restarts it.
+        let k = || key_for_throttle(key);
+        let ttl = n(now_ms.div_euclid(1000) + window_ms.div_euclid(1000) + 1);
+        for _ in 0..4 {
+            let added = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(k()))
+                .update_expression("ADD failure_count :one SET last_failure_ms = :now, #ttl = :ttl")
+                .condition_expression("attribute_not_exists(pk) OR last_failure_ms > :stale")
+                .expression_attribute_names("#ttl", TTL_ATTR)
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":stale", n(now_ms - window_ms))
+                .expression_attribute_values(":ttl", ttl.clone())
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await;
+            match added {
+                Ok(out) => return failures_of(key, &out.attributes.unwrap_or_default()),
+                Err(e) if is_condition_failed(&e) => {}
+                Err(e) => return Err(sdk(e)),
+            }
+            let restarted = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(k()))
+                .update_expression("SET failure_count = :one, last_failure_ms = :now, #ttl = :ttl")
+                .condition_expression("last_failure_ms <= :stale")
+                .expression_attribute_names("#ttl", TTL_ATTR)
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":stale", n(now_ms - window_ms))
+                .expression_attribute_values(":ttl", ttl.clone())
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await;
+            match restarted {
+                Ok(out) => return failures_of(key, &out.attributes.unwrap_or_default()),
+                // Another container restarted it first: add to theirs.
+                Err(e) if is_condition_failed(&e) => {}
+                Err(e) => return Err(sdk(e)),
+            }
+        }
+        Err(backend("login failure counter kept changing; try again"))
+    }
+
+    async fn login_failures(
+        &self,
+        keys: &[String],
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Vec<LoginFailures>> {
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(it) = self.get(format!("THROTTLE#{key}"), "THROTTLE").await? else {
+                continue;
+            };
+            let f = failures_of(key, &it)?;
+            // Expired items linger until DynamoDB deletes them: filter here.
+            if f.last_ms > now_ms - window_ms {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn clear_login_failures(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_for_throttle(key)))
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DynamoConfig;
+
+    #[test]
+    fn urls() {
+        let c = DynamoConfig::parse(
+            "dynamodb://jotgate?region=eu-west-1&endpoint=http://127.0.0.1:5000&create_table=true",
+        )
+        .unwrap();
+        assert_eq!(c.table, "jotgate");
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert!(c.create_table);
+        let plain = DynamoConfig::parse("dynamodb://my-table.v2").unwrap();
+        assert_eq!(plain.region, None);
+        assert!(!plain.create_table);
+        for bad in [
+            "dynamodb://",
+            "dynamodb://ab",
+            "dynamodb://a b c",
+            "dynamodb://t123?color=red",
+            "dynamodb://t123?endpoint=ftp://x",
+            "dynamodb://t123?region=",
+            "dynamodb://t123?create_table=yes",
+            "postgres://x",
+        ] {
+            let e = DynamoConfig::parse(bad).unwrap_err().to_string();
+            assert!(!e.is_empty(), "{bad}");
+        }
+    }
+}
