@@ -1,17 +1,26 @@
 //! Store operation latency behind login and refresh, per backend: `user_by_key` (the read
 //! of a login), `insert_refresh` (the write of a login: a new session), `rotate_refresh`
-//! (a refresh: one transaction). SQLite on a file always; PostgreSQL when
-//! `JOTGATE_TEST_POSTGRES` names a server (an admin URL; a database is created).
+//! (a refresh: one transaction), `login_failures` (the throttling check every login makes,
+//! two keys). SQLite on a file always; PostgreSQL when `JOTGATE_TEST_POSTGRES` names a
+//! server (an admin URL; a database is created); DynamoDB when `JOTGATE_TEST_DYNAMODB`
+//! names an endpoint (an emulator: its figures say nothing about AWS latency).
 //!
 //! `JOTGATE_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/postgres \
-//!   cargo bench -p jotgate-store --features postgres --bench store_ops`
+//!  JOTGATE_TEST_DYNAMODB=http://127.0.0.1:5000 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x \
+//!   cargo bench -p jotgate-store --features postgres,dynamodb --bench store_ops`
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use jotgate_store::{NewRefresh, NewUser, Rotate, Store};
 
-const N: usize = 2000;
+/// Rounds per backend (`JOTGATE_BENCH_N`; default 2000).
+fn rounds() -> usize {
+    std::env::var("JOTGATE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -30,7 +39,15 @@ async fn measure(name: &str, s: Arc<dyn Store>) {
     .await
     .unwrap();
     let (mut read, mut write, mut rotate) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..N {
+    let mut throttle = Vec::new();
+    let keys = ["user:alice".to_string(), "ip:127.0.0.1".to_string()];
+    s.add_login_failure("ip:127.0.0.1", 1_000, 60_000)
+        .await
+        .unwrap();
+    for i in 0..rounds() {
+        let t = Instant::now();
+        s.login_failures(&keys, 2_000, 60_000).await.unwrap();
+        throttle.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
         s.user_by_key("alice").await.unwrap().unwrap();
         read.push(t.elapsed().as_secs_f64() * 1e6);
@@ -59,7 +76,9 @@ async fn measure(name: &str, s: Arc<dyn Store>) {
         rotate.push(t.elapsed().as_secs_f64() * 1e6);
     }
     println!(
-        "| {name} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} |",
+        "| {name} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} |",
+        pct(&mut throttle, 0.5),
+        pct(&mut throttle, 0.99),
         pct(&mut read, 0.5),
         pct(&mut read, 0.99),
         pct(&mut write, 0.5),
@@ -72,9 +91,10 @@ async fn measure(name: &str, s: Arc<dyn Store>) {
 #[tokio::main]
 async fn main() {
     println!(
-        "| backend ({N} each, µs p50 / p99) | user_by_key (login read) | insert_refresh (login write) | rotate_refresh (refresh) |"
+        "| backend ({} each, µs p50 / p99) | login_failures (throttle check) | user_by_key (login read) | insert_refresh (login write) | rotate_refresh (refresh) |",
+        rounds()
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     let dir = std::env::temp_dir().join(format!("jotgate-bench-{}", std::process::id()));
     let sqlite = jotgate_store::sqlite::SqliteStore::open(&dir.join("bench.db")).unwrap();
     measure("SQLite (file, WAL)", Arc::new(sqlite)).await;
@@ -88,5 +108,13 @@ async fn main() {
             .await
             .unwrap();
         measure("PostgreSQL (loopback)", Arc::new(pg)).await;
+    }
+    #[cfg(feature = "dynamodb")]
+    if std::env::var("JOTGATE_TEST_DYNAMODB").is_ok() {
+        use jotgate_store::dynamodb::{DynamoConfig, DynamoStore};
+        let url = jotgate_store::contract::dynamodb_test_table().unwrap();
+        let cfg = DynamoConfig::parse(&url).unwrap();
+        let ddb = DynamoStore::connect(cfg).await.unwrap();
+        measure("DynamoDB emulator (moto, loopback)", Arc::new(ddb)).await;
     }
 }

@@ -45,6 +45,10 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+fn config(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Config(e.to_string())
+}
+
 fn sdk<E, R>(e: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
@@ -71,7 +75,7 @@ impl DynamoConfig {
     pub fn parse(url: &str) -> Result<Self> {
         let rest = url
             .strip_prefix("dynamodb://")
-            .ok_or_else(|| backend("a DynamoDB store URL starts with dynamodb://"))?;
+            .ok_or_else(|| config("a DynamoDB store URL starts with dynamodb://"))?;
         let (table, query) = rest.split_once('?').unwrap_or((rest, ""));
         let table = table.trim_end_matches('/');
         let valid = (3..=255).contains(&table.len())
@@ -79,7 +83,7 @@ impl DynamoConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         if !valid {
-            return Err(backend(format!(
+            return Err(config(format!(
                 "invalid DynamoDB table name {table:?}: 3 to 255 of a-z, A-Z, 0-9, '_', '-', '.'"
             )));
         }
@@ -97,17 +101,17 @@ impl DynamoConfig {
                     cfg.endpoint = Some(v.to_string())
                 }
                 "endpoint" => {
-                    return Err(backend("the DynamoDB endpoint must be an http(s):// URL"));
+                    return Err(config("the DynamoDB endpoint must be an http(s):// URL"));
                 }
                 "create_table" => {
                     cfg.create_table = match v {
                         "true" | "1" => true,
                         "false" | "0" => false,
-                        _ => return Err(backend("create_table is true or false")),
+                        _ => return Err(config("create_table is true or false")),
                     }
                 }
                 _ => {
-                    return Err(backend(format!(
+                    return Err(config(format!(
                         "unknown or empty DynamoDB URL parameter {k:?} (known: region, endpoint, create_table)"
                     )));
                 }
@@ -298,13 +302,13 @@ impl DynamoStore {
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .filter(|r| !r.is_empty())
             .ok_or_else(|| {
-                backend("no AWS region: add ?region=… to the dynamodb:// URL or set AWS_REGION")
+                config("no AWS region: add ?region=… to the dynamodb:// URL or set AWS_REGION")
             })?;
         let (Ok(access), Ok(secret)) = (
             std::env::var("AWS_ACCESS_KEY_ID"),
             std::env::var("AWS_SECRET_ACCESS_KEY"),
         ) else {
-            return Err(backend(
+            return Err(config(
                 "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
                  (Lambda sets them from the function's role)",
             ));

@@ -26,6 +26,10 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The store's configuration is malformed or incomplete (bad URL, no region): the
+    /// message names what to fix.
+    #[error("{0}")]
+    Config(String),
     /// The backend failed (I/O, corruption, unreachable server). The message is for logs.
     #[error("storage backend error: {0}")]
     Backend(String),

@@ -3,7 +3,9 @@
 //! (tests/support/runtime_api.rs). The authorizer's policy trusts an issuer found by
 //! discovery on loopback, so its start-up includes one discovery + JWKS fetch.
 //!
-//! `cargo bench -p jotgate --bench lambda_start` (bench profile = release).
+//! `cargo bench -p jotgate --bench lambda_start` (bench profile = release); with
+//! `--features dynamodb` and `JOTGATE_TEST_DYNAMODB` set (an emulator's endpoint, plus any
+//! AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), the HTTP API over the DynamoDB store too.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -107,6 +109,47 @@ async fn measure(
     );
 }
 
+/// Sign up once (the first start creates the key), then measure the HTTP API's cold
+/// starts (first event /healthz) and warm GET /private invocations with `env`.
+async fn http_api(label: &str, note: &str, bin: &'static str, env: Vec<(String, String)>) {
+    let api_env = move |api: &runtime_api::RuntimeApi| {
+        tokio::process::Command::new(bin)
+            .envs(api.env())
+            .envs(env.iter().cloned())
+            .env("JOTGATE_ISSUER", "https://abc.lambda-url.us-east-1.on.aws")
+            .env("JOTGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let signup = url_event(
+        "POST",
+        "/signup",
+        Some(r#"{"username":"bench","password":"correct horse battery"}"#),
+        None,
+    );
+    let mut api = runtime_api::RuntimeApi::start().await;
+    let mut child = api_env(&api);
+    api.invoke(signup);
+    let body = api.outcome().await.result.unwrap();
+    let token = serde_json::from_str::<serde_json::Value>(body["body"].as_str().unwrap()).unwrap()
+        ["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _ = child.kill().await;
+    measure(
+        label,
+        note,
+        &api_env,
+        url_event("GET", "/healthz", None, None),
+        url_event("GET", "/private", None, Some(&token)),
+    )
+    .await;
+}
+
 #[tokio::main]
 async fn main() {
     // A stand-in issuer on loopback.
@@ -170,43 +213,27 @@ async fn main() {
 
     // The HTTP API: an existing database (its key made by a first start), a token from a
     // sign-up, then GET /private as function URL events.
-    let db = dir.join("api.db");
-    let api_env = move |api: &runtime_api::RuntimeApi| {
-        tokio::process::Command::new(bin)
-            .envs(api.env())
-            .env("JOTGATE_DATABASE", &db)
-            .env("JOTGATE_ISSUER", "https://abc.lambda-url.us-east-1.on.aws")
-            .env("JOTGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let signup = url_event(
-        "POST",
-        "/signup",
-        Some(r#"{"username":"bench","password":"correct horse battery"}"#),
-        None,
-    );
-    let mut api = runtime_api::RuntimeApi::start().await;
-    let mut child = api_env(&api);
-    api.invoke(signup);
-    let body = api.outcome().await.result.unwrap();
-    let token = serde_json::from_str::<serde_json::Value>(body["body"].as_str().unwrap()).unwrap()
-        ["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let _ = child.kill().await;
-    measure(
+    let db = dir.join("api.db").display().to_string();
+    http_api(
         "HTTP API (GET /private, function URL events)",
         "existing database: keys loaded, none generated",
-        &api_env,
-        url_event("GET", "/healthz", None, None),
-        url_event("GET", "/private", None, Some(&token)),
+        bin,
+        vec![("JOTGATE_DATABASE".into(), db)],
     )
     .await;
+    // The same over the DynamoDB store, when an endpoint is named (an emulator on loopback:
+    // the init includes its reads of keys and revocations, not AWS's latency).
+    #[cfg(feature = "dynamodb")]
+    if std::env::var("JOTGATE_TEST_DYNAMODB").is_ok() {
+        let url = jotgate_store::contract::dynamodb_test_table().unwrap();
+        http_api(
+            "HTTP API on DynamoDB (moto, loopback)",
+            "existing table: keys and revocations read at init",
+            bin,
+            vec![("JOTGATE_STORE".into(), url)],
+        )
+        .await;
+    }
     println!(
         "| binary ({bin}) | {:.1} MiB |",
         size as f64 / (1024.0 * 1024.0)

@@ -122,7 +122,7 @@ pub fn run_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String
     run_full(dir, args, None, env)
 }
 
-fn run_full(
+pub fn run_full(
     dir: &Path,
     args: &[&str],
     stdin: Option<&str>,

@@ -349,3 +349,62 @@ fn lambda_mode_needs_an_issuer_and_the_runtime() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A malformed or incomplete DynamoDB store URL fails start-up with one line naming the
+/// setting and the problem; a good one serves the admin CLI too.
+#[cfg(feature = "dynamodb")]
+#[test]
+fn dynamodb_store_settings_are_checked_at_start_up() {
+    let dir = temp_dir();
+    let cases = [
+        (
+            "dynamodb://tbl1?colour=red",
+            "unknown or empty DynamoDB URL parameter \"colour\"",
+        ),
+        ("dynamodb://a b", "invalid DynamoDB table name"),
+        (
+            "dynamodb://tbl1?endpoint=ftp://x",
+            "endpoint must be an http(s):// URL",
+        ),
+    ];
+    for (url, says) in cases {
+        let (ok, _, err) = crate::cli::run_env(&dir, &["users", "list"], &[("JOTGATE_STORE", url)]);
+        assert!(
+            !ok && err.contains("invalid setting store (JOTGATE_STORE)"),
+            "{url}: {err}"
+        );
+        assert!(err.contains(says), "{url}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{url}: {err}");
+    }
+    let out = crate::cli::bin()
+        .args(["users", "list"])
+        .env("JOTGATE_STORE", "dynamodb://tbl1")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env("JOTGATE_DATABASE", dir.join("x.db"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no AWS region"),
+        "{err}"
+    );
+
+    let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
+        return;
+    };
+    let env = [("JOTGATE_STORE", url.as_str())];
+    let (ok, _, err) = crate::cli::run_full(
+        &dir,
+        &["users", "add", "carol", "--role", "admin"],
+        Some(PASSWORD),
+        &env,
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = crate::cli::run_env(&dir, &["users", "list"], &env);
+    assert!(
+        ok && out.contains("carol") && out.contains("admin"),
+        "{out}{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
