@@ -507,6 +507,22 @@ impl DynamoStore {
         }
     }
 
+    /// Whether the stored user `u.id` is `u` (a retried insert that landed).
+    async fn own_user(&self, u: &NewUser) -> Result<bool> {
+        Ok(self
+            .get(user_pk(&u.id), "USER")
+            .await?
+            .is_some_and(|it| get_opt_s(&it, "username_key").as_deref() == Some(&u.username_key)))
+    }
+
+    /// Whether refresh token `hash` exists in `family_id` (a retried insert that landed).
+    async fn own_refresh(&self, hash: &str, family_id: &str) -> Result<bool> {
+        Ok(self
+            .get(format!("RT#{hash}"), "RT")
+            .await?
+            .is_some_and(|it| get_opt_s(&it, "family_id").as_deref() == Some(family_id)))
+    }
+
     /// Set `revoked_at` on a session unless it is already set. `Ok(false)`: it was already
     /// revoked, or there is no such session.
     async fn revoke_family_item(&self, family_id: &str, now: i64) -> Result<bool> {
@@ -579,21 +595,32 @@ impl Store for DynamoStore {
             ])
             .await?;
         match txn {
-            Txn::Done => Ok(User {
-                id: user.id,
-                username: user.username_display,
-                roles: user.roles,
-                created_at: user.created_at,
-            }),
+            Txn::Done => {}
+            // Both items exist: the name is taken — or our own attempt committed though its
+            // answer was lost (an SDK retry after a timeout), and the id item is ours.
+            Txn::Cancelled(codes)
+                if Txn::failed(&codes, 0)
+                    && Txn::failed(&codes, 1)
+                    && self.own_user(&user).await? => {}
             Txn::Cancelled(codes) if Txn::failed(&codes, 1) => {
-                Err(StoreError::Conflict("username"))
+                return Err(StoreError::Conflict("username"));
             }
-            Txn::Cancelled(codes) if Txn::failed(&codes, 0) => Err(StoreError::Conflict("user id")),
-            Txn::Cancelled(codes) => Err(backend(format!(
-                "DynamoDB refused the new user ({})",
-                codes.join(", ")
-            ))),
+            Txn::Cancelled(codes) if Txn::failed(&codes, 0) => {
+                return Err(StoreError::Conflict("user id"));
+            }
+            Txn::Cancelled(codes) => {
+                return Err(backend(format!(
+                    "DynamoDB refused the new user ({})",
+                    codes.join(", ")
+                )));
+            }
         }
+        Ok(User {
+            id: user.id,
+            username: user.username_display,
+            roles: user.roles,
+            created_at: user.created_at,
+        })
     }
 
     async fn user_by_key(&self, username_key: &str) -> Result<Option<UserRecord>> {
@@ -779,6 +806,13 @@ impl Store for DynamoStore {
             .await?
         {
             Txn::Done => Ok(()),
+            // Our own attempt committed though its answer was lost (an SDK retry).
+            Txn::Cancelled(codes)
+                if Txn::failed(&codes, 0)
+                    && self.own_refresh(&t.token_hash, &t.family_id).await? =>
+            {
+                Ok(())
+            }
             Txn::Cancelled(codes) if Txn::failed(&codes, 0) => Err(StoreError::Conflict("session")),
             Txn::Cancelled(codes) if Txn::failed(&codes, 2) => {
                 Err(StoreError::Conflict("refresh token"))
@@ -806,6 +840,11 @@ impl Store for DynamoStore {
             }
             let used_at = get_opt_n(&tok, "used_at")?;
             let nonce = get_opt_s(&tok, "rotation_nonce");
+            // Our own transaction committed though its answer was lost (the SDK retried it
+            // after a timeout): the nonce is ours, so this presentation is the rotation.
+            if used_at.is_some() && nonce.as_deref() == Some(req.nonce.as_str()) {
+                return Ok(RotateOutcome::Rotated { user_id, family_id });
+            }
             match crate::rotation_step(used_at, nonce, &req) {
                 crate::Step::Repeat(nonce) => {
                     return Ok(RotateOutcome::Repeat {
@@ -871,7 +910,7 @@ impl Store for DynamoStore {
             ];
             match self.transact(items).await? {
                 Txn::Done => return Ok(RotateOutcome::Rotated { user_id, family_id }),
-                Txn::Cancelled(codes) if Txn::failed(&codes, 1) => {
+                Txn::Cancelled(codes) if Txn::failed(&codes, 1) && !Txn::failed(&codes, 0) => {
                     return Err(backend("refresh successor collides with an existing token"));
                 }
                 // Another presentation won, or the session was revoked meanwhile: read again
