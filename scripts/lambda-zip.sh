@@ -2,7 +2,8 @@
 # Build the AWS Lambda package: target/lambda/jotgate.zip holding `bootstrap` (the jotgate
 # binary, `--profile dist`: fat LTO, stripped) for the provided.al2023 runtime on x86_64.
 # The same zip serves the API function and the authorizer (JOTGATE_LAMBDA_MODE); it has
-# the DynamoDB store (JOTGATE_STORE=dynamodb://TABLE) besides SQLite and PostgreSQL.
+# the DynamoDB store (JOTGATE_STORE=dynamodb://TABLE) besides SQLite and PostgreSQL, and
+# reads secret settings given as Secrets Manager / SSM ARNs (feature aws-secrets).
 #
 #   scripts/lambda-zip.sh                                # bootstrap only
 #   scripts/lambda-zip.sh --policy deploy/aws/policy.toml  # + policy.toml for the authorizer
@@ -16,7 +17,7 @@ if [ "${1:-}" = --policy ]; then
 elif [ $# -gt 0 ]; then
   echo "usage: scripts/lambda-zip.sh [--policy FILE]" >&2; exit 2
 fi
-cargo build --profile dist --locked -p jotgate --features dynamodb
+cargo build --profile dist --locked -p jotgate --features dynamodb,aws-secrets
 mkdir -p target/lambda
 cp target/dist/jotgate target/lambda/bootstrap
 POLICY="$policy" python3 - <<'PY'

@@ -102,4 +102,4 @@ if [ "${JOTGATE_SKIP_CFN_LINT:-}" != 1 ]; then
   echo "test.sh: cfn-lint: deploy/aws/template.yaml is valid"
 fi
 
-cargo test --workspace --locked --features jotgate/dynamodb "$@"
+cargo test --workspace --locked --features jotgate/dynamodb,jotgate/aws-secrets "$@"

@@ -9,16 +9,16 @@
 //! Not for: creating production tables on the request path — the deployment template
 //! creates the table; [`DynamoStore::create_table`] is for tests and local emulators.
 //!
-//! The SDK is used without aws-config: the client is built by hand, with credentials from
-//! the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, as
-//! Lambda sets them), so building it makes no network call and start-up stays fast.
+//! The SDK is used without aws-config: the client comes from [`jotgate_aws::sdk_config`],
+//! with credentials from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, as Lambda sets them), so building it makes no network call and
+//! start-up stays fast.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
@@ -298,58 +298,18 @@ impl DynamoStore {
         let region = cfg
             .region
             .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .filter(|r| !r.is_empty())
+            .or_else(jotgate_aws::region_from_env)
             .ok_or_else(|| {
                 config("no AWS region: add ?region=… to the dynamodb:// URL or set AWS_REGION")
             })?;
-        let (Ok(access), Ok(secret)) = (
-            std::env::var("AWS_ACCESS_KEY_ID"),
-            std::env::var("AWS_SECRET_ACCESS_KEY"),
-        ) else {
-            return Err(config(
-                "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
-                 (Lambda sets them from the function's role)",
-            ));
-        };
-        let session = std::env::var("AWS_SESSION_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty());
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .build_https();
-        let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .operation_attempt_timeout(Duration::from_secs(3))
-            .operation_timeout(Duration::from_secs(8))
-            .build();
-        let mut conf = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.clone()))
-            .credentials_provider(Credentials::new(
-                access,
-                secret,
-                session,
-                None,
-                "environment",
-            ))
-            .http_client(http)
-            .timeout_config(timeouts)
-            .retry_config(
-                aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(3),
-            );
-        if let Some(endpoint) = &cfg.endpoint {
-            conf = conf.endpoint_url(endpoint);
-        }
+        let conf = jotgate_aws::sdk_config(&region, cfg.endpoint.as_deref())
+            .map_err(|e| config(e.to_string()))?;
         let describe = match &cfg.endpoint {
             Some(e) => format!("dynamodb://{}?region={region}&endpoint={e}", cfg.table),
             None => format!("dynamodb://{}?region={region}", cfg.table),
         };
         let store = Self {
-            client: Client::from_conf(conf.build()),
+            client: Client::new(&conf),
             table: cfg.table.clone(),
             describe,
         };

@@ -213,7 +213,11 @@ fn read_arg_or_stdin(v: &str) -> anyhow::Result<String> {
 
 /// `remote_issuer`: `--issuer` was given on the command line (not from env or file).
 async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
-    let s = cli.settings.resolve(cli.config.as_deref())?;
+    let s = cli
+        .settings
+        .resolve(cli.config.as_deref())?
+        .resolve_secret_refs()
+        .await?;
     Ok(Some(match cli.command {
         Command::Serve => {
             let app = Application::build(&s).await?;

@@ -88,7 +88,7 @@ pub struct Settings {
     #[serde(default, deserialize_with = "secret")]
     pub hs256_secret: Option<SecretString>,
 
-    /// Server-side pepper mixed into every password hash (changing it invalidates all passwords)
+    /// Server-side pepper mixed into every password hash, or the Secrets Manager / SSM ARN holding it (changing it invalidates all passwords)
     #[arg(long, env = "JOTGATE_PEPPER", global = true, hide_env_values = true)]
     #[serde(default, deserialize_with = "secret")]
     pub pepper: Option<SecretString>,
@@ -169,7 +169,7 @@ pub struct Settings {
     )]
     pub sync_interval: Option<u64>,
 
-    /// Encrypt signing keys at rest (AES-256-GCM) with this 32-byte key, base64 (`openssl rand -base64 32`) [default: keys stored unencrypted]
+    /// Encrypt signing keys at rest (AES-256-GCM) with this 32-byte key, base64 (`openssl rand -base64 32`), or the Secrets Manager / SSM ARN holding it [default: keys stored unencrypted]
     #[arg(
         long,
         env = "JOTGATE_MASTER_KEY",
@@ -221,6 +221,29 @@ impl Settings {
             argon2_iterations, hash_workers, hash_queue, login_user_failures,
             login_ip_failures, login_delay, login_max_delay, accept_x_access_token,
             trust_forwarded_for, sync_interval, master_key, feed_token, tls_cert, tls_key);
+        Ok(self)
+    }
+
+    /// Replace secret settings given as references — the ARN of a Secrets Manager secret
+    /// or an SSM Parameter Store parameter — by the secrets they name (feature
+    /// `aws-secrets`; one fetch per reference, none otherwise).
+    pub async fn resolve_secret_refs(mut self) -> anyhow::Result<Self> {
+        let slots = [
+            ("store", "JOTGATE_STORE", &mut self.store),
+            (
+                "hs256_secret",
+                "JOTGATE_HS256_SECRET",
+                &mut self.hs256_secret,
+            ),
+            ("pepper", "JOTGATE_PEPPER", &mut self.pepper),
+            ("master_key", "JOTGATE_MASTER_KEY", &mut self.master_key),
+            ("feed_token", "JOTGATE_FEED_TOKEN", &mut self.feed_token),
+        ];
+        for (name, env, slot) in slots {
+            if let Some(value) = slot.as_ref() {
+                *slot = Some(resolve_secret(name, env, value).await?);
+            }
+        }
         Ok(self)
     }
 
@@ -356,4 +379,40 @@ impl Settings {
         }
         Ok(cfg)
     }
+}
+
+#[cfg(feature = "aws-secrets")]
+async fn resolve_secret(
+    name: &str,
+    env: &str,
+    value: &SecretString,
+) -> anyhow::Result<SecretString> {
+    use jotgate_aws::secrets;
+    match secrets::reference(value.expose_secret()) {
+        Ok(None) => Ok(value.clone()),
+        Ok(Some(r)) => {
+            let secret = secrets::fetch(&r)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot resolve setting {name} ({env}): {e}"))?;
+            tracing::info!(setting = name, "read a secret setting from AWS");
+            Ok(secret)
+        }
+        Err(e) => bail!("invalid setting {name} ({env}): {e}"),
+    }
+}
+
+#[cfg(not(feature = "aws-secrets"))]
+async fn resolve_secret(
+    name: &str,
+    env: &str,
+    value: &SecretString,
+) -> anyhow::Result<SecretString> {
+    let v = value.expose_secret();
+    if v.starts_with("arn:aws") && (v.contains(":secretsmanager:") || v.contains(":ssm:")) {
+        bail!(
+            "setting {name} ({env}) names an AWS secret, but this jotgate was built without the \
+             `aws-secrets` feature (cargo build --features aws-secrets)"
+        );
+    }
+    Ok(value.clone())
 }

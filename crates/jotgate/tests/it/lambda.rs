@@ -408,3 +408,71 @@ fn dynamodb_store_settings_are_checked_at_start_up() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Secret settings given as Secrets Manager / SSM ARNs are fetched at start-up (moto here):
+/// signing keys sealed with a master key read from Secrets Manager open with it, and refuse
+/// another key; an unreadable reference stops start-up with one line naming the setting.
+#[cfg(all(feature = "dynamodb", feature = "aws-secrets"))]
+#[tokio::test]
+async fn secret_settings_can_be_aws_secret_references() {
+    let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
+        return;
+    };
+    let endpoint = std::env::var("JOTGATE_TEST_DYNAMODB").unwrap();
+    let master = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+    let name = format!("jotgate/master-{}", uuid::Uuid::new_v4().simple());
+    let created: Value = crate::common::client()
+        .post(&endpoint)
+        .header("x-amz-target", "secretsmanager.CreateSecret")
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("authorization", "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0")
+        .body(json!({"Name": name, "SecretString": master}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let arn = created["ARN"]
+        .as_str()
+        .expect("moto returns the ARN")
+        .to_string();
+
+    let dir = temp_dir();
+    let run_cmd = |args: &[&str], master_key: &str| {
+        crate::cli::run_env(
+            &dir,
+            args,
+            &[
+                ("JOTGATE_STORE", url.as_str()),
+                ("JOTGATE_MASTER_KEY", master_key),
+                ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ],
+        )
+    };
+    let run = |master_key: &str| run_cmd(&["keys", "list"], master_key);
+    let (ok, _, err) = run_cmd(&["keys", "rotate", "--now"], &arn);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&arn);
+    assert!(
+        ok && out.contains("RS256"),
+        "the same key opens them again: {out}{err}"
+    );
+    let (ok, _, err) = run("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+    assert!(
+        !ok && err.contains("master"),
+        "another key is refused: {err}"
+    );
+    assert!(!err.contains(master), "{err}");
+
+    let gone = arn.replace(&name, "jotgate/none");
+    let (ok, _, err) = run(&gone);
+    assert!(
+        !ok && err.contains("cannot resolve setting master_key (JOTGATE_MASTER_KEY)"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let (ok, _, err) = run("arn:aws:ssm:us-east-1:123:parameter/x");
+    assert!(!ok && err.contains("invalid setting master_key"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
