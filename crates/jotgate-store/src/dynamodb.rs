@@ -1016,51 +1016,40 @@ impl Store for DynamoStore {
         now_ms: i64,
         window_ms: i64,
     ) -> Result<LoginFailures> {
-        // ADD is atomic across containers; the condition keeps a stale counter from
-        // growing, and the second form restarts it.
-        let k = || key_for_throttle(key);
-        let ttl = n(now_ms.div_euclid(1000) + window_ms.div_euclid(1000) + 1);
+        // ADD is atomic across containers; its condition keeps a stale counter from
+        // growing, and the second form restarts one. Each is one conditional update.
+        const ADD: (&str, &str) = (
+            "ADD failure_count :one SET last_failure_ms = :now, #ttl = :ttl",
+            "attribute_not_exists(pk) OR last_failure_ms > :stale",
+        );
+        const RESTART: (&str, &str) = (
+            "SET failure_count = :one, last_failure_ms = :now, #ttl = :ttl",
+            "last_failure_ms <= :stale",
+        );
         for _ in 0..4 {
-            let added = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(k()))
-                .update_expression("ADD failure_count :one SET last_failure_ms = :now, #ttl = :ttl")
-                .condition_expression("attribute_not_exists(pk) OR last_failure_ms > :stale")
-                .expression_attribute_names("#ttl", TTL_ATTR)
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":now", n(now_ms))
-                .expression_attribute_values(":stale", n(now_ms - window_ms))
-                .expression_attribute_values(":ttl", ttl.clone())
-                .return_values(ReturnValue::AllNew)
-                .send()
-                .await;
-            match added {
-                Ok(out) => return failures_of(key, &out.attributes.unwrap_or_default()),
-                Err(e) if is_condition_failed(&e) => {}
-                Err(e) => return Err(sdk(e)),
-            }
-            let restarted = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(k()))
-                .update_expression("SET failure_count = :one, last_failure_ms = :now, #ttl = :ttl")
-                .condition_expression("last_failure_ms <= :stale")
-                .expression_attribute_names("#ttl", TTL_ATTR)
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":now", n(now_ms))
-                .expression_attribute_values(":stale", n(now_ms - window_ms))
-                .expression_attribute_values(":ttl", ttl.clone())
-                .return_values(ReturnValue::AllNew)
-                .send()
-                .await;
-            match restarted {
-                Ok(out) => return failures_of(key, &out.attributes.unwrap_or_default()),
-                // Another container restarted it first: add to theirs.
-                Err(e) if is_condition_failed(&e) => {}
-                Err(e) => return Err(sdk(e)),
+            // ADD fails on a stale counter, RESTART on a live one: both fail only when
+            // another container moved it across the window in between.
+            for (expr, condition) in [ADD, RESTART] {
+                let res = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key_for_throttle(key)))
+                    .update_expression(expr)
+                    .condition_expression(condition)
+                    .expression_attribute_names("#ttl", TTL_ATTR)
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":now", n(now_ms))
+                    .expression_attribute_values(":stale", n(now_ms - window_ms))
+                    .expression_attribute_values(":ttl", n(now_ms / 1000 + window_ms / 1000 + 1))
+                    .return_values(ReturnValue::AllNew)
+                    .send()
+                    .await;
+                match res {
+                    Ok(out) => return failures_of(key, &out.attributes.unwrap_or_default()),
+                    Err(e) if is_condition_failed(&e) => {}
+                    Err(e) => return Err(sdk(e)),
+                }
             }
         }
         Err(backend("login failure counter kept changing; try again"))
