@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
+    KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType, TableStatus,
     TimeToLiveSpecification, TransactWriteItem, Update,
 };
 
@@ -387,6 +387,22 @@ impl DynamoStore {
             // Another instance created it first.
             Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => {}
             Err(e) => return Err(sdk(e)),
+        }
+        // DynamoDB creates tables asynchronously (emulators at once): wait until ACTIVE.
+        for _ in 0..120 {
+            let status = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(sdk)?
+                .table
+                .and_then(|t| t.table_status);
+            if status == Some(TableStatus::Active) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         self.client
             .update_time_to_live()
