@@ -144,8 +144,10 @@ impl LoginLimiter {
         Some(f.last_ms.saturating_add(delay.as_millis() as i64))
     }
 
-    /// `Err(RateLimited)` with the seconds to wait when any key is still blocked.
-    pub async fn check(&self, keys: &[String]) -> Result<(), ApiError> {
+    /// `Err(RateLimited)` with the seconds to wait when any key is still blocked; else
+    /// whether the first key (the username) has failures on record, for
+    /// [`record_success`](Self::record_success).
+    pub async fn check(&self, keys: &[String]) -> Result<bool, ApiError> {
         let now = now_ms();
         let live = self
             .store
@@ -162,7 +164,7 @@ impl LoginLimiter {
                 retry_after_secs: (wait_ms as u64).div_ceil(1000),
             });
         }
-        Ok(())
+        Ok(live.iter().any(|f| Some(&f.key) == keys.first()))
     }
 
     /// Count a failure against the username and the address. A store failure is logged,
@@ -180,8 +182,12 @@ impl LoginLimiter {
         }
     }
 
-    /// A successful login clears the username's count (not the address's).
-    pub async fn record_success(&self, user_key: &str) {
+    /// A successful login clears the username's count (not the address's). `had_failures`
+    /// is what [`check`](Self::check) said: a login with nothing to clear writes nothing.
+    pub async fn record_success(&self, user_key: &str, had_failures: bool) {
+        if !had_failures {
+            return;
+        }
         if let Err(e) = self.store.clear_login_failures(user_key).await {
             tracing::warn!(error = %e, "could not clear a login failure count");
         }
@@ -204,8 +210,8 @@ mod tests {
         };
         let l = LoginLimiter::new(cfg.clone(), Arc::clone(&store));
         let keys = ["user:bob".to_string()];
-        let wait = |r: Result<(), ApiError>| match r {
-            Ok(()) => 0,
+        let wait = |r: Result<bool, ApiError>| match r {
+            Ok(_) => 0,
             Err(ApiError::RateLimited { retry_after_secs }) => retry_after_secs,
             Err(e) => panic!("{e:?}"),
         };
@@ -220,7 +226,34 @@ mod tests {
         let other = LoginLimiter::new(cfg, store);
         let second = wait(other.check(&keys).await);
         assert!((7..=8).contains(&second), "{second}");
-        other.record_success("user:bob").await;
+        assert_eq!(
+            other.check(&["ip:none".to_string()]).await.ok(),
+            Some(false)
+        );
+        other.record_success("user:bob", true).await;
         assert_eq!(wait(l.check(&keys).await), 0);
+    }
+
+    #[tokio::test]
+    async fn a_success_clears_the_username_count_only_when_there_is_one() {
+        let store: Arc<dyn Store> =
+            Arc::new(jotgate_store::sqlite::SqliteStore::in_memory().unwrap());
+        let cfg = RateLimitConfig {
+            user_free_failures: 2,
+            ..RateLimitConfig::default()
+        };
+        let l = LoginLimiter::new(cfg, store);
+        let keys = ["user:amy".to_string(), "ip:1".to_string()];
+        assert!(!l.check(&keys).await.unwrap(), "nothing on record");
+        l.record_failure("user:amy", Some("ip:1")).await;
+        l.record_failure("user:amy", Some("ip:1")).await;
+        let had = l.check(&keys).await.unwrap();
+        assert!(had);
+        l.record_success("user:amy", had).await;
+        // The address keeps its count; the username starts afresh, so a third failure
+        // is its first and blocks nothing.
+        assert!(!l.check(&keys).await.unwrap());
+        l.record_failure("user:amy", None).await;
+        assert!(l.check(&keys).await.is_ok());
     }
 }

@@ -128,7 +128,7 @@ pub async fn login(
     let ip_key = ip.map(|ip| format!("ip:{ip}"));
     let mut keys = vec![user_key.clone()];
     keys.extend(ip_key.clone());
-    st.0.limiter.check(&keys).await?;
+    let had_failures = st.0.limiter.check(&keys).await?;
 
     let record = if pw.len() > password::MAX_BYTES {
         None
@@ -161,7 +161,7 @@ pub async fn login(
             return Err(ApiError::BadCredentials);
         }
     };
-    st.0.limiter.record_success(&user_key).await;
+    st.0.limiter.record_success(&user_key, had_failures).await;
     if let Some(new_hash) = rehash
         && let Err(e) =
             st.0.store

@@ -20,11 +20,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification, TransactWriteItem, Update,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
+    TableStatus, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 
 use crate::{
@@ -201,7 +202,8 @@ fn user_attrs(u: &NewUser) -> Vec<(&'static str, AttributeValue)> {
     ]
 }
 
-fn user_record(it: &Item) -> Result<UserRecord> {
+/// The user an item shows (a user item, or its projection in the `g1` index).
+fn user_of(it: &Item) -> Result<User> {
     let roles = match it.get("role_list") {
         Some(AttributeValue::L(l)) => l
             .iter()
@@ -212,13 +214,17 @@ fn user_record(it: &Item) -> Result<UserRecord> {
             .collect::<Result<Vec<_>>>()?,
         _ => Vec::new(),
     };
+    Ok(User {
+        id: get_s(it, "user_id")?,
+        username: get_s(it, "username_display")?,
+        roles,
+        created_at: get_n(it, "created_at")?,
+    })
+}
+
+fn user_record(it: &Item) -> Result<UserRecord> {
     Ok(UserRecord {
-        user: User {
-            id: get_s(it, "user_id")?,
-            username: get_s(it, "username_display")?,
-            roles,
-            created_at: get_n(it, "created_at")?,
-        },
+        user: user_of(it)?,
         username_key: get_s(it, "username_key")?,
         password_hash: get_s(it, "password_hash")?,
     })
@@ -455,32 +461,27 @@ impl DynamoStore {
         }
     }
 
-    /// Every item of one partition (optionally with a sort-key prefix), strongly
-    /// consistent, all pages.
-    async fn query_partition(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .expression_attribute_values(":pk", s(pk))
-                .set_exclusive_start_key(start.take());
-            q = match sk_prefix {
-                Some(p) => q
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                    .expression_attribute_values(":p", s(p)),
-                None => q.key_condition_expression("pk = :pk"),
-            };
-            let out = q.send().await.map_err(sdk)?;
-            items.extend(out.items.unwrap_or_default());
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(items),
-            }
-        }
+    /// Every item a query matches, all pages.
+    async fn query_all(&self, q: QueryFluentBuilder) -> Result<Vec<Item>> {
+        q.into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(sdk)
+    }
+
+    /// Every item of one partition with a sort-key prefix, strongly consistent.
+    async fn query_partition(&self, pk: &str, sk_prefix: &str) -> Result<Vec<Item>> {
+        let q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":p", s(sk_prefix));
+        self.query_all(q).await
     }
 
     /// Whether the stored user `u.id` is `u` (a retried insert that landed).
@@ -620,39 +621,14 @@ impl Store for DynamoStore {
     async fn list_users(&self) -> Result<Vec<User>> {
         // The index projects no password hash; it is eventually consistent, so a user
         // created a moment ago may be missing for a moment.
-        let mut users = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(USERS_INDEX)
-                .key_condition_expression("g1pk = :u")
-                .expression_attribute_values(":u", s("USERS"))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk)?;
-            for it in out.items.unwrap_or_default() {
-                let roles = match it.get("role_list") {
-                    Some(AttributeValue::L(l)) => {
-                        l.iter().filter_map(|v| v.as_s().ok().cloned()).collect()
-                    }
-                    _ => Vec::new(),
-                };
-                users.push(User {
-                    id: get_s(&it, "user_id")?,
-                    username: get_s(&it, "username_display")?,
-                    roles,
-                    created_at: get_n(&it, "created_at")?,
-                });
-            }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(users),
-            }
-        }
+        let q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(USERS_INDEX)
+            .key_condition_expression("g1pk = :u")
+            .expression_attribute_values(":u", s("USERS"));
+        self.query_all(q).await?.iter().map(user_of).collect()
     }
 
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {
@@ -718,7 +694,7 @@ impl Store for DynamoStore {
 
     async fn keys(&self) -> Result<Vec<StoredKey>> {
         let mut keys = self
-            .query_partition("KEYS", Some("KEY#"))
+            .query_partition("KEYS", "KEY#")
             .await?
             .iter()
             .map(stored_key)
@@ -909,10 +885,7 @@ impl Store for DynamoStore {
 
     async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>> {
         let mut revoked = Vec::new();
-        for it in self
-            .query_partition(&user_pk(user_id), Some("FAM#"))
-            .await?
-        {
+        for it in self.query_partition(&user_pk(user_id), "FAM#").await? {
             let family_id = get_s(&it, "family_id")?;
             if self.revoke_family_item(&family_id, now).await? {
                 revoked.push(family_id);
@@ -928,12 +901,12 @@ impl Store for DynamoStore {
             .transpose()
     }
 
-    async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()> {
+    async fn revoke_token(&self, id: &str, expires_at: i64, _now: i64) -> Result<()> {
         // The feed position comes from a counter item advanced in the same transaction as
         // the entry, conditioned on its previous value: positions are dense and each one
         // is committed before the next can be taken, so a reader that has seen N has seen
         // everything below N.
-        let _ = now; // expired entries are filtered at read time and removed by TTL
+        // Expired entries need no sweep here: reads filter on expiry and TTL removes them.
         for attempt in 0..MAX_ATTEMPTS {
             let prev = match self.get("REVSEQ".into(), "REVSEQ").await? {
                 Some(it) => get_n(&it, "next_seq")?,
@@ -995,35 +968,27 @@ impl Store for DynamoStore {
     }
 
     async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk AND sk > :since")
-                .filter_expression("expires_at >= :now")
-                .expression_attribute_values(":pk", s("REVOKED"))
-                .expression_attribute_values(":since", s(format!("SEQ#{:020}", since.max(0))))
-                .expression_attribute_values(":now", n(now))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk)?;
-            for it in page.items.unwrap_or_default() {
-                out.push(Revocation {
-                    seq: get_n(&it, "seq_no")?,
-                    id: get_s(&it, "token_id")?,
-                    expires_at: get_n(&it, "expires_at")?,
-                });
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+        let q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND sk > :since")
+            .filter_expression("expires_at >= :now")
+            .expression_attribute_values(":pk", s("REVOKED"))
+            .expression_attribute_values(":since", s(format!("SEQ#{:020}", since.max(0))))
+            .expression_attribute_values(":now", n(now));
+        self.query_all(q)
+            .await?
+            .iter()
+            .map(|it| {
+                Ok(Revocation {
+                    seq: get_n(it, "seq_no")?,
+                    id: get_s(it, "token_id")?,
+                    expires_at: get_n(it, "expires_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn add_login_failure(
@@ -1077,16 +1042,58 @@ impl Store for DynamoStore {
         now_ms: i64,
         window_ms: i64,
     ) -> Result<Vec<LoginFailures>> {
+        // One round trip for all keys (a login checks the username and the address).
+        let mut wanted: Vec<&String> = keys.iter().collect();
+        wanted.sort();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut request = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(wanted.iter().map(|k| key_for_throttle(k)).collect()))
+                .consistent_read(true)
+                .build()
+                .map_err(backend)?,
+        );
         let mut out = Vec::new();
-        for key in keys {
-            let Some(it) = self.get(format!("THROTTLE#{key}"), "THROTTLE").await? else {
-                continue;
-            };
-            let f = failures_of(key, &it)?;
-            // Expired items linger until DynamoDB deletes them: filter here.
-            if f.last_ms > now_ms - window_ms {
-                out.push(f);
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(req) = request.take() else { break };
+            let res = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, req)
+                .send()
+                .await
+                .map_err(sdk)?;
+            for it in res
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default()
+            {
+                let pk = get_s(&it, "pk")?;
+                let Some(k) = pk.strip_prefix("THROTTLE#") else {
+                    continue;
+                };
+                let f = failures_of(k, &it)?;
+                // Expired items linger until DynamoDB deletes them: filter here.
+                if f.last_ms > now_ms - window_ms {
+                    out.push(f);
+                }
             }
+            // Keys DynamoDB did not get to (throughput) are asked again.
+            request = res
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys().is_empty());
+            if request.is_some() {
+                backoff(attempt).await;
+            }
+        }
+        if request.is_some() {
+            return Err(backend(
+                "DynamoDB kept leaving login counters unread; try again",
+            ));
         }
         Ok(out)
     }
