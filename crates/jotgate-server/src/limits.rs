@@ -144,10 +144,19 @@ impl LoginLimiter {
         Some(f.last_ms.saturating_add(delay.as_millis() as i64))
     }
 
-    /// `Err(RateLimited)` with the seconds to wait when any key is still blocked; else
-    /// whether the first key (the username) has failures on record, for
-    /// [`record_success`](Self::record_success).
-    pub async fn check(&self, keys: &[String]) -> Result<bool, ApiError> {
+    fn rate_limited(wait_ms: i64) -> ApiError {
+        ApiError::RateLimited {
+            retry_after_secs: (wait_ms.max(1) as u64).div_ceil(1000),
+        }
+    }
+
+    /// Count an attempt against every key *before* it is evaluated, atomically in the
+    /// store, so that concurrent attempts (on this instance or any other) cannot all slip
+    /// under the limit. `Err(RateLimited)` with the seconds to wait when a key is blocked,
+    /// or when concurrent attempts took the last evaluation this key had left (their
+    /// counts are then taken back). On `Ok`, the attempt stays counted as a failure until
+    /// [`succeeded`](Self::succeeded) or [`release`](Self::release).
+    pub async fn begin(&self, keys: &[String]) -> Result<(), ApiError> {
         let now = now_ms();
         let live = self
             .store
@@ -160,43 +169,81 @@ impl LoginLimiter {
             .max()
             .unwrap_or(0);
         if wait_ms > 0 {
-            return Err(ApiError::RateLimited {
-                retry_after_secs: (wait_ms as u64).div_ceil(1000),
-            });
+            return Err(Self::rate_limited(wait_ms));
         }
-        Ok(live.iter().any(|f| Some(&f.key) == keys.first()))
-    }
-
-    /// Count a failure against the username and the address. A store failure is logged,
-    /// not shown: the answer stays "bad credentials".
-    pub async fn record_failure(&self, user_key: &str, ip_key: Option<&str>) {
-        let now = now_ms();
-        for key in std::iter::once(user_key).chain(ip_key) {
-            if let Err(e) = self
+        let mut reserved: Vec<&String> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let counted = match self
                 .store
                 .add_login_failure(key, now, self.window_ms())
                 .await
             {
-                tracing::warn!(error = %e, "could not count a failed login");
+                Ok(c) => c,
+                Err(e) => {
+                    self.release_keys(&reserved).await;
+                    return Err(e.into());
+                }
+            };
+            reserved.push(key);
+            // This attempt is the count-th. It may be evaluated when the key had free
+            // attempts left before it, or when it is the one attempt the check above
+            // allowed (the count it saw, plus one). Anything else lost a race.
+            let seen = live.iter().find(|f| &f.key == key).map_or(0, |f| f.count);
+            let before = LoginFailures {
+                key: key.clone(),
+                count: counted.count.saturating_sub(1),
+                last_ms: now,
+            };
+            if counted.count != seen + 1
+                && let Some(until) = self.blocked_until(&before)
+            {
+                self.release_keys(&reserved).await;
+                return Err(Self::rate_limited(until - now));
+            }
+        }
+        Ok(())
+    }
+
+    async fn release_keys(&self, keys: &[&String]) {
+        for key in keys {
+            if let Err(e) = self.store.release_login_failure(key).await {
+                tracing::warn!(error = %e, "could not take back a counted login attempt");
             }
         }
     }
 
-    /// A successful login clears the username's count (not the address's). `had_failures`
-    /// is what [`check`](Self::check) said: a login with nothing to clear writes nothing.
-    pub async fn record_success(&self, user_key: &str, had_failures: bool) {
-        if !had_failures {
+    /// Take back an attempt counted by [`begin`](Self::begin) that was never evaluated
+    /// (the hashing pool was full, the store failed).
+    pub async fn release(&self, keys: &[String]) {
+        let keys: Vec<&String> = keys.iter().collect();
+        self.release_keys(&keys).await;
+    }
+
+    /// A successful login clears the username's count (the first key) and takes back its
+    /// attempt from the others (the address).
+    pub async fn succeeded(&self, keys: &[String]) {
+        let Some((user, others)) = keys.split_first() else {
             return;
-        }
-        if let Err(e) = self.store.clear_login_failures(user_key).await {
+        };
+        if let Err(e) = self.store.clear_login_failures(user).await {
             tracing::warn!(error = %e, "could not clear a login failure count");
         }
+        let others: Vec<&String> = others.iter().collect();
+        self.release_keys(&others).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wait(r: Result<(), ApiError>) -> u64 {
+        match r {
+            Ok(()) => 0,
+            Err(ApiError::RateLimited { retry_after_secs }) => retry_after_secs,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
 
     #[tokio::test]
     async fn delays_grow_after_free_failures() {
@@ -210,50 +257,69 @@ mod tests {
         };
         let l = LoginLimiter::new(cfg.clone(), Arc::clone(&store));
         let keys = ["user:bob".to_string()];
-        let wait = |r: Result<bool, ApiError>| match r {
-            Ok(_) => 0,
-            Err(ApiError::RateLimited { retry_after_secs }) => retry_after_secs,
-            Err(e) => panic!("{e:?}"),
-        };
-        l.record_failure("user:bob", None).await;
-        l.record_failure("user:bob", None).await;
-        assert_eq!(wait(l.check(&keys).await), 0);
-        l.record_failure("user:bob", None).await;
-        let first = wait(l.check(&keys).await);
+        // Two free failures, then the third attempt is evaluated and starts a delay.
+        for _ in 0..3 {
+            assert_eq!(wait(l.begin(&keys).await), 0);
+        }
+        let first = wait(l.begin(&keys).await);
         assert!((3..=4).contains(&first), "{first}");
-        l.record_failure("user:bob", None).await;
         // Another instance on the same store sees the same count.
         let other = LoginLimiter::new(cfg, store);
-        let second = wait(other.check(&keys).await);
-        assert!((7..=8).contains(&second), "{second}");
-        assert_eq!(
-            other.check(&["ip:none".to_string()]).await.ok(),
-            Some(false)
-        );
-        other.record_success("user:bob", true).await;
-        assert_eq!(wait(l.check(&keys).await), 0);
+        assert!(wait(other.begin(&keys).await) > 0);
+        other.succeeded(&keys).await;
+        assert_eq!(wait(l.begin(&keys).await), 0);
     }
 
     #[tokio::test]
-    async fn a_success_clears_the_username_count_only_when_there_is_one() {
+    async fn concurrent_attempts_cannot_all_slip_under_the_limit() {
+        let store: Arc<dyn Store> =
+            Arc::new(jotgate_store::sqlite::SqliteStore::in_memory().unwrap());
+        let cfg = RateLimitConfig {
+            user_free_failures: 5,
+            ..RateLimitConfig::default()
+        };
+        let l = Arc::new(LoginLimiter::new(cfg, store));
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let l = Arc::clone(&l);
+            tasks.push(tokio::spawn(async move {
+                l.begin(&["user:eve".to_string(), format!("ip:{i}")])
+                    .await
+                    .is_ok()
+            }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(
+            admitted, 6,
+            "five free attempts and the one that starts the delay"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_success_clears_the_username_and_gives_back_the_address_attempt() {
         let store: Arc<dyn Store> =
             Arc::new(jotgate_store::sqlite::SqliteStore::in_memory().unwrap());
         let cfg = RateLimitConfig {
             user_free_failures: 2,
+            ip_free_failures: 2,
             ..RateLimitConfig::default()
         };
-        let l = LoginLimiter::new(cfg, store);
+        let l = LoginLimiter::new(cfg, Arc::clone(&store));
         let keys = ["user:amy".to_string(), "ip:1".to_string()];
-        assert!(!l.check(&keys).await.unwrap(), "nothing on record");
-        l.record_failure("user:amy", Some("ip:1")).await;
-        l.record_failure("user:amy", Some("ip:1")).await;
-        let had = l.check(&keys).await.unwrap();
-        assert!(had);
-        l.record_success("user:amy", had).await;
-        // The address keeps its count; the username starts afresh, so a third failure
-        // is its first and blocks nothing.
-        assert!(!l.check(&keys).await.unwrap());
-        l.record_failure("user:amy", None).await;
-        assert!(l.check(&keys).await.is_ok());
+        l.begin(&keys).await.unwrap();
+        l.begin(&keys).await.unwrap();
+        l.begin(&keys).await.unwrap();
+        l.succeeded(&keys).await;
+        let live = store.login_failures(&keys, now_ms(), 60_000).await.unwrap();
+        let count = |k: &str| live.iter().find(|f| f.key == k).map_or(0, |f| f.count);
+        assert_eq!((count("user:amy"), count("ip:1")), (0, 2));
+        // Many successes from one address never lock it out.
+        for _ in 0..10 {
+            l.begin(&keys).await.unwrap();
+            l.succeeded(&keys).await;
+        }
     }
 }

@@ -126,17 +126,25 @@ pub async fn login(
     // Counted by digest: an attacker typing 60 KiB names must not grow the table by as much.
     let user_key = format!("user:{}", jotgate_core::sha256_b64url(key.as_bytes()));
     let ip_key = ip.map(|ip| format!("ip:{ip}"));
-    let mut keys = vec![user_key.clone()];
-    keys.extend(ip_key.clone());
-    let had_failures = st.0.limiter.check(&keys).await?;
+    let mut keys = vec![user_key];
+    keys.extend(ip_key);
+    // The attempt is counted before any hashing: concurrent guesses cannot all be
+    // evaluated under the limit. It stays counted as a failure unless it succeeds.
+    st.0.limiter.begin(&keys).await?;
 
     let record = if pw.len() > password::MAX_BYTES {
         None
     } else {
-        st.0.store.user_by_key(&key).await?
+        match st.0.store.user_by_key(&key).await {
+            Ok(r) => r,
+            Err(e) => {
+                st.0.limiter.release(&keys).await;
+                return Err(e.into());
+            }
+        }
     };
     // Known and unknown users cost one argon2 verification each.
-    let (ok, rehash, record) =
+    let evaluated =
         st.0.pool
             .run(move |h, ws| match record {
                 Some(r) => {
@@ -151,17 +159,21 @@ pub async fn login(
                     (false, None, None)
                 }
             })
-            .await?;
-    let record = match (ok, record) {
-        (true, Some(r)) => r,
-        _ => {
-            st.0.limiter
-                .record_failure(&user_key, ip_key.as_deref())
-                .await;
-            return Err(ApiError::BadCredentials);
+            .await;
+    let (ok, rehash, record) = match evaluated {
+        Ok(e) => e,
+        Err(e) => {
+            // Not evaluated (the pool is full): the attempt does not count.
+            st.0.limiter.release(&keys).await;
+            return Err(e);
         }
     };
-    st.0.limiter.record_success(&user_key, had_failures).await;
+    let record = match (ok, record) {
+        (true, Some(r)) => r,
+        // The attempt was counted as a failure before it was evaluated.
+        _ => return Err(ApiError::BadCredentials),
+    };
+    st.0.limiter.succeeded(&keys).await;
     if let Some(new_hash) = rehash
         && let Err(e) =
             st.0.store
@@ -285,6 +297,16 @@ pub async fn logout(
         Err(e) if by_refresh.is_none() => return Err(e),
         Err(_) => None,
     };
+    // Both credentials given: they must belong to one session, or one user's access token
+    // would end another user's session.
+    if let (Some(Ok(claims)), Some(family)) = (&access, &by_refresh)
+        && claims.sid.as_deref() != Some(family.as_str())
+    {
+        return Err(ApiError::BadRequest(
+            "token_mismatch",
+            "the access token and the refresh token belong to different sessions".into(),
+        ));
+    }
     match (access, by_refresh) {
         (Some(Err(e)), None) => Err(e),
         (access, by_refresh) => {

@@ -507,4 +507,33 @@ pub async fn login_failures(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(z[0].count, 20);
+    // Releases take back one count each, concurrently too, and never go below zero.
+    let mut tasks = Vec::new();
+    for _ in 0..15 {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            s.release_login_failure("user:z").await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let z = s
+        .login_failures(&["user:z".to_string()], 5000, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(z[0].count, 5);
+    for _ in 0..7 {
+        s.release_login_failure("user:z").await.unwrap();
+    }
+    s.release_login_failure("never-seen").await.unwrap();
+    let z = s
+        .login_failures(&["user:z".to_string()], 5000, 60_000)
+        .await
+        .unwrap();
+    assert!(
+        z.iter().all(|f| f.count == 0),
+        "{:?}",
+        z.first().map(|f| f.count)
+    );
 }

@@ -1108,6 +1108,25 @@ impl Store for DynamoStore {
             .map_err(sdk)?;
         Ok(())
     }
+
+    async fn release_login_failure(&self, key: &str) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_for_throttle(key)))
+            .update_expression("ADD failure_count :minus")
+            .condition_expression("failure_count > :zero")
+            .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk(e)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -221,4 +221,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<LoginFailures>>;
     /// Forget `key`'s failures (a successful login clears its username's count).
     async fn clear_login_failures(&self, key: &str) -> Result<()>;
+    /// Take back one count of `key` (an attempt counted before it was evaluated that
+    /// turned out to be a success, or was refused); never below zero.
+    async fn release_login_failure(&self, key: &str) -> Result<()>;
 }

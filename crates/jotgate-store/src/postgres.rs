@@ -523,4 +523,15 @@ impl Store for PostgresStore {
             .map_err(backend)?;
         Ok(())
     }
+
+    async fn release_login_failure(&self, key: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE login_failures SET failures = failures - 1 WHERE key = $1 AND failures > 0",
+            &[&key],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
 }

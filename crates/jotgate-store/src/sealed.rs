@@ -120,4 +120,8 @@ impl Store for SealedKeys {
     async fn clear_login_failures(&self, key: &str) -> Result<()> {
         self.inner.clear_login_failures(key).await
     }
+
+    async fn release_login_failure(&self, key: &str) -> Result<()> {
+        self.inner.release_login_failure(key).await
+    }
 }

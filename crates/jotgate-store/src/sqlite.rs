@@ -599,4 +599,17 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn release_login_failure(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE login_failures SET failures = failures - 1 WHERE key = ?1 AND failures > 0",
+                params![key],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
 }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::policy::{Access, Policy, canonical_path};
+use crate::path::{CanonicalPath, canonicalize};
+use crate::policy::{Access, AuthorizerOptions, Policy};
 use crate::{Principal, Verifier};
 
 /// The response shape for HTTP API (payload 2.0) events.
@@ -37,6 +38,7 @@ pub struct Authorizer {
     verifier: Arc<Verifier>,
     policy: Policy,
     v2: V2Format,
+    options: AuthorizerOptions,
 }
 
 enum Kind {
@@ -50,17 +52,32 @@ struct Call<'a> {
     kind: Kind,
     token: Option<&'a str>,
     method: String,
-    path: String,
+    path: Result<CanonicalPath, &'static str>,
     resource: String,
 }
 
-fn header<'a>(event: &'a Value, name: &str) -> Option<&'a str> {
-    event
-        .get("headers")?
-        .as_object()?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| v.as_str())
+/// The value of header `name` (case-insensitive), from `headers` and `multiValueHeaders`.
+/// Two values (two keys differing in case, or a multi-value list of two) → `Err`.
+fn header<'a>(event: &'a Value, name: &str) -> Result<Option<&'a str>, &'static str> {
+    let mut found: Option<&str> = None;
+    let mut count = 0;
+    if let Some(h) = event.get("headers").and_then(Value::as_object) {
+        for (_, v) in h.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            count += 1;
+            found = v.as_str();
+        }
+    }
+    if let Some(h) = event.get("multiValueHeaders").and_then(Value::as_object) {
+        let mut multi = 0;
+        for (_, v) in h.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            multi += v.as_array().map_or(1, Vec::len);
+        }
+        count = count.max(multi);
+    }
+    if count > 1 {
+        return Err("more than one Authorization header");
+    }
+    Ok(found)
 }
 
 /// `Bearer <jwt>` (scheme case-insensitive) or, for TOKEN authorizers, a bare JWT.
@@ -72,42 +89,105 @@ fn bearer(v: &str) -> Option<&str> {
     }
 }
 
-/// `arn:aws:execute-api:region:account:api/stage/METHOD/path…` → (METHOD, /path…).
-fn from_arn(arn: &str) -> Option<(String, String)> {
-    let rest = arn.splitn(6, ':').nth(5)?;
+/// `arn:aws:execute-api:region:account:api/stage/METHOD/path…` → (stage, METHOD, path…),
+/// the path without its leading `/` and `None` when the ARN has no path part (HTTP API's
+/// `…/stage/$default`).
+fn from_arn(arn: &str) -> Option<(&str, &str, Option<&str>)> {
+    let rest = arn.strip_prefix("arn:")?.splitn(5, ':').nth(4)?;
     let mut parts = rest.splitn(4, '/');
-    let (_api, _stage, method) = (parts.next()?, parts.next()?, parts.next()?);
-    Some((
-        method.to_string(),
-        format!("/{}", parts.next().unwrap_or("")),
-    ))
+    let (_api, stage, method) = (parts.next()?, parts.next()?, parts.next()?);
+    if stage.is_empty() || method.is_empty() {
+        return None;
+    }
+    Some((stage, method, parts.next()))
 }
 
-fn parse(event: &Value) -> Option<Call<'_>> {
+/// Percent-encode what API Gateway may hand over decoded (non-ASCII, spaces) so the path
+/// can be canonicalised; anything else ambiguous is still refused by the canonicaliser.
+fn as_uri_path(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for &b in p.as_bytes() {
+        if b >= 0x80 || b == b' ' {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+/// `path` without a leading `prefix` (a whole segment), if it has it.
+fn strip_segment_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+    let rest = path.strip_prefix(prefix)?;
+    if rest.is_empty() {
+        Some("/")
+    } else if rest.starts_with('/') {
+        Some(rest)
+    } else {
+        None
+    }
+}
+
+/// Does an HTTP API route template (`/orders/{id}`, `/files/{proxy+}`) cover the path?
+fn route_covers(template: &str, path: &CanonicalPath) -> bool {
+    let parts: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+    let segs = path.segments();
+    for (i, t) in parts.iter().enumerate() {
+        if t.starts_with('{') && t.ends_with("+}") {
+            return i == parts.len() - 1 && segs.len() > i;
+        }
+        let Some(seg) = segs.get(i) else { return false };
+        if t.starts_with('{') && t.ends_with('}') {
+            continue;
+        }
+        match canonicalize(&format!("/{t}")) {
+            Ok(c) if c.segments().len() == 1 && &c.segments()[0] == seg => {}
+            _ => return false,
+        }
+    }
+    parts.len() == segs.len()
+}
+
+const OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+fn parse<'e>(event: &'e Value, opts: &AuthorizerOptions) -> Option<Call<'e>> {
     let s = |k: &str| event.get(k).and_then(Value::as_str);
+    let auth = header(event, "authorization");
+    let overridden = OVERRIDE_HEADERS
+        .iter()
+        .any(|h| header(event, h).map_or(true, |v| v.is_some()));
+    // What an answer allows must be exactly what was decided: never a wildcard.
+    let problem = |resource: &str| -> Option<&'static str> {
+        if resource.contains('*') {
+            Some("the resource ARN contains '*'")
+        } else if auth.is_err() {
+            Some("more than one Authorization header")
+        } else if overridden {
+            Some("method and URL override headers are not accepted")
+        } else {
+            None
+        }
+    };
     if s("version") == Some("2.0") {
         let ctx = event.get("requestContext");
         let method = ctx
             .and_then(|c| c.pointer("/http/method"))
             .and_then(Value::as_str)?
             .to_string();
-        let mut path = s("rawPath")
-            .or_else(|| {
-                ctx.and_then(|c| c.pointer("/http/path"))
-                    .and_then(Value::as_str)
-            })?
-            .to_string();
-        // rawPath carries the stage name for stages other than $default.
-        if let Some(stage) = ctx.and_then(|c| c.get("stage")).and_then(Value::as_str) {
-            let prefix = format!("/{stage}");
-            if stage != "$default" && (path == prefix || path.starts_with(&format!("{prefix}/"))) {
-                path = path[prefix.len()..].to_string();
-                if path.is_empty() {
-                    path = "/".into();
-                }
-            }
-        }
-        let token = header(event, "authorization")
+        let raw = s("rawPath").or_else(|| {
+            ctx.and_then(|c| c.pointer("/http/path"))
+                .and_then(Value::as_str)
+        })?;
+        let resource = s("routeArn").unwrap_or("").to_string();
+        let token = auth
+            .ok()
+            .flatten()
             .or_else(|| {
                 event
                     .get("identitySource")
@@ -116,33 +196,123 @@ fn parse(event: &Value) -> Option<Call<'_>> {
                     .and_then(Value::as_str)
             })
             .and_then(bearer);
+        let stage = ctx
+            .and_then(|c| c.get("stage"))
+            .and_then(Value::as_str)
+            .unwrap_or("$default");
+        let path = v2_path(raw, stage, &opts.base_paths, &method, &resource);
+        let path = match problem(&resource) {
+            Some(p) => Err(p),
+            None => path,
+        };
         return Some(Call {
             kind: Kind::V2,
             token,
             method,
             path,
-            resource: s("routeArn").unwrap_or("").to_string(),
+            resource,
         });
     }
     let arn = s("methodArn")?;
-    let (arn_method, arn_path) = from_arn(arn)?;
-    match s("type")? {
-        "TOKEN" => Some(Call {
-            kind: Kind::Rest,
-            token: s("authorizationToken").and_then(bearer),
-            method: arn_method,
-            path: arn_path,
-            resource: arn.to_string(),
-        }),
-        "REQUEST" => Some(Call {
-            kind: Kind::Rest,
-            token: header(event, "authorization").and_then(bearer),
-            method: s("httpMethod").map_or(arn_method, str::to_string),
-            path: s("path").map_or(arn_path, str::to_string),
-            resource: arn.to_string(),
-        }),
-        _ => None,
+    let (stage, arn_method, arn_path) = from_arn(arn)?;
+    let decided = canonicalize(&format!("/{}", arn_path.unwrap_or("")));
+    let token = match s("type")? {
+        "TOKEN" => s("authorizationToken").and_then(bearer),
+        "REQUEST" => auth.ok().flatten().and_then(bearer),
+        _ => return None,
+    };
+    let mut path = decided;
+    if let Ok(d) = &path {
+        // REQUEST events (and HTTP API 1.0) say which path and method were called: they
+        // must be the ones the ARN names.
+        let agrees_method = s("httpMethod").is_none_or(|m| m.eq_ignore_ascii_case(arn_method));
+        let agrees_path = s("path").is_none_or(|p| {
+            event_path_candidates(p, stage, &opts.base_paths)
+                .iter()
+                .any(|c| c == d)
+        });
+        if !agrees_method || !agrees_path {
+            path = Err("the event's path or method is not the one its method ARN names");
+        }
     }
+    if let Some(p) = problem(arn) {
+        path = Err(p);
+    }
+    Some(Call {
+        kind: Kind::Rest,
+        token,
+        method: arn_method.to_string(),
+        path,
+        resource: arn.to_string(),
+    })
+}
+
+/// The canonical readings of an event path: as it is, without the stage, without a base
+/// path.
+fn event_path_candidates(raw: &str, stage: &str, base_paths: &[String]) -> Vec<CanonicalPath> {
+    let raw = as_uri_path(raw);
+    let mut out = Vec::new();
+    let mut push = |p: &str| {
+        if let Ok(c) = canonicalize(p) {
+            out.push(c);
+        }
+    };
+    push(&raw);
+    if stage != "$default"
+        && let Some(r) = strip_segment_prefix(&raw, &format!("/{stage}"))
+    {
+        push(r);
+    }
+    for b in base_paths {
+        if let Some(r) = strip_segment_prefix(&raw, b) {
+            push(r);
+        }
+    }
+    out
+}
+
+/// HTTP API 2.0: the path the integration sees (rawPath without the stage, or a base path),
+/// checked against the route ARN's method and route template.
+fn v2_path(
+    raw: &str,
+    stage: &str,
+    base_paths: &[String],
+    method: &str,
+    route_arn: &str,
+) -> Result<CanonicalPath, &'static str> {
+    let raw = as_uri_path(raw);
+    let mut p: &str = &raw;
+    if stage != "$default"
+        && let Some(r) = strip_segment_prefix(p, &format!("/{stage}"))
+    {
+        p = r;
+    }
+    let mut path = canonicalize(p)?;
+    let Some((_, arn_method, template)) = from_arn(route_arn) else {
+        return Err("the event has no valid route ARN");
+    };
+    let method_ok =
+        arn_method == "$default" || arn_method == "ANY" || arn_method.eq_ignore_ascii_case(method);
+    if !method_ok {
+        return Err("the event's method is not the one its route ARN names");
+    }
+    let Some(template) = template else {
+        return Ok(path);
+    };
+    if route_covers(template, &path) {
+        return Ok(path);
+    }
+    // A custom domain's base path: the route covers what follows it.
+    for b in base_paths {
+        if let Some(r) = strip_segment_prefix(p, b) {
+            let c = canonicalize(r)?;
+            if route_covers(template, &c) {
+                path = c;
+                return Ok(path);
+            }
+        }
+    }
+    Err("the event's path is not covered by its route ARN")
 }
 
 fn context(p: Option<&Principal>, code: Option<&str>) -> Value {
@@ -180,16 +350,26 @@ fn iam(principal_id: &str, allow: bool, resource: &str, context: Value) -> Value
 
 impl Authorizer {
     pub fn new(verifier: Arc<Verifier>, policy: Policy, v2: V2Format) -> Self {
+        Self::with_options(verifier, policy, v2, AuthorizerOptions::default())
+    }
+
+    pub fn with_options(
+        verifier: Arc<Verifier>,
+        policy: Policy,
+        v2: V2Format,
+        options: AuthorizerOptions,
+    ) -> Self {
         Self {
             verifier,
             policy,
             v2,
+            options,
         }
     }
 
     /// Decide one event. `Err(Unauthorized)` must be reported as the invocation's error.
     pub async fn handle(&self, event: &Value) -> Result<Value, Unauthorized> {
-        let Some(call) = parse(event) else {
+        let Some(call) = parse(event, &self.options) else {
             tracing::warn!("authorizer event of an unknown shape; refusing");
             return Err(Unauthorized);
         };
@@ -213,8 +393,12 @@ impl Authorizer {
                 ),
             }
         };
-        let Ok(path) = canonical_path(&call.path) else {
-            return refuse("invalid_request", None);
+        let path = match &call.path {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::info!(reason = why, "authorizer refused the event's request");
+                return refuse("invalid_request", None);
+            }
         };
         let rule = self.policy.decide(&call.method, path);
         let unauthorized = |code: &str| match call.kind {
@@ -254,20 +438,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn method_arns_split_into_method_and_path() {
+    fn method_arns_split_into_stage_method_and_path() {
         assert_eq!(
             from_arn("arn:aws:execute-api:us-east-1:123456789012:abcdef123/test/GET/request"),
-            Some(("GET".into(), "/request".into()))
+            Some(("test", "GET", Some("request")))
         );
         assert_eq!(
-            from_arn("arn:aws:execute-api:us-east-1:123456789012:abcdef123/prod/POST/pets/42/toys"),
-            Some(("POST".into(), "/pets/42/toys".into()))
+            from_arn("arn:aws:execute-api:us-east-1:123456789012:abcdef123/prod/POST/pets/42/a:b"),
+            Some(("prod", "POST", Some("pets/42/a:b")))
         );
         assert_eq!(
             from_arn("arn:aws:execute-api:us-east-1:1:api/prod/GET/"),
-            Some(("GET".into(), "/".into()))
+            Some(("prod", "GET", Some("")))
+        );
+        assert_eq!(
+            from_arn("arn:aws:execute-api:us-east-1:1:api/$default/$default"),
+            Some(("$default", "$default", None))
         );
         assert_eq!(from_arn("not-an-arn"), None);
+    }
+
+    #[test]
+    fn route_templates_cover_paths() {
+        let c = |p: &str| canonicalize(p).unwrap();
+        assert!(route_covers("orders/{id}", &c("/orders/42")));
+        assert!(!route_covers("orders/{id}", &c("/orders/42/x")));
+        assert!(!route_covers("orders/{id}", &c("/admin/42")));
+        assert!(route_covers("files/{proxy+}", &c("/files/a/b")));
+        assert!(!route_covers("files/{proxy+}", &c("/files")));
+        assert!(route_covers("", &c("/")));
     }
 
     #[test]

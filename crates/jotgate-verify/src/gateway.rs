@@ -2,8 +2,19 @@
 //! the verified identity in headers. Bodies stream both ways; upstream status codes pass
 //! through; an unreachable upstream is a 502 JSON error, a silent one a 504.
 //!
-//! Identity headers arriving from the client (the configured names, and any `X-Jotgate-*`)
-//! are always removed, so a client cannot forge an identity.
+//! What reaches the upstream is what was checked:
+//! - the path is forwarded in its canonical form ([`crate::path`]), the one the policy
+//!   decided on;
+//! - identity headers arriving from the client (the configured names and any `X-Jotgate-*`,
+//!   compared case-insensitively with `_` read as `-`, as CGI-style upstreams do) are
+//!   removed, and so are client-sent `Forwarded`, `X-Real-IP`, `True-Client-IP` and
+//!   `X-Forwarded-*` unless the peer is a trusted proxy;
+//! - method and URL override headers are removed (or refused), `_method` is refused;
+//! - a Bearer token that failed on a public route is removed, with `X-Jotgate-Verified:
+//!   false`; `x-access-token`, which the gateway never checks, is never forwarded;
+//! - request framing the upstream could read differently is refused: two `Host` headers,
+//!   a `Host` with userinfo or a path, HTTP/1.1 without `Host`, a `Connection` header
+//!   naming an end-to-end header, transfer codings other than `chunked`, `CONNECT`, `TRACE`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +33,8 @@ use serde_json::json;
 
 use crate::error::ConfigError;
 use crate::http::{Rejection, decide};
-use crate::policy::{IdentityHeaders, Policy, canonical_path};
+use crate::path::canonicalize;
+use crate::policy::{GatewayOptions, IdentityHeaders, OverrideHeaders, Policy};
 use crate::{Principal, Verifier};
 
 /// How the gateway forwards.
@@ -32,6 +44,7 @@ pub struct GatewayConfig {
     pub upstream: String,
     pub policy: Policy,
     pub headers: IdentityHeaders,
+    pub options: GatewayOptions,
     /// Longest wait for the upstream's response headers.
     pub upstream_timeout: Duration,
 }
@@ -47,6 +60,7 @@ struct Gateway {
     upstream: Upstream,
     policy: Policy,
     names: Names,
+    options: GatewayOptions,
     client: Client<HttpConnector, Body>,
     timeout: Duration,
 }
@@ -57,7 +71,55 @@ struct Names {
     scopes: HeaderName,
     roles: HeaderName,
     issuer: HeaderName,
+    /// The five names, lower case with `_` as `-`.
+    folded: Vec<String>,
 }
+
+/// A header name as CGI/WSGI-style servers read it: lower case, `_` ≡ `-`.
+fn fold(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Client-sent headers about the connection or the client, never passed on as they came.
+const CONNECTION_FACTS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-client-ip",
+    "client-ip",
+];
+
+/// Headers some frameworks honour to act on another method or path than the request's.
+const OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-prefix",
+];
+
+/// End-to-end headers the gateway relies on: a `Connection` header may not name them.
+const NOT_HOP_BY_HOP: &[&str] = &[
+    "authorization",
+    "host",
+    "cookie",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "x-access-token",
+    "forwarded",
+    "x-real-ip",
+];
 
 fn header_name(field: &str, v: &str) -> Result<HeaderName, ConfigError> {
     HeaderName::try_from(v).map_err(|_| {
@@ -93,6 +155,10 @@ pub fn router(verifier: Arc<Verifier>, cfg: GatewayConfig) -> Result<Router, Con
         scopes: header_name("scopes", &h.scopes)?,
         roles: header_name("roles", &h.roles)?,
         issuer: header_name("issuer", &h.issuer)?,
+        folded: [&h.subject, &h.username, &h.scopes, &h.roles, &h.issuer]
+            .into_iter()
+            .map(|n| fold(n))
+            .collect(),
     };
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -109,6 +175,7 @@ pub fn router(verifier: Arc<Verifier>, cfg: GatewayConfig) -> Result<Router, Con
         },
         policy: cfg.policy,
         names,
+        options: cfg.options,
         client,
         timeout: cfg.upstream_timeout,
     });
@@ -153,20 +220,6 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 impl Gateway {
     fn set_identity(&self, h: &mut HeaderMap, p: Option<&Principal>) {
         let n = &self.names;
-        let forged: Vec<HeaderName> = h
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-jotgate-"))
-            .cloned()
-            .collect();
-        for k in forged.into_iter().chain([
-            n.subject.clone(),
-            n.username.clone(),
-            n.scopes.clone(),
-            n.roles.clone(),
-            n.issuer.clone(),
-        ]) {
-            h.remove(k);
-        }
         let Some(p) = p else { return };
         let mut set = |name: &HeaderName, v: &str| {
             // A claim that cannot be a header value (control characters) is left out.
@@ -182,53 +235,210 @@ impl Gateway {
         set(&n.roles, &p.roles.join(" "));
         set(&n.issuer, &p.issuer);
     }
+
+    /// Is this client-sent header one the gateway sets, or a claim about the connection?
+    fn is_ours(&self, folded: &str) -> bool {
+        folded.starts_with("x-jotgate-")
+            || self.names.folded.iter().any(|n| n == folded)
+            || CONNECTION_FACTS.contains(&folded)
+            || OVERRIDES.contains(&folded)
+            || folded == "x-access-token"
+    }
+
+    fn trusted(&self, peer: Option<std::net::IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.options.trusted_proxies.iter().any(|n| n.contains(ip)))
+    }
+}
+
+fn joined(h: &HeaderMap, name: &str) -> Option<String> {
+    let v: Vec<&str> = h
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!v.is_empty()).then(|| v.join(", "))
+}
+
+fn bad(m: &'static str) -> Response {
+    Rejection::BadRequest(m).into_response()
+}
+
+/// A request refused before any policy: status, stable code, sentence.
+struct Refused(StatusCode, &'static str, &'static str);
+
+impl Refused {
+    fn bad(m: &'static str) -> Self {
+        Self(StatusCode::BAD_REQUEST, "invalid_request", m)
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        error(self.0, self.1, self.2)
+    }
+}
+
+/// The request's authority: the absolute-form target's, or the one `Host` header's.
+/// Refuses what RFC 9112 §3.2 asks a server to refuse.
+fn authority(req: &Request) -> Result<Option<HeaderValue>, Refused> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refused::bad("more than one Host header"));
+    }
+    if let Some(h) = host {
+        let ok = h
+            .to_str()
+            .ok()
+            .filter(|s| !s.contains(['@', '/', '\\', '?', '#']))
+            .and_then(|s| s.parse::<Authority>().ok())
+            .is_some_and(|a| !a.host().is_empty());
+        if !ok {
+            return Err(Refused::bad("the Host header is not a host[:port]"));
+        }
+    }
+    if let Some(a) = req.uri().authority() {
+        return Ok(HeaderValue::from_str(a.as_str()).ok());
+    }
+    if host.is_none() && req.version() == axum::http::Version::HTTP_11 {
+        return Err(Refused::bad("an HTTP/1.1 request needs a Host header"));
+    }
+    Ok(host.cloned())
+}
+
+/// Framing and override checks before any policy: `Err` is the answer.
+fn check_request(gw: &Gateway, req: &Request) -> Result<(), Refused> {
+    let m = req.method();
+    if m == axum::http::Method::CONNECT {
+        return Err(Refused(
+            StatusCode::NOT_IMPLEMENTED,
+            "method_not_supported",
+            "the gateway does not tunnel (CONNECT)",
+        ));
+    }
+    if m == axum::http::Method::TRACE {
+        return Err(Refused(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "TRACE is not allowed",
+        ));
+    }
+    let h = req.headers();
+    if let Some(te) = joined(h, "transfer-encoding")
+        && !te
+            .split(',')
+            .all(|c| c.trim().eq_ignore_ascii_case("chunked"))
+    {
+        return Err(Refused(
+            StatusCode::NOT_IMPLEMENTED,
+            "transfer_coding_not_supported",
+            "only the chunked transfer coding is supported",
+        ));
+    }
+    for v in h.get_all(header::CONNECTION) {
+        let Ok(v) = v.to_str() else {
+            return Err(Refused::bad("the Connection header is not text"));
+        };
+        for name in v.split(',').map(|n| fold(n.trim())) {
+            if NOT_HOP_BY_HOP.contains(&name.as_str()) || gw.is_ours(&name) {
+                return Err(Refused::bad(
+                    "the Connection header names an end-to-end header (such as Authorization)",
+                ));
+            }
+        }
+    }
+    if gw.options.override_headers == OverrideHeaders::Refuse
+        && h.keys()
+            .any(|k| OVERRIDES.contains(&fold(k.as_str()).as_str()))
+    {
+        return Err(Refused::bad(
+            "method and URL override headers (X-HTTP-Method-Override, X-Original-URL…) are not accepted",
+        ));
+    }
+    if !gw.options.allow_method_param
+        && let Some(q) = req.uri().query()
+        && q.split('&').any(|kv| {
+            let k = kv.split('=').next().unwrap_or("");
+            let k = k.replace("%5F", "_").replace("%5f", "_");
+            k.eq_ignore_ascii_case("_method")
+        })
+    {
+        return Err(Refused::bad("the _method query parameter is not accepted"));
+    }
+    Ok(())
 }
 
 async fn proxy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let path = match canonical_path(&path_and_query) {
-        Ok(p) => p,
-        Err(m) => return Rejection::BadRequest(m).into_response(),
+    if let Err(r) = check_request(&gw, &req) {
+        return r.into_response();
+    }
+    let authority = match authority(&req) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
     };
-    let rule = gw.policy.decide(req.method().as_str(), path);
-    let principal = match decide(&gw.verifier, rule, req.headers()).await {
+    let path = match canonicalize(req.uri().path()) {
         Ok(p) => p,
+        Err(m) => return bad(m),
+    };
+    let rule = gw.policy.decide(req.method().as_str(), &path);
+    let decision = match decide(&gw.verifier, rule, req.headers()).await {
+        Ok(d) => d,
         Err(r) => return r.into_response(),
     };
 
-    let client_ip = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    let trusted = gw.trusted(peer);
     let (mut parts, body) = req.into_parts();
-    let host = parts.headers.get(header::HOST).cloned();
-    strip_hop_by_hop(&mut parts.headers);
-    gw.set_identity(&mut parts.headers, principal.as_deref());
-    parts.headers.remove(header::HOST);
-    if let Some(ip) = client_ip {
-        let xff = match parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
+    let query = parts.uri.query().map(str::to_string);
+    let h = &mut parts.headers;
+    // What a trusted proxy in front said about the client, read before it is removed.
+    let (prev_for, prev_proto, prev_host) = if trusted {
+        (
+            joined(h, "x-forwarded-for"),
+            joined(h, "x-forwarded-proto").filter(|p| p == "http" || p == "https"),
+            h.get("x-forwarded-host").cloned(),
+        )
+    } else {
+        (None, None, None)
+    };
+    strip_hop_by_hop(h);
+    let remove: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| gw.is_ours(&fold(k.as_str())))
+        .cloned()
+        .collect();
+    for k in remove {
+        h.remove(k);
+    }
+    h.remove(header::HOST);
+    if decision.token_refused {
+        h.remove(header::AUTHORIZATION);
+        h.insert("x-jotgate-verified", HeaderValue::from_static("false"));
+    }
+    gw.set_identity(h, decision.principal.as_deref());
+    if let Some(ip) = peer {
+        let xff = match prev_for {
             Some(prev) => format!("{prev}, {ip}"),
             None => ip.to_string(),
         };
         if let Ok(v) = HeaderValue::from_str(&xff) {
-            parts.headers.insert("x-forwarded-for", v);
+            h.insert("x-forwarded-for", v);
         }
     }
-    if let Some(h) = host {
-        parts.headers.insert("x-forwarded-host", h);
+    if let Some(host) = prev_host.or(authority) {
+        h.insert("x-forwarded-host", host);
     }
-    parts
-        .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let target = format!("{}{}", gw.upstream.base, path_and_query);
+    let proto = prev_proto.unwrap_or_else(|| "http".into());
+    if let Ok(v) = HeaderValue::from_str(&proto) {
+        h.insert("x-forwarded-proto", v);
+    }
+    let target = match query {
+        Some(q) => format!("{}{}?{q}", gw.upstream.base, path.as_str()),
+        None => format!("{}{}", gw.upstream.base, path.as_str()),
+    };
     parts.uri = match Uri::builder()
         .scheme(gw.upstream.scheme.clone())
         .authority(gw.upstream.authority.clone())
@@ -236,7 +446,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         .build()
     {
         Ok(u) => u,
-        Err(_) => return Rejection::BadRequest("the request target is not valid").into_response(),
+        Err(_) => return bad("the request target is not valid"),
     };
     parts.version = axum::http::Version::HTTP_11;
     let upstream_req = Request::from_parts(parts, body);

@@ -50,27 +50,42 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
     }
 }
 
+/// What [`decide`] lets through.
+#[derive(Debug, Default)]
+pub struct Decision {
+    /// The verified caller, if a valid token was presented.
+    pub principal: Option<Arc<Principal>>,
+    /// A public route was called with a Bearer token that failed verification: whoever
+    /// passes the request on must remove it (and `x-access-token`), so that nothing behind
+    /// trusts claims nobody checked.
+    pub token_refused: bool,
+}
+
 /// Verify the request's token (if any) and apply `rule`. Public routes pass without a token
-/// (and with an invalid one, without identity).
+/// and with an invalid one (then without identity, and marked [`Decision::token_refused`]).
+/// Two Authorization headers are refused with 400 on every route.
 pub async fn decide(
     verifier: &Verifier,
     rule: &Rule,
     headers: &HeaderMap,
-) -> Result<Option<Arc<Principal>>, Rejection> {
+) -> Result<Decision, Rejection> {
     if rule.access == Access::Deny {
         return Err(Rejection::Forbidden);
     }
     let public = rule.access == Access::Public;
-    let token = match bearer(headers) {
-        Ok(Some(t)) => t,
-        Ok(None) if public => return Ok(None),
-        Ok(None) => return Err(Rejection::Missing),
-        Err(_) if public => return Ok(None),
-        Err(e) => return Err(e),
+    let token = match bearer(headers)? {
+        Some(t) => t,
+        None if public => return Ok(Decision::default()),
+        None => return Err(Rejection::Missing),
     };
     let principal = match verifier.verify(token).await {
         Ok(p) => p,
-        Err(_) if public => return Ok(None),
+        Err(_) if public => {
+            return Ok(Decision {
+                principal: None,
+                token_refused: true,
+            });
+        }
         Err(e) if e.kind() == VerifyErrorKind::IssuerUnavailable => {
             return Err(Rejection::Unavailable);
         }
@@ -82,7 +97,16 @@ pub async fn decide(
             Denial::InsufficientScope { scope } => Rejection::InsufficientScope(scope),
         })?;
     }
-    Ok(Some(principal))
+    Ok(Decision {
+        principal: Some(principal),
+        token_refused: false,
+    })
+}
+
+/// Remove the credentials of a refused token from headers passed on.
+pub fn remove_credentials(h: &mut HeaderMap) {
+    h.remove(header::AUTHORIZATION);
+    h.remove("x-access-token");
 }
 
 fn quoted(s: &str) -> String {

@@ -23,8 +23,9 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
-use crate::http::{Rejection, decide};
-use crate::policy::{Policy, Rule, canonical_path};
+use crate::http::{Rejection, decide, remove_credentials};
+use crate::path::require_canonical;
+use crate::policy::{Policy, Rule};
 use crate::{Principal, Verifier};
 
 #[derive(Clone)]
@@ -133,18 +134,24 @@ where
             let rule: &Rule = match &auth.req {
                 Requirement::Rule(r) => r,
                 Requirement::Policy(p) => {
-                    let path = match canonical_path(req.uri().path()) {
+                    // The request goes on as it came, so its path must already be the
+                    // one spelling the policy decides on.
+                    let path = match require_canonical(req.uri().path()) {
                         Ok(p) => p,
                         Err(m) => return Ok(Rejection::BadRequest(m).into_response()),
                     };
-                    p.decide(req.method().as_str(), path)
+                    p.decide(req.method().as_str(), &path)
                 }
             };
             match decide(&auth.verifier, rule, req.headers()).await {
-                Ok(Some(p)) => {
-                    req.extensions_mut().insert(p);
+                Ok(d) => {
+                    if d.token_refused {
+                        remove_credentials(req.headers_mut());
+                    }
+                    if let Some(p) = d.principal {
+                        req.extensions_mut().insert(p);
+                    }
                 }
-                Ok(None) => {}
                 Err(r) => return Ok(r.into_response()),
             }
             inner.call(req).await

@@ -8,6 +8,7 @@
 //!   kept when the issuer is down. A bounded verified-token cache. Revocations (token,
 //!   session, per-user "not before") held in memory and kept current from jotgate's feed.
 //! - [`policy`]: the route policy file shared by the layer, the authorizer and the gateway.
+//! - [`path`]: the one canonical spelling of a request path that the policy decides on.
 //! - [`layer`]: `RequireAuth`, a tower layer for axum services.
 //! - [`authorizer`]: AWS API Gateway Lambda authorizer events in, IAM policies out.
 //! - [`gateway`]: a reverse proxy that verifies and forwards the identity in headers.
@@ -24,6 +25,7 @@ pub mod gateway;
 pub mod http;
 pub mod keyset;
 pub mod layer;
+pub mod path;
 pub mod policy;
 pub mod principal;
 pub mod revocation;

@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use crate::Principal;
 use crate::error::ConfigError;
+use crate::path::CanonicalPath;
 use crate::verifier::{FeedConfig, IssuerConfig, KeySource, VerifierConfig};
 
 /// What a route needs.
@@ -149,7 +150,13 @@ impl PathPattern {
                         i + 1
                     ));
                 }
-                p => segments.push(Seg::Literal(p.to_ascii_lowercase())),
+                p => {
+                    // A literal is written as the decoded text a request's segment must
+                    // have; its own spelling must already be canonical.
+                    let c = crate::path::require_canonical(&format!("/{p}"))
+                        .map_err(|m| format!("path pattern {s:?}, segment {}: {m}", i + 1))?;
+                    segments.push(Seg::Literal(c.segments()[0].to_ascii_lowercase()))
+                }
             }
         }
         Ok(Self {
@@ -163,20 +170,13 @@ impl PathPattern {
         &self.source
     }
 
-    /// Match a path already checked by [`canonical_path`].
-    pub fn matches(&self, path: &str) -> bool {
-        let body = path.strip_prefix('/').unwrap_or(path);
-        let body = body.strip_suffix('/').unwrap_or(body);
-        // "/" has no segments; "/a/b" has two.
-        let mut it = body.split('/').filter(|_| !body.is_empty());
+    /// Does the canonical path match?
+    pub fn matches(&self, path: &CanonicalPath) -> bool {
+        let mut it = path.segments().iter();
         for seg in &self.segments {
             match (seg, it.next()) {
                 (_, None) => return false,
-                (Seg::Param, Some(x)) => {
-                    if x.is_empty() {
-                        return false;
-                    }
-                }
+                (Seg::Param, Some(_)) => {}
                 (Seg::Literal(l), Some(x)) => {
                     if !l.eq_ignore_ascii_case(x) {
                         return false;
@@ -186,34 +186,6 @@ impl PathPattern {
         }
         self.rest || it.next().is_none()
     }
-}
-
-/// Refuse request paths that different servers could read differently, so that a rule
-/// cannot be bypassed: dot segments, empty segments, backslashes, and percent-encoded
-/// dots, slashes and backslashes. Returns the path without its query.
-pub fn canonical_path(path_and_query: &str) -> Result<&str, &'static str> {
-    let path = path_and_query.split(['?', '#']).next().unwrap_or("");
-    if !path.starts_with('/') {
-        return Err("the request path must start with '/'");
-    }
-    let lower = path.to_ascii_lowercase();
-    if path.contains('\\')
-        || ["%2e", "%2f", "%5c", "%00"]
-            .iter()
-            .any(|e| lower.contains(e))
-    {
-        return Err("the request path contains an encoded or ambiguous separator");
-    }
-    let body = &path[1..];
-    let body = body.strip_suffix('/').unwrap_or(body);
-    if !body.is_empty()
-        && body
-            .split('/')
-            .any(|s| s.is_empty() || s == "." || s == "..")
-    {
-        return Err("the request path contains an empty or dot segment");
-    }
-    Ok(path)
 }
 
 /// One route of the policy.
@@ -248,6 +220,81 @@ impl Default for IdentityHeaders {
     }
 }
 
+/// What the gateway does with headers that change the method or path some frameworks act
+/// on (`X-HTTP-Method-Override`, `X-Original-URL`…).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OverrideHeaders {
+    /// Remove them before forwarding (the default).
+    #[default]
+    Strip,
+    /// Answer 400.
+    Refuse,
+}
+
+/// `[gateway]` options besides the identity headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayOptions {
+    pub override_headers: OverrideHeaders,
+    /// Let a `_method` query parameter through (refused with 400 otherwise).
+    pub allow_method_param: bool,
+    /// Peers whose `X-Forwarded-For` / `-Proto` / `-Host` are believed and appended to;
+    /// from anyone else those headers are replaced.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `[authorizer]` options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorizerOptions {
+    /// Base paths of custom-domain API mappings (`/v1`): an event whose path is one of
+    /// these followed by the method ARN's path agrees with it.
+    pub base_paths: Vec<String>,
+}
+
+/// An address block, `10.0.0.0/8` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0..={max}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::*;
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(V6(v6), V4),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.addr, ip) {
+            (V4(a), V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
+            (V6(a), V6(b)) => (u128::from(a), u128::from(b), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
+}
+
 /// Routes, in file order; the first match decides.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -257,7 +304,8 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn decide(&self, method: &str, path: &str) -> &Rule {
+    /// The rule for a request; the path must be canonical (see [`crate::path`]).
+    pub fn decide(&self, method: &str, path: &CanonicalPath) -> &Rule {
         self.routes
             .iter()
             .find(|r| {
@@ -278,6 +326,8 @@ pub struct PolicyFile {
     pub verifier: VerifierConfig,
     pub policy: Policy,
     pub headers: IdentityHeaders,
+    pub gateway: GatewayOptions,
+    pub authorizer: AuthorizerOptions,
 }
 
 // ---- the file format ----
@@ -295,6 +345,8 @@ struct FileToml {
     routes: Vec<Spanned<RouteToml>>,
     #[serde(default)]
     gateway: GatewayToml,
+    #[serde(default)]
+    authorizer: AuthorizerToml,
 }
 
 #[derive(Deserialize, Default)]
@@ -302,6 +354,19 @@ struct FileToml {
 struct GatewayToml {
     #[serde(default)]
     headers: IdentityHeaders,
+    #[serde(default)]
+    override_headers: OverrideHeaders,
+    #[serde(default)]
+    allow_method_param: bool,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AuthorizerToml {
+    #[serde(default)]
+    base_paths: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -673,10 +738,35 @@ impl PolicyFile {
                 rule,
             });
         }
+        let g = file.gateway;
+        let gateway = GatewayOptions {
+            override_headers: g.override_headers,
+            allow_method_param: g.allow_method_param,
+            trusted_proxies: g
+                .trusted_proxies
+                .iter()
+                .map(|s| IpNet::parse(s))
+                .collect::<Result<_, _>>()
+                .map_err(|m| ConfigError(format!("[gateway] trusted_proxies: {m}")))?,
+        };
+        let mut base_paths = Vec::new();
+        for b in file.authorizer.base_paths {
+            let c = crate::path::require_canonical(&b)
+                .ok()
+                .filter(|c| !c.segments().is_empty() && !c.as_str().ends_with('/'))
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "[authorizer] base_paths: {b:?} must look like \"/v1\" (canonical, no trailing '/')"
+                    ))
+                })?;
+            base_paths.push(c.as_str().to_string());
+        }
         Ok(Self {
             verifier,
             policy,
-            headers: file.gateway.headers,
+            headers: g.headers,
+            gateway,
+            authorizer: AuthorizerOptions { base_paths },
         })
     }
 }
@@ -685,43 +775,35 @@ impl PolicyFile {
 mod tests {
     use super::*;
 
-    #[test]
-    fn patterns_match_segments() {
-        let p = PathPattern::parse("/orders/{id}").unwrap();
-        assert!(p.matches("/orders/42"));
-        assert!(p.matches("/Orders/42/"));
-        assert!(!p.matches("/orders"));
-        assert!(!p.matches("/orders/42/items"));
-        let p = PathPattern::parse("/admin/*").unwrap();
-        assert!(p.matches("/admin"));
-        assert!(p.matches("/admin/x/y"));
-        assert!(!p.matches("/administrator"));
-        let root = PathPattern::parse("/").unwrap();
-        assert!(root.matches("/"));
-        assert!(!root.matches("/x"));
-        assert!(
-            PathPattern::parse("/*")
-                .unwrap()
-                .matches("/anything/at/all")
-        );
-        for bad in ["orders", "/a//b", "/a/*/b", "/a/x{y}", "/a/.."] {
-            assert!(PathPattern::parse(bad).is_err(), "{bad}");
-        }
+    fn c(p: &str) -> CanonicalPath {
+        crate::path::canonicalize(p).unwrap()
     }
 
     #[test]
-    fn ambiguous_paths_are_refused() {
-        assert_eq!(canonical_path("/a/b?x=1"), Ok("/a/b"));
+    fn patterns_match_segments() {
+        let p = PathPattern::parse("/orders/{id}").unwrap();
+        assert!(p.matches(&c("/orders/42")));
+        assert!(p.matches(&c("/Orders/42/")));
+        assert!(!p.matches(&c("/orders")));
+        assert!(!p.matches(&c("/orders/42/items")));
+        let p = PathPattern::parse("/admin/*").unwrap();
+        assert!(p.matches(&c("/admin")));
+        assert!(p.matches(&c("/admin/x/y")));
+        assert!(p.matches(&c("/%61dmin/x")));
+        assert!(!p.matches(&c("/administrator")));
+        let root = PathPattern::parse("/").unwrap();
+        assert!(root.matches(&c("/")));
+        assert!(!root.matches(&c("/x")));
+        assert!(
+            PathPattern::parse("/*")
+                .unwrap()
+                .matches(&c("/anything/at/all"))
+        );
+        assert!(PathPattern::parse("/a%20b").unwrap().matches(&c("/A%20B")));
         for bad in [
-            "/a/../admin",
-            "/a/./b",
-            "//admin",
-            "/a%2fb",
-            "/%2E%2E/x",
-            "/a\\b",
-            "x",
+            "orders", "/a//b", "/a/*/b", "/a/x{y}", "/a/..", "/a;b", "/%61", "/a b",
         ] {
-            assert!(canonical_path(bad).is_err(), "{bad}");
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
     }
 
@@ -792,15 +874,15 @@ path = "/orders/*"
 "#;
         let f = PolicyFile::parse(text, Path::new(".")).unwrap();
         let p = &f.policy;
-        assert_eq!(p.decide("GET", "/health").access, Access::Public);
-        assert_eq!(p.decide("HEAD", "/health").access, Access::Public);
-        assert_eq!(p.decide("POST", "/health").access, Access::Deny);
+        assert_eq!(p.decide("GET", &c("/health")).access, Access::Public);
+        assert_eq!(p.decide("HEAD", &c("/health")).access, Access::Public);
+        assert_eq!(p.decide("POST", &c("/health")).access, Access::Deny);
         assert_eq!(
-            p.decide("PUT", "/orders/7").scopes_all,
+            p.decide("PUT", &c("/orders/7")).scopes_all,
             vec!["orders:write"]
         );
-        assert_eq!(p.decide("GET", "/orders/7"), &Rule::authenticated());
-        assert_eq!(p.decide("GET", "/nothing").access, Access::Deny);
+        assert_eq!(p.decide("GET", &c("/orders/7")), &Rule::authenticated());
+        assert_eq!(p.decide("GET", &c("/nothing")).access, Access::Deny);
         assert_eq!(f.headers.subject, "X-Jotgate-Sub");
     }
 }

@@ -187,30 +187,32 @@ impl VerifierConfig {
     }
 }
 
-/// Only https, except on the loopback interface (local development and tests).
+/// Only https, except on the loopback interface (local development and tests). The URL is
+/// parsed by a WHATWG parser (the `url` crate, the one the HTTP client connects by), so the
+/// host checked is the host connected to; credentials in a URL are refused.
 pub(crate) fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
-    let lower = url.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Ok(());
+    let refuse = |why: &str| {
+        Err(ConfigError(format!(
+            "{what} must be an https:// URL (http:// only on 127.0.0.1, localhost or [::1]){why}: {url}"
+        )))
+    };
+    let Ok(u) = url::Url::parse(url) else {
+        return refuse(" and a valid URL");
+    };
+    if !u.username().is_empty() || u.password().is_some() {
+        return refuse(", without user name or password");
     }
-    if let Some(rest) = lower.strip_prefix("http://") {
-        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-        let name = if host.starts_with('[') {
-            host.split(']')
-                .next()
-                .map(|h| format!("{h}]"))
-                .unwrap_or_default()
-        } else {
-            host.split(':').next().unwrap_or("").to_string()
-        };
-        if matches!(name.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
-            return Ok(());
-        }
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
+        Some(url::Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
+        None => return refuse(""),
+    };
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => refuse(""),
     }
-    Err(ConfigError(format!(
-        "{what} must be an https:// URL (http:// only on 127.0.0.1, localhost or [::1]): {url}"
-    )))
 }
 
 struct Remote {
@@ -722,6 +724,37 @@ impl Verifier {
             i.revocations.apply(entries, now());
             self.cache
                 .retain(|e| !i.revocations.denies_principal(&e.principal));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_url;
+
+    #[test]
+    fn urls_are_checked_on_the_host_they_connect_to() {
+        for ok in [
+            "https://id.example.com/jwks.json",
+            "http://127.0.0.1:9999/jwks.json",
+            "http://localhost/x",
+            "http://[::1]:80/x",
+        ] {
+            assert!(check_url("jwks_uri", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.2:9999\\@127.0.0.1/jwks.json",
+            "http://127.0.0.2:9999\\@localhost/jwks.json",
+            "http://evil.example#@127.0.0.1/",
+            "http://user:pw@127.0.0.1/x",
+            "https://user@id.example.com/x",
+            "http://127.0.0.1.evil.example/x",
+            "http://id.example.com/x",
+            "ftp://127.0.0.1/x",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(check_url("jwks_uri", bad).is_err(), "{bad}");
         }
     }
 }

@@ -45,6 +45,7 @@ impl Gateway {
                 upstream: upstream.to_string(),
                 policy: file.policy,
                 headers: file.headers,
+                options: file.gateway,
                 upstream_timeout: Duration::from_secs(60),
             },
         )
@@ -97,7 +98,12 @@ pub async fn run_authorizer(policy: &Path, v2: V2Format) -> anyhow::Result<()> {
     let (verifier, file) = load_policy(policy)?;
     // Keys are fetched once per container, before the first event.
     let _background = verifier.start().await;
-    let authorizer = Arc::new(Authorizer::new(verifier, file.policy, v2));
+    let authorizer = Arc::new(Authorizer::with_options(
+        verifier,
+        file.policy,
+        v2,
+        file.authorizer,
+    ));
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<Value>| {
             let a = authorizer.clone();

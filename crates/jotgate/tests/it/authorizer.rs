@@ -100,22 +100,34 @@ async fn rest_request_event_applies_the_route_policy() {
         out["policyDocument"]["Statement"][0]["Resource"],
         "arn:aws:execute-api:us-east-1:123456789012:abcdef123/test/POST/orders/42"
     );
-    // Public and closed routes, from the method ARN and path.
+    // Public and closed routes, from the method ARN (with which the path must agree).
+    let arn = |method: &str, path: &str| {
+        format!("arn:aws:execute-api:us-east-1:123456789012:abcdef123/test/{method}{path}")
+    };
     let mut health = event("rest-request", "");
     health["path"] = "/health".into();
     health["httpMethod"] = "GET".into();
+    health["methodArn"] = arn("GET", "/health").into();
     let out = auth.handle(&health).await.unwrap();
     assert_eq!(out["principalId"], "anonymous");
     assert_eq!(out["policyDocument"]["Statement"][0]["Effect"], "Allow");
     let mut closed = event("rest-request", &writer_token(&fake));
     closed["path"] = "/closed".into();
+    closed["methodArn"] = arn("POST", "/closed").into();
     let out = auth.handle(&closed).await.unwrap();
     assert_eq!(out["policyDocument"]["Statement"][0]["Effect"], "Deny");
     // A path that could mean another route is refused.
     let mut sneaky = event("rest-request", &writer_token(&fake));
     sneaky["path"] = "/health/../admin".into();
+    sneaky["methodArn"] = arn("POST", "/health/../admin").into();
     let out = auth.handle(&sneaky).await.unwrap();
     assert_eq!(out["policyDocument"]["Statement"][0]["Effect"], "Deny");
+    // A path that disagrees with the method ARN is refused, whatever either says.
+    let mut mismatch = event("rest-request", &writer_token(&fake));
+    mismatch["path"] = "/health".into();
+    let out = auth.handle(&mismatch).await.unwrap();
+    assert_eq!(out["policyDocument"]["Statement"][0]["Effect"], "Deny");
+    assert_eq!(out["context"]["code"], "invalid_request");
 }
 
 #[tokio::test]

@@ -125,3 +125,31 @@ async fn a_login_flood_gets_429_not_unbounded_memory() {
     assert!(denied >= 1, "every request was shed");
     assert_eq!(busy + denied, 24);
 }
+
+/// 200 concurrent wrong passwords for one name: each is counted before it is hashed, so
+/// at most the free failures plus the one that starts the delay are evaluated (401); the
+/// rest are 429 without a hash.
+#[tokio::test]
+async fn concurrent_guesses_are_counted_before_hashing() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.login_user_failures = Some(5);
+    s.login_ip_failures = Some(100_000);
+    s.login_delay = Some(60);
+    let app = TestApp::with(s, dir).await;
+    app.signup("kim").await;
+    let answers =
+        futures_util::future::join_all((0..200).map(|_| app.login("kim", "wrong password"))).await;
+    let evaluated = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!(answers.iter().all(|r| matches!(
+        r.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
+    )));
+    assert!(
+        (1..=6).contains(&evaluated),
+        "{evaluated} guesses evaluated"
+    );
+}

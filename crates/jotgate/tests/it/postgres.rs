@@ -106,3 +106,37 @@ async fn a_bad_store_url_fails_start_up_with_one_clear_line() {
         "the password never appears: {err}"
     );
 }
+
+/// Concurrent guesses for one name spread over two servers on one database: the count is
+/// taken in the database before hashing, so the limit holds across instances.
+#[tokio::test]
+async fn concurrent_guesses_across_two_servers_are_bounded() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    let make = |url: String| async move {
+        let dir = temp_dir();
+        let mut s = settings(&dir);
+        s.store = Some(url.into());
+        s.login_user_failures = Some(5);
+        s.login_ip_failures = Some(100_000);
+        s.login_delay = Some(60);
+        TestApp::with(s, dir).await
+    };
+    let a = make(url.clone()).await;
+    let b = make(url).await;
+    a.signup("kim").await;
+    let answers = futures_util::future::join_all((0..200).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.login("kim", "wrong password")
+    }))
+    .await;
+    let evaluated = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!(
+        (1..=6).contains(&evaluated),
+        "{evaluated} guesses evaluated"
+    );
+}
