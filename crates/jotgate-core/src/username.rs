@@ -29,6 +29,9 @@ pub struct Username {
 
 impl Username {
     pub fn parse(raw: &str) -> Result<Self, UsernameError> {
+        if raw.len() > MAX_RAW_BYTES {
+            return Err(UsernameError::TooLong);
+        }
         let display: String = raw.trim().nfkc().collect();
         if display.is_empty() {
             return Err(UsernameError::Empty);
@@ -64,6 +67,22 @@ pub fn canonical_key(raw: &str) -> String {
     caseless::default_case_fold_str(&display).nfkc().collect()
 }
 
+/// Longest raw username accepted anywhere, in bytes, before normalisation.
+pub const MAX_RAW_BYTES: usize = 1024;
+
+/// The canonical key of a name typed at login, bounded like a sign-up name (an over-long
+/// name cannot name an account, and must not reach the store as a key).
+pub fn lookup_key(raw: &str) -> Result<String, UsernameError> {
+    if raw.len() > MAX_RAW_BYTES {
+        return Err(UsernameError::TooLong);
+    }
+    let display: String = raw.trim().nfkc().collect();
+    if display.chars().count() > MAX_LEN {
+        return Err(UsernameError::TooLong);
+    }
+    Ok(caseless::default_case_fold_str(&display).nfkc().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +114,8 @@ mod tests {
             Err(UsernameError::TooLong)
         );
         assert!(Username::parse("émile.d+test@example.org").is_ok());
+        assert_eq!(lookup_key(&"x".repeat(3000)), Err(UsernameError::TooLong));
+        assert_eq!(lookup_key(&"x".repeat(65)), Err(UsernameError::TooLong));
+        assert_eq!(lookup_key(" Bob "), Ok("bob".into()));
     }
 }

@@ -29,6 +29,8 @@ pub enum ApiError {
     /// The Bearer credential presented to the revocation feed is not its `feed_token`.
     InvalidFeedToken,
     Conflict(&'static str, String),
+    /// 403 with a code and a sentence.
+    Forbidden(&'static str, String),
     /// 429: too many failures for this username or address.
     RateLimited {
         retry_after_secs: u64,
@@ -49,6 +51,7 @@ impl ApiError {
         use ApiError::*;
         match self {
             BadRequest(code, msg) => (StatusCode::BAD_REQUEST, code, msg.clone()),
+            Forbidden(code, msg) => (StatusCode::FORBIDDEN, code, msg.clone()),
             UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

@@ -35,12 +35,77 @@ async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError
     })
 }
 
+/// JSON parsed like [`Value`], except that an object with a duplicate key is an error: a
+/// proxy or WAF in front may have read the first where serde_json keeps the last.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(Strict(x)) = seq.next_element()? {
+            v.push(x);
+        }
+        Ok(Value::Array(v))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut m = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let Strict(v) = map.next_value()?;
+            if m.insert(k, v).is_some() {
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+        }
+        Ok(Value::Object(m))
+    }
+}
+
 fn object(bytes: &[u8]) -> Result<JsonObject, ApiError> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(JsonObject(map)),
+    match serde_json::from_slice::<Strict>(bytes) {
+        Ok(Strict(Value::Object(map))) => Ok(JsonObject(map)),
         Ok(_) => Err(ApiError::BadRequest(
             "invalid_json",
             "the request body must be a JSON object".into(),
+        )),
+        Err(e) if e.to_string().starts_with("duplicate key") => Err(ApiError::BadRequest(
+            "invalid_json",
+            "the request body has a duplicate key".into(),
         )),
         Err(_) => Err(ApiError::BadRequest(
             "invalid_json",
@@ -132,24 +197,106 @@ pub fn bearer_token(headers: &HeaderMap, accept_x_access_token: bool) -> Result<
     Err(ApiError::MissingToken)
 }
 
-/// The client's address: the socket peer, or — only when the deployment says a proxy in
-/// front sets it — the last `X-Forwarded-For` hop (the one our own proxy appended).
-pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for {
-        let forwarded = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .next_back();
-        if forwarded.is_some() {
-            return forwarded;
-        }
+/// The caller's address as the platform reports it (API Gateway's `sourceIp`), set by the
+/// Lambda adapter; it wins over headers and the socket.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceIp(pub IpAddr);
+
+/// One `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:443`) or in brackets.
+fn forwarded_entry(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    s.parse::<IpAddr>()
+        .ok()
+        .or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            s.strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|r| r.parse().ok())
+        })
+}
+
+/// The client's address: the platform's (Lambda), else — when the deployment says `hops`
+/// proxies in front append to `X-Forwarded-For` — the entry `hops` from the right (the one
+/// the outermost trusted proxy wrote; anything left of it is the client's own say), else
+/// the socket peer. An entry the trusted proxy wrote but that is no address (`unknown`)
+/// and a list shorter than `hops` (the request bypassed a proxy) fall back to the peer.
+pub fn client_ip(parts: &Parts, hops: u8) -> Option<IpAddr> {
+    if let Some(SourceIp(ip)) = parts.extensions.get::<SourceIp>() {
+        return Some(*ip);
     }
-    parts
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0.ip());
+    if hops == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let hops = usize::from(hops);
+    if entries.len() < hops {
+        return peer;
+    }
+    forwarded_entry(entries[entries.len() - hops]).or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(xff: &[&str], peer: &str) -> Parts {
+        let mut b = axum::http::Request::builder();
+        for v in xff {
+            b = b.header("x-forwarded-for", *v);
+        }
+        let (mut p, _) = b.body(()).unwrap().into_parts();
+        p.extensions
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        p
+    }
+
+    #[test]
+    fn the_client_address_is_taken_a_fixed_number_of_hops_from_the_right() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let p = parts(&["6.6.6.6, 1.2.3.4"], "10.0.0.1:80");
+        assert_eq!(client_ip(&p, 0), ip("10.0.0.1"));
+        assert_eq!(client_ip(&p, 1), ip("1.2.3.4"));
+        assert_eq!(client_ip(&p, 2), ip("6.6.6.6"));
+        // A proxy that appends host:port or "unknown": the client cannot choose its key.
+        let p = parts(&["6.6.6.6", "1.2.3.4:5555"], "10.0.0.1:80");
+        assert_eq!(client_ip(&p, 1), ip("1.2.3.4"));
+        let p = parts(&["6.6.6.6, unknown"], "10.0.0.1:80");
+        assert_eq!(client_ip(&p, 1), ip("10.0.0.1"));
+        let p = parts(&["[2001:db8::1]:443"], "10.0.0.1:80");
+        assert_eq!(client_ip(&p, 1), ip("2001:db8::1"));
+        // Fewer entries than trusted hops: the request did not come through them all.
+        let p = parts(&["1.2.3.4"], "10.0.0.1:80");
+        assert_eq!(client_ip(&p, 2), ip("10.0.0.1"));
+        let mut p = parts(&["1.2.3.4"], "10.0.0.1:80");
+        p.extensions.insert(SourceIp("9.9.9.9".parse().unwrap()));
+        assert_eq!(client_ip(&p, 1), ip("9.9.9.9"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        assert!(object(br#"{"a":1,"b":[1,{"c":null}],"d":1.5}"#).is_ok());
+        for bad in [
+            r#"{"username":"a","username":"b"}"#,
+            r#"{"x":{"k":1,"k":2}}"#,
+            r#"{"x":[{"k":1,"k":2}]}"#,
+        ] {
+            match object(bad.as_bytes()) {
+                Err(ApiError::BadRequest("invalid_json", m)) => {
+                    assert!(m.contains("duplicate"), "{bad}: {m}")
+                }
+                _ => panic!("{bad} accepted"),
+            }
+        }
+    }
 }

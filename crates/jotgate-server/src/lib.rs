@@ -59,8 +59,11 @@ pub struct ServerConfig {
     pub hash_queue: usize,
     /// Accept the legacy `x-access-token` header besides `Authorization: Bearer`.
     pub accept_x_access_token: bool,
-    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
-    pub trust_forwarded_for: bool,
+    /// How many proxies in front of the service append to `X-Forwarded-For`: the client
+    /// address is the entry that many from the right. 0: the socket peer.
+    pub forwarded_hops: u8,
+    /// Whether anyone may create an account with `POST /signup`.
+    pub signup_open: bool,
     pub max_body_bytes: usize,
     /// How often the denylist and keys are refreshed from the store.
     pub sync_interval: Duration,
@@ -79,7 +82,8 @@ impl Default for ServerConfig {
             hash_workers: cores,
             hash_queue: cores * 32,
             accept_x_access_token: false,
-            trust_forwarded_for: false,
+            forwarded_hops: 0,
+            signup_open: true,
             max_body_bytes: 64 * 1024,
             sync_interval: Duration::from_secs(5),
             feed_token: None,

@@ -80,6 +80,8 @@ pub struct RateLimitConfig {
     pub user_free_failures: u32,
     /// Failures allowed per client address before delays start.
     pub ip_free_failures: u32,
+    /// Sign-up attempts (successful or not) allowed per client address before delays.
+    pub signup_free_attempts: u32,
     /// The first delay; each further failure doubles it.
     pub base_delay: Duration,
     pub max_delay: Duration,
@@ -92,6 +94,7 @@ impl Default for RateLimitConfig {
         Self {
             user_free_failures: 5,
             ip_free_failures: 20,
+            signup_free_attempts: 20,
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(15 * 60),
             reset_after: Duration::from_secs(15 * 60),
@@ -99,7 +102,8 @@ impl Default for RateLimitConfig {
     }
 }
 
-/// Counts failed logins per key (`user:<digest of the canonical name>`, `ip:<address>`) in
+/// Counts failed logins per key (`user:<digest of the canonical name>`, `ip:<address>`;
+/// and sign-up attempts, `signup:<address>`) in
 /// the store, so every instance — every Lambda container, every server on one database —
 /// sees the same counts. Keys are the names *as typed*, existing or not, so a lockout
 /// reveals nothing about existence. The delay after a failure is computed from the count
@@ -129,6 +133,8 @@ impl LoginLimiter {
     fn blocked_until(&self, f: &LoginFailures) -> Option<i64> {
         let free = if f.key.starts_with("ip:") {
             self.cfg.ip_free_failures
+        } else if f.key.starts_with("signup:") {
+            self.cfg.signup_free_attempts
         } else {
             self.cfg.user_free_failures
         };

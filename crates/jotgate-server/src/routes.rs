@@ -25,7 +25,7 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(client_ip(parts, state.0.cfg.trust_forwarded_for)))
+        Ok(Self(client_ip(parts, state.0.cfg.forwarded_hops)))
     }
 }
 
@@ -79,7 +79,22 @@ async fn new_session(st: &AppState, user: &User) -> Result<Value, ApiError> {
     Ok(token_body(st, user, access, refresh_token))
 }
 
-pub async fn signup(State(st): State<AppState>, body: JsonObject) -> Result<Response, ApiError> {
+pub async fn signup(
+    State(st): State<AppState>,
+    ClientIp(ip): ClientIp,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    if !st.0.cfg.signup_open {
+        return Err(ApiError::Forbidden(
+            "signup_closed",
+            "sign-up is closed; ask an administrator for an account".into(),
+        ));
+    }
+    // Every attempt counts against the address, taken name or not: sign-up must be neither
+    // a fast enumeration oracle nor a way to fill the hashing queue.
+    if let Some(ip) = ip {
+        st.0.limiter.begin(&[format!("signup:{ip}")]).await?;
+    }
     let name = Username::parse(body.string("username")?)
         .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
     let pw = body.string("password")?.to_string();
@@ -122,7 +137,8 @@ pub async fn login(
 ) -> Result<Json<Value>, ApiError> {
     let typed = body.string("username")?;
     let pw = body.string("password")?.to_string();
-    let key = username::canonical_key(typed);
+    let key = username::lookup_key(typed)
+        .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
     // Counted by digest: an attacker typing 60 KiB names must not grow the table by as much.
     let user_key = format!("user:{}", jotgate_core::sha256_b64url(key.as_bytes()));
     let ip_key = ip.map(|ip| format!("ip:{ip}"));

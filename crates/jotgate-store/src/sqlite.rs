@@ -67,6 +67,39 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// The database holds password hashes and (unless sealed) private keys: it is created
+/// readable by its owner only (0600), and an existing one is tightened to that. SQLite
+/// creates the `-wal` and `-shm` files with the database file's permissions.
+fn private_file(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+        let meta = f
+            .metadata()
+            .map_err(|e| backend(format!("cannot read {}: {e}", path.display())))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| backend(format!("cannot make {} private: {e}", path.display())))?;
+            for ext in ["-wal", "-shm"] {
+                let side = PathBuf::from(format!("{}{ext}", path.display()));
+                if side.exists() {
+                    let _ = std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600));
+                }
+            }
+            tracing::warn!(file = %path.display(), "the database was readable by others; it is now 0600");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Open (creating if needed) the database file and apply the schema.
     pub fn open(path: &Path) -> Result<Self> {
@@ -74,6 +107,7 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
         }
+        private_file(path)?;
         let conn = Connection::open(path).map_err(backend)?;
         Self::init(&conn)?;
         // Absolute, so the start-up log says exactly which file holds the data.

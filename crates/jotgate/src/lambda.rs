@@ -61,23 +61,37 @@ fn strip_stage<B>(mut req: Request<B>) -> Request<B> {
     req
 }
 
+/// The caller's address as API Gateway saw it (`sourceIp` of the request context), for
+/// throttling: not the last `X-Forwarded-For` hop, which behind an edge-optimised REST API
+/// is CloudFront's and shared by every client of that edge.
+fn source_ip<B>(mut req: Request<B>) -> Request<B> {
+    let ip = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(c)) => c.identity.source_ip.clone(),
+        Some(RequestContext::ApiGatewayV2(c)) => c.http.source_ip.clone(),
+        _ => None,
+    };
+    if let Some(ip) = ip.and_then(|s| s.parse().ok()) {
+        req.extensions_mut()
+            .insert(jotgate_server::extract::SourceIp(ip));
+    }
+    req
+}
+
 /// Serve the HTTP API as a Lambda function until the runtime stops it.
 pub async fn run_api(settings: &Settings) -> anyhow::Result<()> {
     require_lambda_env("jotgate lambda")?;
     crate::init_crypto();
-    let mut settings = settings.clone();
     if settings.issuer.is_none() {
         anyhow::bail!(
             "missing setting issuer (JOTGATE_ISSUER): in Lambda set it to the API's public URL, e.g. https://abc123.execute-api.eu-west-1.amazonaws.com"
         );
     }
-    // API Gateway appends the caller's address to X-Forwarded-For; there is no socket peer.
-    settings.trust_forwarded_for.get_or_insert(true);
-    let state = crate::build_state(&settings).await?;
+    let state = crate::build_state(settings).await?;
     let sync = state.spawn_sync();
     // Outside the Router: a Router layer would run after routing, too late for the path.
     let app = tower::ServiceBuilder::new()
         .map_request(strip_stage::<lambda_http::Body>)
+        .map_request(source_ip::<lambda_http::Body>)
         .service(jotgate_server::router(state));
     let result = lambda_http::run(app)
         .await

@@ -155,10 +155,27 @@ pub struct Settings {
           default_missing_value = "true", value_name = "BOOL")]
     pub accept_x_access_token: Option<bool>,
 
-    /// Take the client address from X-Forwarded-For; only behind a proxy you run [default: false]
+    /// Take the client address from X-Forwarded-For; only behind a proxy you run (one proxy; see --forwarded-hops) [default: false]
     #[arg(long, env = "JOTGATE_TRUST_FORWARDED_FOR", global = true, num_args = 0..=1,
           default_missing_value = "true", value_name = "BOOL")]
     pub trust_forwarded_for: Option<bool>,
+
+    /// Number of proxies in front that append to X-Forwarded-For; the client address is the entry that many from the right (0: the socket peer) [default: 1 with --trust-forwarded-for, else 0]
+    #[arg(long, env = "JOTGATE_FORWARDED_HOPS", global = true, value_name = "N")]
+    pub forwarded_hops: Option<u8>,
+
+    /// Public sign-up with POST /signup: open or closed (accounts then come from `jotgate users add`) [default: open]
+    #[arg(
+        long,
+        env = "JOTGATE_SIGNUP",
+        global = true,
+        value_name = "open|closed"
+    )]
+    pub signup: Option<SignupMode>,
+
+    /// Sign-up attempts per client address before growing delays start [default: 20]
+    #[arg(long, env = "JOTGATE_SIGNUP_IP_LIMIT", global = true, value_name = "N")]
+    pub signup_ip_limit: Option<u32>,
 
     /// How often keys and revocations are re-read from the store, in seconds [default: 5]
     #[arg(
@@ -200,6 +217,14 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
 }
 
+/// Whether anyone may sign up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignupMode {
+    Open,
+    Closed,
+}
+
 fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
     Ok(Option::<String>::deserialize(d)?.map(SecretString::from))
 }
@@ -220,7 +245,7 @@ impl Settings {
             refresh_grace, leeway, alg, hs256_secret, pepper, argon2_memory_kib,
             argon2_iterations, hash_workers, hash_queue, login_user_failures,
             login_ip_failures, login_delay, login_max_delay, accept_x_access_token,
-            trust_forwarded_for, sync_interval, master_key, feed_token, tls_cert, tls_key);
+            trust_forwarded_for, forwarded_hops, signup, signup_ip_limit, sync_interval, master_key, feed_token, tls_cert, tls_key);
         Ok(self)
     }
 
@@ -341,6 +366,7 @@ impl Settings {
             rate_limit: RateLimitConfig {
                 user_free_failures: self.login_user_failures.unwrap_or(r.user_free_failures),
                 ip_free_failures: self.login_ip_failures.unwrap_or(r.ip_free_failures),
+                signup_free_attempts: self.signup_ip_limit.unwrap_or(r.signup_free_attempts),
                 base_delay: self.login_delay.map_or(r.base_delay, Duration::from_secs),
                 max_delay: self
                     .login_max_delay
@@ -350,7 +376,10 @@ impl Settings {
             hash_workers: self.hash_workers.unwrap_or(d.hash_workers),
             hash_queue: self.hash_queue.unwrap_or(d.hash_queue),
             accept_x_access_token: self.accept_x_access_token.unwrap_or(false),
-            trust_forwarded_for: self.trust_forwarded_for.unwrap_or(false),
+            forwarded_hops: self
+                .forwarded_hops
+                .unwrap_or(u8::from(self.trust_forwarded_for.unwrap_or(false))),
+            signup_open: self.signup != Some(SignupMode::Closed),
             max_body_bytes: d.max_body_bytes,
             sync_interval: self
                 .sync_interval

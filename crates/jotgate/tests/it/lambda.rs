@@ -476,3 +476,40 @@ async fn secret_settings_can_be_aws_secret_references() {
     assert!(!ok && err.contains("invalid setting master_key"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The per-address login limit keys on API Gateway's `sourceIp`, not on the last
+/// `X-Forwarded-For` hop (CloudFront's, behind an edge-optimised API; and absent otherwise).
+#[tokio::test]
+async fn lambda_throttles_by_the_source_ip_of_the_request_context() {
+    let mut f = Function::start_with(&[
+        ("JOTGATE_LOGIN_IP_FAILURES", "2"),
+        ("JOTGATE_LOGIN_DELAY", "60"),
+    ])
+    .await;
+    let login = |name: &str, client: &str, edge: &str| {
+        let mut e = event(
+            Shape::RestV1,
+            "POST",
+            "/login",
+            Some(json!({"username": name, "password": "wrong password"})),
+            None,
+        );
+        e["requestContext"]["identity"]["sourceIp"] = client.into();
+        e["headers"]["X-Forwarded-For"] = format!("{client}, {edge}").into();
+        e["multiValueHeaders"]["X-Forwarded-For"] = json!([format!("{client}, {edge}")]);
+        e
+    };
+    // Three failures from one client through one edge: the third starts its delay.
+    for i in 0..3 {
+        let (s, _, _) = f
+            .call(login(&format!("u{i}"), "198.51.100.1", "130.176.0.1"))
+            .await;
+        assert_eq!(s, 401);
+    }
+    let (s, h, _) = f.call(login("u9", "198.51.100.1", "130.176.0.1")).await;
+    assert_eq!(s, 429);
+    assert!(h.get("retry-after").is_some());
+    // Another client behind the same CloudFront edge is not affected.
+    let (s, _, _) = f.call(login("u9", "198.51.100.2", "130.176.0.1")).await;
+    assert_eq!(s, 401);
+}

@@ -3,6 +3,7 @@
 
 mod attacks;
 mod authorizer;
+mod bounds;
 mod bypass;
 mod cli;
 mod common;

@@ -1,0 +1,188 @@
+//! Bounds at the boundary (issue 16, items 12, 18, 19): over-long values of every field
+//! to every endpoint on each backend get a 4xx and leave the store as it was; duplicate
+//! JSON keys are refused; sign-up is throttled per address and can be closed; the SQLite
+//! files are private.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{PASSWORD, TestApp, client, error_code, settings, temp_dir};
+
+async fn store_snapshot(app: &TestApp) -> (usize, usize) {
+    let store = app.store().await;
+    let users = store.list_users().await.unwrap().len();
+    let revs = store
+        .revocations_since(0, jotgate_verify::now())
+        .await
+        .unwrap()
+        .len();
+    (users, revs)
+}
+
+/// Every endpoint, every field, too long (and a few wrong shapes): 4xx, nothing written.
+async fn over_long_values_change_nothing(app: &TestApp) {
+    let ann = app.signup("ann").await;
+    let token = ann["token"].as_str().unwrap().to_string();
+    let before = store_snapshot(app).await;
+    let long = "x".repeat(3000);
+    let long_pw = "correct horse ".repeat(200);
+    let cases: Vec<(&str, Value)> = vec![
+        ("/signup", json!({"username": long, "password": PASSWORD})),
+        (
+            "/signup",
+            json!({"username": "bounded", "password": long_pw}),
+        ),
+        ("/signup", json!({"username": 7, "password": PASSWORD})),
+        ("/signup", json!({"username": ["a"], "password": PASSWORD})),
+        ("/login", json!({"username": long, "password": PASSWORD})),
+        ("/login", json!({"username": "ann", "password": long_pw})),
+        ("/login", json!({"username": "ann", "password": {"x": 1}})),
+        ("/verify", json!({"token": long})),
+        ("/refresh", json!({"refresh_token": long})),
+        ("/logout", json!({"refresh_token": long})),
+        ("/logout-all", json!({"refresh_token": long})),
+    ];
+    for (path, body) in cases {
+        let res = app.post(path, body.clone()).await;
+        let s = res.status();
+        assert!(s.is_client_error(), "{path} {body:.60}: {s}");
+    }
+    for (path, raw) in [
+        (
+            "/signup",
+            r#"{"username":"dup","username":"dup2","password":"correct horse battery"}"#,
+        ),
+        (
+            "/login",
+            r#"{"username":"ann","password":"x","password":"correct horse battery"}"#,
+        ),
+    ] {
+        let res = client()
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(res, StatusCode::BAD_REQUEST).await,
+            "invalid_json",
+            "{path}"
+        );
+    }
+    let res = client()
+        .post(app.url("/signup"))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"username":"big","password":"{}"}}"#,
+            "x".repeat(100_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let res = client()
+        .get(app.url("/private"))
+        .bearer_auth(&long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = client()
+        .get(app.url(&format!("/api/v1/revocations?since={}", "9".repeat(3000))))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error());
+    assert_eq!(store_snapshot(app).await, before, "the store is unchanged");
+    // And the account still works.
+    assert_eq!(app.private(&token).await.status(), StatusCode::OK);
+    assert_eq!(app.login("ann", PASSWORD).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn over_long_values_are_refused_on_sqlite() {
+    over_long_values_change_nothing(&TestApp::start().await).await;
+}
+
+#[tokio::test]
+async fn over_long_values_are_refused_on_postgres() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.store = Some(url.into());
+    over_long_values_change_nothing(&TestApp::with(s, dir).await).await;
+}
+
+#[tokio::test]
+async fn over_long_values_are_refused_on_dynamodb() {
+    let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
+        return;
+    };
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.store = Some(url.into());
+    over_long_values_change_nothing(&TestApp::with(s, dir).await).await;
+}
+
+#[tokio::test]
+async fn signup_is_throttled_per_address_and_can_be_closed() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.signup_ip_limit = Some(3);
+    s.login_delay = Some(60);
+    let app = TestApp::with(s, dir).await;
+    // Taken or not, every attempt counts: the name oracle is bounded too.
+    for i in 0..4 {
+        let res = app
+            .post(
+                "/signup",
+                json!({"username": format!("s{}", i % 2), "password": PASSWORD}),
+            )
+            .await;
+        assert!(matches!(res.status().as_u16(), 201 | 409), "{i}");
+    }
+    let res = app
+        .post("/signup", json!({"username": "s9", "password": PASSWORD}))
+        .await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(
+        error_code(res, StatusCode::TOO_MANY_REQUESTS).await,
+        "rate_limited"
+    );
+
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.signup = Some(jotgate::settings::SignupMode::Closed);
+    let app = TestApp::with(s, dir).await;
+    let res = app
+        .post(
+            "/signup",
+            json!({"username": "nobody", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        error_code(res, StatusCode::FORBIDDEN).await,
+        "signup_closed"
+    );
+    assert!(app.store().await.list_users().await.unwrap().is_empty());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_sqlite_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::start().await;
+    app.signup("ann").await;
+    let db = app.dir.join("jotgate.db");
+    for f in [
+        db.clone(),
+        db.with_extension("db-wal"),
+        db.with_extension("db-shm"),
+    ] {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+}
