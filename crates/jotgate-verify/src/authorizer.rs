@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::path::{CanonicalPath, canonicalize};
+use crate::forwarding::{fold, is_method_param, is_override, query_has_method_param};
+use crate::path::{CanonicalPath, canonicalize, require_canonical};
 use crate::policy::{Access, AuthorizerOptions, Policy};
 use crate::{Principal, Verifier};
 
@@ -56,28 +57,51 @@ struct Call<'a> {
     resource: String,
 }
 
-/// The value of header `name` (case-insensitive), from `headers` and `multiValueHeaders`.
-/// Two values (two keys differing in case, or a multi-value list of two) → `Err`.
+/// The value of header `name` (case-insensitive, `_` ≡ `-`), from `headers` and
+/// `multiValueHeaders`. Two values (two spellings of the name, a multi-value list of two,
+/// or HTTP API's comma-joined duplicates) → `Err`.
 fn header<'a>(event: &'a Value, name: &str) -> Result<Option<&'a str>, &'static str> {
     let mut found: Option<&str> = None;
     let mut count = 0;
     if let Some(h) = event.get("headers").and_then(Value::as_object) {
-        for (_, v) in h.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        for (_, v) in h.iter().filter(|(k, _)| fold(k) == name) {
             count += 1;
             found = v.as_str();
         }
     }
     if let Some(h) = event.get("multiValueHeaders").and_then(Value::as_object) {
         let mut multi = 0;
-        for (_, v) in h.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        for (_, v) in h.iter().filter(|(k, _)| fold(k) == name) {
             multi += v.as_array().map_or(1, Vec::len);
         }
         count = count.max(multi);
     }
-    if count > 1 {
+    if count > 1 || found.is_some_and(|v| v.contains(',')) {
         return Err("more than one Authorization header");
     }
     Ok(found)
+}
+
+/// Header names of the event (`headers` and `multiValueHeaders`), folded.
+fn header_names(event: &Value) -> impl Iterator<Item = String> + '_ {
+    ["headers", "multiValueHeaders"]
+        .into_iter()
+        .filter_map(|k| event.get(k).and_then(Value::as_object))
+        .flat_map(|m| m.keys().map(|k| fold(k)))
+}
+
+/// Does the event's query carry `_method` (REST: the parameter maps; HTTP API: the raw
+/// query string)?
+fn has_method_param(event: &Value) -> bool {
+    let in_maps = ["queryStringParameters", "multiValueQueryStringParameters"]
+        .into_iter()
+        .filter_map(|k| event.get(k).and_then(Value::as_object))
+        .any(|m| m.keys().any(|k| is_method_param(k)));
+    let raw = event
+        .get("rawQueryString")
+        .and_then(Value::as_str)
+        .is_some_and(query_has_method_param);
+    in_maps || raw
 }
 
 /// `Bearer <jwt>` (scheme case-insensitive) or, for TOKEN authorizers, a bare JWT.
@@ -148,20 +172,11 @@ fn route_covers(template: &str, path: &CanonicalPath) -> bool {
     parts.len() == segs.len()
 }
 
-const OVERRIDE_HEADERS: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
-];
-
 fn parse<'e>(event: &'e Value, opts: &AuthorizerOptions) -> Option<Call<'e>> {
     let s = |k: &str| event.get(k).and_then(Value::as_str);
     let auth = header(event, "authorization");
-    let overridden = OVERRIDE_HEADERS
-        .iter()
-        .any(|h| header(event, h).map_or(true, |v| v.is_some()));
+    let overridden = header_names(event).any(|n| is_override(&n));
+    let method_param = !opts.allow_method_param && has_method_param(event);
     // What an answer allows must be exactly what was decided: never a wildcard.
     let problem = |resource: &str| -> Option<&'static str> {
         if resource.contains('*') {
@@ -170,6 +185,8 @@ fn parse<'e>(event: &'e Value, opts: &AuthorizerOptions) -> Option<Call<'e>> {
             Some("more than one Authorization header")
         } else if overridden {
             Some("method and URL override headers are not accepted")
+        } else if method_param {
+            Some("the _method query parameter is not accepted")
         } else {
             None
         }
@@ -215,7 +232,8 @@ fn parse<'e>(event: &'e Value, opts: &AuthorizerOptions) -> Option<Call<'e>> {
     }
     let arn = s("methodArn")?;
     let (stage, arn_method, arn_path) = from_arn(arn)?;
-    let decided = canonicalize(&format!("/{}", arn_path.unwrap_or("")));
+    // The answer allows exactly this ARN: it must already be the path's one spelling.
+    let decided = require_canonical(&as_uri_path(&format!("/{}", arn_path.unwrap_or(""))));
     let token = match s("type")? {
         "TOKEN" => s("authorizationToken").and_then(bearer),
         "REQUEST" => auth.ok().flatten().and_then(bearer),
@@ -253,7 +271,7 @@ fn event_path_candidates(raw: &str, stage: &str, base_paths: &[String]) -> Vec<C
     let raw = as_uri_path(raw);
     let mut out = Vec::new();
     let mut push = |p: &str| {
-        if let Ok(c) = canonicalize(p) {
+        if let Ok(c) = require_canonical(p) {
             out.push(c);
         }
     };
@@ -287,7 +305,7 @@ fn v2_path(
     {
         p = r;
     }
-    let mut path = canonicalize(p)?;
+    let mut path = require_canonical(p)?;
     let Some((_, arn_method, template)) = from_arn(route_arn) else {
         return Err("the event has no valid route ARN");
     };
@@ -305,7 +323,7 @@ fn v2_path(
     // A custom domain's base path: the route covers what follows it.
     for b in base_paths {
         if let Some(r) = strip_segment_prefix(p, b) {
-            let c = canonicalize(r)?;
+            let c = require_canonical(r)?;
             if route_covers(template, &c) {
                 path = c;
                 return Ok(path);

@@ -9,8 +9,11 @@
 //!   compared case-insensitively with `_` read as `-`, as CGI-style upstreams do) are
 //!   removed, and so are client-sent `Forwarded`, `X-Real-IP`, `True-Client-IP` and
 //!   `X-Forwarded-*` unless the peer is a trusted proxy;
-//! - method and URL override headers are removed (or refused), `_method` is refused;
-//! - a Bearer token that failed on a public route is removed, with `X-Jotgate-Verified:
+//! - method and URL override headers (`X-HTTP-Method-Override`, `X-Original-URL`,
+//!   `SCRIPT_NAME`…) are removed (or refused), `_method` in the query is refused (in a form
+//!   body it cannot be seen by a streaming proxy: see docs/security.md);
+//! - on a public route, an Authorization header that is not a verified Bearer token (one
+//!   that failed, or another scheme or spelling) is removed, with `X-Jotgate-Verified:
 //!   false`; `x-access-token`, which the gateway never checks, is never forwarded;
 //! - request framing the upstream could read differently is refused: two `Host` headers,
 //!   a `Host` with userinfo or a path, HTTP/1.1 without `Host`, a `Connection` header
@@ -32,6 +35,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
 use crate::error::ConfigError;
+use crate::forwarding::{fold, is_client_fact, is_override, query_has_method_param};
 use crate::http::{Rejection, decide};
 use crate::path::canonicalize;
 use crate::policy::{GatewayOptions, IdentityHeaders, OverrideHeaders, Policy};
@@ -74,38 +78,6 @@ struct Names {
     /// The five names, lower case with `_` as `-`.
     folded: Vec<String>,
 }
-
-/// A header name as CGI/WSGI-style servers read it: lower case, `_` ≡ `-`.
-fn fold(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
-}
-
-/// Client-sent headers about the connection or the client, never passed on as they came.
-const CONNECTION_FACTS: &[&str] = &[
-    "forwarded",
-    "x-real-ip",
-    "true-client-ip",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-client-ip",
-    "client-ip",
-];
-
-/// Headers some frameworks honour to act on another method or path than the request's.
-const OVERRIDES: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    "x-forwarded-prefix",
-];
 
 /// End-to-end headers the gateway relies on: a `Connection` header may not name them.
 const NOT_HOP_BY_HOP: &[&str] = &[
@@ -240,13 +212,18 @@ impl Gateway {
     fn is_ours(&self, folded: &str) -> bool {
         folded.starts_with("x-jotgate-")
             || self.names.folded.iter().any(|n| n == folded)
-            || CONNECTION_FACTS.contains(&folded)
-            || OVERRIDES.contains(&folded)
+            || is_client_fact(folded)
+            || is_override(folded)
             || folded == "x-access-token"
     }
 
     fn trusted(&self, peer: Option<std::net::IpAddr>) -> bool {
-        peer.is_some_and(|ip| self.options.trusted_proxies.iter().any(|n| n.contains(ip)))
+        peer.is_some_and(|ip| {
+            self.options
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(ip.to_canonical()))
+        })
     }
 }
 
@@ -297,11 +274,16 @@ fn authority(req: &Request) -> Result<Option<HeaderValue>, Refused> {
             return Err(Refused::bad("the Host header is not a host[:port]"));
         }
     }
-    if let Some(a) = req.uri().authority() {
-        return Ok(HeaderValue::from_str(a.as_str()).ok());
-    }
     if host.is_none() && req.version() == axum::http::Version::HTTP_11 {
         return Err(Refused::bad("an HTTP/1.1 request needs a Host header"));
+    }
+    if let Some(a) = req.uri().authority() {
+        if a.as_str().contains('@') || a.host().is_empty() {
+            return Err(Refused::bad(
+                "the request target's authority is not a host[:port]",
+            ));
+        }
+        return Ok(HeaderValue::from_str(a.as_str()).ok());
     }
     Ok(host.cloned())
 }
@@ -348,8 +330,7 @@ fn check_request(gw: &Gateway, req: &Request) -> Result<(), Refused> {
         }
     }
     if gw.options.override_headers == OverrideHeaders::Refuse
-        && h.keys()
-            .any(|k| OVERRIDES.contains(&fold(k.as_str()).as_str()))
+        && h.keys().any(|k| is_override(&fold(k.as_str())))
     {
         return Err(Refused::bad(
             "method and URL override headers (X-HTTP-Method-Override, X-Original-URL…) are not accepted",
@@ -357,11 +338,7 @@ fn check_request(gw: &Gateway, req: &Request) -> Result<(), Refused> {
     }
     if !gw.options.allow_method_param
         && let Some(q) = req.uri().query()
-        && q.split('&').any(|kv| {
-            let k = kv.split('=').next().unwrap_or("");
-            let k = k.replace("%5F", "_").replace("%5f", "_");
-            k.eq_ignore_ascii_case("_method")
-        })
+        && query_has_method_param(q)
     {
         return Err(Refused::bad("the _method query parameter is not accepted"));
     }
@@ -414,12 +391,16 @@ async fn proxy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         h.remove(k);
     }
     h.remove(header::HOST);
-    if decision.token_refused {
+    // The gateway owns Authorization: on a public route, whatever was not a verified Bearer
+    // token (a forged one, `Bearer<TAB>…`, `JWT …`, a bare token) is not passed on.
+    if decision.principal.is_none()
+        && (decision.token_refused || h.contains_key(header::AUTHORIZATION))
+    {
         h.remove(header::AUTHORIZATION);
         h.insert("x-jotgate-verified", HeaderValue::from_static("false"));
     }
     gw.set_identity(h, decision.principal.as_deref());
-    if let Some(ip) = peer {
+    if let Some(ip) = peer.map(|ip| ip.to_canonical()) {
         let xff = match prev_for {
             Some(prev) => format!("{prev}, {ip}"),
             None => ip.to_string(),

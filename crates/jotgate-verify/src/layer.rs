@@ -145,7 +145,8 @@ where
             };
             match decide(&auth.verifier, rule, req.headers()).await {
                 Ok(d) => {
-                    if d.token_refused {
+                    // On a public route, credentials nobody verified are not passed on.
+                    if d.principal.is_none() {
                         remove_credentials(req.headers_mut());
                     }
                     if let Some(p) = d.principal {

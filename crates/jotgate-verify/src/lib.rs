@@ -21,6 +21,7 @@ pub mod authorizer;
 mod cache;
 pub mod error;
 mod fetch;
+pub mod forwarding;
 pub mod gateway;
 pub mod http;
 pub mod keyset;

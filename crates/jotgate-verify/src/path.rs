@@ -119,6 +119,36 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
     if text.chars().any(char::is_control) {
         return Err("the request path contains a control character");
     }
+    // ASP.NET's cookieless sessions drop `/(S(…))/` segments; NTFS reads `name::$DATA` and
+    // `name:$INDEX_ALLOCATION` as `name`; IIS maps 8.3 short names (`ADMINI~1`).
+    if text.starts_with('(') {
+        return Err("a segment of the request path begins with '(' (ASP.NET cookieless sessions)");
+    }
+    if text.contains("::") || text.contains(":$") {
+        return Err("the request path contains '::' or ':$' (NTFS alternate streams)");
+    }
+    if text
+        .as_bytes()
+        .windows(2)
+        .any(|w| w[0] == b'~' && w[1].is_ascii_digit())
+    {
+        return Err("the request path contains '~' and a digit (8.3 short names)");
+    }
+    // Letters whose case mapping is ASCII (dotless ı, İ): case-insensitive matchers such
+    // as Java's equalsIgnoreCase read `adm\u{131}n` as `admin`.
+    // (Simple, one-letter mappings, as Java's: `ß` → `SS` is not one, `İ` → `i` is.)
+    let ascii_case = |m: &mut dyn Iterator<Item = char>| {
+        let (first, rest) = (m.next(), m.next());
+        first.is_some_and(|f| f.is_ascii()) && rest.is_none()
+    };
+    if text.chars().any(|c| {
+        !c.is_ascii()
+            && (c == '\u{130}'
+                || ascii_case(&mut c.to_uppercase())
+                || ascii_case(&mut c.to_lowercase()))
+    }) {
+        return Err("the request path contains a letter whose case mapping is ASCII");
+    }
     if !text.is_ascii() && is_nfkc_quick(text.chars()) != IsNormalized::Yes {
         use unicode_normalization::UnicodeNormalization;
         if text.nfkc().ne(text.chars()) {
@@ -200,6 +230,8 @@ mod tests {
             ("/file.txt", "/file.txt"),
             ("/a%3Fb", "/a%3Fb"),
             ("/~u/_x-y", "/~u/_x-y"),
+            ("/a:b/x(y)", "/a:b/x(y)"),
+            ("/stra%C3%9Fe", "/stra%C3%9Fe"),
         ] {
             assert_eq!(
                 canonicalize(raw).map(|c| c.encoded),
@@ -247,6 +279,12 @@ mod tests {
             "/a\"b",
             "/a%E2%80%A8",
             "/a%C2%A0",
+            "/(S(x))/admin",
+            "/admin::$INDEX_ALLOCATION/x",
+            "/admin:$DATA",
+            "/ADMINI~1/x",
+            "/adm%C4%B1n",
+            "/ADM%C4%B0N",
         ] {
             assert!(canonicalize(bad).is_err(), "{bad:?}");
         }

@@ -170,15 +170,25 @@ impl PathPattern {
         &self.source
     }
 
-    /// Does the canonical path match?
+    /// Does the canonical path match? A literal also matches the request's last segment
+    /// with a format suffix (`/admin.json` for `admin`): Rails and Spring route those to
+    /// the same handler.
     pub fn matches(&self, path: &CanonicalPath) -> bool {
-        let mut it = path.segments().iter();
+        let segs = path.segments();
+        let mut it = segs.iter().enumerate();
         for seg in &self.segments {
             match (seg, it.next()) {
                 (_, None) => return false,
                 (Seg::Param, Some(_)) => {}
-                (Seg::Literal(l), Some(x)) => {
-                    if !l.eq_ignore_ascii_case(x) {
+                (Seg::Literal(l), Some((i, x))) => {
+                    let last = i + 1 == segs.len();
+                    let same = l.eq_ignore_ascii_case(x)
+                        || (last
+                            && x.len() > l.len()
+                            && x.is_char_boundary(l.len())
+                            && x.as_bytes()[l.len()] == b'.'
+                            && l.eq_ignore_ascii_case(&x[..l.len()]));
+                    if !same {
                         return false;
                     }
                 }
@@ -249,6 +259,8 @@ pub struct AuthorizerOptions {
     /// Base paths of custom-domain API mappings (`/v1`): an event whose path is one of
     /// these followed by the method ARN's path agrees with it.
     pub base_paths: Vec<String>,
+    /// Let a `_method` query parameter through (refused otherwise).
+    pub allow_method_param: bool,
 }
 
 /// An address block, `10.0.0.0/8` or a single address.
@@ -267,6 +279,21 @@ impl IpNet {
         let addr: std::net::IpAddr = a
             .parse()
             .map_err(|_| format!("{s:?} is not an IP address or block"))?;
+        // `::ffff:10.0.0.0/104` is an IPv4 block; peers are compared in canonical form too.
+        let (addr, p) = match (addr, addr.to_canonical(), p) {
+            (std::net::IpAddr::V6(_), v4 @ std::net::IpAddr::V4(_), Some(p)) => {
+                let n: u8 = p
+                    .parse()
+                    .ok()
+                    .filter(|n| (96..=128).contains(n))
+                    .ok_or_else(|| {
+                        format!("{s:?}: an IPv4-mapped block needs a prefix of 96..=128")
+                    })?;
+                (v4, Some((n - 96).to_string()))
+            }
+            (_, c, p) => (c, p.map(str::to_string)),
+        };
+        let p = p.as_deref();
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,
@@ -367,6 +394,8 @@ struct GatewayToml {
 struct AuthorizerToml {
     #[serde(default)]
     base_paths: Vec<String>,
+    #[serde(default)]
+    allow_method_param: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -750,7 +779,7 @@ impl PolicyFile {
                 .map_err(|m| ConfigError(format!("[gateway] trusted_proxies: {m}")))?,
         };
         let mut base_paths = Vec::new();
-        for b in file.authorizer.base_paths {
+        for b in file.authorizer.base_paths.clone() {
             let c = crate::path::require_canonical(&b)
                 .ok()
                 .filter(|c| !c.segments().is_empty() && !c.as_str().ends_with('/'))
@@ -766,7 +795,10 @@ impl PolicyFile {
             policy,
             headers: g.headers,
             gateway,
-            authorizer: AuthorizerOptions { base_paths },
+            authorizer: AuthorizerOptions {
+                base_paths,
+                allow_method_param: file.authorizer.allow_method_param,
+            },
         })
     }
 }
@@ -791,6 +823,8 @@ mod tests {
         assert!(p.matches(&c("/admin/x/y")));
         assert!(p.matches(&c("/%61dmin/x")));
         assert!(!p.matches(&c("/administrator")));
+        assert!(p.matches(&c("/admin.json")), "format suffix");
+        assert!(!p.matches(&c("/admin.json/x")));
         let root = PathPattern::parse("/").unwrap();
         assert!(root.matches(&c("/")));
         assert!(!root.matches(&c("/x")));

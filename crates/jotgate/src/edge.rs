@@ -33,10 +33,16 @@ pub struct Gateway {
     verifier: Arc<Verifier>,
     router: axum::Router,
     upstream: String,
+    limits: crate::serve::ConnLimits,
 }
 
 impl Gateway {
-    pub async fn build(listen: SocketAddr, upstream: &str, policy: &Path) -> anyhow::Result<Self> {
+    pub async fn build(
+        listen: SocketAddr,
+        upstream: &str,
+        policy: &Path,
+        limits: crate::serve::ConnLimits,
+    ) -> anyhow::Result<Self> {
         crate::init_crypto();
         let (verifier, file) = load_policy(policy)?;
         let router = gateway::router(
@@ -60,6 +66,7 @@ impl Gateway {
             verifier,
             router,
             upstream: upstream.to_string(),
+            limits,
         })
     }
 
@@ -74,19 +81,7 @@ impl Gateway {
     ) -> anyhow::Result<()> {
         let _background = self.verifier.start().await;
         tracing::info!(upstream = %self.upstream, "jotgate gateway listening on http://{}", self.addr);
-        use axum::serve::ListenerExt;
-        // Proxied bodies are written in several pieces: without TCP_NODELAY, Nagle's
-        // algorithm and delayed ACKs add ~40 ms to each response.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        crate::serve::serve(self.listener, None, self.router, self.limits, shutdown).await?;
         Ok(())
     }
 }

@@ -5,12 +5,12 @@
 pub mod admin;
 pub mod edge;
 pub mod lambda;
+pub mod serve;
 pub mod settings;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use jotgate_core::PasswordHasher;
@@ -117,7 +117,8 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
 pub struct Application {
     listener: std::net::TcpListener,
     addr: SocketAddr,
-    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: serve::ConnLimits,
     state: AppState,
 }
 
@@ -134,19 +135,10 @@ impl Application {
         settings.listen = Some(addr);
         let settings = &settings;
         let tls = match settings.tls()? {
-            Some((cert, key)) => Some(
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot load TLS certificate {} / key {}",
-                            cert.display(),
-                            key.display()
-                        )
-                    })?,
-            ),
+            Some((cert, key)) => Some(serve::tls_acceptor(&cert, &key)?),
             None => None,
         };
+        let limits = settings.conn_limits()?;
         let state = build_state(settings).await?;
 
         if tls.is_none() && !addr.ip().is_loopback() {
@@ -160,6 +152,7 @@ impl Application {
             listener,
             addr,
             tls,
+            limits,
             state,
         })
     }
@@ -179,31 +172,18 @@ impl Application {
     ) -> anyhow::Result<()> {
         let sync = self.state.spawn_sync();
         let issuer = self.state.config().policy.issuer.clone();
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(%issuer, "jotgate listening on {scheme}://{}", self.addr);
-        let result = match self.tls {
-            None => {
-                let listener = tokio::net::TcpListener::from_std(self.listener)?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                    .map_err(Into::into)
-            }
-            Some(tls) => {
-                let handle = axum_server::Handle::new();
-                let h = handle.clone();
-                tokio::spawn(async move {
-                    shutdown.await;
-                    h.graceful_shutdown(Some(Duration::from_secs(10)));
-                });
-                axum_server::from_tcp_rustls(self.listener, tls)?
-                    .handle(handle)
-                    .serve(app)
-                    .await
-                    .map_err(Into::into)
-            }
-        };
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let result = serve::serve(
+            listener,
+            self.tls,
+            router(self.state),
+            self.limits,
+            shutdown,
+        )
+        .await
+        .map_err(Into::into);
         sync.abort();
         result
     }

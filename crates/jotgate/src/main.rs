@@ -259,7 +259,7 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
         Command::Users(UsersCmd::Revoke { username }) => admin::users_revoke(&s, &username).await?,
         Command::Gateway { upstream, policy } => {
             let listen = s.listen.unwrap_or(edge::GATEWAY_LISTEN);
-            let gw = edge::Gateway::build(listen, &upstream, &policy).await?;
+            let gw = edge::Gateway::build(listen, &upstream, &policy, s.conn_limits()?).await?;
             gw.run(shutdown_signal()).await?;
             return Ok(None);
         }

@@ -208,6 +208,19 @@ pub struct Settings {
     #[serde(default, deserialize_with = "secret")]
     pub feed_token: Option<SecretString>,
 
+    /// Seconds a client has to send a whole request head (or finish a TLS handshake); also how long an idle keep-alive connection stays open [default: 10]
+    #[arg(
+        long,
+        env = "JOTGATE_HEADER_TIMEOUT",
+        global = true,
+        value_name = "SECS"
+    )]
+    pub header_timeout: Option<u64>,
+
+    /// Connections open at once; more wait in the kernel's backlog [default: the descriptor limit less 256]
+    #[arg(long, env = "JOTGATE_MAX_CONNECTIONS", global = true, value_name = "N")]
+    pub max_connections: Option<usize>,
+
     /// TLS certificate chain (PEM); with --tls-key, serve HTTPS
     #[arg(long, env = "JOTGATE_TLS_CERT", global = true, value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
@@ -245,7 +258,7 @@ impl Settings {
             refresh_grace, leeway, alg, hs256_secret, pepper, argon2_memory_kib,
             argon2_iterations, hash_workers, hash_queue, login_user_failures,
             login_ip_failures, login_delay, login_max_delay, accept_x_access_token,
-            trust_forwarded_for, forwarded_hops, signup, signup_ip_limit, sync_interval, master_key, feed_token, tls_cert, tls_key);
+            trust_forwarded_for, forwarded_hops, signup, signup_ip_limit, sync_interval, master_key, feed_token, header_timeout, max_connections, tls_cert, tls_key);
         Ok(self)
     }
 
@@ -289,6 +302,23 @@ impl Settings {
             (None, None) => Ok(None),
             _ => bail!("--tls-cert and --tls-key must be given together"),
         }
+    }
+
+    /// Bounds on client connections for `serve` and `gateway`.
+    pub fn conn_limits(&self) -> anyhow::Result<crate::serve::ConnLimits> {
+        let d = crate::serve::ConnLimits::default();
+        let limits = crate::serve::ConnLimits {
+            header_timeout: self
+                .header_timeout
+                .map_or(d.header_timeout, Duration::from_secs),
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+        };
+        if limits.header_timeout.is_zero() || limits.max_connections == 0 {
+            bail!(
+                "invalid setting: header_timeout (JOTGATE_HEADER_TIMEOUT) and max_connections (JOTGATE_MAX_CONNECTIONS) must be at least 1"
+            );
+        }
+        Ok(limits)
     }
 
     pub fn alg(&self) -> anyhow::Result<SigningAlg> {

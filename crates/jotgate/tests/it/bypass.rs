@@ -94,6 +94,14 @@ const SPELLINGS: &[&str] = &[
     "/Admin/users",
     "/admin",
     "/admin/",
+    "/admin.json",
+    "/(S(x))/admin/users",
+    "/(A(x))/admin/users",
+    "/adm%C4%B1n/users",
+    "/ADM%C4%B0N/users",
+    "/admin::$INDEX_ALLOCATION/users",
+    "/admin:$DATA/users",
+    "/ADMINI~1/users",
 ];
 
 /// Send `request` (the whole head) as written; the whole response as text.
@@ -310,10 +318,29 @@ async fn the_authorizer_decides_on_what_its_answer_allows() {
     let mut e = rest_event("GET", "/orders/7", "/orders/7", &t);
     e["headers"]["authorization"] = "Bearer junk".into();
     assert!(!allowed(&a, &e).await);
-    // Method override headers cannot be stripped here: refused.
+    // Method and URL overrides cannot be stripped here: refused, in every spelling.
+    for h in [
+        "X-HTTP-Method-Override",
+        "X_HTTP_METHOD_OVERRIDE",
+        "X-Original-URI",
+        "SCRIPT_NAME",
+    ] {
+        let mut e = rest_event("POST", "/orders/7", "/orders/7", &t);
+        e["headers"][h] = "DELETE".into();
+        assert!(!allowed(&a, &e).await, "{h}");
+    }
     let mut e = rest_event("POST", "/orders/7", "/orders/7", &t);
-    e["headers"]["X-HTTP-Method-Override"] = "DELETE".into();
+    e["queryStringParameters"] = json!({"_method": "DELETE"});
     assert!(!allowed(&a, &e).await);
+    let mut e = v2_event("POST", "/orders/7", "$default", "$default", &t);
+    e["rawQueryString"] = "a=1&_%6Dethod=DELETE".into();
+    assert!(!allowed(&a, &e).await);
+    // HTTP API joins duplicate headers with a comma.
+    let mut e = v2_event("GET", "/orders/7", "$default", "$default", &t);
+    e["headers"]["authorization"] = format!("Bearer {t},Bearer junk").into();
+    assert!(!allowed(&a, &e).await);
+    // The answer allows exactly the ARN: it must be the path's one spelling.
+    assert!(!allowed(&a, &rest_event("GET", "/%6Frders/7", "/%6Frders/7", &t)).await);
     // HTTP API 2.0: the path must be one the route ARN covers, with its method.
     assert!(
         !allowed(
@@ -370,6 +397,11 @@ async fn the_gateway_strips_or_refuses_method_and_url_overrides() {
         .header("X-Original-URL", "/admin/users")
         .header("X-Rewrite-URL", "/admin/users")
         .header("X-Forwarded-Prefix", "/admin")
+        .header("SCRIPT_NAME", "/orders")
+        .header("X-Script-Name", "/orders")
+        .header("PATH_INFO", "/admin/users")
+        .header("X-Forwarded-Uri", "/admin/users")
+        .header("X-Envoy-Original-Path", "/admin/users")
         .send()
         .await
         .unwrap();
@@ -383,10 +415,22 @@ async fn the_gateway_strips_or_refuses_method_and_url_overrides() {
         "x-original-url",
         "x-rewrite-url",
         "x-forwarded-prefix",
+        "script_name",
+        "x-script-name",
+        "path_info",
+        "x-forwarded-uri",
+        "x-envoy-original-path",
     ] {
         assert!(e["headers"].get(h).is_none(), "{h} reached the upstream");
     }
-    for q in ["_method=DELETE", "a=1&_METHOD=DELETE", "%5Fmethod=DELETE"] {
+    for q in [
+        "_method=DELETE",
+        "a=1&_METHOD=DELETE",
+        "%5Fmethod=DELETE",
+        "_%6Dethod=DELETE",
+        ".method=DELETE",
+        "x=1;_method=DELETE",
+    ] {
         let res = client()
             .post(format!("{gw}/orders/1?{q}"))
             .bearer_auth(&writer)
@@ -441,6 +485,8 @@ async fn the_gateway_sets_identity_and_forwarding_headers_itself() {
              Forwarded: for=1.2.3.4\r\nX-Real-IP: 1.2.3.4\r\nTrue-Client-IP: 1.2.3.4\r\n\
              X-Forwarded-For: 1.2.3.4\r\nX_Forwarded_For: 1.2.3.4\r\nX-Forwarded-Host: evil.example\r\n\
              X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Server: evil\r\n\
+             X-Forwarded-User: admin\r\nX-Auth-Request-Email: root@example.com\r\n\
+             Remote-User: admin\r\nCF-Connecting-IP: 1.2.3.4\r\nX-Forwarded-Scheme: https\r\n\
              Connection: close\r\n\r\n"
         ),
     )
@@ -459,6 +505,11 @@ async fn the_gateway_sets_identity_and_forwarding_headers_itself() {
         "x_forwarded_for",
         "x-forwarded-port",
         "x-forwarded-server",
+        "x-forwarded-user",
+        "x-auth-request-email",
+        "remote-user",
+        "cf-connecting-ip",
+        "x-forwarded-scheme",
     ] {
         assert!(h.get(k).is_none(), "{k} reached the upstream: {h}");
     }
@@ -527,6 +578,22 @@ async fn a_refused_token_on_a_public_route_is_not_forwarded() {
     assert!(h.get("x_access_token").is_none(), "{h}");
     assert_eq!(h["x-jotgate-verified"], "false");
     assert!(h.get("x-jotgate-sub").is_none());
+    // Other spellings and schemes nobody verified are not forwarded either.
+    for value in [
+        format!("Bearer\t{forged}"),
+        format!("JWT {forged}"),
+        forged.clone(),
+    ] {
+        let res = client()
+            .get(format!("{gw}/public/page"))
+            .header("authorization", value.as_str())
+            .send()
+            .await
+            .unwrap();
+        let e: Value = res.json().await.unwrap();
+        assert!(e["headers"].get("authorization").is_none(), "{value:.12}");
+        assert_eq!(e["headers"]["x-jotgate-verified"], "false");
+    }
     // A valid token on a public route is forwarded with its identity.
     let res = client()
         .get(format!("{gw}/public/page"))
@@ -604,6 +671,18 @@ async fn the_gateway_refuses_framing_an_upstream_could_read_differently() {
         (
             "HTTP/1.1 without Host",
             format!("GET /orders/7 HTTP/1.1\r\n{auth}Connection: close\r\n\r\n"),
+            400,
+        ),
+        (
+            "absolute form without Host",
+            format!("GET http://evil.example/orders/7 HTTP/1.1\r\n{auth}Connection: close\r\n\r\n"),
+            400,
+        ),
+        (
+            "absolute form with userinfo",
+            format!(
+                "GET http://u@evil.example/orders/7 HTTP/1.1\r\nHost: evil.example\r\n{auth}Connection: close\r\n\r\n"
+            ),
             400,
         ),
         (

@@ -417,9 +417,14 @@ pub async fn gateway_to(upstream: &str, policy: &str) -> String {
     let dir = crate::common::temp_dir();
     let path = dir.join("policy.toml");
     std::fs::write(&path, policy).unwrap();
-    let gw = jotgate::edge::Gateway::build("127.0.0.1:0".parse().unwrap(), upstream, &path)
-        .await
-        .unwrap();
+    let gw = jotgate::edge::Gateway::build(
+        "127.0.0.1:0".parse().unwrap(),
+        upstream,
+        &path,
+        jotgate::serve::ConnLimits::default(),
+    )
+    .await
+    .unwrap();
     let base = format!("http://{}", gw.local_addr());
     tokio::spawn(async move { gw.run(std::future::pending()).await });
     base

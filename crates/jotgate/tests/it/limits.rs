@@ -153,3 +153,70 @@ async fn concurrent_guesses_are_counted_before_hashing() {
         "{evaluated} guesses evaluated"
     );
 }
+
+/// A client that never finishes its request head is closed after the header timeout.
+async fn closed_after_partial_request(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HT").await.unwrap();
+    let mut buf = [0u8; 512];
+    // Closed (EOF or reset) well before this generous bound; held open forever before.
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn slow_clients_are_closed_and_do_not_block_others() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.header_timeout = Some(1);
+    let app = TestApp::with(s, dir).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    assert!(closed_after_partial_request(&addr).await);
+
+    // 2,000 connections holding partial requests: /healthz still answers.
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.header_timeout = Some(120);
+    let app = TestApp::with(s, dir).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..2000 {
+        use tokio::io::AsyncWriteExt;
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"POST /login HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    let res = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(held);
+}
+
+#[tokio::test]
+async fn the_gateway_closes_slow_clients_too() {
+    let dir = temp_dir();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[issuer]]\nissuer = \"http://127.0.0.1:9\"\naudiences = [\"api\"]\n",
+    )
+    .unwrap();
+    let gw = jotgate::edge::Gateway::build(
+        "127.0.0.1:0".parse().unwrap(),
+        "http://127.0.0.1:9",
+        &policy,
+        jotgate::serve::ConnLimits {
+            header_timeout: std::time::Duration::from_secs(1),
+            max_connections: 100,
+        },
+    )
+    .await
+    .unwrap();
+    let addr = gw.local_addr().to_string();
+    tokio::spawn(async move { gw.run(std::future::pending()).await });
+    assert!(closed_after_partial_request(&addr).await);
+}
