@@ -180,18 +180,40 @@ impl AppState {
         }
     }
 
-    /// Keep keys and revocations current, every `sync_interval`, until the task is dropped.
+    /// Keep revocations current every second (a cheap cursor read: a revocation made by
+    /// another instance is honoured here within about a second) and keys every
+    /// `sync_interval`, until the task is dropped.
     pub fn spawn_sync(&self) -> tokio::task::JoinHandle<()> {
         let state = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(state.0.cfg.sync_interval);
+            let every = Duration::from_secs(1).min(state.0.cfg.sync_interval);
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            let mut keys_due = tokio::time::Instant::now() + state.0.cfg.sync_interval;
             loop {
                 tick.tick().await;
-                state.sync().await;
+                let t = now();
+                if let Err(e) = state.0.denylist.sync(&*state.0.store, t).await {
+                    tracing::warn!(error = %e, "revocation sync failed; keeping the last list");
+                }
+                if tokio::time::Instant::now() >= keys_due {
+                    keys_due = tokio::time::Instant::now() + state.0.cfg.sync_interval;
+                    state.reload_keys(t).await;
+                }
             }
         })
+    }
+
+    async fn reload_keys(&self, t: i64) {
+        if let Err(e) = self
+            .0
+            .keys
+            .reload(&*self.0.store, &self.0.cfg.policy, t)
+            .await
+        {
+            tracing::warn!(error = %e, "key reload failed; keeping the current keys");
+        }
     }
 
     pub fn config(&self) -> &ServerConfig {

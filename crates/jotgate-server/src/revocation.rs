@@ -4,7 +4,7 @@
 
 use jotgate_core::{AccessClaims, TokenPolicy};
 use jotgate_store::{Store, StoreError};
-use jotgate_verify::{Revocations, Revoked};
+use jotgate_verify::{FeedPage, Revocations, Revoked};
 use tokio::sync::Notify;
 
 #[derive(Default)]
@@ -30,12 +30,19 @@ impl Denylist {
         &self.changed
     }
 
-    /// Apply the store's revocations since the last sync and drop expired entries.
+    /// Apply the store's revocations since the last sync, page after page until caught
+    /// up, and drop expired entries.
     pub async fn sync(&self, store: &dyn Store, now: i64) -> Result<usize, StoreError> {
-        let (cursor, entries) = read_feed(store, self.revs.cursor(), now).await?;
-        let n = entries.len();
-        self.revs.apply(entries, now);
-        self.revs.set_cursor(cursor);
+        let mut n = 0;
+        loop {
+            let page = read_feed(store, self.revs.cursor(), now).await?;
+            n += page.revocations.len();
+            self.revs.apply(page.revocations, now);
+            self.revs.set_cursor(page.cursor);
+            if !page.more {
+                break;
+            }
+        }
         if n > 0 {
             self.changed.notify_waiters();
         }
@@ -73,13 +80,15 @@ pub async fn revoke_user(
     Ok(out)
 }
 
-/// Unexpired revocations after `since`, parsed, and the cursor to continue from.
-pub async fn read_feed(
-    store: &dyn Store,
-    since: i64,
-    now: i64,
-) -> Result<(i64, Vec<Revoked>), StoreError> {
-    let rows = store.revocations_since(since, now).await?;
+/// Most revocations in one page of the feed.
+pub const FEED_PAGE: usize = 1000;
+
+/// One page of unexpired revocations after `since`, parsed, with the cursor to continue
+/// from and whether more follow.
+pub async fn read_feed(store: &dyn Store, since: i64, now: i64) -> Result<FeedPage, StoreError> {
+    let mut rows = store.revocations_since(since, now, FEED_PAGE + 1).await?;
+    let more = rows.len() > FEED_PAGE;
+    rows.truncate(FEED_PAGE);
     let cursor = rows.iter().map(|r| r.seq).max().unwrap_or(since).max(since);
     let entries = rows
         .into_iter()
@@ -91,5 +100,9 @@ pub async fn read_feed(
             parsed
         })
         .collect();
-    Ok((cursor, entries))
+    Ok(FeedPage {
+        cursor,
+        revocations: entries,
+        more,
+    })
 }

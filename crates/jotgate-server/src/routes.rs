@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use jotgate_core::{AccessClaims, Username, password, refresh, scopes_for_roles, username};
 use jotgate_store::{NewRefresh, NewUser, Rotate, RotateOutcome, StoreError, User};
-use jotgate_verify::{FeedPage, Revoked};
+use jotgate_verify::Revoked;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -248,7 +248,7 @@ pub async fn refresh(
         } => (refresh::successor(presented, &nonce), user_id, family_id),
         RotateOutcome::Reused { family_id } => {
             tracing::warn!(session = %family_id, "refresh token reuse detected; session revoked");
-            revoke_session(&st, &family_id, t).await?;
+            revoke_session(&st, &family_id, None, t).await?;
             return Err(ApiError::InvalidRefreshToken);
         }
         RotateOutcome::Invalid => return Err(ApiError::InvalidRefreshToken),
@@ -271,10 +271,46 @@ async fn revoke(st: &AppState, r: Revoked, t: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Deny every access token of a session (until they would have expired anyway).
-async fn revoke_session(st: &AppState, family: &str, t: i64) -> Result<(), ApiError> {
+/// Session revocations of one user within an access-token lifetime past which the next
+/// ones fold into a per-user "not before": a login/logout loop must not grow every
+/// verifier's list (one entry per logout) without bound.
+const FOLD_AFTER: u32 = 32;
+
+/// End a session: its refresh tokens are dead, and every access token of it is refused
+/// until they would have expired anyway. For a user (`sub`) with many recent session
+/// revocations the entry is a per-user "not before" instead, which verifiers keep as one
+/// entry per user (tokens of the user's other sessions then need a refresh).
+async fn revoke_session(
+    st: &AppState,
+    family: &str,
+    sub: Option<&str>,
+    t: i64,
+) -> Result<(), ApiError> {
     st.0.store.revoke_family(family, t).await?;
-    let expires_at = revocation::outlived(&st.0.cfg.policy, t);
+    let policy = &st.0.cfg.policy;
+    let expires_at = revocation::outlived(policy, t);
+    if let Some(sub) = sub {
+        let window_ms = (policy.access_ttl + policy.leeway).saturating_mul(1000);
+        let recent =
+            st.0.store
+                .add_login_failure(&format!("revocations:{sub}"), t * 1000, window_ms)
+                .await?;
+        if recent.count > FOLD_AFTER {
+            // `not before` refuses tokens issued strictly before it: t + 1 covers this
+            // second's, the one just ended among them.
+            let not_before = t + 1;
+            return revoke(
+                st,
+                Revoked::User {
+                    sub: sub.into(),
+                    not_before,
+                    expires_at: revocation::outlived(policy, not_before),
+                },
+                t,
+            )
+            .await;
+        }
+    }
     revoke(
         st,
         Revoked::Session {
@@ -316,7 +352,7 @@ pub async fn logout(
     // Both credentials given: they must belong to one session, or one user's access token
     // would end another user's session.
     if let (Some(Ok(claims)), Some(family)) = (&access, &by_refresh)
-        && claims.sid.as_deref() != Some(family.as_str())
+        && claims.sid.as_deref() != Some(family.family_id.as_str())
     {
         return Err(ApiError::BadRequest(
             "token_mismatch",
@@ -325,27 +361,30 @@ pub async fn logout(
     }
     match (access, by_refresh) {
         (Some(Err(e)), None) => Err(e),
-        (access, by_refresh) => {
-            if let Some(Ok(claims)) = access {
-                let jti = claims.jti.clone();
-                revoke(
-                    &st,
-                    Revoked::Token {
-                        jti,
-                        expires_at: claims.exp,
-                    },
-                    t,
-                )
-                .await?;
-                if let Some(sid) = &claims.sid {
-                    revoke_session(&st, sid, t).await?;
+        (Some(Ok(claims)), _) => {
+            match &claims.sid {
+                // The session entry refuses every access token of the session, this one
+                // among them: one feed entry per logout.
+                Some(sid) => revoke_session(&st, sid, Some(&claims.sub), t).await?,
+                None => {
+                    revoke(
+                        &st,
+                        Revoked::Token {
+                            jti: claims.jti.clone(),
+                            expires_at: claims.exp,
+                        },
+                        t,
+                    )
+                    .await?
                 }
-            }
-            if let Some(family) = by_refresh {
-                revoke_session(&st, &family, t).await?;
             }
             Ok(StatusCode::NO_CONTENT)
         }
+        (_, Some(f)) => {
+            revoke_session(&st, &f.family_id, Some(&f.user_id), t).await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        (None, None) => Err(ApiError::MissingToken),
     }
 }
 
@@ -416,18 +455,14 @@ pub async fn revocation_feed(
     loop {
         // Subscribe before reading, so a revocation between the read and the wait is not lost.
         let changed = st.0.denylist.changed().notified();
-        let (cursor, revocations) = revocation::read_feed(&*st.0.store, since, now()).await?;
+        let page = revocation::read_feed(&*st.0.store, since, now()).await?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if !revocations.is_empty() || left.is_zero() {
-            let page = FeedPage {
-                cursor,
-                revocations,
-            };
+        if !page.revocations.is_empty() || left.is_zero() {
             return Ok(Json(
                 serde_json::to_value(page).map_err(ApiError::internal)?,
             ));
         }
-        since = cursor;
+        since = page.cursor;
         // Another instance's revocations reach the store, not this process: look again
         // every second; this instance's own wake the wait at once.
         let _ = tokio::time::timeout(left.min(std::time::Duration::from_secs(1)), changed).await;

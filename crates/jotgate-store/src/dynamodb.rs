@@ -29,8 +29,8 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::{
-    LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store,
-    StoreError, StoredKey, User, UserRecord,
+    FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
+    Store, StoreError, StoredKey, User, UserRecord,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -894,10 +894,15 @@ impl Store for DynamoStore {
         Ok(revoked)
     }
 
-    async fn family_of(&self, token_hash: &str) -> Result<Option<String>> {
+    async fn family_of(&self, token_hash: &str) -> Result<Option<FamilyRef>> {
         self.get(format!("RT#{token_hash}"), "RT")
             .await?
-            .map(|it| get_s(&it, "family_id"))
+            .map(|it| {
+                Ok(FamilyRef {
+                    family_id: get_s(&it, "family_id")?,
+                    user_id: get_s(&it, "user_id")?,
+                })
+            })
             .transpose()
     }
 
@@ -967,7 +972,14 @@ impl Store for DynamoStore {
         Err(backend("revocation kept losing races; try again"))
     }
 
-    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
+    async fn revocations_since(
+        &self,
+        since: i64,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Revocation>> {
+        // Pages of at most `limit` evaluated items; stop reading once `limit` live ones
+        // are in hand, so a follower's catch-up reads the partition once, not once a page.
         let q = self
             .client
             .query()
@@ -977,18 +989,20 @@ impl Store for DynamoStore {
             .filter_expression("expires_at >= :now")
             .expression_attribute_values(":pk", s("REVOKED"))
             .expression_attribute_values(":since", s(format!("SEQ#{:020}", since.max(0))))
-            .expression_attribute_values(":now", n(now));
-        self.query_all(q)
-            .await?
-            .iter()
-            .map(|it| {
-                Ok(Revocation {
-                    seq: get_n(it, "seq_no")?,
-                    id: get_s(it, "token_id")?,
-                    expires_at: get_n(it, "expires_at")?,
-                })
-            })
-            .collect()
+            .expression_attribute_values(":now", n(now))
+            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000));
+        let mut stream = q.into_paginator().items().send();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(it) = stream.next().await else { break };
+            let it = it.map_err(sdk)?;
+            out.push(Revocation {
+                seq: get_n(&it, "seq_no")?,
+                id: get_s(&it, "token_id")?,
+                expires_at: get_n(&it, "expires_at")?,
+            });
+        }
+        Ok(out)
     }
 
     async fn add_login_failure(

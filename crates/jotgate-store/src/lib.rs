@@ -150,6 +150,13 @@ pub(crate) fn rotation_step(used_at: Option<i64>, nonce: Option<String>, req: &R
     }
 }
 
+/// The session a refresh token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyRef {
+    pub family_id: String,
+    pub user_id: String,
+}
+
 /// A revoked access token, kept until its own expiry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
@@ -194,15 +201,21 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()>;
     /// Revoke every live session (refresh family) of a user; returns their ids.
     async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>>;
-    /// The session (family) a refresh token belongs to, spent or not.
-    async fn family_of(&self, token_hash: &str) -> Result<Option<String>>;
+    /// The session (refresh family) a refresh token belongs to, and its user.
+    async fn family_of(&self, token_hash: &str) -> Result<Option<FamilyRef>>;
 
     /// Deny access tokens by id until `expires_at`. Idempotent. Ids are namespaced:
     /// `jti:<jti>` denies one token, `sid:<session>` every token of a login session, `usr:<sub>:<instant>` every token of
     /// a user issued before the instant.
     async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()>;
-    /// Unexpired revocations with `seq > since`, in feed order.
-    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>>;
+    /// Unexpired revocations with `seq > since`, in feed order, at most `limit` of them
+    /// (the feed is paged: a follower asks again from the last `seq`).
+    async fn revocations_since(
+        &self,
+        since: i64,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Revocation>>;
 
     /// Count one failed login against `key` at `now_ms`, atomically across instances. A
     /// counter whose last failure is `window_ms` or more in the past starts afresh at 1.

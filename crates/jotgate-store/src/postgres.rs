@@ -10,8 +10,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use crate::{
-    LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store,
-    StoreError, StoredKey, User, UserRecord,
+    FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
+    Store, StoreError, StoredKey, User, UserRecord,
 };
 
 const SCHEMA: &str = "
@@ -404,16 +404,21 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn family_of(&self, token_hash: &str) -> Result<Option<String>> {
+    async fn family_of(&self, token_hash: &str) -> Result<Option<FamilyRef>> {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "SELECT family_id FROM refresh_tokens WHERE token_hash = $1",
+                "SELECT t.family_id, f.user_id FROM refresh_tokens t
+                 JOIN refresh_families f ON f.family_id = t.family_id
+                 WHERE t.token_hash = $1",
                 &[&token_hash],
             )
             .await
             .map_err(backend)?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| FamilyRef {
+            family_id: r.get(0),
+            user_id: r.get(1),
+        }))
     }
 
     async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()> {
@@ -437,13 +442,19 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(backend)
     }
 
-    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
+    async fn revocations_since(
+        &self,
+        since: i64,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Revocation>> {
         let c = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = c
             .query(
                 "SELECT seq, token_id, expires_at FROM revoked_tokens
-                 WHERE seq > $1 AND expires_at >= $2 ORDER BY seq",
-                &[&since, &now],
+                 WHERE seq > $1 AND expires_at >= $2 ORDER BY seq LIMIT $3",
+                &[&since, &now, &limit],
             )
             .await
             .map_err(backend)?;

@@ -92,14 +92,19 @@ impl Store for SealedKeys {
     async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>> {
         self.inner.revoke_user_sessions(user_id, now).await
     }
-    async fn family_of(&self, token_hash: &str) -> Result<Option<String>> {
+    async fn family_of(&self, token_hash: &str) -> Result<Option<crate::FamilyRef>> {
         self.inner.family_of(token_hash).await
     }
     async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()> {
         self.inner.revoke_token(id, expires_at, now).await
     }
-    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
-        self.inner.revocations_since(since, now).await
+    async fn revocations_since(
+        &self,
+        since: i64,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Revocation>> {
+        self.inner.revocations_since(since, now, limit).await
     }
     async fn add_login_failure(
         &self,

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store,
-    StoreError, StoredKey, User, UserRecord,
+    FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
+    Store, StoreError, StoredKey, User, UserRecord,
 };
 
 const SCHEMA: &str = "
@@ -500,13 +500,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn family_of(&self, token_hash: &str) -> Result<Option<String>> {
+    async fn family_of(&self, token_hash: &str) -> Result<Option<FamilyRef>> {
         let hash = token_hash.to_string();
         self.with(move |c| {
             c.query_row(
-                "SELECT family_id FROM refresh_tokens WHERE token_hash = ?1",
+                "SELECT t.family_id, f.user_id FROM refresh_tokens t
+                 JOIN refresh_families f ON f.family_id = t.family_id
+                 WHERE t.token_hash = ?1",
                 params![hash],
-                |r| r.get(0),
+                |r| {
+                    Ok(FamilyRef {
+                        family_id: r.get(0)?,
+                        user_id: r.get(1)?,
+                    })
+                },
             )
             .optional()
             .map_err(backend)
@@ -533,16 +540,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn revocations_since(&self, since: i64, now: i64) -> Result<Vec<Revocation>> {
+    async fn revocations_since(
+        &self,
+        since: i64,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Revocation>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(move |c| {
             let mut stmt = c
                 .prepare(
                     "SELECT seq, token_id, expires_at FROM revoked_tokens
-                     WHERE seq > ?1 AND expires_at >= ?2 ORDER BY seq",
+                     WHERE seq > ?1 AND expires_at >= ?2 ORDER BY seq LIMIT ?3",
                 )
                 .map_err(backend)?;
             let rows = stmt
-                .query_map(params![since, now], |r| {
+                .query_map(params![since, now, limit], |r| {
                     Ok(Revocation {
                         seq: r.get(0)?,
                         id: r.get(1)?,

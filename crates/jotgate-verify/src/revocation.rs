@@ -80,6 +80,9 @@ pub struct FeedPage {
     /// Pass back as `since` to get only newer entries.
     pub cursor: i64,
     pub revocations: Vec<Revoked>,
+    /// More entries follow this page: ask again from `cursor` at once.
+    #[serde(default)]
+    pub more: bool,
 }
 
 #[derive(Default)]

@@ -229,6 +229,9 @@ pub(crate) struct Issuer {
     remote: Option<Remote>,
     validations: HashMap<Algorithm, Validation>,
     pub(crate) revocations: Revocations,
+    /// With a revocation feed: set once the first catch-up is complete. Until then no
+    /// token of this issuer is accepted (503): a fresh follower knows no logout yet.
+    feed_ready: AtomicBool,
 }
 
 impl Issuer {
@@ -328,6 +331,7 @@ impl Issuer {
             }),
             validations,
             revocations: Revocations::default(),
+            feed_ready: AtomicBool::new(cfg.revocation_feed.is_none()),
             cfg,
         })
     }
@@ -454,6 +458,18 @@ impl Verifier {
                 tasks.push(tokio::spawn(async move { v.follow(&i, &feed).await }));
             }
         }
+        // Give the feeds their first catch-up before the first request, as the keys got
+        // their first fetch (bounded: an unreachable feed is retried in the background,
+        // and its issuer's tokens are refused with 503 meanwhile).
+        let deadline = tokio::time::Instant::now() + self.cfg.http_timeout;
+        while self
+            .issuers
+            .values()
+            .any(|i| !i.feed_ready.load(Ordering::Acquire))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Background { tasks }
     }
 
@@ -556,9 +572,15 @@ impl Verifier {
     /// Follow a jotgate revocation feed forever (long polls; backoff on errors).
     async fn follow(&self, issuer: &Issuer, feed: &FeedConfig) {
         let mut backoff = Duration::from_millis(500);
-        let wait = self.cfg.feed_wait.as_secs();
         let sep = if feed.url.contains('?') { '&' } else { '?' };
+        // Pages follow each other at once while the feed says more; then long polls.
+        let mut catching_up = true;
         loop {
+            let wait = if catching_up {
+                0
+            } else {
+                self.cfg.feed_wait.as_secs()
+            };
             let url = format!(
                 "{}{sep}since={}&wait={wait}",
                 feed.url,
@@ -586,6 +608,10 @@ impl Verifier {
                     if changed {
                         self.cache
                             .retain(|e| !issuer.revocations.denies_principal(&e.principal));
+                    }
+                    catching_up = page.more;
+                    if !page.more && !issuer.feed_ready.swap(true, Ordering::AcqRel) {
+                        tracing::info!(issuer = %issuer.cfg.issuer, cursor = page.cursor, "revocation feed caught up");
                     }
                 }
                 Err(e) => {
@@ -642,6 +668,9 @@ impl Verifier {
             // number of distinct unknown kids presented.
             let _ = self.refresh(issuer, Why::UnknownKid).await;
             keys = issuer.keys();
+        }
+        if !issuer.feed_ready.load(Ordering::Acquire) {
+            return Err(VerifyError::new(VerifyErrorKind::IssuerUnavailable));
         }
         let Some(key) = keys.find(kid) else {
             return Err(if issuer.loaded() {

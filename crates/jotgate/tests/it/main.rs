@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod edge;
 mod errors;
+mod feed;
 mod flow;
 mod gateway;
 mod interop;

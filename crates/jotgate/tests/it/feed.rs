@@ -1,0 +1,197 @@
+//! The revocation feed under volume (issue 16, item 7): paged, followed page after page by
+//! a fresh verifier that decides nothing until it has caught up; a login/logout loop folds
+//! into one per-user entry; server instances learn other instances' revocations within
+//! about a second.
+
+use std::sync::Arc;
+
+use jotgate_store::Store;
+use jotgate_verify::{Verifier, VerifyErrorKind};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::{PASSWORD, TestApp, client, settings, temp_dir};
+use crate::edge::{FEED_TOKEN, eventually, quick, trust};
+
+/// Fill the feed with `n` live revocations, straight into the store, `writers` at once.
+async fn fill(store: &Arc<dyn Store>, n: usize, writers: usize) {
+    let now = jotgate_verify::now();
+    let mut tasks = Vec::new();
+    for chunk in 0..writers {
+        let s = Arc::clone(store);
+        tasks.push(tokio::spawn(async move {
+            for i in (chunk..n).step_by(writers) {
+                s.revoke_token(&format!("jti:bulk-{i}"), now + 3600, now)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// A fresh verifier catches up on a long feed, page after page, then honours a new logout.
+async fn a_fresh_follower_catches_up(app: &TestApp, n: usize, writers: usize) {
+    fill(&app.store().await, n, writers).await;
+    // The feed is paged.
+    let page: Value = client()
+        .get(app.url("/api/v1/revocations?since=0"))
+        .bearer_auth(FEED_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["revocations"].as_array().unwrap().len(), 1000);
+    assert_eq!(page["more"], true);
+
+    let ann = app.signup("ann").await;
+    let token = ann["token"].as_str().unwrap();
+    let v = Verifier::new(quick(vec![trust(app)])).unwrap();
+    // Before the first catch-up nothing is decided.
+    assert_eq!(
+        v.verify(token).await.unwrap_err().kind(),
+        VerifyErrorKind::IssuerUnavailable
+    );
+    let _bg = v.start().await;
+    eventually("the follower caught up", async || {
+        v.revocations(&app.base).unwrap().len() >= n
+    })
+    .await;
+    assert!(v.verify(token).await.is_ok());
+    let res = client()
+        .post(app.url("/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    eventually("the new logout is honoured", async || {
+        v.verify(token).await.is_err()
+    })
+    .await;
+}
+
+async fn feed_app(store: Option<String>) -> TestApp {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.issuer = None;
+    s.feed_token = Some(FEED_TOKEN.to_string().into());
+    s.store = store.map(Into::into);
+    TestApp::with(s, dir).await
+}
+
+#[tokio::test]
+async fn twenty_thousand_revocations_on_sqlite() {
+    a_fresh_follower_catches_up(&feed_app(None).await, 20_000, 8).await;
+}
+
+#[tokio::test]
+async fn twenty_thousand_revocations_on_postgres() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    a_fresh_follower_catches_up(&feed_app(Some(url)).await, 20_000, 8).await;
+}
+
+/// On the DynamoDB emulator every revocation is a transaction whose cost grows with the
+/// table (moto deep-copies it; 1,100 took 160 s here) and concurrent ones make it fail:
+/// the store contract pages the feed on DynamoDB (pages of 5); this is the whole flow on a
+/// small feed.
+#[tokio::test]
+async fn a_fresh_follower_on_dynamodb() {
+    let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
+        return;
+    };
+    let app = feed_app(Some(url)).await;
+    fill(&app.store().await, 50, 1).await;
+    let ann = app.signup("ann").await;
+    let token = ann["token"].as_str().unwrap();
+    let v = Verifier::new(quick(vec![trust(&app)])).unwrap();
+    let _bg = v.start().await;
+    assert!(v.revocations(&app.base).unwrap().len() >= 50);
+    assert!(v.verify(token).await.is_ok());
+    let res = client()
+        .post(app.url("/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    eventually("the new logout is honoured", async || {
+        v.verify(token).await.is_err()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_login_logout_loop_folds_into_one_entry_per_user() {
+    let app = feed_app(None).await;
+    app.signup("loop").await;
+    let v = Verifier::new(quick(vec![trust(&app)])).unwrap();
+    let _bg = v.start().await;
+    let mut last = String::new();
+    for _ in 0..60 {
+        let res = app.login("loop", PASSWORD).await;
+        let body: Value = res.json().await.unwrap();
+        last = body["token"].as_str().unwrap().to_string();
+        // By refresh token: a folded "not before" may already refuse a token of this
+        // same second, and the loop must not be able to dodge the fold that way.
+        let res = app
+            .post(
+                "/logout",
+                serde_json::json!({"refresh_token": body["refresh_token"]}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    }
+    eventually("the last logout is honoured", async || {
+        v.verify(&last).await.is_err()
+    })
+    .await;
+    // 32 session entries, then one per-user "not before" however many more logouts.
+    let held = v.revocations(&app.base).unwrap().len();
+    assert!(held <= 33, "{held} entries held for one user");
+    // The user can still sign in and use a new token (one issued after the "not before").
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let body: Value = app.login("loop", PASSWORD).await.json().await.unwrap();
+    let later = body["token"].as_str().unwrap().to_string();
+    assert_eq!(app.private(&later).await.status(), StatusCode::OK);
+}
+
+/// Two servers on one PostgreSQL database: a logout on one is refused by the other within
+/// about a second (the revocation poll), not the key sync interval.
+#[tokio::test]
+async fn another_instance_learns_a_logout_within_a_second() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    let make = |url: String| async move {
+        let dir = temp_dir();
+        let mut s = settings(&dir);
+        s.store = Some(url.into());
+        s.sync_interval = Some(30);
+        TestApp::with(s, dir).await
+    };
+    let a = make(url.clone()).await;
+    let b = make(url).await;
+    let ann = a.signup("ann").await;
+    let token = ann["token"].as_str().unwrap();
+    assert_eq!(b.private(token).await.status(), StatusCode::OK);
+    let res = client()
+        .post(a.url("/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // With sync_interval = 30 s, the key sync would take up to 30 s; `eventually` gives
+    // up after 10.
+    eventually("B refuses the token", async || {
+        b.private(token).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+}
