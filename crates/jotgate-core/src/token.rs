@@ -63,6 +63,8 @@ pub enum TokenErrorKind {
     Expired,
     NotYetValid,
     IssuedInFuture,
+    /// Signed by a key after it was retired (or by a revoked key).
+    KeyRetired,
 }
 
 /// Why a token was refused. The message never echoes the token.
@@ -105,6 +107,9 @@ impl TokenError {
             Expired => "token has expired",
             NotYetValid => "token is not valid yet",
             IssuedInFuture => "token is issued in the future",
+            KeyRetired => {
+                "token is signed by a key that was retired or revoked before it was issued"
+            }
         }
     }
 
@@ -127,6 +132,7 @@ impl TokenError {
             Expired => "token_expired",
             NotYetValid => "token_not_yet_valid",
             IssuedInFuture => "token_issued_in_future",
+            KeyRetired => "token_key_retired",
         }
     }
 }
@@ -168,6 +174,8 @@ impl TokenSigner {
 pub struct TokenVerifier {
     policy: TokenPolicy,
     keys: HashMap<String, (SigningAlg, DecodingKey, Validation)>,
+    /// kid → the instant a key was retired: a token it signed later is refused.
+    not_after: HashMap<String, i64>,
 }
 
 fn part(s: &str) -> Result<Vec<u8>, TokenError> {
@@ -274,7 +282,17 @@ impl TokenVerifier {
             v.leeway = 0;
             map.insert(k.kid().to_string(), (k.alg(), k.decoding_key()?, v));
         }
-        Ok(Self { policy, keys: map })
+        Ok(Self {
+            policy,
+            keys: map,
+            not_after: HashMap::new(),
+        })
+    }
+
+    /// Refuse tokens of `kid` issued after `at` (the key's retirement).
+    pub fn with_not_after(mut self, kid: &str, at: i64) -> Self {
+        self.not_after.insert(kid.to_string(), at);
+        self
     }
 
     pub fn policy(&self) -> &TokenPolicy {
@@ -319,6 +337,9 @@ impl TokenVerifier {
         }
         if c.iat > now.saturating_add(leeway) {
             return Err(err(IssuedInFuture));
+        }
+        if self.not_after.get(kid).is_some_and(|at| c.iat > *at) {
+            return Err(err(KeyRetired));
         }
         Ok(c)
     }

@@ -106,10 +106,12 @@ pub fn statuses(keys: &[StoredKey], policy: &TokenPolicy, now: i64) -> Vec<KeySt
         .collect()
 }
 
+/// The signer's and the published keys' kids, with their retirement: a reload rebuilds the
+/// ring when any of it changes.
 fn selection(signer: &StoredKey, published: &[&StoredKey]) -> Vec<String> {
-    std::iter::once(&signer.kid)
-        .chain(published.iter().map(|k| &k.kid))
-        .cloned()
+    std::iter::once(signer)
+        .chain(published.iter().copied())
+        .map(|k| format!("{}@{:?}", k.kid, k.retired_at))
         .collect()
 }
 
@@ -138,6 +140,13 @@ impl KeyRing {
             .find(|m| m.kid() == signer.kid)
             .ok_or(KeyRingError::NoActiveKey)?;
         let mut ring = Self::build(signing, loaded.iter().collect(), policy)?;
+        // A token a key signed after its retirement is refused (a stolen key cannot mint
+        // tokens that pass for older ones).
+        for k in &published {
+            if let Some(at) = k.retired_at {
+                ring.verifier = ring.verifier.with_not_after(&k.kid, at);
+            }
+        }
         ring.selection = selection(signer, &published);
         Ok(ring)
     }
@@ -225,15 +234,16 @@ pub async fn load_or_generate(
 /// Where the current [`KeyRing`] lives; swapped whole on reload.
 pub struct Keys {
     current: RwLock<Arc<KeyRing>>,
-    /// `None` when signing with a shared secret (nothing to reload).
-    reload_from_store: bool,
+    /// The algorithm of a key to generate when none signs any more; `None` when signing
+    /// with a shared secret (nothing to reload).
+    generate: Option<SigningAlg>,
 }
 
 impl Keys {
-    pub fn new(ring: KeyRing, reload_from_store: bool) -> Self {
+    pub fn new(ring: KeyRing, generate: Option<SigningAlg>) -> Self {
         Self {
             current: RwLock::new(Arc::new(ring)),
-            reload_from_store,
+            generate,
         }
     }
 
@@ -241,16 +251,18 @@ impl Keys {
         Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Re-read the store's keys (picks up `jotgate keys rotate` and activations).
+    /// Re-read the store's keys (picks up `jotgate keys rotate`, activations, retirements
+    /// and revocations). When no key signs any more (the signing key was retired or revoked
+    /// and nothing succeeds it), a new one is generated: a retired key never signs again.
     pub async fn reload(
         &self,
         store: &dyn Store,
         policy: &TokenPolicy,
         now: i64,
     ) -> Result<(), KeyRingError> {
-        if !self.reload_from_store {
+        let Some(alg) = self.generate else {
             return Ok(());
-        }
+        };
         let keys = store.keys().await?;
         // Parsing keys costs milliseconds (RSA): skip it when nothing changed.
         if let (Some(signer), published) = select(&keys, policy, now)
@@ -258,7 +270,16 @@ impl Keys {
         {
             return Ok(());
         }
-        let ring = KeyRing::from_stored(&keys, policy, now)?;
+        let ring = match KeyRing::from_stored(&keys, policy, now) {
+            Err(KeyRingError::NoActiveKey) => {
+                let (ring, generated) = load_or_generate(store, alg, policy, now).await?;
+                if let Some(kid) = generated {
+                    tracing::warn!(%kid, "no key signs any more (retired or revoked): generated a new signing key");
+                }
+                ring
+            }
+            other => other?,
+        };
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
         Ok(())
     }

@@ -131,10 +131,10 @@ impl AppState {
                 if let Some(kid) = generated {
                     tracing::info!(%kid, alg = %generate, "generated a new signing key on first start");
                 }
-                Keys::new(ring, true)
+                Keys::new(ring, Some(generate))
             }
             KeySource::SharedSecret(secret) => {
-                Keys::new(KeyRing::shared_secret(&secret, &cfg.policy)?, false)
+                Keys::new(KeyRing::shared_secret(&secret, &cfg.policy)?, None)
             }
         };
         let denylist = Denylist::default();
@@ -194,10 +194,16 @@ impl AppState {
             loop {
                 tick.tick().await;
                 let t = now();
-                if let Err(e) = state.0.denylist.sync(&*state.0.store, t).await {
-                    tracing::warn!(error = %e, "revocation sync failed; keeping the last list");
-                }
-                if tokio::time::Instant::now() >= keys_due {
+                let news = match state.0.denylist.sync(&*state.0.store, t).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "revocation sync failed; keeping the last list");
+                        0
+                    }
+                };
+                // A key retired or revoked elsewhere arrives through the feed too: look at
+                // the keys at once rather than at the next key sync.
+                if news > 0 || tokio::time::Instant::now() >= keys_due {
                     keys_due = tokio::time::Instant::now() + state.0.cfg.sync_interval;
                     state.reload_keys(t).await;
                 }

@@ -709,14 +709,22 @@ impl Store for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key("KEYS", format!("KEY#{kid}"))))
-            .update_expression("SET retired_at = if_not_exists(retired_at, :at)")
-            .condition_expression("attribute_exists(pk)")
+            .update_expression("SET retired_at = :at")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(retired_at) OR retired_at > :at)",
+            )
             .expression_attribute_values(":at", n(at))
             .send()
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Err(StoreError::NotFound("key")),
+            // Missing, or retired earlier already (the earliest retirement stands).
+            Err(e) if is_condition_failed(&e) => {
+                match self.get("KEYS".into(), &format!("KEY#{kid}")).await? {
+                    Some(_) => Ok(()),
+                    None => Err(StoreError::NotFound("key")),
+                }
+            }
             Err(e) => Err(sdk(e)),
         }
     }

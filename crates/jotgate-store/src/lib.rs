@@ -193,6 +193,8 @@ pub trait Store: Send + Sync + 'static {
     /// All keys, in order of activation (`created_at`), oldest first.
     async fn keys(&self) -> Result<Vec<StoredKey>>;
     /// Stop signing with `kid` from `at` on (it stays published until its tokens expire).
+    /// A key retired already keeps the earlier of the two instants: a retirement is never
+    /// undone or postponed.
     async fn retire_key(&self, kid: &str, at: i64) -> Result<()>;
 
     async fn insert_refresh(&self, token: NewRefresh) -> Result<()>;

@@ -278,7 +278,7 @@ impl Store for PostgresStore {
     async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
         let c = self.client().await?;
         c.execute(
-            "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL",
+            "UPDATE signing_keys SET retired_at = LEAST(COALESCE(retired_at, $1), $1) WHERE kid = $2",
             &[&at, &kid],
         )
         .await

@@ -20,6 +20,8 @@ pub struct Principal {
     pub expires_at: i64,
     /// Every claim of the token, as issued.
     pub claims: Map<String, Value>,
+    /// The `kid` of the key that signed it.
+    pub key_id: Option<String>,
 }
 
 impl Principal {
@@ -85,6 +87,7 @@ impl Principal {
             issuer: issuer.to_string(),
             expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
             claims,
+            key_id: None,
         }
     }
 }

@@ -27,6 +27,13 @@ pub enum Revoked {
         not_before: i64,
         expires_at: i64,
     },
+    /// Every token signed by key `kid` and issued after `not_after`: a retired key (its
+    /// retirement instant) or a revoked one (an instant before any of its live tokens).
+    Key {
+        kid: String,
+        not_after: i64,
+        expires_at: i64,
+    },
 }
 
 impl Revoked {
@@ -34,11 +41,13 @@ impl Revoked {
         match self {
             Self::Token { expires_at, .. }
             | Self::Session { expires_at, .. }
-            | Self::User { expires_at, .. } => *expires_at,
+            | Self::User { expires_at, .. }
+            | Self::Key { expires_at, .. } => *expires_at,
         }
     }
 
-    /// The id a store keeps it under: `jti:<jti>`, `sid:<sid>`, `usr:<sub>:<not_before>`.
+    /// The id a store keeps it under: `jti:<jti>`, `sid:<sid>`, `usr:<sub>:<not_before>`,
+    /// `key:<kid>:<not_after>`.
     pub fn store_id(&self) -> String {
         match self {
             Self::Token { jti, .. } => format!("jti:{jti}"),
@@ -46,6 +55,7 @@ impl Revoked {
             Self::User {
                 sub, not_before, ..
             } => format!("usr:{sub}:{not_before}"),
+            Self::Key { kid, not_after, .. } => format!("key:{kid}:{not_after}"),
         }
     }
 
@@ -66,6 +76,14 @@ impl Revoked {
                 Self::User {
                     sub: sub.into(),
                     not_before: nbf.parse().ok()?,
+                    expires_at,
+                }
+            }
+            "key" => {
+                let (kid, at) = rest.rsplit_once(':')?;
+                Self::Key {
+                    kid: kid.into(),
+                    not_after: at.parse().ok()?,
                     expires_at,
                 }
             }
@@ -91,6 +109,8 @@ struct State {
     sessions: HashMap<String, i64>,
     /// sub → (not_before, expires_at); the latest not_before wins.
     users: HashMap<String, (i64, i64)>,
+    /// kid → (not_after, expires_at); the earliest not_after wins.
+    keys: HashMap<String, (i64, i64)>,
 }
 
 /// The revocations of one issuer.
@@ -116,6 +136,7 @@ impl Revocations {
         s.tokens.retain(|_, exp| *exp >= now);
         s.sessions.retain(|_, exp| *exp >= now);
         s.users.retain(|_, (_, exp)| *exp >= now);
+        s.keys.retain(|_, (_, exp)| *exp >= now);
         for e in entries {
             match e {
                 Revoked::Token { jti, expires_at } => {
@@ -133,6 +154,15 @@ impl Revocations {
                     slot.0 = slot.0.max(not_before);
                     slot.1 = slot.1.max(expires_at);
                 }
+                Revoked::Key {
+                    kid,
+                    not_after,
+                    expires_at,
+                } => {
+                    let slot = s.keys.entry(kid).or_insert((not_after, expires_at));
+                    slot.0 = slot.0.min(not_after);
+                    slot.1 = slot.1.max(expires_at);
+                }
             }
         }
     }
@@ -147,21 +177,43 @@ impl Revocations {
         sub: &str,
         iat: Option<i64>,
     ) -> bool {
+        self.denies_signed(jti, sid, sub, iat, None)
+    }
+
+    /// [`denies`](Self::denies), also for the key that signed the token: a token of a
+    /// retired key issued after its retirement, or of a revoked key, is denied.
+    pub fn denies_signed(
+        &self,
+        jti: Option<&str>,
+        sid: Option<&str>,
+        sub: &str,
+        iat: Option<i64>,
+        kid: Option<&str>,
+    ) -> bool {
         let s = self.state.read().unwrap_or_else(|p| p.into_inner());
         jti.is_some_and(|j| s.tokens.contains_key(j))
             || sid.is_some_and(|x| s.sessions.contains_key(x))
             || s.users
                 .get(sub)
                 .is_some_and(|(nbf, _)| iat.is_none_or(|iat| iat < *nbf))
+            || kid
+                .and_then(|k| s.keys.get(k))
+                .is_some_and(|(na, _)| iat.is_none_or(|iat| iat > *na))
     }
 
     pub fn denies_principal(&self, p: &Principal) -> bool {
-        self.denies(p.token_id(), p.session_id(), &p.subject, p.issued_at())
+        self.denies_signed(
+            p.token_id(),
+            p.session_id(),
+            &p.subject,
+            p.issued_at(),
+            p.key_id.as_deref(),
+        )
     }
 
     pub fn len(&self) -> usize {
         let s = self.state.read().unwrap_or_else(|p| p.into_inner());
-        s.tokens.len() + s.sessions.len() + s.users.len()
+        s.tokens.len() + s.sessions.len() + s.users.len() + s.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -727,11 +727,10 @@ impl Verifier {
         if claims.get("sub").is_some_and(|s| !s.is_string()) {
             return Err(refused(TokenErrorKind::InvalidClaims));
         }
-        let principal = Arc::new(Principal::from_claims(
-            claims,
-            &issuer.cfg.issuer,
-            &issuer.cfg.roles_claim,
-        ));
+        let mut principal =
+            Principal::from_claims(claims, &issuer.cfg.issuer, &issuer.cfg.roles_claim);
+        principal.key_id = kid.map(str::to_string);
+        let principal = Arc::new(principal);
         if issuer.revocations.denies_principal(&principal) {
             return Err(VerifyError::new(VerifyErrorKind::Revoked));
         }

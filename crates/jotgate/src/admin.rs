@@ -181,15 +181,65 @@ pub async fn keys_import(
     store_key(s, &key, activate_in).await
 }
 
-pub async fn keys_retire(s: &Settings, kid: &str) -> anyhow::Result<String> {
+/// Retire (`revoke = false`) or revoke a key. A retired key signs no more and stays
+/// published until its last token expires; tokens it signs after its retirement are
+/// refused. A revoked key leaves the JWKS at once and every token it signed is refused.
+/// Either way, when it is the signing key a successor of the same algorithm is generated
+/// first, and the change goes out through the revocation feed to every server, gateway and
+/// authorizer.
+async fn end_key(s: &Settings, kid: &str, revoke: bool) -> anyhow::Result<String> {
+    init_crypto();
     let store = open_store(s).await?;
-    store.retire_key(kid, now()).await.map_err(|e| match e {
+    let policy = s.policy()?;
+    let t = now();
+    let keys = store.keys().await?;
+    let Some(target) = keys.iter().find(|k| k.kid == kid) else {
+        bail!("no key with kid {kid:?}");
+    };
+    let statuses = keyring::statuses(&keys, &policy, t);
+    let signing = keys
+        .iter()
+        .zip(&statuses)
+        .any(|(k, st)| k.kid == kid && *st == keyring::KeyStatus::Signing);
+    let mut out = String::new();
+    if signing {
+        let alg = SigningAlg::parse(&target.alg)?;
+        let successor = KeyMaterial::generate(alg)?;
+        out.push_str(&store_key(s, &successor, 0).await?);
+    }
+    // A revoked key counts as retired before any of its live tokens was issued.
+    let grace = policy.access_ttl + policy.leeway;
+    let at = if revoke { t - grace - 1 } else { t };
+    store.retire_key(kid, at).await.map_err(|e| match e {
         StoreError::NotFound(_) => anyhow::anyhow!("no key with kid {kid:?}"),
         e => e.into(),
     })?;
-    Ok(format!(
-        "{kid} retired: it signs no more and leaves the JWKS when its last token expires\n"
-    ))
+    let entry = jotgate_verify::Revoked::Key {
+        kid: kid.to_string(),
+        not_after: at,
+        expires_at: t + grace,
+    };
+    store
+        .revoke_token(&entry.store_id(), entry.expires_at(), t)
+        .await?;
+    out.push_str(&if revoke {
+        format!(
+            "{kid} revoked: withdrawn from the JWKS, and every token it signed is refused (servers within a second or two, edge verifiers within the feed delay)\n"
+        )
+    } else {
+        format!(
+            "{kid} retired: it signs no more, tokens it signs from now on are refused, and it leaves the JWKS when its last token expires\n"
+        )
+    });
+    Ok(out)
+}
+
+pub async fn keys_retire(s: &Settings, kid: &str) -> anyhow::Result<String> {
+    end_key(s, kid, false).await
+}
+
+pub async fn keys_revoke(s: &Settings, kid: &str) -> anyhow::Result<String> {
+    end_key(s, kid, true).await
 }
 
 /// Log a user out everywhere: end every session and refuse every access token issued to it

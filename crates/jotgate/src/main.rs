@@ -155,9 +155,19 @@ enum KeysCmd {
         #[arg(long, default_value_t = 0, value_name = "SECS")]
         activate_in: i64,
     },
-    /// Stop signing with a key; it stays published until its last token expires
+    /// Stop signing with a key; it stays published until its last token expires, and a
+    /// token it signs after now is refused. Retiring the signing key generates a successor
     Retire {
-        /// Key id
+        /// Key id (it may begin with '-': kids are base64url)
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
+    /// Withdraw a (compromised) key at once: it leaves the JWKS, every token it signed is
+    /// refused by servers, gateways and authorizers (through the revocation feed). Revoking
+    /// the signing key generates a successor
+    Revoke {
+        /// Key id (it may begin with '-': kids are base64url)
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
 }
@@ -249,6 +259,7 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             admin::keys_import(&s, &text, kid, activate_in).await?
         }
         Command::Keys(KeysCmd::Retire { kid }) => admin::keys_retire(&s, &kid).await?,
+        Command::Keys(KeysCmd::Revoke { kid }) => admin::keys_revoke(&s, &kid).await?,
         Command::Token(TokenCmd::Verify { jwt }) => match (&s.issuer, remote_issuer) {
             (Some(issuer), true) => {
                 edge::token_verify_oidc(issuer, s.audience.as_deref(), &read_arg_or_stdin(&jwt)?)

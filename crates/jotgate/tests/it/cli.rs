@@ -425,6 +425,9 @@ async fn key_rotation_publishes_first_then_signs_and_old_tokens_keep_working() {
 
     let (ok, _, err) = run(&dir, &["keys", "retire", "nope"], None);
     assert!(!ok && err.contains("no key"), "{err}");
+    // Kids are base64url: one may begin with '-'.
+    let (ok, _, err) = run(&dir, &["keys", "revoke", "-W3x"], None);
+    assert!(!ok && err.contains("no key"), "{err}");
 }
 
 fn header_kid(token: &str) -> String {

@@ -1,0 +1,153 @@
+//! The compromised-key drill (issue 16, item 14): retiring the signing key makes running
+//! servers switch to a successor; a token the retired key signs afterwards is refused;
+//! `keys revoke` withdraws a key from the JWKS and refuses all its tokens, on the server
+//! and at the edge through the feed.
+
+use jotgate_core::{KeyMaterial, SigningAlg, TokenSigner};
+use jotgate_verify::Verifier;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::{TestApp, error_code, settings, temp_dir, token_part};
+use crate::edge::{FEED_TOKEN, eventually, quick, trust};
+
+fn kid_of(token: &str) -> String {
+    token_part(token, 0)["kid"].as_str().unwrap().to_string()
+}
+
+async fn jwks_kids(app: &TestApp) -> Vec<String> {
+    let jwks = app.get_json("/.well-known/jwks.json").await;
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn app() -> TestApp {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.issuer = None;
+    s.sync_interval = Some(1);
+    s.feed_token = Some(FEED_TOKEN.to_string().into());
+    TestApp::with(s, dir).await
+}
+
+/// The stored key `kid`, as an attacker who stole it would hold it.
+async fn stolen(app: &TestApp, kid: &str) -> KeyMaterial {
+    let keys = app.store().await.keys().await.unwrap();
+    let k = keys.iter().find(|k| k.kid == kid).unwrap();
+    KeyMaterial::from_pkcs8(
+        Some(k.kid.clone()),
+        SigningAlg::parse(&k.alg).unwrap(),
+        k.private_der.clone(),
+    )
+    .unwrap()
+}
+
+fn cli(app: &TestApp, args: &[&str]) -> String {
+    let mut all = vec!["--issuer", app.base.as_str()];
+    all.extend_from_slice(args);
+    let (ok, out, err) = crate::cli::run(&app.dir, &all, None);
+    assert!(ok, "{err}");
+    out
+}
+
+#[tokio::test]
+async fn retiring_the_signing_key_switches_running_servers_and_refuses_later_tokens() {
+    let app = app().await;
+    let before = app.signup("ann").await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old = kid_of(&before);
+    let out = cli(&app, &["keys", "retire", &old]);
+    assert!(
+        out.contains("signing now") && out.contains("retired"),
+        "{out}"
+    );
+    // The running server stops signing with it within the sync interval.
+    eventually("a successor signs", async || {
+        let t = app
+            .signup(&format!("u{}", uuid::Uuid::new_v4().simple()))
+            .await["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        kid_of(&t) != old
+    })
+    .await;
+    // Still published, and tokens it signed before its retirement still verify.
+    assert!(jwks_kids(&app).await.contains(&old));
+    assert_eq!(app.private(&before).await.status(), StatusCode::OK);
+    // A token it signs now (a thief's) is refused.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut c = app.claims("ann");
+    c.iss = app.base.clone();
+    let forged = TokenSigner::new(&stolen(&app, &old).await)
+        .unwrap()
+        .sign(&c)
+        .unwrap();
+    let res = app.private(&forged).await;
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "token_key_retired"
+    );
+    // Retiring the only signing key never leaves a server without one: the CLI made a
+    // successor, and a retirement is never undone.
+    let keys = app.store().await.keys().await.unwrap();
+    assert!(
+        keys.iter()
+            .find(|k| k.kid == old)
+            .unwrap()
+            .retired_at
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_key_withdraws_it_and_refuses_its_tokens_everywhere() {
+    let app = app().await;
+    let token = app.signup("ann").await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old = kid_of(&token);
+    let v = Verifier::new(quick(vec![trust(&app)])).unwrap();
+    let _bg = v.start().await;
+    assert!(v.verify(&token).await.is_ok());
+
+    let out = cli(&app, &["keys", "revoke", &old]);
+    assert!(out.contains("revoked"), "{out}");
+    eventually("the server withdraws the key", async || {
+        !jwks_kids(&app).await.contains(&old)
+    })
+    .await;
+    let res = app.private(&token).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    eventually("the edge refuses its tokens", async || {
+        v.verify(&token).await.is_err()
+    })
+    .await;
+    // New tokens come from the successor and pass everywhere.
+    let fresh = app.signup("bob").await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(kid_of(&fresh), old);
+    assert_eq!(app.private(&fresh).await.status(), StatusCode::OK);
+    eventually("the edge accepts the successor's tokens", async || {
+        v.verify(&fresh).await.is_ok()
+    })
+    .await;
+    let listed: Value = serde_json::from_str(&cli(&app, &["keys", "list", "--json"])).unwrap();
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kid"] == old.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["status"], "expired", "{row}");
+}
