@@ -17,7 +17,10 @@ use serde_json::{Map, Value, json};
 
 use crate::forwarding::{fold, is_method_param, is_override, query_has_method_param};
 use crate::path::{CanonicalPath, canonicalize, require_canonical};
-use crate::policy::{Access, AuthorizerOptions, Policy};
+use crate::policy::{Access, AuthorizerOptions, FeedUnreachable, Policy};
+
+/// Longest wait for the revocation feed (and due keys) before a decision.
+const FRESHNESS_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::{Principal, Verifier};
 
 /// The response shape for HTTP API (payload 2.0) events.
@@ -418,6 +421,18 @@ impl Authorizer {
                 return refuse("invalid_request", None);
             }
         };
+        // A frozen process's revocation list may be stale: bring it up to date first.
+        if call.token.is_some()
+            && let Err(e) = self
+                .verifier
+                .bring_up_to_date(self.options.freshness, FRESHNESS_BUDGET)
+                .await
+        {
+            tracing::warn!(error = %e, "revocations could not be brought up to date");
+            if self.options.feed_unreachable == FeedUnreachable::Deny {
+                return refuse("revocations_unavailable", None);
+            }
+        }
         let rule = self.policy.decide(&call.method, path);
         let unauthorized = |code: &str| match call.kind {
             Kind::Rest => Err(Unauthorized),

@@ -254,13 +254,42 @@ pub struct GatewayOptions {
 }
 
 /// `[authorizer]` options.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizerOptions {
     /// Base paths of custom-domain API mappings (`/v1`): an event whose path is one of
     /// these followed by the method ARN's path agrees with it.
     pub base_paths: Vec<String>,
     /// Let a `_method` query parameter through (refused otherwise).
     pub allow_method_param: bool,
+    /// Before deciding, read the revocation feed when it was last read longer ago than
+    /// this (Lambda freezes the process between invocations; a background follower then
+    /// falls behind).
+    pub freshness: std::time::Duration,
+    /// What to answer when the feed cannot be read in time: refuse (the default), or
+    /// decide with the revocations known.
+    pub feed_unreachable: FeedUnreachable,
+}
+
+/// The authorizer's choice when the revocation feed is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedUnreachable {
+    /// Refuse every token of that issuer (fail closed).
+    #[default]
+    Deny,
+    /// Decide with the revocations known so far (fail open for revocations).
+    Allow,
+}
+
+impl Default for AuthorizerOptions {
+    fn default() -> Self {
+        Self {
+            base_paths: Vec::new(),
+            allow_method_param: false,
+            freshness: std::time::Duration::from_secs(1),
+            feed_unreachable: FeedUnreachable::Deny,
+        }
+    }
 }
 
 /// An address block, `10.0.0.0/8` or a single address.
@@ -396,6 +425,9 @@ struct AuthorizerToml {
     base_paths: Vec<String>,
     #[serde(default)]
     allow_method_param: bool,
+    freshness: Option<Secs>,
+    #[serde(default)]
+    feed_unreachable: FeedUnreachable,
 }
 
 #[derive(Deserialize, Default)]
@@ -555,15 +587,19 @@ fn read_beside(base: &Path, p: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn secret_env(name: &str) -> Result<String, String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Ok(v),
+/// Where `*_env` secrets of a policy file are looked up: the environment, unless the
+/// caller resolved some itself (e.g. from AWS Secrets Manager).
+pub type SecretLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn secret_env(name: &str, lookup: SecretLookup) -> Result<String, String> {
+    match lookup(name).or_else(|| std::env::var(name).ok()) {
+        Some(v) if !v.is_empty() => Ok(v),
         _ => Err(format!("environment variable {name} is not set")),
     }
 }
 
 impl IssuerToml {
-    fn build(self, base: &Path) -> Result<IssuerConfig, String> {
+    fn build(self, base: &Path, lookup: SecretLookup) -> Result<IssuerConfig, String> {
         let aud = self.audiences.first().cloned().unwrap_or_default();
         let mut cfg = match self.profile {
             Profile::Oidc => IssuerConfig::new(&self.issuer, aud),
@@ -609,7 +645,7 @@ impl IssuerToml {
             }
         } else if let Some(name) = self.shared_secret_env {
             cfg.algorithms = vec![Algorithm::HS256];
-            KeySource::SharedSecret(secret_env(&name)?.into_bytes())
+            KeySource::SharedSecret(secret_env(&name, lookup)?.into_bytes())
         } else {
             KeySource::Discovery
         };
@@ -635,7 +671,7 @@ impl IssuerToml {
         cfg.revocation_feed = match (self.revocation_feed, self.revocation_token_env) {
             (Some(url), Some(env)) => Some(FeedConfig {
                 url,
-                token: secret_env(&env)?,
+                token: secret_env(&env, lookup)?,
             }),
             (None, None) => None,
             _ => return Err("revocation_feed and revocation_token_env go together".into()),
@@ -647,14 +683,24 @@ impl IssuerToml {
 impl PolicyFile {
     /// Read and check a policy file. Relative key files are read beside it.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, &|_| None)
+    }
+
+    /// [`load`](Self::load), with `*_env` secrets looked up by `lookup` first.
+    pub fn load_with(path: &Path, lookup: SecretLookup) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read policy file {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+        Self::parse_with(&text, base, lookup)
+            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
     }
 
     /// Parse policy text; `base` is where relative files are looked up.
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with(text, base, &|_| None)
+    }
+
+    fn parse_with(text: &str, base: &Path, lookup: SecretLookup) -> Result<Self, ConfigError> {
         let file: FileToml = toml::from_str(text).map_err(|e| {
             // "line 19 (roles_any = "admin"): invalid type…" names the field by its line.
             let line = e
@@ -721,7 +767,7 @@ impl PolicyFile {
             let name = i.get_ref().issuer.clone();
             let cfg = i
                 .into_inner()
-                .build(base)
+                .build(base, lookup)
                 .map_err(|m| at(span.clone(), &format!("[[issuer]] {name}"), m))?;
             verifier.issuers.push(cfg);
         }
@@ -798,6 +844,11 @@ impl PolicyFile {
             authorizer: AuthorizerOptions {
                 base_paths,
                 allow_method_param: file.authorizer.allow_method_param,
+                freshness: file
+                    .authorizer
+                    .freshness
+                    .map_or(std::time::Duration::from_secs(1), |s| s.0),
+                feed_unreachable: file.authorizer.feed_unreachable,
             },
         })
     }

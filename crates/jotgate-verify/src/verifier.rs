@@ -219,6 +219,8 @@ struct Remote {
     /// Resolved JWKS URL (after discovery).
     jwks_uri: Mutex<Option<String>>,
     last_attempt: Mutex<Option<Instant>>,
+    /// When the keys are due for a refetch (their TTL, or a retry after a failure).
+    refresh_due: Mutex<Option<Instant>>,
     single_flight: tokio::sync::Mutex<()>,
     loaded: AtomicBool,
 }
@@ -232,6 +234,8 @@ pub(crate) struct Issuer {
     /// With a revocation feed: set once the first catch-up is complete. Until then no
     /// token of this issuer is accepted (503): a fresh follower knows no logout yet.
     feed_ready: AtomicBool,
+    /// When the feed was last read to its end.
+    feed_synced: Mutex<Option<Instant>>,
 }
 
 impl Issuer {
@@ -327,11 +331,13 @@ impl Issuer {
                 jwks_uri: Mutex::new(uri),
                 last_attempt: Mutex::new(None),
                 single_flight: tokio::sync::Mutex::new(()),
+                refresh_due: Mutex::new(None),
                 loaded: AtomicBool::new(false),
             }),
             validations,
             revocations: Revocations::default(),
             feed_ready: AtomicBool::new(cfg.revocation_feed.is_none()),
+            feed_synced: Mutex::new(None),
             cfg,
         })
     }
@@ -500,6 +506,8 @@ impl Verifier {
                 tracing::debug!(issuer = %name, keys = set.len(), ttl = ttl.as_secs(), "JWKS refreshed");
                 *issuer.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
                 remote.loaded.store(true, Ordering::Release);
+                *remote.refresh_due.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Instant::now() + ttl);
                 if withdrawn {
                     // A key the issuer stopped publishing may have been compromised: tokens
                     // it signed must be checked again.
@@ -569,10 +577,86 @@ impl Verifier {
         Ok((parsed.set, ttl))
     }
 
+    /// Read one page of `issuer`'s feed from its cursor (waiting up to `wait` seconds for
+    /// news) and apply it. Returns whether more pages follow.
+    async fn feed_page(
+        &self,
+        issuer: &Issuer,
+        feed: &FeedConfig,
+        wait: u64,
+    ) -> Result<bool, String> {
+        let sep = if feed.url.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{}{sep}since={}&wait={wait}",
+            feed.url,
+            issuer.revocations.cursor()
+        );
+        self.stats.feed_polls.fetch_add(1, Ordering::Relaxed);
+        let page = self
+            .fetcher
+            .get(
+                &url,
+                Some(&feed.token),
+                Some(Duration::from_secs(wait) + self.cfg.http_timeout),
+            )
+            .await
+            .and_then(|r| {
+                serde_json::from_slice::<FeedPage>(&r.body)
+                    .map_err(|_| "feed page is not the expected JSON".to_string())
+            })?;
+        let changed = !page.revocations.is_empty();
+        issuer.revocations.apply(page.revocations, now());
+        issuer.revocations.set_cursor(page.cursor);
+        if changed {
+            self.cache
+                .retain(|e| !issuer.revocations.denies_principal(&e.principal));
+        }
+        if !page.more {
+            *issuer.feed_synced.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            if !issuer.feed_ready.swap(true, Ordering::AcqRel) {
+                tracing::info!(issuer = %issuer.cfg.issuer, cursor = page.cursor, "revocation feed caught up");
+            }
+        }
+        Ok(page.more)
+    }
+
+    /// Before a decision in a process that may have been frozen between requests (AWS
+    /// Lambda): read each feed to its end when it was last read more than `max_age` ago,
+    /// and refetch keys that are due, all within `budget`. `Err` when a feed could not be
+    /// brought up to date: the caller decides whether to fail closed.
+    pub async fn bring_up_to_date(
+        &self,
+        max_age: Duration,
+        budget: Duration,
+    ) -> Result<(), String> {
+        let work = async {
+            for issuer in self.issuers.values() {
+                if let Some(remote) = &issuer.remote {
+                    let due = *remote.refresh_due.lock().unwrap_or_else(|p| p.into_inner());
+                    if due.is_none_or(|d| Instant::now() >= d) {
+                        let _ = self.refresh(issuer, Why::Scheduled).await;
+                    }
+                }
+                let Some(feed) = &issuer.cfg.revocation_feed else {
+                    continue;
+                };
+                let synced = *issuer.feed_synced.lock().unwrap_or_else(|p| p.into_inner());
+                if synced.is_some_and(|t| t.elapsed() <= max_age) {
+                    continue;
+                }
+                while self.feed_page(issuer, feed, 0).await? {}
+            }
+            Ok::<(), String>(())
+        };
+        match tokio::time::timeout(budget, work).await {
+            Ok(r) => r,
+            Err(_) => Err("the revocation feed did not answer in time".into()),
+        }
+    }
+
     /// Follow a jotgate revocation feed forever (long polls; backoff on errors).
     async fn follow(&self, issuer: &Issuer, feed: &FeedConfig) {
         let mut backoff = Duration::from_millis(500);
-        let sep = if feed.url.contains('?') { '&' } else { '?' };
         // Pages follow each other at once while the feed says more; then long polls.
         let mut catching_up = true;
         loop {
@@ -581,38 +665,10 @@ impl Verifier {
             } else {
                 self.cfg.feed_wait.as_secs()
             };
-            let url = format!(
-                "{}{sep}since={}&wait={wait}",
-                feed.url,
-                issuer.revocations.cursor()
-            );
-            self.stats.feed_polls.fetch_add(1, Ordering::Relaxed);
-            let page = self
-                .fetcher
-                .get(
-                    &url,
-                    Some(&feed.token),
-                    Some(self.cfg.feed_wait + Duration::from_secs(10)),
-                )
-                .await
-                .and_then(|r| {
-                    serde_json::from_slice::<FeedPage>(&r.body)
-                        .map_err(|_| "feed page is not the expected JSON".to_string())
-                });
-            match page {
-                Ok(page) => {
+            match self.feed_page(issuer, feed, wait).await {
+                Ok(more) => {
                     backoff = Duration::from_millis(500);
-                    let changed = !page.revocations.is_empty();
-                    issuer.revocations.apply(page.revocations, now());
-                    issuer.revocations.set_cursor(page.cursor);
-                    if changed {
-                        self.cache
-                            .retain(|e| !issuer.revocations.denies_principal(&e.principal));
-                    }
-                    catching_up = page.more;
-                    if !page.more && !issuer.feed_ready.swap(true, Ordering::AcqRel) {
-                        tracing::info!(issuer = %issuer.cfg.issuer, cursor = page.cursor, "revocation feed caught up");
-                    }
+                    catching_up = more;
                 }
                 Err(e) => {
                     tracing::warn!(issuer = %issuer.cfg.issuer, error = %e, "revocation feed poll failed; retrying");

@@ -17,7 +17,17 @@ use serde_json::Value;
 
 /// Read a policy file and build its verifier (not started).
 pub fn load_policy(path: &Path) -> anyhow::Result<(Arc<Verifier>, PolicyFile)> {
-    let file = PolicyFile::load(path).map_err(|e| anyhow::anyhow!("invalid policy file {e}"))?;
+    load_policy_with(path, &|_| None)
+}
+
+/// [`load_policy`], with `*_env` secrets resolved by `lookup` first (the feed token may be
+/// a Secrets Manager / SSM ARN that the settings resolved at start-up).
+pub fn load_policy_with(
+    path: &Path,
+    lookup: jotgate_verify::policy::SecretLookup,
+) -> anyhow::Result<(Arc<Verifier>, PolicyFile)> {
+    let file = PolicyFile::load_with(path, lookup)
+        .map_err(|e| anyhow::anyhow!("invalid policy file {e}"))?;
     let verifier = Verifier::new(file.verifier.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((verifier, file))
 }
@@ -87,10 +97,22 @@ impl Gateway {
 }
 
 /// Run as an AWS Lambda authorizer: one event at a time from the Lambda Runtime API.
-pub async fn run_authorizer(policy: &Path, v2: V2Format) -> anyhow::Result<()> {
+/// `feed_token` (the `feed_token` setting, an ARN already resolved) answers a policy's
+/// `revocation_token_env = "JOTGATE_FEED_TOKEN"`.
+pub async fn run_authorizer(
+    policy: &Path,
+    v2: V2Format,
+    feed_token: Option<&secrecy::SecretString>,
+) -> anyhow::Result<()> {
     crate::lambda::require_lambda_env("jotgate authorizer")?;
     crate::init_crypto();
-    let (verifier, file) = load_policy(policy)?;
+    let token = feed_token.map(|t| secrecy::ExposeSecret::expose_secret(t).to_string());
+    let lookup = move |name: &str| {
+        (name == "JOTGATE_FEED_TOKEN")
+            .then(|| token.clone())
+            .flatten()
+    };
+    let (verifier, file) = load_policy_with(policy, &lookup)?;
     // Keys are fetched once per container, before the first event.
     let _background = verifier.start().await;
     let authorizer = Arc::new(Authorizer::with_options(

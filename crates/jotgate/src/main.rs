@@ -275,7 +275,7 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             return Ok(None);
         }
         Command::Authorizer { policy, format } => {
-            edge::run_authorizer(&policy, format.v2()?).await?;
+            edge::run_authorizer(&policy, format.v2()?, s.feed_token.as_ref()).await?;
             return Ok(None);
         }
         Command::Lambda {
@@ -291,7 +291,7 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
                             "missing setting policy (JOTGATE_POLICY) for --mode authorizer"
                         )
                     })?;
-                    edge::run_authorizer(&policy, format.v2()?).await?
+                    edge::run_authorizer(&policy, format.v2()?, s.feed_token.as_ref()).await?
                 }
                 _ => anyhow::bail!(
                     "invalid setting mode (JOTGATE_LAMBDA_MODE): {mode:?}; expected api or authorizer"

@@ -212,3 +212,106 @@ fn outside_lambda_the_authorizer_says_what_is_missing() {
     assert!(err.contains("not set: AWS_LAMBDA_RUNTIME_API"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Lambda freezes a function between invocations, so a background feed follower falls
+/// behind: each invocation brings the revocations up to date first (issue 16, item 8).
+#[tokio::test]
+async fn a_frozen_authorizer_catches_up_on_revocations_before_deciding() {
+    use crate::edge::{FEED_TOKEN, issuer_app};
+    let app = issuer_app().await;
+    let token = app.signup_token("ann").await;
+    let other = app.signup_token("bob").await;
+    let dir = crate::common::temp_dir();
+    let spawn = |api: &runtime_api::RuntimeApi, unreachable: &str| {
+        let policy = dir.join(format!("policy-{unreachable}.toml"));
+        std::fs::write(
+            &policy,
+            format!(
+                "[[issuer]]\nissuer = \"{base}\"\nprofile = \"jotgate\"\naudiences = [\"jotgate\"]\n\
+                 revocation_feed = \"{base}/api/v1/revocations\"\nrevocation_token_env = \"JOTGATE_TEST_FEED\"\n\
+                 [authorizer]\nfreshness = 0.5\nfeed_unreachable = \"{unreachable}\"\n",
+                base = app.base
+            ),
+        )
+        .unwrap();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_jotgate"))
+            .args(["authorizer", "--policy"])
+            .arg(&policy)
+            .envs(api.env())
+            .env("JOTGATE_TEST_FEED", FEED_TOKEN)
+            .env("JOTGATE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let signal = |child: &tokio::process::Child, sig: &str| {
+        let pid = child.id().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let allowed = |out: &runtime_api::Outcome| {
+        out.result
+            .as_ref()
+            .is_ok_and(|b| b["policyDocument"]["Statement"][0]["Effect"] == "Allow")
+    };
+    let mut deny = runtime_api::RuntimeApi::start().await;
+    let mut allow = runtime_api::RuntimeApi::start().await;
+    let deny_child = spawn(&deny, "deny");
+    let allow_child = spawn(&allow, "allow");
+    for api in [&mut deny, &mut allow] {
+        api.invoke(event("rest-token", &token));
+        assert!(allowed(&api.outcome().await));
+    }
+    // Frozen between invocations; meanwhile the user logs out.
+    signal(&deny_child, "-STOP");
+    let res = crate::common::bearer(reqwest::Method::POST, app.url("/logout"), &token).await;
+    assert_eq!(res.status(), reqwest::StatusCode::NO_CONTENT);
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    signal(&deny_child, "-CONT");
+    deny.invoke(event("rest-token", &token));
+    assert!(
+        !allowed(&deny.outcome().await),
+        "the logout is honoured at once"
+    );
+    deny.invoke(event("rest-token", &other));
+    assert!(allowed(&deny.outcome().await));
+
+    // The feed unreachable after a freeze: refused by default, decided from memory when
+    // the policy says so.
+    signal(&deny_child, "-STOP");
+    signal(&allow_child, "-STOP");
+    drop(app);
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    signal(&deny_child, "-CONT");
+    signal(&allow_child, "-CONT");
+    deny.invoke(event("rest-token", &other));
+    let out = deny.outcome().await;
+    assert!(!allowed(&out));
+    assert_eq!(
+        out.result.unwrap()["context"]["code"],
+        "revocations_unavailable"
+    );
+    allow.invoke(event("rest-token", &other));
+    assert!(allowed(&allow.outcome().await));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The policy the SAM template packages parses, with the feed token the template passes.
+#[test]
+fn the_deployed_policy_file_parses() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/aws/policy.toml");
+    let token = "x".repeat(40);
+    let f = PolicyFile::load_with(std::path::Path::new(path), &|name: &str| {
+        (name == "JOTGATE_FEED_TOKEN").then(|| token.clone())
+    })
+    .unwrap();
+    assert!(f.verifier.issuers[0].revocation_feed.is_some());
+    assert_eq!(f.authorizer.freshness, std::time::Duration::from_secs(1));
+}
