@@ -4,7 +4,9 @@
 //! from a token. A JWKS fetched from an issuer never yields a symmetric (`oct`) key:
 //! a published "public" HMAC key would let anyone sign tokens.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
@@ -15,6 +17,31 @@ pub struct VerifyKey {
     pub kid: Option<String>,
     pub alg: Algorithm,
     pub key: DecodingKey,
+    /// The RFC 7638 thumbprint of a JWKS key (empty for a configured PEM or secret): new
+    /// material under an old kid is another key.
+    pub thumbprint: String,
+}
+
+/// RFC 7638: SHA-256 over the required public members, in lexicographic order, no spaces.
+fn thumbprint(raw: &Value) -> Option<String> {
+    let members: &[&str] = match raw.get("kty")?.as_str()? {
+        "RSA" => &["e", "kty", "n"],
+        "EC" => &["crv", "kty", "x", "y"],
+        "OKP" => &["crv", "kty", "x"],
+        _ => return None,
+    };
+    let mut out = String::from("{");
+    for (i, m) in members.iter().enumerate() {
+        let v = raw.get(*m)?.as_str()?;
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(m).ok()?);
+        out.push(':');
+        out.push_str(&serde_json::to_string(v).ok()?);
+    }
+    out.push('}');
+    Some(jotgate_core::sha256_b64url(out.as_bytes()))
 }
 
 /// Keys of one issuer.
@@ -93,8 +120,27 @@ impl KeySet {
                 }
             };
             let name = jwk.common.key_id.clone().unwrap_or_else(|| format!("#{i}"));
-            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-                parsed.skipped.push(format!("{name}: use=enc"));
+            match &jwk.common.public_key_use {
+                None | Some(PublicKeyUse::Signature) => {}
+                Some(PublicKeyUse::Encryption) => {
+                    parsed.skipped.push(format!("{name}: use=enc"));
+                    continue;
+                }
+                Some(PublicKeyUse::Other(u)) => {
+                    parsed.skipped.push(format!("{name}: unknown use {u:?}"));
+                    continue;
+                }
+            }
+            // RFC 7517 §4.3: a key whose operations do not include "verify" does not verify.
+            if jwk
+                .common
+                .key_operations
+                .as_ref()
+                .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+            {
+                parsed
+                    .skipped
+                    .push(format!("{name}: key_ops without verify"));
                 continue;
             }
             let alg = match alg_of(&jwk) {
@@ -104,11 +150,16 @@ impl KeySet {
                     continue;
                 }
             };
+            let Some(print) = thumbprint(raw) else {
+                parsed.skipped.push(format!("{name}: malformed key"));
+                continue;
+            };
             match DecodingKey::from_jwk(&jwk) {
                 Ok(key) => parsed.set.keys.push(VerifyKey {
                     kid: jwk.common.key_id.clone(),
                     alg,
                     key,
+                    thumbprint: print,
                 }),
                 Err(_) => parsed.skipped.push(format!("{name}: malformed key")),
             }
@@ -139,6 +190,7 @@ impl KeySet {
                 kid: None,
                 alg,
                 key,
+                thumbprint: String::new(),
             }],
         })
     }
@@ -155,6 +207,7 @@ impl KeySet {
                 kid: None,
                 alg: Algorithm::HS256,
                 key: DecodingKey::from_secret(secret),
+                thumbprint: String::new(),
             }],
         })
     }
@@ -187,5 +240,53 @@ impl KeySet {
 
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().filter_map(|k| k.kid.as_deref())
+    }
+
+    /// Every key a token with `kid` may be verified with: RFC 7517 lets keys of different
+    /// types share a kid, so all of them are candidates (the caller keeps those whose
+    /// algorithm is the token's).
+    pub fn candidates<'a>(&'a self, kid: Option<&'a str>) -> impl Iterator<Item = &'a VerifyKey> {
+        let by_kid: Vec<&VerifyKey> = match kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .collect(),
+            None => Vec::new(),
+        };
+        let fallback = if by_kid.is_empty() {
+            self.find(kid)
+        } else {
+            None
+        };
+        by_kid.into_iter().chain(fallback)
+    }
+
+    /// The (kid, thumbprint) pairs: what a refresh compares to see withdrawn material.
+    pub fn material(&self) -> impl Iterator<Item = (Option<&str>, &str)> {
+        self.keys
+            .iter()
+            .map(|k| (k.kid.as_deref(), k.thumbprint.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprints_follow_rfc7638() {
+        // RFC 7638 §3.1.
+        let key = serde_json::json!({
+            "kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB",
+            "alg": "RS256",
+            "kid": "2011-04-29"
+        });
+        assert_eq!(
+            thumbprint(&key).as_deref(),
+            Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
+        );
     }
 }

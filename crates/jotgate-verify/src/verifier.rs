@@ -221,6 +221,8 @@ struct Remote {
     last_attempt: Mutex<Option<Instant>>,
     /// When the keys are due for a refetch (their TTL, or a retry after a failure).
     refresh_due: Mutex<Option<Instant>>,
+    /// The last fetch found a well-formed JWKS without a usable key.
+    empty_seen: AtomicBool,
     single_flight: tokio::sync::Mutex<()>,
     loaded: AtomicBool,
 }
@@ -332,6 +334,7 @@ impl Issuer {
                 last_attempt: Mutex::new(None),
                 single_flight: tokio::sync::Mutex::new(()),
                 refresh_due: Mutex::new(None),
+                empty_seen: AtomicBool::new(false),
                 loaded: AtomicBool::new(false),
             }),
             validations,
@@ -502,7 +505,26 @@ impl Verifier {
         match result {
             Ok((set, ttl)) => {
                 let old = issuer.keys();
-                let withdrawn = old.kids().any(|k| !set.kids().any(|n| n == k));
+                if set.is_empty() {
+                    // A well-formed JWKS without a usable signing key: an issuer pulling
+                    // every key in an incident. Believed on the second fetch in a row (one
+                    // confirming fetch, soon), never on the first.
+                    let confirmed = remote.empty_seen.swap(true, Ordering::AcqRel);
+                    if !confirmed || !remote.loaded.load(Ordering::Acquire) {
+                        tracing::warn!(issuer = %name, "JWKS holds no usable signing key; confirming");
+                        *remote.refresh_due.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(Instant::now());
+                        return Err("JWKS holds no usable signing key".into());
+                    }
+                    tracing::warn!(issuer = %name, "JWKS holds no usable signing key, twice: every key of the issuer is withdrawn");
+                } else {
+                    remote.empty_seen.store(false, Ordering::Release);
+                }
+                // A kid gone, or new material under an old kid: cached verifications made
+                // with the old material are dropped.
+                let withdrawn = old
+                    .material()
+                    .any(|(k, t)| !set.material().any(|(nk, nt)| nk == k && nt == t));
                 tracing::debug!(issuer = %name, keys = set.len(), ttl = ttl.as_secs(), "JWKS refreshed");
                 *issuer.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
                 remote.loaded.store(true, Ordering::Release);
@@ -562,9 +584,6 @@ impl Verifier {
         let parsed = KeySet::from_jwks(&res.body)?;
         if !parsed.skipped.is_empty() {
             tracing::debug!(issuer = %name, skipped = ?parsed.skipped, "JWKS keys skipped");
-        }
-        if parsed.set.is_empty() {
-            return Err("JWKS holds no usable signing key".into());
         }
         let ttl = res
             .max_age()
@@ -719,7 +738,7 @@ impl Verifier {
             .ok_or(VerifyError::new(VerifyErrorKind::AlgorithmNotAllowed))?;
         let kid = c.header_str("kid");
         let mut keys = issuer.keys();
-        if keys.find(kid).is_none() && issuer.remote.is_some() {
+        if keys.candidates(kid).next().is_none() && issuer.remote.is_some() {
             // Maybe the issuer rotated: refetch, at most once per cooldown whatever the
             // number of distinct unknown kids presented.
             let _ = self.refresh(issuer, Why::UnknownKid).await;
@@ -728,18 +747,34 @@ impl Verifier {
         if !issuer.feed_ready.load(Ordering::Acquire) {
             return Err(VerifyError::new(VerifyErrorKind::IssuerUnavailable));
         }
-        let Some(key) = keys.find(kid) else {
+        let mut candidates = keys.candidates(kid).peekable();
+        if candidates.peek().is_none() {
             return Err(if issuer.loaded() {
                 refused(TokenErrorKind::UnknownKey)
             } else {
                 VerifyError::new(VerifyErrorKind::IssuerUnavailable)
             });
-        };
-        if key.alg != alg {
+        }
+        let fitting: Vec<_> = candidates.filter(|k| k.alg == alg).collect();
+        if fitting.is_empty() {
             return Err(refused(TokenErrorKind::AlgorithmMismatch));
         }
-        self.stats.signature_checks.fetch_add(1, Ordering::Relaxed);
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
+        // Keys sharing a kid: the first whose signature checks wins.
+        let mut decoded = None;
+        for key in &fitting {
+            self.stats.signature_checks.fetch_add(1, Ordering::Relaxed);
+            let r = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation);
+            let bad_sig = matches!(
+                &r,
+                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature)
+            );
+            decoded = Some(r);
+            if !bad_sig {
+                break;
+            }
+        }
+        let data = decoded
+            .unwrap_or_else(|| Err(jsonwebtoken::errors::ErrorKind::InvalidSignature.into()))
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind as J;
                 refused(match e.kind() {

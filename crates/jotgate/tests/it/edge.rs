@@ -154,6 +154,11 @@ impl FakeIssuer {
         k
     }
 
+    /// Serve this JWKS from now on.
+    pub fn set_jwks(&self, jwks: Value) {
+        *self.state.jwks.lock().unwrap() = jwks;
+    }
+
     pub fn config(&self) -> IssuerConfig {
         IssuerConfig::new(&self.base, "api")
     }

@@ -13,6 +13,7 @@ mod feed;
 mod flow;
 mod gateway;
 mod interop;
+mod issuers;
 mod keys;
 mod lambda;
 mod limits;
