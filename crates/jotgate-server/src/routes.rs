@@ -271,9 +271,9 @@ async fn revoke(st: &AppState, r: Revoked, t: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Session revocations of one user within an access-token lifetime past which the next
-/// ones fold into a per-user "not before": a login/logout loop must not grow every
-/// verifier's list (one entry per logout) without bound.
+/// Session revocations of one user (without a pause as long as the login throttle's window,
+/// 15 minutes) past which the next ones fold into a per-user "not before": a login/logout
+/// loop must not grow every verifier's list (one entry per logout) without bound.
 const FOLD_AFTER: u32 = 32;
 
 /// End a session: its refresh tokens are dead, and every access token of it is refused
@@ -290,7 +290,9 @@ async fn revoke_session(
     let policy = &st.0.cfg.policy;
     let expires_at = revocation::outlived(policy, t);
     if let Some(sub) = sub {
-        let window_ms = (policy.access_ttl + policy.leeway).saturating_mul(1000);
+        // The counters share one table and one window with the login throttle (a write
+        // there sweeps counters older than its window: a shorter one would lift lockouts).
+        let window_ms = st.0.cfg.rate_limit.reset_after.as_millis() as i64;
         let recent =
             st.0.store
                 .add_login_failure(&format!("revocations:{sub}"), t * 1000, window_ms)
@@ -346,6 +348,8 @@ pub async fn logout(
     }
     let access = match bearer_token(&headers, st.0.cfg.accept_x_access_token) {
         Ok(token) => Some(st.authenticate(token)),
+        // Two Authorization headers are refused even when the refresh token would do.
+        Err(e @ ApiError::BadRequest(..)) => return Err(e),
         Err(e) if by_refresh.is_none() => return Err(e),
         Err(_) => None,
     };

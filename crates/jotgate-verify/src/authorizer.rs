@@ -308,7 +308,11 @@ fn v2_path(
     {
         p = r;
     }
-    let mut path = require_canonical(p)?;
+    // A configured base path (a custom domain's API mapping) is not part of the route.
+    if let Some(r) = base_paths.iter().find_map(|b| strip_segment_prefix(p, b)) {
+        p = r;
+    }
+    let path = require_canonical(p)?;
     let Some((_, arn_method, template)) = from_arn(route_arn) else {
         return Err("the event has no valid route ARN");
     };
@@ -322,16 +326,6 @@ fn v2_path(
     };
     if route_covers(template, &path) {
         return Ok(path);
-    }
-    // A custom domain's base path: the route covers what follows it.
-    for b in base_paths {
-        if let Some(r) = strip_segment_prefix(p, b) {
-            let c = require_canonical(r)?;
-            if route_covers(template, &c) {
-                path = c;
-                return Ok(path);
-            }
-        }
     }
     Err("the event's path is not covered by its route ARN")
 }

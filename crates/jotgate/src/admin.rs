@@ -207,9 +207,12 @@ async fn end_key(s: &Settings, kid: &str, revoke: bool) -> anyhow::Result<String
         let successor = KeyMaterial::generate(alg)?;
         out.push_str(&store_key(s, &successor, 0).await?);
     }
-    // A revoked key counts as retired before any of its live tokens was issued.
-    let grace = policy.access_ttl + policy.leeway;
-    let at = if revoke { t - grace - 1 } else { t };
+    // A revoked key counts as retired before it ever signed (the epoch): whatever the
+    // servers' token lifetime, it is published no more and none of its tokens passes.
+    let at = if revoke { 0 } else { t };
+    // Feed entries outlive any token the key may have signed, whatever lifetime the
+    // servers use (this command may run with other settings than they do).
+    let grace = (policy.access_ttl + policy.leeway).max(7 * 24 * 3600);
     store.retire_key(kid, at).await.map_err(|e| match e {
         StoreError::NotFound(_) => anyhow::anyhow!("no key with kid {kid:?}"),
         e => e.into(),

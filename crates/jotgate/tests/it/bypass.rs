@@ -377,6 +377,13 @@ async fn the_authorizer_decides_on_what_its_answer_allows() {
         )
         .await
     );
+    // A catch-all route under a base path: decided without the base path (admin).
+    for route in ["$default", "ANY/{proxy+}"] {
+        assert!(
+            !allowed(&a, &v2_event("GET", "/v1/admin/x", "$default", route, &t)).await,
+            "{route}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -747,7 +754,21 @@ async fn two_authorization_headers_are_refused_everywhere() {
     assert_eq!(up.hits(), 0);
 
     let app = TestApp::start().await;
-    let token = app.signup_token("ann").await;
+    let ann = app.signup("ann").await;
+    let token = ann["token"].as_str().unwrap().to_string();
+    // Even where the refresh token alone would do.
+    let res = client()
+        .post(app.url("/logout"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", "Bearer junk")
+        .json(&json!({"refresh_token": ann["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(res, StatusCode::BAD_REQUEST).await,
+        "invalid_request"
+    );
     let res = client()
         .get(app.url("/private"))
         .header("authorization", format!("Bearer {token}"))
