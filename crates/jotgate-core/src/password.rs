@@ -15,98 +15,48 @@ pub const MIN_LEN: usize = 8;
 /// Longest password accepted, in bytes: hashing cost must not grow with attacker input.
 pub const MAX_BYTES: usize = 1024;
 
-/// The most common passwords of public breach corpora; a password equal to one of them
-/// (ignoring case) is refused.
-const COMMON: &[&str] = &[
-    "12345678",
-    "123456789",
-    "1234567890",
-    "password",
-    "password1",
-    "password12",
-    "password123",
-    "passw0rd",
-    "qwertyuiop",
-    "qwerty123",
-    "qwerty12",
-    "1q2w3e4r",
-    "1q2w3e4r5t",
-    "11111111",
-    "00000000",
-    "12341234",
-    "88888888",
-    "87654321",
-    "abcd1234",
-    "abc12345",
-    "iloveyou",
-    "iloveyou1",
-    "sunshine",
-    "princess",
-    "football",
-    "baseball",
-    "welcome1",
-    "welcome123",
-    "letmein1",
-    "trustno1",
-    "superman",
-    "starwars",
-    "whatever",
-    "computer",
-    "michelle",
-    "jennifer",
-    "corvette",
-    "mercedes",
-    "1qaz2wsx",
-    "zaq12wsx",
-    "q1w2e3r4",
-    "q1w2e3r4t5",
-    "asdfghjkl",
-    "asdf1234",
-    "zxcvbnm1",
-    "changeme",
-    "changeme1",
-    "admin123",
-    "administrator",
-    "letmein123",
-    "monkey123",
-    "dragon123",
-    "master123",
-    "secret123",
-    "default1",
-    "p@ssw0rd",
-    "p@ssword",
-    "password!",
-    "qwerty1234",
-    "1234qwer",
-    "aa123456",
-    "a1234567",
-    "123123123",
-    "987654321",
-    "147258369",
-    "123qweasd",
-    "qweasdzxc",
-    "football1",
-    "baseball1",
-    "shadow12",
-    "michael1",
-    "jordan23",
-    "liverpool",
-    "chelsea1",
-    "arsenal1",
-    "samsung1",
-    "internet",
-    "pokemon1",
-    "matrix123",
-    "hello123",
-    "freedom1",
-    "whatever1",
-    "ashley12",
-];
+/// Common passwords of public breach corpora, NFKC, lower case, sorted, one a line; only
+/// those long enough to pass the length rule (the zxcvbn-ts common list, MIT: see
+/// `data/common-passwords.LICENSE.txt`). A password equal to one, ignoring case, is refused.
+const COMMON: &str = include_str!("../data/common-passwords.txt");
+
+fn is_common(lower: &str) -> bool {
+    // The list is sorted: a binary search over its lines, without building an index.
+    let (mut lo, mut hi) = (0usize, COMMON.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let start = COMMON[..mid].rfind('\n').map_or(0, |i| i + 1);
+        let end = COMMON[start..]
+            .find('\n')
+            .map_or(COMMON.len(), |i| start + i);
+        match COMMON[start..end].cmp(lower) {
+            std::cmp::Ordering::Equal => return true,
+            std::cmp::Ordering::Less => lo = end + 1,
+            std::cmp::Ordering::Greater => hi = start,
+        }
+    }
+    false
+}
+
+/// The form a password is hashed in (NIST SP 800-63B §5.1.1.2): Unicode NFKC, so that `ﬁ`
+/// and `fi`, or a composed and a decomposed `é`, are the same password.
+pub fn normalize(password: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
+    if is_nfkc_quick(password.chars()) == IsNormalized::Yes {
+        std::borrow::Cow::Borrowed(password)
+    } else {
+        std::borrow::Cow::Owned(password.nfkc().collect())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
-    #[error("password must be at least {MIN_LEN} characters long")]
+    #[error(
+        "password must be at least {MIN_LEN} characters long (white space and combining marks alone do not count)"
+    )]
     TooShort,
+    #[error("password must not contain control characters")]
+    ControlCharacter,
     #[error("password must be at most {MAX_BYTES} bytes long")]
     TooLong,
     #[error("password must not be the same as the username")]
@@ -119,22 +69,40 @@ pub enum PasswordError {
     Hashing,
 }
 
-/// Check the policy: length, not the username, not a common password.
+/// Check the policy on the normalised password: no control characters, at least
+/// [`MIN_LEN`] code points that are neither white space nor combining marks, not the
+/// username, not a common password.
 pub fn check_policy(password: &str, username_canonical: &str) -> Result<(), PasswordError> {
     if password.len() > MAX_BYTES {
         return Err(PasswordError::TooLong);
     }
-    if password.chars().count() < MIN_LEN {
+    if password.chars().any(char::is_control) {
+        return Err(PasswordError::ControlCharacter);
+    }
+    let pw = normalize(password);
+    let substantial = pw
+        .chars()
+        .filter(|c| !c.is_whitespace() && !unicode_normalization::char::is_combining_mark(*c))
+        .count();
+    if substantial < MIN_LEN {
         return Err(PasswordError::TooShort);
     }
-    if crate::username::canonical_key(password) == username_canonical {
+    if crate::username::canonical_key(&pw) == username_canonical {
         return Err(PasswordError::SameAsUsername);
     }
-    let lower = password.to_lowercase();
-    if COMMON.contains(&lower.as_str()) {
+    if is_common(&pw.to_lowercase()) {
         return Err(PasswordError::TooCommon);
     }
     Ok(())
+}
+
+/// The outcome of [`PasswordHasher::check_in`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check {
+    pub matched: bool,
+    /// The stored hash should be replaced by one made now (other parameters, or made from
+    /// the password as typed rather than normalised).
+    pub rehash: bool,
 }
 
 /// argon2id cost parameters.
@@ -218,6 +186,7 @@ impl PasswordHasher {
         let salt = crate::random::bytes(16);
         let argon = self.argon(Algorithm::Argon2id, Version::V0x13, self.params.clone())?;
         let mut out = [0u8; 32];
+        let password = normalize(password);
         argon
             .hash_password_into_with_memory(
                 password.as_bytes(),
@@ -244,6 +213,27 @@ impl PasswordHasher {
     /// [`verify`](Self::verify) computed in reusable working memory, with the parameters the
     /// stored hash was made with, compared in constant time.
     pub fn verify_in(&self, password: &str, phc: &str, ws: &mut Workspace) -> bool {
+        self.check_in(password, phc, ws).matched
+    }
+
+    /// Verify the normalised password; for a hash made before passwords were normalised,
+    /// also the password as typed (then `rehash` says so: store a new hash).
+    pub fn check_in(&self, password: &str, phc: &str, ws: &mut Workspace) -> Check {
+        let normal = normalize(password);
+        if self.verify_raw(&normal, phc, ws) {
+            return Check {
+                matched: true,
+                rehash: self.needs_rehash(phc),
+            };
+        }
+        let matched = normal != password && self.verify_raw(password, phc, ws);
+        Check {
+            matched,
+            rehash: matched,
+        }
+    }
+
+    fn verify_raw(&self, password: &str, phc: &str, ws: &mut Workspace) -> bool {
         let Ok(parsed) = PasswordHash::new(phc) else {
             return false;
         };
@@ -385,5 +375,48 @@ mod tests {
             Err(PasswordError::TooLong)
         );
         assert_eq!(check_policy("correct horse battery", "bob"), Ok(()));
+        // NIST SP 800-63B: control characters, white space or combining marks alone, and
+        // common passwords in any case are refused; length counts code points.
+        for bad in [
+            "\0\0\0\0\0\0\0\0".to_string(),
+            " ".repeat(12),
+            "\u{301}".repeat(12),
+            "abc\tdefghij".to_string(),
+            "QWERTYUIOP".to_string(),
+            "ILOVEYOU".to_string(),
+            "baseball1".to_string(),
+        ] {
+            assert!(check_policy(&bad, "bob").is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            check_policy("ｑｗｅｒｔｙｕｉｏｐ", "bob"),
+            Err(PasswordError::TooCommon)
+        );
+        assert_eq!(check_policy("日本語のパスワード", "bob"), Ok(()));
+        assert!(is_common("password") && !is_common("correct horse battery"));
+        assert!(is_common(COMMON.lines().next().unwrap()));
+        assert!(is_common(COMMON.lines().last().unwrap()));
+    }
+
+    #[test]
+    fn passwords_are_normalised_and_old_hashes_still_open() {
+        let h = PasswordHasher::new(cheap(), None).unwrap();
+        // "ﬁﬁﬁﬁ…" (ligatures) and "fifi…" are one password.
+        let phc = h.hash("\u{fb01}\u{fb01}\u{fb01}\u{fb01}-secret").unwrap();
+        assert!(h.verify("fifififi-secret", &phc));
+        // A hash made from the typed form (before normalisation) opens once and asks for
+        // a rehash.
+        let theirs = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        );
+        use argon2::PasswordHasher as _;
+        let raw = "\u{fb01}\u{fb01}\u{fb01}\u{fb01}-secret";
+        let old = theirs.hash_password(raw.as_bytes()).unwrap().to_string();
+        let mut ws = Workspace::default();
+        let c = h.check_in(raw, &old, &mut ws);
+        assert!(c.matched && c.rehash);
+        assert!(!h.check_in("wrong password", &old, &mut ws).matched);
     }
 }

@@ -1,7 +1,14 @@
 //! Usernames: parsed once at the boundary, normalised so `Alice` and `alice` are one account.
 //!
 //! The canonical form is Unicode NFKC followed by full case folding (and NFKC again, since
-//! folding can denormalise); the original spelling is kept for display.
+//! folding can denormalise); the original spelling is kept for display. NFKC folds width
+//! and compatibility forms, not scripts: `аlice` (Cyrillic а) is not `alice`. So a name
+//! must be written in one script (UTS #39 single-script, digits and punctuation count for
+//! every script), and accounts are keyed by the UTS #39 confusable *skeleton* of the
+//! canonical form, so that `аlice`, `Αlice` or `a1ice` name the account of `alice` ([`key`]).
+//! Accounts made before skeleton keys are found by their canonical form ([`Lookup`]).
+//!
+//! [`key`]: Username::key
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -10,6 +17,8 @@ pub const MAX_LEN: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UsernameError {
+    #[error("username must be written in one script (no mixing of Latin, Cyrillic, Greek…)")]
+    MixedScript,
     #[error("username must not be empty")]
     Empty,
     #[error("username must be at most {MAX_LEN} characters")]
@@ -25,6 +34,22 @@ pub enum UsernameError {
 pub struct Username {
     canonical: String,
     display: String,
+    key: String,
+}
+
+/// The store key of a canonical name: its confusable skeleton, case-folded and NFKC again
+/// (UTS #39 §4, for case-insensitive identifiers).
+fn skeleton_key(canonical: &str) -> String {
+    let skel: String = unicode_security::skeleton(canonical).collect();
+    caseless::default_case_fold_str(&skel).nfkc().collect()
+}
+
+/// The keys a typed name may be stored under: the skeleton key, and for accounts made
+/// before skeleton keys, the canonical form. Look up both (in that order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub key: String,
+    pub legacy: Option<String>,
 }
 
 impl Username {
@@ -45,8 +70,29 @@ impl Username {
         {
             return Err(UsernameError::InvalidCharacter);
         }
+        if !unicode_security::MixedScript::is_single_script(display.as_str()) {
+            return Err(UsernameError::MixedScript);
+        }
         let canonical: String = caseless::default_case_fold_str(&display).nfkc().collect();
-        Ok(Self { canonical, display })
+        let key = skeleton_key(&canonical);
+        Ok(Self {
+            canonical,
+            display,
+            key,
+        })
+    }
+
+    /// The store key: unique per account, shared by every confusable spelling.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Where to look for this name's account (see [`Lookup`]).
+    pub fn lookup(&self) -> Lookup {
+        Lookup {
+            key: self.key.clone(),
+            legacy: (self.canonical != self.key).then(|| self.canonical.clone()),
+        }
     }
 
     /// The comparison key: what uniqueness and lookups use.
@@ -70,9 +116,10 @@ pub fn canonical_key(raw: &str) -> String {
 /// Longest raw username accepted anywhere, in bytes, before normalisation.
 pub const MAX_RAW_BYTES: usize = 1024;
 
-/// The canonical key of a name typed at login, bounded like a sign-up name (an over-long
-/// name cannot name an account, and must not reach the store as a key).
-pub fn lookup_key(raw: &str) -> Result<String, UsernameError> {
+/// Where to look for the account of a name typed at login, bounded like a sign-up name
+/// (an over-long name cannot name an account, and must not reach the store as a key). Not
+/// otherwise validated: an invalid name costs the same as an unknown one.
+pub fn lookup_key(raw: &str) -> Result<Lookup, UsernameError> {
     if raw.len() > MAX_RAW_BYTES {
         return Err(UsernameError::TooLong);
     }
@@ -80,7 +127,12 @@ pub fn lookup_key(raw: &str) -> Result<String, UsernameError> {
     if display.chars().count() > MAX_LEN {
         return Err(UsernameError::TooLong);
     }
-    Ok(caseless::default_case_fold_str(&display).nfkc().collect())
+    let canonical: String = caseless::default_case_fold_str(&display).nfkc().collect();
+    let key = skeleton_key(&canonical);
+    Ok(Lookup {
+        legacy: (canonical != key).then_some(canonical),
+        key,
+    })
 }
 
 #[cfg(test)]
@@ -116,6 +168,42 @@ mod tests {
         assert!(Username::parse("émile.d+test@example.org").is_ok());
         assert_eq!(lookup_key(&"x".repeat(3000)), Err(UsernameError::TooLong));
         assert_eq!(lookup_key(&"x".repeat(65)), Err(UsernameError::TooLong));
-        assert_eq!(lookup_key(" Bob "), Ok("bob".into()));
+        assert_eq!(
+            lookup_key(" Bob ").map(|l| l.key),
+            Ok(Username::parse("bob").unwrap().key().to_string())
+        );
+    }
+
+    #[test]
+    fn confusable_names_are_one_account_and_scripts_do_not_mix() {
+        let alice = Username::parse("alice").unwrap();
+        // Cyrillic а / е, Greek Α: mixed scripts are refused at sign-up…
+        for (mixed, imitated) in [
+            ("\u{430}lice", "alice"),
+            ("alic\u{435}", "alice"),
+            ("b\u{43e}b", "bob"),
+            ("\u{391}lice", "alice"),
+        ] {
+            assert_eq!(
+                Username::parse(mixed),
+                Err(UsernameError::MixedScript),
+                "{mixed}"
+            );
+            // …and at login they name the account they imitate.
+            let target = Username::parse(imitated).unwrap();
+            assert_eq!(lookup_key(mixed).unwrap().key, target.key(), "{mixed}");
+        }
+        // Whole-script lookalikes and digit/letter lookalikes share the skeleton too.
+        let cyr = Username::parse("\u{430}\u{441}\u{435}").unwrap(); // "асе"
+        assert_eq!(cyr.key(), Username::parse("ace").unwrap().key());
+        assert_eq!(
+            Username::parse("a1ice").unwrap().key(),
+            alice.key(),
+            "1 and l"
+        );
+        // Names in one other script are fine.
+        assert!(Username::parse("émile").is_ok());
+        assert!(Username::parse("\u{432}\u{43b}\u{430}\u{434}").is_ok()); // влад
+        assert!(Username::parse("山田").is_ok());
     }
 }

@@ -227,6 +227,22 @@ impl AppState {
     }
 }
 
+/// The account a name names: by its skeleton key, or (accounts made before skeleton keys)
+/// its canonical form. Both are read, concurrently, whenever they differ, so that the time
+/// taken does not tell which kind of account exists.
+pub async fn find_user(
+    store: &dyn jotgate_store::Store,
+    l: &jotgate_core::username::Lookup,
+) -> Result<Option<jotgate_store::UserRecord>, jotgate_store::StoreError> {
+    match &l.legacy {
+        None => store.user_by_key(&l.key).await,
+        Some(legacy) => {
+            let (a, b) = tokio::join!(store.user_by_key(&l.key), store.user_by_key(legacy));
+            Ok(a?.or(b?))
+        }
+    }
+}
+
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let limit = state.0.cfg.max_body_bytes;

@@ -101,8 +101,12 @@ pub async fn signup(
     password::check_policy(&pw, name.canonical())
         .map_err(|e| ApiError::BadRequest("weak_password", e.to_string()))?;
     let taken = || ApiError::Conflict("username_taken", "username is already taken".into());
-    // Cheap pre-check so a taken name costs no hash; the insert below settles races.
-    if st.0.store.user_by_key(name.canonical()).await?.is_some() {
+    // Cheap pre-check so a taken name costs no hash (a confusable spelling of a taken name
+    // is taken); the insert below settles races.
+    if crate::find_user(&*st.0.store, &name.lookup())
+        .await?
+        .is_some()
+    {
         return Err(taken());
     }
     let hash =
@@ -114,7 +118,7 @@ pub async fn signup(
         st.0.store
             .create_user(NewUser {
                 id: uuid::Uuid::new_v4().to_string(),
-                username_key: name.canonical().to_string(),
+                username_key: name.key().to_string(),
                 username_display: name.display().to_string(),
                 password_hash: hash,
                 roles: vec![],
@@ -137,10 +141,14 @@ pub async fn login(
 ) -> Result<Json<Value>, ApiError> {
     let typed = body.string("username")?;
     let pw = body.string("password")?.to_string();
-    let key = username::lookup_key(typed)
+    let lookup = username::lookup_key(typed)
         .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
-    // Counted by digest: an attacker typing 60 KiB names must not grow the table by as much.
-    let user_key = format!("user:{}", jotgate_core::sha256_b64url(key.as_bytes()));
+    // Counted by the account's key, whatever the spelling (a confusable one counts for the
+    // account it imitates), and by digest: a long name must not grow the table by as much.
+    let user_key = format!(
+        "user:{}",
+        jotgate_core::sha256_b64url(lookup.key.as_bytes())
+    );
     let ip_key = ip.map(|ip| format!("ip:{ip}"));
     let mut keys = vec![user_key];
     keys.extend(ip_key);
@@ -151,7 +159,7 @@ pub async fn login(
     let record = if pw.len() > password::MAX_BYTES {
         None
     } else {
-        match st.0.store.user_by_key(&key).await {
+        match crate::find_user(&*st.0.store, &lookup).await {
             Ok(r) => r,
             Err(e) => {
                 st.0.limiter.release(&keys).await;
@@ -164,11 +172,11 @@ pub async fn login(
         st.0.pool
             .run(move |h, ws| match record {
                 Some(r) => {
-                    let ok = h.verify_in(&pw, &r.password_hash, ws);
-                    let rehash = (ok && h.needs_rehash(&r.password_hash))
+                    let c = h.check_in(&pw, &r.password_hash, ws);
+                    let rehash = (c.matched && c.rehash)
                         .then(|| h.hash_in(&pw, ws).ok())
                         .flatten();
-                    (ok, rehash, Some(r))
+                    (c.matched, rehash, Some(r))
                 }
                 None => {
                     h.verify_dummy_in(&pw, ws);

@@ -44,6 +44,12 @@ pub async fn users_add(
     password::check_policy(&pw, username.canonical())
         .map_err(|e| anyhow::anyhow!("weak password: {e}"))?;
     let store = open_store(s).await?;
+    if jotgate_server::find_user(&*store, &username.lookup())
+        .await?
+        .is_some()
+    {
+        bail!("username {name:?} is already taken");
+    }
     let hasher = PasswordHasher::new(s.password_params(), s.pepper.clone())?;
     let hash = hasher.hash(&pw)?;
     let mut roles = roles.to_vec();
@@ -52,7 +58,7 @@ pub async fn users_add(
     let user = store
         .create_user(NewUser {
             id: uuid::Uuid::new_v4().to_string(),
-            username_key: username.canonical().to_string(),
+            username_key: username.key().to_string(),
             username_display: username.display().to_string(),
             password_hash: hash,
             roles,
@@ -249,10 +255,10 @@ pub async fn keys_revoke(s: &Settings, kid: &str) -> anyhow::Result<String> {
 /// until now. Running servers apply it within sync_interval; verifiers following the
 /// revocation feed within about a second.
 pub async fn users_revoke(s: &Settings, name: &str) -> anyhow::Result<String> {
-    let username = Username::parse(name).map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
+    let lookup = jotgate_core::username::lookup_key(name)
+        .map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
     let store = open_store(s).await?;
-    let record = store
-        .user_by_key(username.canonical())
+    let record = jotgate_server::find_user(&*store, &lookup)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no user named {name:?}"))?;
     let done =

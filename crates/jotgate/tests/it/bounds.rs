@@ -186,3 +186,107 @@ async fn the_sqlite_files_are_readable_by_their_owner_only() {
         assert_eq!(mode, 0o600, "{}", f.display());
     }
 }
+
+/// Names that imitate another in a second script are refused at sign-up and name the
+/// account they imitate at login; passwords are normalised (NIST SP 800-63B).
+#[tokio::test]
+async fn confusable_names_and_unnormalised_passwords() {
+    let app = TestApp::start().await;
+    app.signup("alice").await;
+    app.signup("bob").await;
+    for name in ["\u{430}lice", "alic\u{435}", "b\u{43e}b", "\u{391}lice"] {
+        let res = app
+            .post("/signup", json!({"username": name, "password": PASSWORD}))
+            .await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{name}");
+    }
+    // A whole-script lookalike and a digit for a letter are "taken".
+    app.signup("ace").await;
+    for name in ["\u{430}\u{441}\u{435}", "a1ice"] {
+        let res = app
+            .post("/signup", json!({"username": name, "password": PASSWORD}))
+            .await;
+        assert_eq!(
+            error_code(res, StatusCode::CONFLICT).await,
+            "username_taken",
+            "{name}"
+        );
+    }
+    // At login a lookalike spelling is the account it imitates (same password).
+    assert_eq!(
+        app.login("\u{430}lice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.store().await.list_users().await.unwrap().len(), 3);
+
+    for pw in [
+        "\0\0\0\0\0\0\0\0",
+        "        ",
+        "\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}",
+        "Qwertyuiop",
+    ] {
+        let res = app
+            .post("/signup", json!({"username": "carol", "password": pw}))
+            .await;
+        assert_eq!(
+            error_code(res, StatusCode::BAD_REQUEST).await,
+            "weak_password",
+            "{pw:?}"
+        );
+    }
+    let res = app
+        .post(
+            "/signup",
+            json!({"username": "dan", "password": "\u{fb01}\u{fb01}\u{fb01}\u{fb01} lig secret"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.login("dan", "fifififi lig secret").await.status(),
+        StatusCode::OK
+    );
+}
+
+/// Accounts stored before skeleton keys (keyed by their canonical form) still log in, and
+/// their name stays taken.
+#[tokio::test]
+async fn accounts_keyed_before_skeletons_still_work() {
+    let app = TestApp::start().await;
+    let hasher = jotgate_core::PasswordHasher::new(
+        jotgate_core::PasswordParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+        None,
+    )
+    .unwrap();
+    let name = jotgate_core::Username::parse("william").unwrap();
+    assert_ne!(name.canonical(), name.key(), "the skeleton differs here");
+    app.store()
+        .await
+        .create_user(jotgate_store::NewUser {
+            id: uuid::Uuid::new_v4().to_string(),
+            username_key: name.canonical().to_string(),
+            username_display: "william".into(),
+            password_hash: hasher.hash(PASSWORD).unwrap(),
+            roles: vec![],
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        app.login("William", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    let res = app
+        .post(
+            "/signup",
+            json!({"username": "william", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        error_code(res, StatusCode::CONFLICT).await,
+        "username_taken"
+    );
+}

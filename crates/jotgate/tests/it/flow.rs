@@ -350,7 +350,7 @@ async fn default_argon2_parameters_are_owasp() {
     let rec = app
         .store()
         .await
-        .user_by_key("judy")
+        .user_by_key(jotgate_core::Username::parse("judy").unwrap().key())
         .await
         .unwrap()
         .unwrap();
@@ -370,7 +370,7 @@ async fn login_upgrades_hashes_made_with_old_parameters() {
     let before = app
         .store()
         .await
-        .user_by_key("kim")
+        .user_by_key(jotgate_core::Username::parse("kim").unwrap().key())
         .await
         .unwrap()
         .unwrap()
@@ -384,7 +384,7 @@ async fn login_upgrades_hashes_made_with_old_parameters() {
     let after = app
         .store()
         .await
-        .user_by_key("kim")
+        .user_by_key(jotgate_core::Username::parse("kim").unwrap().key())
         .await
         .unwrap()
         .unwrap()
