@@ -6,7 +6,8 @@
 #   JOTGATE_SKIP_INTEROP=1 scripts/test.sh   # without python3/PyJWT (interop tests skip)
 #   JOTGATE_SKIP_OIDC_PROVIDER=1 scripts/test.sh  # without node (the oidc-provider tests skip)
 #   JOTGATE_SKIP_POSTGRES=1 scripts/test.sh       # without PostgreSQL (its tests skip)
-#   JOTGATE_TEST_POSTGRES=postgres://… scripts/test.sh  # use a running server (admin URL)
+#   JOTGATE_TEST_POSTGRES=postgres://… scripts/test.sh  # use a running server (admin URL;
+#                                                       # JOTGATE_TEST_POSTGRES_CA=its CA, for the TLS test)
 #   JOTGATE_SKIP_DYNAMODB=1 scripts/test.sh       # without the DynamoDB emulator (its tests skip)
 #   JOTGATE_TEST_DYNAMODB=http://… scripts/test.sh      # use a running DynamoDB-compatible endpoint
 #   JOTGATE_SKIP_CFN_LINT=1 scripts/test.sh       # without cfn-lint (the template check skips)
@@ -64,8 +65,19 @@ if [ "${JOTGATE_SKIP_POSTGRES:-}" != 1 ] && [ -z "${JOTGATE_TEST_POSTGRES:-}" ];
   [ "$(id -u)" = 0 ] && chown postgres "$pgdir"
   port=$(free_port)
   as_pg "$pgbin/initdb" -D "$pgdir/data" -A trust -U postgres >/dev/null
+  # TLS with a throwaway CA, so the tests can connect with sslmode=verify-full.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=jotgate-test-ca -keyout "$pgdir/ca.key" -out "$pgdir/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$pgdir/server.key" -out "$pgdir/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$pgdir/san.ext"
+  openssl x509 -req -in "$pgdir/server.csr" -CA "$pgdir/ca.crt" -CAkey "$pgdir/ca.key" \
+    -CAcreateserial -days 2 -extfile "$pgdir/san.ext" -out "$pgdir/server.crt" 2>/dev/null
+  chmod 600 "$pgdir/server.key"
+  [ "$(id -u)" = 0 ] && chown postgres "$pgdir/server.key" "$pgdir/server.crt"
   as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
-    -o "-p $port -c listen_addresses=127.0.0.1 -k $pgdir -c fsync=off -c max_connections=300" start >/dev/null
+    -o "-p $port -c listen_addresses=127.0.0.1 -k $pgdir -c fsync=off -c max_connections=300 -c ssl=on -c ssl_cert_file=$pgdir/server.crt -c ssl_key_file=$pgdir/server.key" start >/dev/null
+  export JOTGATE_TEST_POSTGRES_CA="$pgdir/ca.crt"
   cleanups+=('as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$pgdir"')
   export JOTGATE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
   echo "test.sh: PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on port $port"

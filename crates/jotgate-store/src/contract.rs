@@ -198,16 +198,35 @@ pub async fn keys(s: Arc<dyn Store>) {
     ));
     s.insert_key(key("k0", 5)).await.unwrap();
     s.retire_key("k1", 25).await.unwrap();
-    // Retiring twice keeps the first instant.
+    // Retiring twice keeps the first instant; an earlier one (a revocation) wins.
     s.retire_key("k1", 26).await.unwrap();
+    s.retire_key("k0", 40).await.unwrap();
+    s.retire_key("k0", 0).await.unwrap();
     let ks = s.keys().await.unwrap();
     let kids: Vec<&str> = ks.iter().map(|k| k.kid.as_str()).collect();
     assert_eq!(kids, ["k0", "k1", "k2"], "ordered by activation time");
     assert_eq!(ks[1].retired_at, Some(25));
     assert_eq!(ks[2].retired_at, None);
     assert_eq!(ks[2].private_der, vec![1, 2, 3]);
+    assert_eq!(ks[0].retired_at, Some(0));
     let missing = s.retire_key("nope", 30).await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
+    // Material is replaced only from what it was (compare and swap).
+    s.replace_key_material("k2", &[1, 2, 3], vec![9, 9])
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.replace_key_material("k2", &[1, 2, 3], vec![7]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let k2 = s
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.kid == "k2")
+        .unwrap();
+    assert_eq!(k2.private_der, vec![9, 9]);
 }
 
 async fn family(s: &Arc<dyn Store>, hash: &str, fam: &str, now: i64) {

@@ -659,6 +659,26 @@ impl Store for DynamoStore {
         }
     }
 
+    async fn replace_key_material(&self, kid: &str, from: &[u8], to: Vec<u8>) -> Result<()> {
+        use aws_sdk_dynamodb::primitives::Blob;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key("KEYS", format!("KEY#{kid}"))))
+            .update_expression("SET private_der = :to")
+            .condition_expression("private_der = :from")
+            .expression_attribute_values(":to", AttributeValue::B(Blob::new(to)))
+            .expression_attribute_values(":from", AttributeValue::B(Blob::new(from.to_vec())))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict("key material")),
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
     async fn insert_key(&self, k: StoredKey) -> Result<()> {
         let inserted = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -11,6 +11,8 @@ pub mod contract;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 #[cfg(feature = "postgres")]
+pub mod pgtls;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sealed;
 #[cfg(feature = "sqlite")]
@@ -192,6 +194,9 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_key(&self, key: StoredKey) -> Result<()>;
     /// All keys, in order of activation (`created_at`), oldest first.
     async fn keys(&self) -> Result<Vec<StoredKey>>;
+    /// Replace a key's stored material, if it is still `from` (compare and swap: two
+    /// instances sealing at once cannot lose a key). `Conflict` when it changed meanwhile.
+    async fn replace_key_material(&self, kid: &str, from: &[u8], to: Vec<u8>) -> Result<()>;
     /// Stop signing with `kid` from `at` on (it stays published until its tokens expire).
     /// A key retired already keeps the earlier of the two instants: a retirement is never
     /// undone or postponed.

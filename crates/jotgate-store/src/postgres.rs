@@ -6,8 +6,8 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Row};
 
 use crate::{
     FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
@@ -75,6 +75,75 @@ fn unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
+/// The URL without `sslmode` and `sslrootcert` (read here, not by tokio-postgres, which
+/// knows no `verify-*`), the mode and the CA file.
+fn tls_params(url: &str) -> Result<(String, crate::pgtls::SslMode, Option<String>)> {
+    use crate::pgtls::SslMode;
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, q),
+        None => (url, ""),
+    };
+    let mut mode = SslMode::Prefer;
+    let mut root = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", v)) => {
+                mode = SslMode::parse(v)
+                    .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?
+            }
+            Some(("sslrootcert", v)) => root = Some(v.to_string()),
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, mode, root))
+}
+
+fn mode_name(m: crate::pgtls::SslMode) -> &'static str {
+    use crate::pgtls::SslMode::*;
+    match m {
+        Disable => "disable",
+        Prefer => "prefer",
+        Require => "require",
+        VerifyCa => "verify-ca",
+        VerifyFull => "verify-full",
+    }
+}
+
+/// Is every host of `cfg` on this machine (loopback or a Unix socket)?
+fn loopback(cfg: &tokio_postgres::Config) -> bool {
+    cfg.get_hosts().iter().all(|h| match h {
+        tokio_postgres::config::Host::Tcp(s) => {
+            s == "localhost"
+                || s.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    })
+}
+
+/// An error and its causes, one after another: "error performing TLS handshake" alone does
+/// not say that the certificate is not trusted.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        next = s.source();
+    }
+    out
+}
+
 /// `postgres://user@host:port/db`, without the password or parameters, for logs.
 fn redact(cfg: &tokio_postgres::Config) -> String {
     let host = cfg
@@ -111,14 +180,34 @@ const USER_COLS: &str = "id, username, roles, created_at, username_key, password
 
 impl PostgresStore {
     /// Connect (a pool of up to `max_connections`) and apply the schema.
+    /// Connect with a `postgres://` URL. `sslmode` (disable, prefer — the default —,
+    /// require, verify-ca, verify-full) and `sslrootcert=PATH` are read as libpq does (see
+    /// [`crate::pgtls`]).
     pub async fn connect(url: &str, max_connections: usize) -> Result<Self> {
-        let cfg: tokio_postgres::Config = url
+        let (url, mode, root_cert) = tls_params(url)?;
+        let mut cfg: tokio_postgres::Config = url
             .parse()
             .map_err(|e| backend(format!("invalid PostgreSQL URL: {e}")))?;
-        let describe = redact(&cfg);
+        cfg.ssl_mode(mode.wire());
+        let describe = format!("{} (sslmode={})", redact(&cfg), mode_name(mode));
+        if !mode.verifies() && !loopback(&cfg) {
+            tracing::warn!(
+                database = %describe,
+                "the PostgreSQL connection is not verified TLS: password hashes and keys may cross the network readable or to an impostor; use sslmode=verify-full"
+            );
+        }
+        let root =
+            match &root_cert {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    StoreError::Config(format!("cannot read sslrootcert {path}: {e}"))
+                })?),
+                None => None,
+            };
+        let tls = crate::pgtls::client_config(mode, root.as_deref())
+            .map_err(|e| StoreError::Config(format!("PostgreSQL TLS: {e}")))?;
         let mgr = Manager::from_config(
             cfg,
-            NoTls,
+            crate::pgtls::MakeRustls::new(tls),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -139,10 +228,13 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| backend(format!("cannot connect to {}: {e}", self.describe)))
+        self.pool.get().await.map_err(|e| {
+            backend(format!(
+                "cannot connect to {}: {}",
+                self.describe,
+                causes(&e)
+            ))
+        })
     }
 }
 
@@ -229,6 +321,22 @@ impl Store for PostgresStore {
             return Err(StoreError::NotFound("user"));
         }
         Ok(())
+    }
+
+    async fn replace_key_material(&self, kid: &str, from: &[u8], to: Vec<u8>) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE signing_keys SET private_der = $1 WHERE kid = $2 AND private_der = $3",
+                &[&to, &kid, &from],
+            )
+            .await
+            .map_err(backend)?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("key material"))
+        }
     }
 
     async fn insert_key(&self, key: StoredKey) -> Result<()> {

@@ -3,8 +3,8 @@
 //! Everything else passes through unchanged.
 //!
 //! Without a master key, a store holding sealed keys is refused with a clear error (never
-//! read as garbage). With one, keys stored before it was configured stay readable; rotate
-//! them (`jotgate keys rotate`) to have every key sealed.
+//! read as garbage). With one, a key stored unencrypted is refused too (a planted or
+//! leftover plain key must not sign): `jotgate keys seal` encrypts such keys in place.
 
 use std::sync::Arc;
 
@@ -24,6 +24,29 @@ pub struct SealedKeys {
 impl SealedKeys {
     pub fn new(inner: Arc<dyn Store>, master: Option<MasterKey>) -> Self {
         Self { inner, master }
+    }
+
+    /// Encrypt, in place, every key stored unencrypted. Returns their kids.
+    pub async fn seal_plain_keys(&self) -> Result<Vec<String>> {
+        let Some(m) = &self.master else {
+            return Err(StoreError::Config(
+                "no master key is configured (JOTGATE_MASTER_KEY): nothing to seal with".into(),
+            ));
+        };
+        let mut sealed = Vec::new();
+        for k in self.inner.keys().await? {
+            if is_sealed(&k.private_der) {
+                continue;
+            }
+            let blob = m
+                .seal(&k.kid, &k.private_der)
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            self.inner
+                .replace_key_material(&k.kid, &k.private_der, blob)
+                .await?;
+            sealed.push(k.kid);
+        }
+        Ok(sealed)
     }
 }
 
@@ -46,6 +69,12 @@ impl Store for SealedKeys {
         let mut keys = self.inner.keys().await?;
         for k in &mut keys {
             if !is_sealed(&k.private_der) {
+                if self.master.is_some() {
+                    return Err(StoreError::Config(format!(
+                        "signing key {} is stored unencrypted although a master key is configured: run `jotgate keys seal` to encrypt it",
+                        k.kid
+                    )));
+                }
                 continue;
             }
             let Some(m) = &self.master else {
@@ -76,6 +105,35 @@ impl Store for SealedKeys {
     }
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {
         self.inner.set_password_hash(user_id, password_hash).await
+    }
+    /// `from` and `to` are plaintext, as everywhere above this layer.
+    async fn replace_key_material(&self, kid: &str, from: &[u8], to: Vec<u8>) -> Result<()> {
+        let Some(m) = &self.master else {
+            return self.inner.replace_key_material(kid, from, to).await;
+        };
+        let stored = self
+            .inner
+            .keys()
+            .await?
+            .into_iter()
+            .find(|k| k.kid == kid)
+            .ok_or(StoreError::NotFound("key"))?;
+        let current = if is_sealed(&stored.private_der) {
+            m.open(kid, &stored.private_der)
+                .map_err(|e| StoreError::Backend(e.to_string()))?
+                .to_vec()
+        } else {
+            stored.private_der.clone()
+        };
+        if current != from {
+            return Err(StoreError::Conflict("key material"));
+        }
+        let blob = m
+            .seal(kid, &to)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.inner
+            .replace_key_material(kid, &stored.private_der, blob)
+            .await
     }
     async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
         self.inner.retire_key(kid, at).await

@@ -297,6 +297,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn replace_key_material(&self, kid: &str, from: &[u8], to: Vec<u8>) -> Result<()> {
+        let (kid, from) = (kid.to_string(), from.to_vec());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE signing_keys SET private_der = ?1 WHERE kid = ?2 AND private_der = ?3",
+                    params![to, kid, from],
+                )
+                .map_err(backend)?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict("key material"))
+            }
+        })
+        .await
+    }
+
     async fn insert_key(&self, key: StoredKey) -> Result<()> {
         self.with(move |c| {
             let res = c.execute(

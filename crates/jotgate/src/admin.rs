@@ -243,6 +243,17 @@ async fn end_key(s: &Settings, kid: &str, revoke: bool) -> anyhow::Result<String
     Ok(out)
 }
 
+/// Encrypt, with the configured master key, every signing key stored unencrypted.
+pub async fn keys_seal(s: &Settings) -> anyhow::Result<String> {
+    let store = crate::open_sealed(s).await?;
+    let sealed = store.seal_plain_keys().await?;
+    Ok(if sealed.is_empty() {
+        "every signing key is encrypted already\n".to_string()
+    } else {
+        sealed.iter().map(|k| format!("{k} sealed\n")).collect()
+    })
+}
+
 pub async fn keys_retire(s: &Settings, kid: &str) -> anyhow::Result<String> {
     end_key(s, kid, false).await
 }

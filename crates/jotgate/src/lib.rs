@@ -22,6 +22,13 @@ use settings::Settings;
 /// Open the configured store: `store` (`sqlite://PATH`, `postgres://…`, `dynamodb://TABLE`) or the SQLite
 /// file `database`.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(open_sealed(settings).await?)
+}
+
+/// [`open_store`], as the key-sealing layer itself (for `jotgate keys seal`).
+pub async fn open_sealed(
+    settings: &Settings,
+) -> anyhow::Result<Arc<jotgate_store::sealed::SealedKeys>> {
     use secrecy::ExposeSecret;
     let master = match &settings.master_key {
         Some(k) => Some(

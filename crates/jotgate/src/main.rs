@@ -162,6 +162,9 @@ enum KeysCmd {
         #[arg(allow_hyphen_values = true)]
         kid: String,
     },
+    /// Encrypt every signing key stored unencrypted with the master key (JOTGATE_MASTER_KEY);
+    /// with a master key set, an unencrypted key is refused until then
+    Seal,
     /// Withdraw a (compromised) key at once: it leaves the JWKS, every token it signed is
     /// refused by servers, gateways and authorizers (through the revocation feed). Revoking
     /// the signing key generates a successor
@@ -260,6 +263,7 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
         }
         Command::Keys(KeysCmd::Retire { kid }) => admin::keys_retire(&s, &kid).await?,
         Command::Keys(KeysCmd::Revoke { kid }) => admin::keys_revoke(&s, &kid).await?,
+        Command::Keys(KeysCmd::Seal) => admin::keys_seal(&s).await?,
         Command::Token(TokenCmd::Verify { jwt }) => match (&s.issuer, remote_issuer) {
             (Some(issuer), true) => {
                 edge::token_verify_oidc(issuer, s.audience.as_deref(), &read_arg_or_stdin(&jwt)?)

@@ -793,3 +793,25 @@ async fn signing_keys_encrypted_at_rest_need_the_master_key() {
     assert!(ok && out.contains("signing"), "{out}{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// With a master key set, a key stored unencrypted is refused until `keys seal` encrypts
+/// it in place (issue 16, item 17).
+#[test]
+fn unsealed_keys_are_refused_under_a_master_key_until_sealed() {
+    let dir = crate::common::temp_dir();
+    let (ok, _, err) = run(&dir, &["keys", "rotate", "--now"], None);
+    assert!(ok, "{err}");
+    let master = [(
+        "JOTGATE_MASTER_KEY",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    )];
+    let (ok, _, err) = run_env(&dir, &["keys", "list"], &master);
+    assert!(!ok && err.contains("keys seal"), "{err}");
+    let (ok, out, err) = run_env(&dir, &["keys", "seal"], &master);
+    assert!(ok && out.contains("sealed"), "{err}");
+    let (ok, out, err) = run_env(&dir, &["keys", "list"], &master);
+    assert!(ok && out.contains("signing"), "{err}");
+    // Sealed now: without the master key it cannot be read.
+    let (ok, _, err) = run(&dir, &["keys", "list"], None);
+    assert!(!ok && err.contains("master key"), "{err}");
+}

@@ -140,3 +140,114 @@ async fn concurrent_guesses_across_two_servers_are_bounded() {
         "{evaluated} guesses evaluated"
     );
 }
+
+/// Is this connection encrypted? (Asked of the server.)
+async fn encrypted(url: &str, root: Option<&[u8]>, mode: jotgate_store::pgtls::SslMode) -> bool {
+    let mut cfg: tokio_postgres::Config = url.parse().unwrap();
+    cfg.ssl_mode(mode.wire());
+    let tls = jotgate_store::pgtls::client_config(mode, root).unwrap();
+    let (client, conn) = cfg
+        .connect(jotgate_store::pgtls::MakeRustls::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// PostgreSQL over TLS (issue 16, item 17): verify-full against the cluster's CA (test.sh
+/// makes one), refused with another CA or none, require without checking.
+#[tokio::test]
+async fn postgres_over_tls() {
+    use jotgate_store::pgtls::SslMode;
+    use jotgate_store::postgres::PostgresStore;
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    let ca = std::env::var("JOTGATE_TEST_POSTGRES_CA")
+        .expect("JOTGATE_TEST_POSTGRES_CA: scripts/test.sh starts PostgreSQL with TLS");
+    let ca_pem = std::fs::read(&ca).unwrap();
+    assert!(encrypted(&url, Some(&ca_pem), SslMode::VerifyFull).await);
+    assert!(encrypted(&url, None, SslMode::Require).await);
+
+    let with = |q: &str| format!("{url}?{q}");
+    let store = PostgresStore::connect(&with(&format!("sslmode=verify-full&sslrootcert={ca}")), 2)
+        .await
+        .unwrap();
+    assert!(
+        jotgate_store::Store::describe(&store).contains("sslmode=verify-full"),
+        "{}",
+        jotgate_store::Store::describe(&store)
+    );
+    // By host name too (the certificate names localhost and 127.0.0.1).
+    let by_name =
+        with(&format!("sslmode=verify-full&sslrootcert={ca}")).replace("127.0.0.1", "localhost");
+    PostgresStore::connect(&by_name, 1).await.unwrap();
+    PostgresStore::connect(&with("sslmode=require"), 1)
+        .await
+        .unwrap();
+    PostgresStore::connect(&with(&format!("sslmode=verify-ca&sslrootcert={ca}")), 1)
+        .await
+        .unwrap();
+
+    // Another CA, or the web's roots: refused, with a reason.
+    let dir = temp_dir();
+    let other = dir.join("other-ca.crt");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "1", "-subj", "/CN=other"])
+        .arg("-keyout")
+        .arg(dir.join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok);
+    for q in [
+        format!("sslmode=verify-full&sslrootcert={}", other.display()),
+        "sslmode=verify-full".to_string(),
+    ] {
+        let Err(e) = PostgresStore::connect(&with(&q), 1).await else {
+            panic!("{q} connected");
+        };
+        assert!(
+            e.to_string().to_lowercase().contains("certificate"),
+            "{q}: {e}"
+        );
+    }
+    for (q, want) in [
+        ("sslmode=bogus", "sslmode"),
+        (
+            "sslmode=verify-full&sslrootcert=/nonexistent",
+            "sslrootcert",
+        ),
+    ] {
+        let Err(e) = PostgresStore::connect(&with(q), 1).await else {
+            panic!("{q} connected");
+        };
+        assert!(e.to_string().contains(want), "{q}: {e}");
+    }
+    // The server itself, on that store.
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.store = Some(with(&format!("sslmode=verify-full&sslrootcert={ca}")).into());
+    let app = TestApp::with(s, dir).await;
+    app.signup("tls").await;
+    assert_eq!(app.login("tls", PASSWORD).await.status(), StatusCode::OK);
+}
