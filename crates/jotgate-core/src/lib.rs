@@ -29,6 +29,12 @@ pub use token::{
 pub use username::{Username, UsernameError};
 
 /// SHA-256 of `data`, unpadded base64url: a fixed-size key for secrets and unbounded input.
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
 pub fn sha256_b64url(data: &[u8]) -> String {
     use base64::Engine;
     use sha2::Digest;

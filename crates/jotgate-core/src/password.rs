@@ -139,10 +139,35 @@ impl Workspace {
     }
 }
 
+/// Shortest pepper accepted, in bytes.
+pub const MIN_PEPPER_BYTES: usize = 32;
+
+/// A server-side pepper and its id: the first 6 bytes of SHA-256 over it, written into each
+/// hash as argon2's `keyid`, so that a hash names the pepper it was made with and the
+/// pepper can be changed (old ones kept for checking, hashes upgraded at login).
+struct Pepper {
+    id: [u8; 6],
+    secret: SecretBox<[u8]>,
+}
+
+impl Pepper {
+    fn new(s: &SecretString) -> Self {
+        let bytes = s.expose_secret().as_bytes();
+        let digest = crate::sha256(bytes);
+        let mut id = [0u8; 6];
+        id.copy_from_slice(&digest[..6]);
+        Self {
+            id,
+            secret: SecretBox::new(bytes.into()),
+        }
+    }
+}
+
 /// Hashes and verifies passwords with fixed parameters and an optional server-side pepper.
 pub struct PasswordHasher {
     params: Params,
-    pepper: Option<SecretBox<[u8]>>,
+    pepper: Option<Pepper>,
+    old_peppers: Vec<Pepper>,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -150,6 +175,7 @@ impl std::fmt::Debug for PasswordHasher {
         f.debug_struct("PasswordHasher")
             .field("params", &self.params)
             .field("pepper", &self.pepper.as_ref().map(|_| "[redacted]"))
+            .field("old_peppers", &self.old_peppers.len())
             .finish()
     }
 }
@@ -157,22 +183,70 @@ impl std::fmt::Debug for PasswordHasher {
 impl PasswordHasher {
     /// Build a hasher. Cheap: no hashing happens until the first call.
     pub fn new(p: PasswordParams, pepper: Option<SecretString>) -> Result<Self, PasswordError> {
-        let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None)
-            .map_err(|e| PasswordError::Params(e.to_string()))?;
-        let pepper = pepper.map(|s| SecretBox::new(s.expose_secret().as_bytes().into()));
-        Ok(Self { params, pepper })
+        Self::with_old_peppers(p, pepper, Vec::new())
     }
 
-    fn argon(
-        &self,
+    /// A hasher whose pepper replaced `old_peppers`: hashes made with one of them still
+    /// verify and are upgraded (see [`check_in`](Self::check_in)).
+    pub fn with_old_peppers(
+        p: PasswordParams,
+        pepper: Option<SecretString>,
+        old_peppers: Vec<SecretString>,
+    ) -> Result<Self, PasswordError> {
+        let pepper = pepper.map(|s| Pepper::new(&s));
+        let mut builder = argon2::ParamsBuilder::new();
+        builder
+            .m_cost(p.memory_kib)
+            .t_cost(p.iterations)
+            .p_cost(p.parallelism)
+            .output_len(32);
+        if let Some(pp) = &pepper {
+            if pp.secret.expose_secret().len() < MIN_PEPPER_BYTES {
+                return Err(PasswordError::Params(format!(
+                    "the pepper must be at least {MIN_PEPPER_BYTES} bytes (e.g. `openssl rand -base64 32`); to replace a shorter one, keep it in old_peppers"
+                )));
+            }
+            builder.keyid(
+                argon2::KeyId::new(&pp.id).map_err(|e| PasswordError::Params(e.to_string()))?,
+            );
+        }
+        let params = builder
+            .build()
+            .map_err(|e| PasswordError::Params(e.to_string()))?;
+        Ok(Self {
+            params,
+            pepper,
+            old_peppers: old_peppers.iter().map(Pepper::new).collect(),
+        })
+    }
+
+    fn argon<'a>(
+        pepper: Option<&'a Pepper>,
         alg: Algorithm,
         version: Version,
         params: Params,
-    ) -> Result<Argon2<'_>, PasswordError> {
-        match &self.pepper {
+    ) -> Result<Argon2<'a>, PasswordError> {
+        match pepper {
             None => Ok(Argon2::new(alg, version, params)),
-            Some(p) => Argon2::new_with_secret(p.expose_secret(), alg, version, params)
+            Some(p) => Argon2::new_with_secret(p.secret.expose_secret(), alg, version, params)
                 .map_err(|e| PasswordError::Params(e.to_string())),
+        }
+    }
+
+    /// The peppers a stored hash may have been made with: the one its `keyid` names; for a
+    /// hash without one (made before pepper ids), the current pepper (or none), then the
+    /// old ones.
+    fn peppers_for(&self, keyid: &[u8]) -> Vec<Option<&Pepper>> {
+        let all = self.pepper.iter().chain(&self.old_peppers);
+        if keyid.is_empty() {
+            let mut v: Vec<Option<&Pepper>> = vec![self.pepper.as_ref()];
+            v.extend(self.old_peppers.iter().map(Some));
+            v
+        } else {
+            all.filter(|p| p.id[..] == *keyid)
+                .map(Some)
+                .take(1)
+                .collect()
         }
     }
 
@@ -184,7 +258,12 @@ impl PasswordHasher {
     /// [`hash`](Self::hash) computed in reusable working memory.
     pub fn hash_in(&self, password: &str, ws: &mut Workspace) -> Result<String, PasswordError> {
         let salt = crate::random::bytes(16);
-        let argon = self.argon(Algorithm::Argon2id, Version::V0x13, self.params.clone())?;
+        let argon = Self::argon(
+            self.pepper.as_ref(),
+            Algorithm::Argon2id,
+            Version::V0x13,
+            self.params.clone(),
+        )?;
         let mut out = [0u8; 32];
         let password = normalize(password);
         argon
@@ -252,15 +331,35 @@ impl PasswordHasher {
         let Ok(params) = Params::try_from(&parsed) else {
             return false;
         };
-        let blocks = params.block_count();
-        let Ok(argon) = self.argon(alg, version, params) else {
+        // A planted hash must not pin a worker's memory or time: parameters far above
+        // today's are refused unchecked.
+        if params.m_cost() > self.params.m_cost().saturating_mul(4).max(64 * 1024)
+            || params.t_cost() > self.params.t_cost().saturating_mul(4).max(8)
+            || params.p_cost() > self.params.p_cost().saturating_mul(4).max(4)
+        {
             return false;
-        };
+        }
+        let blocks = params.block_count();
+        let keyid = params.keyid().to_vec();
         let mut out = vec![0u8; expected.len()];
-        argon
-            .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, ws.blocks(blocks))
-            .is_ok()
-            && bool::from(out.ct_eq(expected.as_bytes()))
+        for pepper in self.peppers_for(&keyid) {
+            let Ok(argon) = Self::argon(pepper, alg, version, params.clone()) else {
+                continue;
+            };
+            if argon
+                .hash_password_into_with_memory(
+                    password.as_bytes(),
+                    salt,
+                    &mut out,
+                    ws.blocks(blocks),
+                )
+                .is_ok()
+                && bool::from(out.ct_eq(expected.as_bytes()))
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// Spend the same work as a verification for a user that does not exist: one argon2
@@ -269,16 +368,24 @@ impl PasswordHasher {
         let _ = self.hash_in(password, ws);
     }
 
-    /// True when the stored hash was made with other parameters than the current ones.
+    /// True when the stored hash was made otherwise than a hash made now would be: not
+    /// argon2id v0x13, other parameters or output length, or another pepper (or none).
     pub fn needs_rehash(&self, phc: &str) -> bool {
         let Ok(parsed) = PasswordHash::new(phc) else {
             return true;
         };
+        if parsed.algorithm != argon2::ARGON2ID_IDENT
+            || parsed.version != Some(Version::V0x13.into())
+            || parsed.hash.is_none_or(|h| h.len() != 32)
+        {
+            return true;
+        }
         match Params::try_from(&parsed) {
             Ok(p) => {
                 p.m_cost() != self.params.m_cost()
                     || p.t_cost() != self.params.t_cost()
                     || p.p_cost() != self.params.p_cost()
+                    || p.keyid() != self.params.keyid()
             }
             Err(_) => true,
         }
@@ -349,14 +456,87 @@ mod tests {
         assert!(!ours.verify_in("x", "$2b$12$abcdefghijklmnopqrstuu", &mut ws));
     }
 
+    const PA: &str = "pepper-a-0123456789-0123456789-0123456789";
+    const PB: &str = "pepper-b-0123456789-0123456789-0123456789";
+
     #[test]
-    fn pepper_is_part_of_the_hash() {
-        let a = PasswordHasher::new(cheap(), Some(SecretString::from("pepper-a"))).unwrap();
-        let b = PasswordHasher::new(cheap(), Some(SecretString::from("pepper-b"))).unwrap();
+    fn pepper_is_part_of_the_hash_and_names_itself() {
+        let a = PasswordHasher::new(cheap(), Some(SecretString::from(PA))).unwrap();
+        let b = PasswordHasher::new(cheap(), Some(SecretString::from(PB))).unwrap();
         let phc = a.hash("correct horse battery").unwrap();
+        assert!(phc.contains(",keyid="), "{phc}");
         assert!(a.verify("correct horse battery", &phc));
         assert!(!b.verify("correct horse battery", &phc));
         assert!(!format!("{a:?}").contains("pepper-a"));
+        // Short peppers are refused.
+        assert!(PasswordHasher::new(cheap(), Some(SecretString::from("short"))).is_err());
+    }
+
+    #[test]
+    fn a_pepper_can_be_replaced_and_hashes_are_upgraded() {
+        let a = PasswordHasher::new(cheap(), Some(SecretString::from(PA))).unwrap();
+        let old = a.hash("correct horse battery").unwrap();
+        // A hash from before pepper ids (no keyid), made with the old pepper.
+        let legacy = {
+            let argon = Argon2::new_with_secret(
+                PA.as_bytes(),
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(1024, 1, 1, None).unwrap(),
+            )
+            .unwrap();
+            use argon2::PasswordHasher as _;
+            argon
+                .hash_password(b"correct horse battery")
+                .unwrap()
+                .to_string()
+        };
+        let b = PasswordHasher::with_old_peppers(
+            cheap(),
+            Some(SecretString::from(PB)),
+            vec![SecretString::from(PA)],
+        )
+        .unwrap();
+        let mut ws = Workspace::default();
+        for h in [&old, &legacy] {
+            let c = b.check_in("correct horse battery", h, &mut ws);
+            assert!(c.matched && c.rehash, "{h}");
+            assert!(!b.check_in("wrong horse battery", h, &mut ws).matched);
+        }
+        let new = b.hash("correct horse battery").unwrap();
+        assert!(!b.needs_rehash(&new));
+        // Without the old pepper, old hashes no longer open.
+        let c = PasswordHasher::new(cheap(), Some(SecretString::from(PB))).unwrap();
+        assert!(!c.verify("correct horse battery", &old));
+    }
+
+    #[test]
+    fn foreign_and_planted_hashes() {
+        let h = PasswordHasher::new(cheap(), None).unwrap();
+        use argon2::PasswordHasher as _;
+        // argon2i, or another output length: verified, then rehashed.
+        let argon2i = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"correct horse battery")
+        .unwrap()
+        .to_string();
+        let c = h.check_in("correct horse battery", &argon2i, &mut Workspace::default());
+        assert!(c.matched && c.rehash);
+        let long = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, Some(64)).unwrap(),
+        )
+        .hash_password(b"correct horse battery")
+        .unwrap()
+        .to_string();
+        assert!(h.needs_rehash(&long));
+        // Parameters far above today's are refused without being computed.
+        let planted = "$argon2id$v=19$m=4000000,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        assert!(!h.verify("anything", planted));
     }
 
     #[test]

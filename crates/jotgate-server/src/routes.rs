@@ -97,7 +97,7 @@ pub async fn signup(
     }
     let name = Username::parse(body.string("username")?)
         .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
-    let pw = body.string("password")?.to_string();
+    let pw = zeroize::Zeroizing::new(body.string("password")?.to_string());
     password::check_policy(&pw, name.canonical())
         .map_err(|e| ApiError::BadRequest("weak_password", e.to_string()))?;
     let taken = || ApiError::Conflict("username_taken", "username is already taken".into());
@@ -140,7 +140,7 @@ pub async fn login(
     body: JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let typed = body.string("username")?;
-    let pw = body.string("password")?.to_string();
+    let pw = zeroize::Zeroizing::new(body.string("password")?.to_string());
     let lookup = username::lookup_key(typed)
         .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
     // Counted by the account's key, whatever the spelling (a confusable one counts for the

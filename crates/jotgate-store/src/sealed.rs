@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use jotgate_core::seal::{MasterKey, is_sealed};
+use jotgate_core::seal::{MasterKeys, is_sealed};
 
 use crate::{
     LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store,
@@ -18,11 +18,11 @@ use crate::{
 
 pub struct SealedKeys {
     inner: Arc<dyn Store>,
-    master: Option<MasterKey>,
+    master: Option<MasterKeys>,
 }
 
 impl SealedKeys {
-    pub fn new(inner: Arc<dyn Store>, master: Option<MasterKey>) -> Self {
+    pub fn new(inner: Arc<dyn Store>, master: Option<MasterKeys>) -> Self {
         Self { inner, master }
     }
 
@@ -39,7 +39,7 @@ impl SealedKeys {
                 continue;
             }
             let blob = m
-                .seal(&k.kid, &k.private_der)
+                .seal(&k.kid, &k.alg, &k.private_der)
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
             self.inner
                 .replace_key_material(&k.kid, &k.private_der, blob)
@@ -59,7 +59,7 @@ impl Store for SealedKeys {
     async fn insert_key(&self, mut key: StoredKey) -> Result<()> {
         if let Some(m) = &self.master {
             key.private_der = m
-                .seal(&key.kid, &key.private_der)
+                .seal(&key.kid, &key.alg, &key.private_der)
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
         }
         self.inner.insert_key(key).await
@@ -83,10 +83,32 @@ impl Store for SealedKeys {
                     k.kid
                 )));
             };
-            let plain = m
-                .open(&k.kid, &k.private_der)
+            let opened = m
+                .open(&k.kid, &k.alg, &k.private_der)
                 .map_err(|e| StoreError::Backend(format!("{e} (JOTGATE_MASTER_KEY)")))?;
-            k.private_der = plain.to_vec();
+            if opened.reseal {
+                // Sealed with an old master key or the old format: seal it again with the
+                // current one, so the old master key can be dropped.
+                match m.seal(&k.kid, &k.alg, &opened.plaintext) {
+                    Ok(blob) => match self
+                        .inner
+                        .replace_key_material(&k.kid, &k.private_der, blob)
+                        .await
+                    {
+                        Ok(()) => {
+                            tracing::info!(kid = %k.kid, "signing key re-sealed with the current master key")
+                        }
+                        Err(StoreError::Conflict(_)) => {}
+                        Err(e) => {
+                            tracing::warn!(kid = %k.kid, error = %e, "could not re-seal a signing key")
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(kid = %k.kid, error = %e, "could not re-seal a signing key")
+                    }
+                }
+            }
+            k.private_der = opened.plaintext.to_vec();
         }
         Ok(keys)
     }
@@ -119,8 +141,9 @@ impl Store for SealedKeys {
             .find(|k| k.kid == kid)
             .ok_or(StoreError::NotFound("key"))?;
         let current = if is_sealed(&stored.private_der) {
-            m.open(kid, &stored.private_der)
+            m.open(kid, &stored.alg, &stored.private_der)
                 .map_err(|e| StoreError::Backend(e.to_string()))?
+                .plaintext
                 .to_vec()
         } else {
             stored.private_der.clone()
@@ -129,7 +152,7 @@ impl Store for SealedKeys {
             return Err(StoreError::Conflict("key material"));
         }
         let blob = m
-            .seal(kid, &to)
+            .seal(kid, &stored.alg, &to)
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         self.inner
             .replace_key_material(kid, &stored.private_der, blob)

@@ -30,17 +30,23 @@ mod file {
 /// private key in the clear.
 mod sealed {
     use super::*;
-    use jotgate_core::seal::MasterKey;
+    use jotgate_core::seal::{MasterKey, MasterKeys};
+
+    fn master_keys(current: &str, old: &[&str]) -> MasterKeys {
+        MasterKeys::new(
+            MasterKey::from_base64(current).unwrap(),
+            old.iter()
+                .map(|k| MasterKey::from_base64(k).unwrap())
+                .collect(),
+        )
+    }
     use jotgate_store::sealed::SealedKeys;
 
     const MASTER: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
 
     async fn make() -> Arc<dyn Store> {
         let inner = Arc::new(SqliteStore::in_memory().unwrap());
-        Arc::new(SealedKeys::new(
-            inner,
-            Some(MasterKey::from_base64(MASTER).unwrap()),
-        ))
+        Arc::new(SealedKeys::new(inner, Some(master_keys(MASTER, &[]))))
     }
 
     jotgate_store::store_contract_tests!(make);
@@ -50,7 +56,7 @@ mod sealed {
         let dir = std::env::temp_dir().join(format!("jotgate-store-{}", uuid::Uuid::new_v4()));
         let path = dir.join("sealed.db");
         let raw: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
-        let master = || Some(MasterKey::from_base64(MASTER).unwrap());
+        let master = || Some(master_keys(MASTER, &[]));
         let sealed = SealedKeys::new(raw.clone(), master());
         let der = b"-----pretend pkcs8 der-----".to_vec();
         sealed
@@ -76,9 +82,33 @@ mod sealed {
                 .contains("set the master key (JOTGATE_MASTER_KEY)"),
             "{e}"
         );
-        let wrong = MasterKey::from_base64(&MASTER.replace("q", "r")).unwrap();
-        let e = SealedKeys::new(raw, Some(wrong)).keys().await.unwrap_err();
-        assert!(e.to_string().contains("wrong master key"), "{e}");
+        let other = MASTER.replace("q", "r");
+        let e = SealedKeys::new(raw.clone(), Some(master_keys(&other, &[])))
+            .keys()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("not configured"), "{e}");
+        // A new master key with the old one kept: opens, and re-seals with the new one.
+        let rotated = SealedKeys::new(raw.clone(), Some(master_keys(&other, &[MASTER])));
+        assert_eq!(rotated.keys().await.unwrap()[0].private_der, der);
+        let only_new = SealedKeys::new(raw.clone(), Some(master_keys(&other, &[])));
+        assert_eq!(
+            only_new.keys().await.unwrap()[0].private_der,
+            der,
+            "re-sealed"
+        );
+        // A blob moved to another row (another kid) does not open.
+        let blob = raw.keys().await.unwrap()[0].private_der.clone();
+        raw.insert_key(jotgate_store::StoredKey {
+            kid: "k2".into(),
+            alg: "EdDSA".into(),
+            private_der: blob,
+            created_at: 2,
+            retired_at: None,
+        })
+        .await
+        .unwrap();
+        assert!(only_new.keys().await.is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

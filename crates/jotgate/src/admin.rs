@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use anyhow::{Context, bail};
-use jotgate_core::{KeyMaterial, PasswordHasher, SigningAlg, Username, password};
+use jotgate_core::{KeyMaterial, SigningAlg, Username, password};
 use jotgate_server::keyring::{self, KeyRing};
 use jotgate_server::now;
 use jotgate_store::{NewUser, StoreError, StoredKey};
@@ -50,7 +50,7 @@ pub async fn users_add(
     {
         bail!("username {name:?} is already taken");
     }
-    let hasher = PasswordHasher::new(s.password_params(), s.pepper.clone())?;
+    let hasher = s.password_hasher()?;
     let hash = hasher.hash(&pw)?;
     let mut roles = roles.to_vec();
     roles.sort();

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use jotgate_core::PasswordHasher;
 use jotgate_server::{AppState, router};
 use jotgate_store::Store;
 use jotgate_store::sqlite::SqliteStore;
@@ -29,12 +28,24 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 pub async fn open_sealed(
     settings: &Settings,
 ) -> anyhow::Result<Arc<jotgate_store::sealed::SealedKeys>> {
+    use jotgate_core::seal::{MasterKey, MasterKeys};
     use secrecy::ExposeSecret;
+    let old: Vec<MasterKey> = settings::split_secrets(settings.old_master_keys.as_ref())
+        .iter()
+        .map(|k| MasterKey::from_base64(k.expose_secret()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            anyhow::anyhow!("invalid setting old_master_keys (JOTGATE_OLD_MASTER_KEYS): {e}")
+        })?;
     let master = match &settings.master_key {
-        Some(k) => Some(
-            jotgate_core::seal::MasterKey::from_base64(k.expose_secret()).map_err(|e| {
+        Some(k) => Some(MasterKeys::new(
+            MasterKey::from_base64(k.expose_secret()).map_err(|e| {
                 anyhow::anyhow!("invalid setting master_key (JOTGATE_MASTER_KEY): {e}")
             })?,
+            old,
+        )),
+        None if !old.is_empty() => anyhow::bail!(
+            "old_master_keys (JOTGATE_OLD_MASTER_KEYS) is set without master_key (JOTGATE_MASTER_KEY): set the new master key too"
         ),
         None => None,
     };
@@ -115,8 +126,7 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
     let keys = settings.key_source()?;
     let store = open_store(settings).await?;
     tracing::info!(store = %store.describe(), "data store opened");
-    let hasher = PasswordHasher::new(settings.password_params(), settings.pepper.clone())
-        .context("invalid argon2 settings")?;
+    let hasher = settings.password_hasher()?;
     Ok(AppState::new(cfg, Arc::clone(&store), hasher, keys).await?)
 }
 

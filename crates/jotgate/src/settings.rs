@@ -93,6 +93,27 @@ pub struct Settings {
     #[serde(default, deserialize_with = "secret")]
     pub pepper: Option<SecretString>,
 
+    /// Peppers replaced by --pepper, comma-separated (or the ARN holding them): hashes made with one still verify and are upgraded at the next login
+    #[arg(
+        long,
+        env = "JOTGATE_OLD_PEPPERS",
+        global = true,
+        hide_env_values = true
+    )]
+    #[serde(default, deserialize_with = "secret")]
+    pub old_peppers: Option<SecretString>,
+
+    /// Previous master keys, comma-separated base64 (or the ARN holding them): keys sealed with one are opened and re-sealed with --master-key
+    #[arg(
+        long,
+        env = "JOTGATE_OLD_MASTER_KEYS",
+        global = true,
+        hide_env_values = true,
+        value_name = "BASE64,…"
+    )]
+    #[serde(default, deserialize_with = "secret")]
+    pub old_master_keys: Option<SecretString>,
+
     /// argon2id memory cost in KiB [default: 19456 (OWASP)]
     #[arg(
         long,
@@ -238,6 +259,19 @@ pub enum SignupMode {
     Closed,
 }
 
+/// A comma-separated list of secrets, each a secret of its own.
+pub fn split_secrets(s: Option<&SecretString>) -> Vec<SecretString> {
+    s.map(|s| {
+        s.expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| SecretString::from(p.to_string()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
     Ok(Option::<String>::deserialize(d)?.map(SecretString::from))
 }
@@ -255,7 +289,7 @@ impl Settings {
         let from_file: Settings = toml::from_str(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         layer!(self, from_file; database, store, listen, issuer, audience, access_ttl, refresh_ttl,
-            refresh_grace, leeway, alg, hs256_secret, pepper, argon2_memory_kib,
+            refresh_grace, leeway, alg, hs256_secret, pepper, old_peppers, old_master_keys, argon2_memory_kib,
             argon2_iterations, hash_workers, hash_queue, login_user_failures,
             login_ip_failures, login_delay, login_max_delay, accept_x_access_token,
             trust_forwarded_for, forwarded_hops, signup, signup_ip_limit, sync_interval, master_key, feed_token, header_timeout, max_connections, tls_cert, tls_key);
@@ -274,6 +308,12 @@ impl Settings {
                 &mut self.hs256_secret,
             ),
             ("pepper", "JOTGATE_PEPPER", &mut self.pepper),
+            ("old_peppers", "JOTGATE_OLD_PEPPERS", &mut self.old_peppers),
+            (
+                "old_master_keys",
+                "JOTGATE_OLD_MASTER_KEYS",
+                &mut self.old_master_keys,
+            ),
             ("master_key", "JOTGATE_MASTER_KEY", &mut self.master_key),
             ("feed_token", "JOTGATE_FEED_TOKEN", &mut self.feed_token),
         ];
@@ -375,6 +415,17 @@ impl Settings {
             bail!("invalid setting issuer/audience: must not be empty");
         }
         Ok(p)
+    }
+
+    /// The password hasher: parameters, pepper and the peppers it replaced.
+    pub fn password_hasher(&self) -> anyhow::Result<jotgate_core::PasswordHasher> {
+        let old = split_secrets(self.old_peppers.as_ref());
+        jotgate_core::PasswordHasher::with_old_peppers(
+            self.password_params(),
+            self.pepper.clone(),
+            old,
+        )
+        .map_err(|e| anyhow::anyhow!("invalid setting pepper/argon2 (JOTGATE_PEPPER): {e}"))
     }
 
     pub fn password_params(&self) -> PasswordParams {

@@ -787,10 +787,28 @@ async fn signing_keys_encrypted_at_rest_need_the_master_key() {
     );
     let other = master.replace('q', "r");
     let (ok, _, err) = run_env(&dir, &["keys", "list"], &[("JOTGATE_MASTER_KEY", &other)]);
-    assert!(!ok && err.contains("wrong master key"), "{err}");
+    assert!(!ok && err.contains("not configured"), "{err}");
     assert!(!err.contains(&other), "{err}");
     let (ok, out, err) = run_env(&dir, &["keys", "list"], &[("JOTGATE_MASTER_KEY", master)]);
     assert!(ok && out.contains("signing"), "{out}{err}");
+    // Replacing a leaked master key: the old one kept as an old key opens and re-seals;
+    // afterwards the new one alone suffices.
+    let (ok, _, err) = run_env(
+        &dir,
+        &["keys", "list"],
+        &[
+            ("JOTGATE_MASTER_KEY", &other),
+            ("JOTGATE_OLD_MASTER_KEYS", master),
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = run_env(&dir, &["keys", "list"], &[("JOTGATE_MASTER_KEY", &other)]);
+    assert!(ok && out.contains("signing"), "{out}{err}");
+    let (ok, _, err) = run_env(&dir, &["keys", "list"], &[("JOTGATE_MASTER_KEY", master)]);
+    assert!(
+        !ok && err.contains("not configured"),
+        "the old key no longer opens: {err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

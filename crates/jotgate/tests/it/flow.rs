@@ -464,3 +464,46 @@ async fn logout_with_the_refresh_token_alone_ends_the_session() {
         "invalid_field"
     );
 }
+
+/// A pepper is replaced: the old one kept in old_peppers still opens its hashes, which are
+/// re-made with the new pepper at the next login (issue 16, item 15).
+#[tokio::test]
+async fn a_pepper_is_replaced_and_hashes_are_upgraded_at_login() {
+    const A: &str = "pepper-a-0123456789-0123456789-0123456789";
+    const B: &str = "pepper-b-0123456789-0123456789-0123456789";
+    let dir = crate::common::temp_dir();
+    let mut s = crate::common::settings(&dir);
+    s.pepper = Some(A.to_string().into());
+    let app = TestApp::with(s.clone(), dir.clone()).await;
+    app.signup("lea").await;
+    let hash = |app: &TestApp| {
+        let key = jotgate_core::Username::parse("lea")
+            .unwrap()
+            .key()
+            .to_string();
+        let store = app.settings.clone();
+        async move {
+            jotgate::open_store(&store)
+                .await
+                .unwrap()
+                .user_by_key(&key)
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash
+        }
+    };
+    let before = hash(&app).await;
+    app.stop_keep_dir().await;
+    s.pepper = Some(B.to_string().into());
+    s.old_peppers = Some(A.to_string().into());
+    let app = TestApp::with(s.clone(), dir.clone()).await;
+    assert_eq!(app.login("lea", PASSWORD).await.status(), StatusCode::OK);
+    let after = hash(&app).await;
+    assert_ne!(before, after);
+    app.stop_keep_dir().await;
+    // The old pepper is no longer needed.
+    s.old_peppers = None;
+    let app = TestApp::with(s, dir).await;
+    assert_eq!(app.login("lea", PASSWORD).await.status(), StatusCode::OK);
+}
