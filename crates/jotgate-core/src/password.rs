@@ -10,7 +10,8 @@ use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use subtle::ConstantTimeEq;
 
-/// Shortest password accepted, in characters.
+/// Shortest password accepted by default, in characters (NIST SP 800-63B's minimum; a
+/// deployment may ask for more with [`check_policy_min`]).
 pub const MIN_LEN: usize = 8;
 /// Longest password accepted, in bytes: hashing cost must not grow with attacker input.
 pub const MAX_BYTES: usize = 1024;
@@ -52,9 +53,9 @@ pub fn normalize(password: &str) -> std::borrow::Cow<'_, str> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
     #[error(
-        "password must be at least {MIN_LEN} characters long (white space and combining marks alone do not count)"
+        "password must be at least {0} characters long (white space and combining marks alone do not count)"
     )]
-    TooShort,
+    TooShort(usize),
     #[error("password must not contain control characters")]
     ControlCharacter,
     #[error("password must be at most {MAX_BYTES} bytes long")]
@@ -73,6 +74,16 @@ pub enum PasswordError {
 /// [`MIN_LEN`] code points that are neither white space nor combining marks, not the
 /// username, not a common password.
 pub fn check_policy(password: &str, username_canonical: &str) -> Result<(), PasswordError> {
+    check_policy_min(password, username_canonical, MIN_LEN)
+}
+
+/// [`check_policy`] with another minimum length (never below [`MIN_LEN`]).
+pub fn check_policy_min(
+    password: &str,
+    username_canonical: &str,
+    min_len: usize,
+) -> Result<(), PasswordError> {
+    let min_len = min_len.max(MIN_LEN);
     if password.len() > MAX_BYTES {
         return Err(PasswordError::TooLong);
     }
@@ -84,8 +95,8 @@ pub fn check_policy(password: &str, username_canonical: &str) -> Result<(), Pass
         .chars()
         .filter(|c| !c.is_whitespace() && !unicode_normalization::char::is_combining_mark(*c))
         .count();
-    if substantial < MIN_LEN {
-        return Err(PasswordError::TooShort);
+    if substantial < min_len {
+        return Err(PasswordError::TooShort(min_len));
     }
     if crate::username::canonical_key(&pw) == username_canonical {
         return Err(PasswordError::SameAsUsername);
@@ -541,7 +552,10 @@ mod tests {
 
     #[test]
     fn policy() {
-        assert_eq!(check_policy("short", "bob"), Err(PasswordError::TooShort));
+        assert_eq!(
+            check_policy("short", "bob"),
+            Err(PasswordError::TooShort(MIN_LEN))
+        );
         assert_eq!(
             check_policy("Password123", "bob"),
             Err(PasswordError::TooCommon)
@@ -574,6 +588,10 @@ mod tests {
         );
         assert_eq!(check_policy("日本語のパスワード", "bob"), Ok(()));
         assert!(is_common("password") && !is_common("correct horse battery"));
+        assert_eq!(
+            check_policy_min("correct horse", "bob", 15),
+            Err(PasswordError::TooShort(15))
+        );
         assert!(is_common(COMMON.lines().next().unwrap()));
         assert!(is_common(COMMON.lines().last().unwrap()));
     }

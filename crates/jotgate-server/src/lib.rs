@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub forwarded_hops: u8,
     /// Whether anyone may create an account with `POST /signup`.
     pub signup_open: bool,
+    /// Shortest password accepted, in characters (at least 8).
+    pub password_min_length: usize,
     pub max_body_bytes: usize,
     /// How often the denylist and keys are refreshed from the store.
     pub sync_interval: Duration,
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             accept_x_access_token: false,
             forwarded_hops: 0,
             signup_open: true,
+            password_min_length: jotgate_core::password::MIN_LEN,
             max_body_bytes: 64 * 1024,
             sync_interval: Duration::from_secs(5),
             feed_token: None,

@@ -98,7 +98,7 @@ pub async fn signup(
     let name = Username::parse(body.string("username")?)
         .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
     let pw = zeroize::Zeroizing::new(body.string("password")?.to_string());
-    password::check_policy(&pw, name.canonical())
+    password::check_policy_min(&pw, name.canonical(), st.0.cfg.password_min_length)
         .map_err(|e| ApiError::BadRequest("weak_password", e.to_string()))?;
     let taken = || ApiError::Conflict("username_taken", "username is already taken".into());
     // Cheap pre-check so a taken name costs no hash (a confusable spelling of a taken name

@@ -41,8 +41,12 @@ pub async fn users_add(
             bail!("invalid role {r:?}: use lowercase letters, digits, '-', '_' or ':'");
         }
     }
-    password::check_policy(&pw, username.canonical())
-        .map_err(|e| anyhow::anyhow!("weak password: {e}"))?;
+    password::check_policy_min(
+        &pw,
+        username.canonical(),
+        s.password_min_length.unwrap_or(password::MIN_LEN),
+    )
+    .map_err(|e| anyhow::anyhow!("weak password: {e}"))?;
     let store = open_store(s).await?;
     if jotgate_server::find_user(&*store, &username.lookup())
         .await?

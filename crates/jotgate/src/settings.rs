@@ -194,6 +194,15 @@ pub struct Settings {
     )]
     pub signup: Option<SignupMode>,
 
+    /// Shortest password accepted, in characters (white space and combining marks alone do not count; at least 8) [default: 8]
+    #[arg(
+        long,
+        env = "JOTGATE_PASSWORD_MIN_LENGTH",
+        global = true,
+        value_name = "N"
+    )]
+    pub password_min_length: Option<usize>,
+
     /// Sign-up attempts per client address before growing delays start [default: 20]
     #[arg(long, env = "JOTGATE_SIGNUP_IP_LIMIT", global = true, value_name = "N")]
     pub signup_ip_limit: Option<u32>,
@@ -292,7 +301,7 @@ impl Settings {
             refresh_grace, leeway, alg, hs256_secret, pepper, old_peppers, old_master_keys, argon2_memory_kib,
             argon2_iterations, hash_workers, hash_queue, login_user_failures,
             login_ip_failures, login_delay, login_max_delay, accept_x_access_token,
-            trust_forwarded_for, forwarded_hops, signup, signup_ip_limit, sync_interval, master_key, feed_token, header_timeout, max_connections, tls_cert, tls_key);
+            trust_forwarded_for, forwarded_hops, signup, signup_ip_limit, password_min_length, sync_interval, master_key, feed_token, header_timeout, max_connections, tls_cert, tls_key);
         Ok(self)
     }
 
@@ -461,6 +470,9 @@ impl Settings {
                 .forwarded_hops
                 .unwrap_or(u8::from(self.trust_forwarded_for.unwrap_or(false))),
             signup_open: self.signup != Some(SignupMode::Closed),
+            password_min_length: self
+                .password_min_length
+                .unwrap_or(jotgate_core::password::MIN_LEN),
             max_body_bytes: d.max_body_bytes,
             sync_interval: self
                 .sync_interval
@@ -482,6 +494,11 @@ impl Settings {
         if !(0..=300).contains(&cfg.refresh_grace) {
             bail!(
                 "invalid setting refresh_grace (JOTGATE_REFRESH_GRACE): must be between 0 and 300"
+            );
+        }
+        if !(jotgate_core::password::MIN_LEN..=256).contains(&cfg.password_min_length) {
+            bail!(
+                "invalid setting password_min_length (JOTGATE_PASSWORD_MIN_LENGTH): must be between 8 and 256"
             );
         }
         if cfg.hash_workers == 0 || cfg.sync_interval.is_zero() {

@@ -290,3 +290,25 @@ async fn accounts_keyed_before_skeletons_still_work() {
         "username_taken"
     );
 }
+
+#[tokio::test]
+async fn the_minimum_password_length_is_a_setting() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.password_min_length = Some(24);
+    let app = TestApp::with(s, dir).await;
+    let res = app
+        .post("/signup", json!({"username": "mo", "password": PASSWORD}))
+        .await;
+    assert_eq!(
+        error_code(res, StatusCode::BAD_REQUEST).await,
+        "weak_password"
+    );
+    let res = app
+        .post(
+            "/signup",
+            json!({"username": "mo", "password": "a much longer correct horse battery"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+}
