@@ -232,7 +232,8 @@ impl AppState {
 
 /// The account a name names: by its skeleton key, or (accounts made before skeleton keys)
 /// its canonical form. Both are read, concurrently, whenever they differ, so that the time
-/// taken does not tell which kind of account exists.
+/// taken does not tell which kind of account exists. An older account stored under exactly
+/// this canonical form wins: a newer confusable account never shadows it.
 pub async fn find_user(
     store: &dyn jotgate_store::Store,
     l: &jotgate_core::username::Lookup,
@@ -240,8 +241,9 @@ pub async fn find_user(
     match &l.legacy {
         None => store.user_by_key(&l.key).await,
         Some(legacy) => {
-            let (a, b) = tokio::join!(store.user_by_key(&l.key), store.user_by_key(legacy));
-            Ok(a?.or(b?))
+            let (by_skeleton, exact) =
+                tokio::join!(store.user_by_key(&l.key), store.user_by_key(legacy));
+            Ok(exact?.or(by_skeleton?))
         }
     }
 }

@@ -96,6 +96,10 @@ fn tls_params(url: &str) -> Result<(String, crate::pgtls::SslMode, Option<String
             _ => rest.push(pair),
         }
     }
+    // As libpq: `require` with a root certificate checks the chain (verify-ca).
+    if mode == SslMode::Require && root.is_some() {
+        mode = SslMode::VerifyCa;
+    }
     let url = if rest.is_empty() {
         base.to_string()
     } else {

@@ -57,6 +57,20 @@ impl Store for SealedKeys {
     }
 
     async fn insert_key(&self, mut key: StoredKey) -> Result<()> {
+        // Without the master key, a key added to a store whose keys are encrypted would be
+        // the one unencrypted key, refused by every server that has the master key.
+        if self.master.is_none()
+            && self
+                .inner
+                .keys()
+                .await?
+                .iter()
+                .any(|k| is_sealed(&k.private_der))
+        {
+            return Err(StoreError::Config(
+                "the stored signing keys are encrypted at rest: set the master key (JOTGATE_MASTER_KEY) to add one".into(),
+            ));
+        }
         if let Some(m) = &self.master {
             key.private_der = m
                 .seal(&key.kid, &key.alg, &key.private_der)

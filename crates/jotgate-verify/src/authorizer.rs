@@ -415,8 +415,11 @@ impl Authorizer {
                 return refuse("invalid_request", None);
             }
         };
-        // A frozen process's revocation list may be stale: bring it up to date first.
+        let rule = self.policy.decide(&call.method, path);
+        // A frozen process's revocation list may be stale: bring it up to date before a
+        // decision that depends on it (not for public or closed routes).
         if call.token.is_some()
+            && rule.access == Access::Authenticated
             && let Err(e) = self
                 .verifier
                 .bring_up_to_date(self.options.freshness, FRESHNESS_BUDGET)
@@ -427,7 +430,6 @@ impl Authorizer {
                 return refuse("revocations_unavailable", None);
             }
         }
-        let rule = self.policy.decide(&call.method, path);
         let unauthorized = |code: &str| match call.kind {
             Kind::Rest => Err(Unauthorized),
             Kind::V2 => refuse(code, None),

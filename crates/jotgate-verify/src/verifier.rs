@@ -142,6 +142,10 @@ pub struct VerifierConfig {
     pub max_jwks_bytes: usize,
     /// Long-poll wait asked of the revocation feed.
     pub feed_wait: Duration,
+    /// Follow revocation feeds in the background (long polls). Off where the process is
+    /// frozen between requests (the Lambda authorizer): there each decision brings the
+    /// feed up to date itself ([`Verifier::bring_up_to_date`]).
+    pub follow_feeds: bool,
 }
 
 impl Default for VerifierConfig {
@@ -158,6 +162,7 @@ impl Default for VerifierConfig {
             http_timeout: Duration::from_secs(5),
             max_jwks_bytes: 256 * 1024,
             feed_wait: Duration::from_secs(25),
+            follow_feeds: true,
         }
     }
 }
@@ -461,6 +466,9 @@ impl Verifier {
                 }
             }));
         }
+        if !self.cfg.follow_feeds {
+            return Background { tasks };
+        }
         for issuer in self.issuers.values() {
             if let Some(feed) = issuer.cfg.revocation_feed.clone() {
                 let (v, i) = (self.clone(), issuer.clone());
@@ -648,14 +656,10 @@ impl Verifier {
         max_age: Duration,
         budget: Duration,
     ) -> Result<(), String> {
-        let work = async {
+        let deadline = tokio::time::Instant::now() + budget;
+        // Revocations first: only they can fail the decision.
+        let feeds = async {
             for issuer in self.issuers.values() {
-                if let Some(remote) = &issuer.remote {
-                    let due = *remote.refresh_due.lock().unwrap_or_else(|p| p.into_inner());
-                    if due.is_none_or(|d| Instant::now() >= d) {
-                        let _ = self.refresh(issuer, Why::Scheduled).await;
-                    }
-                }
                 let Some(feed) = &issuer.cfg.revocation_feed else {
                     continue;
                 };
@@ -667,10 +671,28 @@ impl Verifier {
             }
             Ok::<(), String>(())
         };
-        match tokio::time::timeout(budget, work).await {
-            Ok(r) => r,
-            Err(_) => Err("the revocation feed did not answer in time".into()),
+        match tokio::time::timeout_at(deadline, feeds).await {
+            Ok(r) => r?,
+            Err(_) => return Err("the revocation feed did not answer in time".into()),
         }
+        // Keys that are due, in what is left of the budget; a failure keeps the cached keys
+        // and is retried after a pause, not on every decision.
+        let keys = async {
+            for issuer in self.issuers.values() {
+                let Some(remote) = &issuer.remote else {
+                    continue;
+                };
+                let due = *remote.refresh_due.lock().unwrap_or_else(|p| p.into_inner());
+                if due.is_none_or(|d| Instant::now() >= d)
+                    && self.refresh(issuer, Why::Scheduled).await.is_err()
+                {
+                    *remote.refresh_due.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Instant::now() + Duration::from_secs(30));
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, keys).await;
+        Ok(())
     }
 
     /// Follow a jotgate revocation feed forever (long polls; backoff on errors).

@@ -41,12 +41,9 @@ pub async fn users_add(
             bail!("invalid role {r:?}: use lowercase letters, digits, '-', '_' or ':'");
         }
     }
-    password::check_policy_min(
-        &pw,
-        username.canonical(),
-        s.password_min_length.unwrap_or(password::MIN_LEN),
-    )
-    .map_err(|e| anyhow::anyhow!("weak password: {e}"))?;
+    let min_len = s.server_config()?.password_min_length;
+    password::check_policy_min(&pw, username.canonical(), min_len)
+        .map_err(|e| anyhow::anyhow!("weak password: {e}"))?;
     let store = open_store(s).await?;
     if jotgate_server::find_user(&*store, &username.lookup())
         .await?

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 /// Read a policy file and build its verifier (not started).
 pub fn load_policy(path: &Path) -> anyhow::Result<(Arc<Verifier>, PolicyFile)> {
-    load_policy_with(path, &|_| None)
+    load_policy_with(path, &|_| None, true)
 }
 
 /// [`load_policy`], with `*_env` secrets resolved by `lookup` first (the feed token may be
@@ -25,9 +25,12 @@ pub fn load_policy(path: &Path) -> anyhow::Result<(Arc<Verifier>, PolicyFile)> {
 pub fn load_policy_with(
     path: &Path,
     lookup: jotgate_verify::policy::SecretLookup,
+    follow_feeds: bool,
 ) -> anyhow::Result<(Arc<Verifier>, PolicyFile)> {
-    let file = PolicyFile::load_with(path, lookup)
+    let mut file = PolicyFile::load_with(path, lookup)
         .map_err(|e| anyhow::anyhow!("invalid policy file {e}"))?;
+    // In Lambda no long poll outlives an invocation: each decision reads the feed itself.
+    file.verifier.follow_feeds = follow_feeds;
     let verifier = Verifier::new(file.verifier.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((verifier, file))
 }
@@ -112,9 +115,16 @@ pub async fn run_authorizer(
             .then(|| token.clone())
             .flatten()
     };
-    let (verifier, file) = load_policy_with(policy, &lookup)?;
-    // Keys are fetched once per container, before the first event.
+    let (verifier, file) = load_policy_with(policy, &lookup, false)?;
+    // Keys are fetched once per container, before the first event, and the revocation
+    // feeds read to their end.
     let _background = verifier.start().await;
+    if let Err(e) = verifier
+        .bring_up_to_date(Duration::ZERO, Duration::from_secs(5))
+        .await
+    {
+        tracing::warn!(error = %e, "revocations could not be read at start; retried at each decision");
+    }
     let authorizer = Arc::new(Authorizer::with_options(
         verifier,
         file.policy,

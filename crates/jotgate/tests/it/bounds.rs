@@ -289,6 +289,22 @@ async fn accounts_keyed_before_skeletons_still_work() {
         error_code(res, StatusCode::CONFLICT).await,
         "username_taken"
     );
+    // A confusable newcomer cannot be told from the older account by its skeleton (that
+    // is not stored for it), but it never shadows it: the exact name is the older account.
+    let other = "another correct horse battery";
+    let res = app
+        .post("/signup", json!({"username": "wi11iam", "password": other}))
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.login("william", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login("william", other).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.login("wi11iam", other).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]

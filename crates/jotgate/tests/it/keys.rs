@@ -8,8 +8,8 @@ use jotgate_verify::Verifier;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::{TestApp, error_code, settings, temp_dir, token_part};
-use crate::edge::{FEED_TOKEN, eventually, quick, trust};
+use crate::common::{TestApp, error_code, token_part};
+use crate::edge::{eventually, quick, trust};
 
 fn kid_of(token: &str) -> String {
     token_part(token, 0)["kid"].as_str().unwrap().to_string()
@@ -25,13 +25,9 @@ async fn jwks_kids(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
+/// A server whose issuer is its URL, with the feed open (re-reading keys every second).
 async fn app() -> TestApp {
-    let dir = temp_dir();
-    let mut s = settings(&dir);
-    s.issuer = None;
-    s.sync_interval = Some(1);
-    s.feed_token = Some(FEED_TOKEN.to_string().into());
-    TestApp::with(s, dir).await
+    crate::edge::issuer_app().await
 }
 
 /// The stored key `kid`, as an attacker who stole it would hold it.
