@@ -6,6 +6,7 @@
 #   JOTGATE_SKIP_INTEROP=1 scripts/test.sh   # without python3/PyJWT (interop tests skip)
 #   JOTGATE_SKIP_OIDC_PROVIDER=1 scripts/test.sh  # without node (the oidc-provider tests skip)
 #   JOTGATE_SKIP_POSTGRES=1 scripts/test.sh       # without PostgreSQL (its tests skip)
+#   JOTGATE_SKIP_POSTGRES_TLS=1 scripts/test.sh   # a server of your own without TLS
 #   JOTGATE_TEST_POSTGRES=postgres://… scripts/test.sh  # use a running server (admin URL;
 #                                                       # JOTGATE_TEST_POSTGRES_CA=its CA, for the TLS test)
 #   JOTGATE_SKIP_DYNAMODB=1 scripts/test.sh       # without the DynamoDB emulator (its tests skip)
