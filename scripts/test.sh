@@ -92,7 +92,8 @@ if [ "${JOTGATE_SKIP_DYNAMODB:-}" != 1 ] && [ -z "${JOTGATE_TEST_DYNAMODB:-}" ];
     python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5'
   fi
   mport=$(free_port)
-  python3 -m moto.server -H 127.0.0.1 -p "$mport" >"${TMPDIR:-/tmp}/jotgate-moto-$mport.log" 2>&1 &
+  # scripts/moto_server.py: moto with DynamoDB writes serialised, as DynamoDB does.
+  python3 scripts/moto_server.py -H 127.0.0.1 -p "$mport" >"${TMPDIR:-/tmp}/jotgate-moto-$mport.log" 2>&1 &
   moto_pid=$!
   cleanups+=("kill $moto_pid 2>/dev/null")
   for _ in $(seq 100); do
