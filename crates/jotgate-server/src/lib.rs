@@ -198,15 +198,15 @@ impl AppState {
                 tick.tick().await;
                 let t = now();
                 let news = match state.0.denylist.sync(&*state.0.store, t).await {
-                    Ok(n) => n,
+                    Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(error = %e, "revocation sync failed; keeping the last list");
-                        0
+                        Default::default()
                     }
                 };
                 // A key retired or revoked elsewhere arrives through the feed too: look at
                 // the keys at once rather than at the next key sync.
-                if news > 0 || tokio::time::Instant::now() >= keys_due {
+                if news.keys || tokio::time::Instant::now() >= keys_due {
                     keys_due = tokio::time::Instant::now() + state.0.cfg.sync_interval;
                     state.reload_keys(t).await;
                 }

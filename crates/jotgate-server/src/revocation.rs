@@ -31,12 +31,18 @@ impl Denylist {
     }
 
     /// Apply the store's revocations since the last sync, page after page until caught
-    /// up, and drop expired entries.
-    pub async fn sync(&self, store: &dyn Store, now: i64) -> Result<usize, StoreError> {
+    /// up, and drop expired entries. Says how many arrived and whether a key was among
+    /// them (retired or revoked elsewhere: the key ring must be re-read).
+    pub async fn sync(&self, store: &dyn Store, now: i64) -> Result<Synced, StoreError> {
         let mut n = 0;
+        let mut keys = false;
         loop {
             let page = read_feed(store, self.revs.cursor(), now).await?;
             n += page.revocations.len();
+            keys |= page
+                .revocations
+                .iter()
+                .any(|r| matches!(r, Revoked::Key { .. }));
             self.revs.apply(page.revocations, now);
             self.revs.set_cursor(page.cursor);
             if !page.more {
@@ -46,8 +52,15 @@ impl Denylist {
         if n > 0 {
             self.changed.notify_waiters();
         }
-        Ok(n)
+        Ok(Synced { entries: n, keys })
     }
+}
+
+/// What one [`Denylist::sync`] brought.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Synced {
+    pub entries: usize,
+    pub keys: bool,
 }
 
 /// When every access token issued up to `t` under `policy` has expired.

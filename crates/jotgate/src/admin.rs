@@ -130,7 +130,14 @@ pub async fn keys_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
 }
 
 async fn store_key(s: &Settings, key: &KeyMaterial, activate_in: i64) -> anyhow::Result<String> {
-    let store = open_store(s).await?;
+    insert_key(&*open_store(s).await?, key, activate_in).await
+}
+
+async fn insert_key(
+    store: &dyn jotgate_store::Store,
+    key: &KeyMaterial,
+    activate_in: i64,
+) -> anyhow::Result<String> {
     let at = now() + activate_in.max(0);
     store
         .insert_key(StoredKey {
@@ -212,7 +219,7 @@ async fn end_key(s: &Settings, kid: &str, revoke: bool) -> anyhow::Result<String
     if signing {
         let alg = SigningAlg::parse(&target.alg)?;
         let successor = KeyMaterial::generate(alg)?;
-        out.push_str(&store_key(s, &successor, 0).await?);
+        out.push_str(&insert_key(&*store, &successor, 0).await?);
     }
     // A revoked key counts as retired before it ever signed (the epoch): whatever the
     // servers' token lifetime, it is published no more and none of its tokens passes.

@@ -220,3 +220,34 @@ async fn the_gateway_closes_slow_clients_too() {
     tokio::spawn(async move { gw.run(std::future::pending()).await });
     assert!(closed_after_partial_request(&addr).await);
 }
+
+/// The same bound on DynamoDB (60 guesses: every attempt is a few writes on the emulator).
+#[tokio::test]
+async fn concurrent_guesses_are_counted_before_hashing_on_dynamodb() {
+    let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
+        return;
+    };
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.store = Some(url.into());
+    s.login_user_failures = Some(5);
+    s.login_ip_failures = Some(100_000);
+    s.login_delay = Some(60);
+    let app = TestApp::with(s, dir).await;
+    app.signup("kim").await;
+    let answers =
+        futures_util::future::join_all((0..60).map(|_| app.login("kim", "wrong password"))).await;
+    let evaluated = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!(
+        (1..=6).contains(&evaluated),
+        "{evaluated} guesses evaluated"
+    );
+    // The owner's right password waits too (the delay holds across spellings).
+    assert_eq!(
+        app.login("KIM", PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
