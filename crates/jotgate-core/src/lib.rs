@@ -23,8 +23,7 @@ pub use claims::{AccessClaims, scopes_for_roles};
 pub use keys::{KeyError, KeyMaterial, SigningAlg};
 pub use password::{PasswordError, PasswordHasher, PasswordParams, Workspace};
 pub use token::{
-    Compact, TokenError, TokenErrorKind, TokenPolicy, TokenSigner, TokenVerifier,
-    bearer_credential, parse_compact,
+    Compact, TokenError, TokenErrorKind, TokenPolicy, TokenSigner, bearer_credential, parse_compact,
 };
 pub use username::{Username, UsernameError};
 

@@ -1,17 +1,14 @@
-//! Access tokens: one signing path and one verification policy (RFC 8725, RFC 9068).
-//!
-//! Verification order, cheapest and most decisive first: size cap → strict compact
-//! serialisation (three base64url parts, canonical, no padding) → header policy (`typ`
-//! must be `at+jwt`; `alg: none`, `jku`, `x5u`, `jwk`, `x5c` and any `crit` extension are
-//! refused; `kid` must name a key we hold; `alg` must equal that key's algorithm) →
-//! signature (jsonwebtoken on aws-lc-rs) → issuer and audience → time claims against the
-//! caller's `now` with a small leeway (exp required, nbf honoured, iat not in the future).
-
-use std::collections::HashMap;
+//! Access tokens: one signing path, the error kinds of verification, and the checks every
+//! verifier runs before it chooses a key ([`parse_compact`]): size cap → strict compact
+//! serialisation (three base64url parts, canonical, no padding) → `alg` present and not
+//! `none`, no `jku`, `x5u`, `jwk`, `x5c`, no `crit` (RFC 8725). The rest of verification
+//! (`typ`, the key the `kid` names and its algorithm, signature, issuer, audience, time
+//! claims, revocations) is `jotgate_verify::Verifier`: the one pipeline that the server,
+//! the layer, the gateway, the Lambda authorizer and `jotgate token verify` share.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{EncodingKey, Header};
 
 use crate::claims::AccessClaims;
 use crate::keys::{KeyError, KeyMaterial, SigningAlg};
@@ -170,14 +167,6 @@ impl TokenSigner {
     }
 }
 
-/// Verifies access tokens against a fixed set of keys under one [`TokenPolicy`].
-pub struct TokenVerifier {
-    policy: TokenPolicy,
-    keys: HashMap<String, (SigningAlg, DecodingKey, Validation)>,
-    /// kid → the instant a key was retired: a token it signed later is refused.
-    not_after: HashMap<String, i64>,
-}
-
 fn part(s: &str) -> Result<Vec<u8>, TokenError> {
     if s.is_empty()
         || !s
@@ -263,207 +252,4 @@ pub fn parse_compact(token: &str, max_bytes: usize) -> Result<Compact, TokenErro
         alg,
         payload,
     })
-}
-
-impl TokenVerifier {
-    pub fn new<'a>(
-        policy: TokenPolicy,
-        keys: impl IntoIterator<Item = &'a KeyMaterial>,
-    ) -> Result<Self, KeyError> {
-        let mut map = HashMap::new();
-        for k in keys {
-            let mut v = Validation::new(k.alg().jwt());
-            v.set_issuer(&[&policy.issuer]);
-            v.set_audience(&[&policy.audience]);
-            v.set_required_spec_claims(&["iss", "aud", "sub"]);
-            // Time claims are checked below against the caller's clock.
-            v.validate_exp = false;
-            v.validate_nbf = false;
-            v.leeway = 0;
-            map.insert(k.kid().to_string(), (k.alg(), k.decoding_key()?, v));
-        }
-        Ok(Self {
-            policy,
-            keys: map,
-            not_after: HashMap::new(),
-        })
-    }
-
-    /// Refuse tokens of `kid` issued after `at` (the key's retirement).
-    pub fn with_not_after(mut self, kid: &str, at: i64) -> Self {
-        self.not_after.insert(kid.to_string(), at);
-        self
-    }
-
-    pub fn policy(&self) -> &TokenPolicy {
-        &self.policy
-    }
-
-    pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
-        use TokenErrorKind::*;
-        let err = TokenError::new;
-        let Compact { header, alg, .. } = parse_compact(token, self.policy.max_token_bytes)?;
-        let typ = header.get("typ").and_then(|t| t.as_str()).unwrap_or("");
-        if !(typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")) {
-            return Err(err(WrongType));
-        }
-        let kid = header
-            .get("kid")
-            .and_then(|k| k.as_str())
-            .ok_or(err(UnknownKey))?;
-        let (key_alg, key, validation) = self.keys.get(kid).ok_or(err(UnknownKey))?;
-        if alg != key_alg.as_str() {
-            return Err(err(AlgorithmMismatch));
-        }
-
-        let data = jsonwebtoken::decode::<AccessClaims>(token, key, validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as J;
-            err(match e.kind() {
-                J::InvalidSignature => BadSignature,
-                J::InvalidIssuer => WrongIssuer,
-                J::InvalidAudience => WrongAudience,
-                J::InvalidAlgorithm => AlgorithmMismatch,
-                J::MissingRequiredClaim(_) | J::InvalidClaimFormat(_) | J::Json(_) => InvalidClaims,
-                _ => Malformed,
-            })
-        })?;
-        let c = data.claims;
-        let leeway = self.policy.leeway;
-        if now > c.exp.saturating_add(leeway) {
-            return Err(err(Expired));
-        }
-        if c.nbf > now.saturating_add(leeway) {
-            return Err(err(NotYetValid));
-        }
-        if c.iat > now.saturating_add(leeway) {
-            return Err(err(IssuedInFuture));
-        }
-        if self.not_after.get(kid).is_some_and(|at| c.iat > *at) {
-            return Err(err(KeyRetired));
-        }
-        Ok(c)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn claims(now: i64) -> AccessClaims {
-        AccessClaims {
-            iss: "http://127.0.0.1:8080".into(),
-            sub: "u1".into(),
-            aud: "jotgate".into(),
-            exp: now + 900,
-            iat: now,
-            nbf: now,
-            jti: "j1".into(),
-            username: "alice".into(),
-            roles: vec![],
-            scope: "profile".into(),
-            sid: None,
-        }
-    }
-
-    #[test]
-    fn sign_and_verify_each_algorithm() {
-        let now = 1_700_000_000;
-        for alg in [SigningAlg::RS256, SigningAlg::ES256, SigningAlg::EdDSA] {
-            let key = KeyMaterial::generate(alg).unwrap();
-            let signer = TokenSigner::new(&key).unwrap();
-            let verifier = TokenVerifier::new(TokenPolicy::default(), [&key]).unwrap();
-            let t = signer.sign(&claims(now)).unwrap();
-            assert_eq!(verifier.verify(&t, now).unwrap(), claims(now));
-            assert_eq!(
-                verifier.verify(&t, now + 2000).unwrap_err().kind(),
-                TokenErrorKind::Expired
-            );
-            assert_eq!(
-                verifier.verify(&t, now - 1000).unwrap_err().kind(),
-                TokenErrorKind::NotYetValid
-            );
-        }
-        let hs = KeyMaterial::shared_secret(&[1u8; 32]).unwrap();
-        let t = TokenSigner::new(&hs).unwrap().sign(&claims(now)).unwrap();
-        assert!(
-            TokenVerifier::new(TokenPolicy::default(), [&hs])
-                .unwrap()
-                .verify(&t, now)
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn tampering_is_refused() {
-        let now = 1_700_000_000;
-        let key = KeyMaterial::generate(SigningAlg::EdDSA).unwrap();
-        let t = TokenSigner::new(&key).unwrap().sign(&claims(now)).unwrap();
-        let v = TokenVerifier::new(TokenPolicy::default(), [&key]).unwrap();
-        let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
-        let mut c = claims(now);
-        c.username = "mallory".into();
-        parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
-        assert_eq!(
-            v.verify(&parts.join("."), now).unwrap_err().kind(),
-            TokenErrorKind::BadSignature
-        );
-        assert_eq!(
-            v.verify("a.b", now).unwrap_err().kind(),
-            TokenErrorKind::Malformed
-        );
-        assert_eq!(
-            v.verify(&format!("{t}="), now).unwrap_err().kind(),
-            TokenErrorKind::Malformed
-        );
-        assert_eq!(
-            v.verify(&"a".repeat(9000), now).unwrap_err().kind(),
-            TokenErrorKind::TooLarge
-        );
-    }
-
-    /// Random mutations of a valid token (byte flips, truncations, insertions, swapped
-    /// parts) never panic, and the only accepted spelling is the original token.
-    #[test]
-    fn mutated_tokens_are_refused_and_never_panic() {
-        let now = 1_700_000_000;
-        let key = KeyMaterial::generate(SigningAlg::ES256).unwrap();
-        let token = TokenSigner::new(&key).unwrap().sign(&claims(now)).unwrap();
-        let v = TokenVerifier::new(TokenPolicy::default(), [&key]).unwrap();
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n.max(1) as u64) as usize
-        };
-        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ ";
-        for _ in 0..5000 {
-            let mut t = token.clone().into_bytes();
-            for _ in 0..=next(3) {
-                match next(4) {
-                    0 => {
-                        let i = next(t.len());
-                        t[i] = alphabet[next(alphabet.len())];
-                    }
-                    1 => t.truncate(next(t.len()).max(1)),
-                    2 => {
-                        let i = next(t.len() + 1);
-                        t.insert(i, alphabet[next(alphabet.len())]);
-                    }
-                    _ => {
-                        let i = next(t.len());
-                        t.remove(i);
-                        if t.is_empty() {
-                            t.push(b'.');
-                        }
-                    }
-                }
-            }
-            let t = String::from_utf8(t).unwrap();
-            if let Ok(c) = v.verify(&t, now) {
-                assert_eq!(t, token, "a second spelling was accepted");
-                assert_eq!(c, claims(now));
-            }
-        }
-    }
 }

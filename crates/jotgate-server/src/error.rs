@@ -7,7 +7,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use jotgate_core::TokenError;
+use jotgate_verify::VerifyError;
+use jotgate_verify::http::Rejection;
 use serde_json::json;
 
 #[derive(Debug)]
@@ -18,11 +19,9 @@ pub enum ApiError {
     PayloadTooLarge,
     /// 401 for a failed login; the message is the same for unknown users and bad passwords.
     BadCredentials,
-    /// 401 on a protected resource without credentials.
-    MissingToken,
-    /// 401 on a protected resource with a bad token.
-    InvalidToken(TokenError),
-    Revoked,
+    /// No usable credentials, or a refused access token: answered exactly as the edge
+    /// (layer, gateway) answers it — one code per condition.
+    Credentials(Rejection),
     InvalidRefreshToken,
     /// The revocation feed is closed (no `feed_token` configured).
     FeedDisabled,
@@ -47,6 +46,11 @@ impl ApiError {
         Self::Internal(e.to_string())
     }
 
+    /// 401 `token_missing`: a protected endpoint was called without a Bearer token.
+    pub fn missing_token() -> Self {
+        Self::Credentials(Rejection::Missing)
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, String) {
         use ApiError::*;
         match self {
@@ -67,16 +71,11 @@ impl ApiError {
                 "bad_credentials",
                 "Bad username/password combination".into(),
             ),
-            MissingToken => (
+            // Answered by the rejection itself, in `into_response`.
+            Credentials(_) => (
                 StatusCode::UNAUTHORIZED,
-                "missing_token",
-                "a Bearer token is required".into(),
-            ),
-            InvalidToken(e) => (StatusCode::UNAUTHORIZED, e.code(), e.message().into()),
-            Revoked => (
-                StatusCode::UNAUTHORIZED,
-                "token_revoked",
-                "token has been revoked".into(),
+                "token_invalid",
+                "the credentials are not valid".into(),
             ),
             FeedDisabled => (
                 StatusCode::NOT_FOUND,
@@ -129,8 +128,23 @@ impl From<jotgate_store::StoreError> for ApiError {
     }
 }
 
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        Self::Credentials(r)
+    }
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(e: VerifyError) -> Self {
+        Self::Credentials(e.into())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Credentials(r) = self {
+            return r.into_response();
+        }
         if let ApiError::Internal(cause) = &self {
             tracing::error!(%cause, "request failed");
         }
@@ -142,13 +156,7 @@ impl IntoResponse for ApiError {
             .into_response();
         let headers = res.headers_mut();
         match &self {
-            ApiError::MissingToken => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"jotgate\""),
-                );
-            }
-            ApiError::InvalidToken(_) | ApiError::Revoked | ApiError::InvalidFeedToken => {
+            ApiError::InvalidFeedToken => {
                 // error_description is one of our fixed sentences: safe to quote.
                 let v = format!(
                     "Bearer realm=\"jotgate\", error=\"invalid_token\", error_description=\"{message}\""

@@ -1,4 +1,5 @@
-//! Request parsing at the boundary: JSON bodies, Bearer tokens, the client address.
+//! Request parsing at the boundary: JSON bodies and the client address (Bearer tokens
+//! are read by `jotgate_verify::http::bearer`, the reader the edge uses too).
 //! Every rejection is an [`ApiError`], so bad input always gets our JSON error shape.
 
 use std::net::{IpAddr, SocketAddr};
@@ -159,42 +160,6 @@ impl JsonObject {
             )),
         }
     }
-}
-
-/// The access token of a request: `Authorization: Bearer <token>` (scheme case-insensitive,
-/// RFC 6750 §2.1), or `x-access-token` when that legacy header is enabled. Two
-/// Authorization (or two `x-access-token`) headers are refused with 400: a proxy that
-/// reads the other one would disagree about who is calling.
-pub fn bearer_token(headers: &HeaderMap, accept_x_access_token: bool) -> Result<&str, ApiError> {
-    let duplicate = || {
-        ApiError::BadRequest(
-            "invalid_request",
-            "more than one Authorization header".into(),
-        )
-    };
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    if let Some(v) = values.next() {
-        if values.next().is_some() {
-            return Err(duplicate());
-        }
-        let v = v.to_str().map_err(|_| ApiError::MissingToken)?;
-        return match jotgate_core::bearer_credential(v) {
-            Some(token) if !token.is_empty() => Ok(token),
-            _ => Err(ApiError::MissingToken),
-        };
-    }
-    if accept_x_access_token {
-        let mut values = headers.get_all("x-access-token").iter();
-        if let Some(v) = values.next().and_then(|v| v.to_str().ok()) {
-            if values.next().is_some() {
-                return Err(duplicate());
-            }
-            if !v.trim().is_empty() {
-                return Ok(v.trim());
-            }
-        }
-    }
-    Err(ApiError::MissingToken)
 }
 
 /// The caller's address as the platform reports it (API Gateway's `sourceIp`), set by the

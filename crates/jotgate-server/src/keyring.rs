@@ -7,8 +7,10 @@
 
 use std::sync::{Arc, RwLock};
 
-use jotgate_core::{KeyMaterial, SigningAlg, TokenPolicy, TokenSigner, TokenVerifier};
+use jotgate_core::{KeyMaterial, SigningAlg, TokenPolicy, TokenSigner};
 use jotgate_store::{Store, StoredKey};
+use jotgate_verify::keyset::KeySet;
+use jotgate_verify::{IssuerConfig, Revoked, Verifier, VerifierConfig};
 use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,12 +23,18 @@ pub enum KeyRingError {
     NoActiveKey,
     #[error(transparent)]
     Store(#[from] jotgate_store::StoreError),
+    #[error("the token verifier cannot be built: {0}")]
+    Verifier(#[from] jotgate_verify::ConfigError),
 }
 
-/// An immutable snapshot: the signer, the verifier over all published keys, the JWKS.
+/// An immutable snapshot: the signer, the published keys as the verifier reads them, the
+/// JWKS.
 pub struct KeyRing {
     signer: TokenSigner,
-    verifier: TokenVerifier,
+    /// Every published key, parsed from the JWKS exactly as an edge verifier parses it.
+    verify_keys: Arc<KeySet>,
+    /// A published key retired by hand: tokens it signs after its retirement are refused.
+    retirements: Vec<Revoked>,
     jwks: Value,
     algs: Vec<&'static str>,
     /// The signer's kid, then the published kids: what a reload compares.
@@ -139,45 +147,60 @@ impl KeyRing {
             .iter()
             .find(|m| m.kid() == signer.kid)
             .ok_or(KeyRingError::NoActiveKey)?;
-        let mut ring = Self::build(signing, loaded.iter().collect(), policy)?;
+        let mut ring = Self::build(signing, loaded.iter().collect())?;
         // A token a key signed after its retirement is refused (a stolen key cannot mint
-        // tokens that pass for older ones).
-        for k in &published {
-            if let Some(at) = k.retired_at {
-                ring.verifier = ring.verifier.with_not_after(&k.kid, at);
-            }
-        }
+        // tokens that pass for older ones). The feed carries the same entry; this one holds
+        // even before the feed is read.
+        let grace = policy.access_ttl + policy.leeway;
+        ring.retirements = published
+            .iter()
+            .filter_map(|k| {
+                k.retired_at.map(|at| Revoked::Key {
+                    kid: k.kid.clone(),
+                    not_after: at,
+                    expires_at: at.saturating_add(grace),
+                })
+            })
+            .collect();
         ring.selection = selection(signer, &published);
         Ok(ring)
     }
 
     /// HS256 with a shared secret: nothing is published.
-    pub fn shared_secret(secret: &KeyMaterial, policy: &TokenPolicy) -> Result<Self, KeyRingError> {
-        Self::build(secret, vec![secret], policy)
+    pub fn shared_secret(secret: &KeyMaterial) -> Result<Self, KeyRingError> {
+        let mut ring = Self::build(secret, vec![])?;
+        ring.verify_keys = Arc::new(KeySet::from_secret(secret.secret_bytes()).map_err(|e| {
+            KeyRingError::BadKey {
+                kid: secret.kid().to_string(),
+                reason: e.to_string(),
+            }
+        })?);
+        ring.algs = vec![SigningAlg::HS256.as_str()];
+        Ok(ring)
     }
 
-    fn build(
-        signer: &KeyMaterial,
-        published: Vec<&KeyMaterial>,
-        policy: &TokenPolicy,
-    ) -> Result<Self, KeyRingError> {
-        let bad = |m: &KeyMaterial, e: jotgate_core::KeyError| KeyRingError::BadKey {
+    fn build(signer: &KeyMaterial, published: Vec<&KeyMaterial>) -> Result<Self, KeyRingError> {
+        let bad = |m: &KeyMaterial, reason: String| KeyRingError::BadKey {
             kid: m.kid().to_string(),
-            reason: e.to_string(),
+            reason,
         };
         let keys: Vec<Value> = published
             .iter()
             .filter_map(|m| m.public_jwk())
             .filter_map(|j| serde_json::to_value(j).ok())
             .collect();
+        let jwks = json!({ "keys": keys });
+        let verify_keys = KeySet::from_jwks(jwks.to_string().as_bytes())
+            .map_err(|e| bad(signer, e))?
+            .set;
         let mut algs: Vec<&'static str> = published.iter().map(|m| m.alg().as_str()).collect();
         algs.sort_unstable();
         algs.dedup();
         Ok(Self {
-            signer: TokenSigner::new(signer).map_err(|e| bad(signer, e))?,
-            verifier: TokenVerifier::new(policy.clone(), published.iter().copied())
-                .map_err(|e| bad(signer, e))?,
-            jwks: json!({ "keys": keys }),
+            signer: TokenSigner::new(signer).map_err(|e| bad(signer, e.to_string()))?,
+            verify_keys: Arc::new(verify_keys),
+            retirements: Vec::new(),
+            jwks,
             algs,
             selection: Vec::new(),
         })
@@ -187,8 +210,14 @@ impl KeyRing {
         &self.signer
     }
 
-    pub fn verifier(&self) -> &TokenVerifier {
-        &self.verifier
+    /// The published keys, as [`Verifier`] takes them.
+    pub fn verify_keys(&self) -> &Arc<KeySet> {
+        &self.verify_keys
+    }
+
+    /// Revocation entries for the published keys that were retired by hand.
+    pub fn retirements(&self) -> &[Revoked] {
+        &self.retirements
     }
 
     pub fn jwks(&self) -> &Value {
@@ -231,24 +260,73 @@ pub async fn load_or_generate(
     Ok((ring, Some(key.kid().to_string())))
 }
 
-/// Where the current [`KeyRing`] lives; swapped whole on reload.
+/// This issuer's [`Verifier`]: its own keys as a given key set, under the policy every
+/// edge verifier of its tokens applies (`typ: at+jwt`, `sub` and `jti` required, its
+/// audience, the algorithms jotgate signs with), with the verified-token cache.
+pub fn own_verifier(
+    policy: &TokenPolicy,
+    ring: &KeyRing,
+    cache_capacity: usize,
+) -> Result<Arc<Verifier>, KeyRingError> {
+    let algorithms = if ring.verify_keys.is_secret() {
+        vec![SigningAlg::HS256.jwt()]
+    } else {
+        // Every algorithm a stored key may have: a rotation may change it.
+        [SigningAlg::RS256, SigningAlg::ES256, SigningAlg::EdDSA]
+            .map(SigningAlg::jwt)
+            .to_vec()
+    };
+    let issuer = IssuerConfig {
+        algorithms,
+        ..IssuerConfig::jotgate(&policy.issuer, &policy.audience)
+    }
+    .with_keys(jotgate_verify::KeySource::Given(Arc::clone(
+        &ring.verify_keys,
+    )));
+    let verifier = Verifier::new(VerifierConfig {
+        issuers: vec![issuer],
+        leeway: policy.leeway,
+        max_token_bytes: policy.max_token_bytes,
+        cache_capacity,
+        follow_feeds: false,
+        ..VerifierConfig::default()
+    })?;
+    verifier.apply_revocations(&policy.issuer, ring.retirements.clone());
+    Ok(verifier)
+}
+
+/// Where the current [`KeyRing`] lives (swapped whole on reload), and the verifier that
+/// checks tokens against it.
 pub struct Keys {
     current: RwLock<Arc<KeyRing>>,
+    verifier: Arc<Verifier>,
+    issuer: String,
     /// The algorithm of a key to generate when none signs any more; `None` when signing
     /// with a shared secret (nothing to reload).
     generate: Option<SigningAlg>,
 }
 
 impl Keys {
-    pub fn new(ring: KeyRing, generate: Option<SigningAlg>) -> Self {
-        Self {
+    pub fn new(
+        ring: KeyRing,
+        generate: Option<SigningAlg>,
+        policy: &TokenPolicy,
+        cache_capacity: usize,
+    ) -> Result<Self, KeyRingError> {
+        Ok(Self {
+            verifier: own_verifier(policy, &ring, cache_capacity)?,
+            issuer: policy.issuer.clone(),
             current: RwLock::new(Arc::new(ring)),
             generate,
-        }
+        })
     }
 
     pub fn current(&self) -> Arc<KeyRing> {
         Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
     }
 
     /// Re-read the store's keys (picks up `jotgate keys rotate`, activations, retirements
@@ -280,6 +358,11 @@ impl Keys {
             }
             other => other?,
         };
+        // The verifier learns the new keys before the new signer signs anything.
+        self.verifier
+            .replace_keys(&self.issuer, Arc::clone(&ring.verify_keys))?;
+        self.verifier
+            .apply_revocations(&self.issuer, ring.retirements.clone());
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
         Ok(())
     }

@@ -19,13 +19,17 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use jotgate_core::{AccessClaims, KeyMaterial, PasswordHasher, SigningAlg, TokenPolicy};
+use jotgate_core::{KeyMaterial, PasswordHasher, SigningAlg, TokenPolicy};
 use jotgate_store::Store;
+use jotgate_verify::Principal;
 
 pub use error::ApiError;
 use keyring::{KeyRing, KeyRingError, Keys};
 use limits::{HashPool, LoginLimiter, RateLimitConfig};
 use revocation::Denylist;
+
+/// Verified access tokens the server keeps, so a repeated token costs a hash lookup.
+const TOKEN_CACHE: usize = 10_000;
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
@@ -134,13 +138,16 @@ impl AppState {
                 if let Some(kid) = generated {
                     tracing::info!(%kid, alg = %generate, "generated a new signing key on first start");
                 }
-                Keys::new(ring, Some(generate))
+                Keys::new(ring, Some(generate), &cfg.policy, TOKEN_CACHE)?
             }
-            KeySource::SharedSecret(secret) => {
-                Keys::new(KeyRing::shared_secret(&secret, &cfg.policy)?, None)
-            }
+            KeySource::SharedSecret(secret) => Keys::new(
+                KeyRing::shared_secret(&secret)?,
+                None,
+                &cfg.policy,
+                TOKEN_CACHE,
+            )?,
         };
-        let denylist = Denylist::default();
+        let denylist = Denylist::new(Arc::clone(keys.verifier()), cfg.policy.issuer.clone());
         denylist.sync(&*store, t).await?;
         Ok(Self(Arc::new(Inner {
             pool: HashPool::new(hasher, cfg.hash_workers, cfg.hash_queue)?,
@@ -152,19 +159,23 @@ impl AppState {
         })))
     }
 
-    /// Verify an access token and check it against the denylist (no store read).
-    pub fn authenticate(&self, token: &str) -> Result<AccessClaims, ApiError> {
-        let claims = self
-            .0
-            .keys
-            .current()
-            .verifier()
-            .verify(token, now())
-            .map_err(ApiError::InvalidToken)?;
-        if self.0.denylist.denies(&claims) {
-            return Err(ApiError::Revoked);
+    /// Verify an access token the way every edge verifier of this issuer does (the same
+    /// [`jotgate_verify::Verifier`]: policy, revocations, verified-token cache). No store
+    /// read.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, ApiError> {
+        Ok(self.0.keys.verifier().verify(token).await?)
+    }
+
+    /// The access token of a request (`Authorization: Bearer`, or `x-access-token` when
+    /// that legacy header is on), verified.
+    pub async fn authenticate_request(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Arc<Principal>, ApiError> {
+        match jotgate_verify::http::bearer(headers, self.0.cfg.accept_x_access_token)? {
+            Some(token) => self.authenticate(token).await,
+            None => Err(ApiError::missing_token()),
         }
-        Ok(claims)
     }
 
     /// One refresh of keys and revocations from the store.

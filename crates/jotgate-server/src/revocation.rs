@@ -1,27 +1,34 @@
-//! The server's view of revoked access tokens: jotgate-verify's in-memory [`Revocations`]
-//! (tokens, sessions, per-user "not before"), kept current from the store so the request
-//! path never reads it, plus a wake-up for long-polling feed readers.
+//! The server's view of revoked access tokens: the revocations of its own [`Verifier`]
+//! (tokens, sessions, per-user "not before", retired keys), kept current from the store so
+//! the request path never reads it, plus a wake-up for long-polling feed readers.
 
-use jotgate_core::{AccessClaims, TokenPolicy};
+use std::sync::Arc;
+
+use jotgate_core::TokenPolicy;
 use jotgate_store::{Store, StoreError};
-use jotgate_verify::{FeedPage, Revocations, Revoked};
+use jotgate_verify::{FeedPage, Revoked, Verifier};
 use tokio::sync::Notify;
 
-#[derive(Default)]
 pub struct Denylist {
-    revs: Revocations,
+    verifier: Arc<Verifier>,
+    issuer: String,
     changed: Notify,
 }
 
 impl Denylist {
-    pub fn denies(&self, c: &AccessClaims) -> bool {
-        self.revs
-            .denies(Some(&c.jti), c.sid.as_deref(), &c.sub, Some(c.iat))
+    /// The revocations of `issuer` in `verifier` (the server's own).
+    pub fn new(verifier: Arc<Verifier>, issuer: impl Into<String>) -> Self {
+        Self {
+            verifier,
+            issuer: issuer.into(),
+            changed: Notify::new(),
+        }
     }
 
     /// Record revocations this instance made, effective at once.
-    pub fn record(&self, r: impl IntoIterator<Item = Revoked>, now: i64) {
-        self.revs.apply(r, now);
+    pub fn record(&self, r: impl IntoIterator<Item = Revoked>) {
+        self.verifier
+            .apply_revocations(&self.issuer, r.into_iter().collect());
         self.changed.notify_waiters();
     }
 
@@ -34,17 +41,26 @@ impl Denylist {
     /// up, and drop expired entries. Says how many arrived and whether a key was among
     /// them (retired or revoked elsewhere: the key ring must be re-read).
     pub async fn sync(&self, store: &dyn Store, now: i64) -> Result<Synced, StoreError> {
+        let Some(revs) = self.verifier.revocations(&self.issuer) else {
+            return Ok(Synced::default());
+        };
         let mut n = 0;
         let mut keys = false;
         loop {
-            let page = read_feed(store, self.revs.cursor(), now).await?;
+            let page = read_feed(store, revs.cursor(), now).await?;
             n += page.revocations.len();
             keys |= page
                 .revocations
                 .iter()
                 .any(|r| matches!(r, Revoked::Key { .. }));
-            self.revs.apply(page.revocations, now);
-            self.revs.set_cursor(page.cursor);
+            if page.revocations.is_empty() {
+                // Expired entries still go.
+                revs.apply([], now);
+            } else {
+                self.verifier
+                    .apply_revocations(&self.issuer, page.revocations);
+            }
+            revs.set_cursor(page.cursor);
             if !page.more {
                 break;
             }

@@ -12,7 +12,7 @@ use jotgate_verify::Revoked;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::extract::{JsonObject, OptionalJsonObject, bearer_token, client_ip};
+use crate::extract::{JsonObject, OptionalJsonObject, client_ip};
 use crate::{AppState, now, revocation};
 
 /// The client address, as far as this deployment can tell.
@@ -210,19 +210,22 @@ pub async fn login(
 }
 
 pub async fn verify(State(st): State<AppState>, body: JsonObject) -> Result<Json<Value>, ApiError> {
-    let claims = st.authenticate(body.string("token")?)?;
-    Ok(Json(json!({"status": "valid", "claims": claims})))
+    let token = body.string("token")?;
+    if token.is_empty() {
+        return Err(ApiError::missing_token());
+    }
+    let principal = st.authenticate(token).await?;
+    Ok(Json(json!({"status": "valid", "claims": principal.claims})))
 }
 
 pub async fn private(
     State(st): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let token = bearer_token(&headers, st.0.cfg.accept_x_access_token)?;
-    let claims = st.authenticate(token)?;
-    Ok(Json(
-        json!({"message": format!("Hello {}", claims.username)}),
-    ))
+    let p = st.authenticate_request(&headers).await?;
+    Ok(Json(json!({
+        "message": format!("Hello {}", p.username.as_deref().unwrap_or_default())
+    })))
 }
 
 pub async fn refresh(
@@ -275,7 +278,7 @@ async fn revoke(st: &AppState, r: Revoked, t: i64) -> Result<(), ApiError> {
     st.0.store
         .revoke_token(&r.store_id(), r.expires_at(), t)
         .await?;
-    st.0.denylist.record([r], t);
+    st.0.denylist.record([r]);
     Ok(())
 }
 
@@ -354,17 +357,16 @@ pub async fn logout(
     if refresh_token.is_some() && by_refresh.is_none() {
         return Err(ApiError::InvalidRefreshToken);
     }
-    let access = match bearer_token(&headers, st.0.cfg.accept_x_access_token) {
-        Ok(token) => Some(st.authenticate(token)),
-        // Two Authorization headers are refused even when the refresh token would do.
-        Err(e @ ApiError::BadRequest(..)) => return Err(e),
-        Err(e) if by_refresh.is_none() => return Err(e),
-        Err(_) => None,
+    // Two Authorization headers are refused even when the refresh token would do.
+    let access = match jotgate_verify::http::bearer(&headers, st.0.cfg.accept_x_access_token)? {
+        Some(token) => Some(st.authenticate(token).await),
+        None if by_refresh.is_none() => return Err(ApiError::missing_token()),
+        None => None,
     };
     // Both credentials given: they must belong to one session, or one user's access token
     // would end another user's session.
-    if let (Some(Ok(claims)), Some(family)) = (&access, &by_refresh)
-        && claims.sid.as_deref() != Some(family.family_id.as_str())
+    if let (Some(Ok(p)), Some(family)) = (&access, &by_refresh)
+        && p.session_id() != Some(family.family_id.as_str())
     {
         return Err(ApiError::BadRequest(
             "token_mismatch",
@@ -373,22 +375,24 @@ pub async fn logout(
     }
     match (access, by_refresh) {
         (Some(Err(e)), None) => Err(e),
-        (Some(Ok(claims)), _) => {
-            match &claims.sid {
+        (Some(Ok(p)), _) => {
+            match (p.session_id(), p.token_id()) {
                 // The session entry refuses every access token of the session, this one
                 // among them: one feed entry per logout.
-                Some(sid) => revoke_session(&st, sid, Some(&claims.sub), t).await?,
-                None => {
+                (Some(sid), _) => revoke_session(&st, sid, Some(&p.subject), t).await?,
+                (None, Some(jti)) => {
                     revoke(
                         &st,
                         Revoked::Token {
-                            jti: claims.jti.clone(),
-                            expires_at: claims.exp,
+                            jti: jti.to_string(),
+                            expires_at: p.expires_at,
                         },
                         t,
                     )
                     .await?
                 }
+                // The verifier requires `jti` of this issuer's tokens.
+                (None, None) => return Err(ApiError::internal("a verified token without jti")),
             }
             Ok(StatusCode::NO_CONTENT)
         }
@@ -396,7 +400,7 @@ pub async fn logout(
             revoke_session(&st, &f.family_id, Some(&f.user_id), t).await?;
             Ok(StatusCode::NO_CONTENT)
         }
-        (None, None) => Err(ApiError::MissingToken),
+        (None, None) => Err(ApiError::missing_token()),
     }
 }
 
@@ -406,11 +410,10 @@ pub async fn logout_all(
     State(st): State<AppState>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let token = bearer_token(&headers, st.0.cfg.accept_x_access_token)?;
-    let claims = st.authenticate(token)?;
+    let p = st.authenticate_request(&headers).await?;
     let t = now();
-    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &claims.sub, t).await?;
-    st.0.denylist.record(done, t);
+    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &p.subject, t).await?;
+    st.0.denylist.record(done);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -430,7 +433,8 @@ pub async fn revocation_feed(
     let Some(expected) = &st.0.cfg.feed_token else {
         return Err(ApiError::FeedDisabled);
     };
-    let presented = bearer_token(&headers, false)?;
+    let presented =
+        jotgate_verify::http::bearer(&headers, false)?.ok_or_else(ApiError::missing_token)?;
     let a = jotgate_core::sha256_b64url(presented.as_bytes());
     let b = jotgate_core::sha256_b64url(expected.expose_secret().as_bytes());
     if !bool::from(a.as_bytes().ct_eq(b.as_bytes())) {

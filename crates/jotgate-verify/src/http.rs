@@ -28,26 +28,45 @@ pub enum Rejection {
     Unavailable,
 }
 
-/// The Bearer token of a request, if any. `Ok(None)` when there is no Authorization
-/// header or it uses another scheme.
-pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(v) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(Rejection::BadRequest("more than one Authorization header"));
+/// The Bearer token of a request, if any: the one reader of credentials that the jotgate
+/// server, the layer and the gateway share. `Ok(None)` when there is no Authorization
+/// header, it uses another scheme, or nothing follows `Bearer`. With `legacy`, a request
+/// without Authorization may carry the token in `x-access-token` instead. Two headers of
+/// either name, or one that is not text, are a 400: a proxy that read the other one would
+/// disagree about who is calling.
+pub fn bearer(headers: &HeaderMap, legacy: bool) -> Result<Option<&str>, Rejection> {
+    fn single<'a>(
+        headers: &'a HeaderMap,
+        name: &str,
+        twice: &'static str,
+    ) -> Result<Option<&'a str>, Rejection> {
+        let mut values = headers.get_all(name).iter();
+        let Some(v) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(Rejection::BadRequest(twice));
+        }
+        v.to_str()
+            .map(Some)
+            .map_err(|_| Rejection::BadRequest("a credential header is not text"))
     }
-    let v = v
-        .to_str()
-        .map_err(|_| Rejection::BadRequest("the Authorization header is not text"))?;
-    match jotgate_core::bearer_credential(v) {
-        None => Ok(None),
-        Some("") => Err(Rejection::Invalid(VerifyError::new(
-            VerifyErrorKind::Missing,
-        ))),
-        Some(token) => Ok(Some(token)),
+    if let Some(v) = single(
+        headers,
+        header::AUTHORIZATION.as_str(),
+        "more than one Authorization header",
+    )? {
+        return Ok(jotgate_core::bearer_credential(v).filter(|t| !t.is_empty()));
     }
+    if legacy {
+        let v = single(
+            headers,
+            "x-access-token",
+            "more than one x-access-token header",
+        )?;
+        return Ok(v.map(str::trim).filter(|t| !t.is_empty()));
+    }
+    Ok(None)
 }
 
 /// What [`decide`] lets through.
@@ -73,7 +92,7 @@ pub async fn decide(
         return Err(Rejection::Forbidden);
     }
     let public = rule.access == Access::Public;
-    let token = match bearer(headers)? {
+    let token = match bearer(headers, false)? {
         Some(t) => t,
         None if public => return Ok(Decision::default()),
         None => return Err(Rejection::Missing),
@@ -86,10 +105,7 @@ pub async fn decide(
                 token_refused: true,
             });
         }
-        Err(e) if e.kind() == VerifyErrorKind::IssuerUnavailable => {
-            return Err(Rejection::Unavailable);
-        }
-        Err(e) => return Err(Rejection::Invalid(e)),
+        Err(e) => return Err(e.into()),
     };
     if !public {
         rule.check(&principal).map_err(|d| match d {
@@ -107,6 +123,16 @@ pub async fn decide(
 pub fn remove_credentials(h: &mut HeaderMap) {
     h.remove(header::AUTHORIZATION);
     h.remove("x-access-token");
+}
+
+impl From<VerifyError> for Rejection {
+    fn from(e: VerifyError) -> Self {
+        match e.kind() {
+            VerifyErrorKind::Missing => Self::Missing,
+            VerifyErrorKind::IssuerUnavailable => Self::Unavailable,
+            _ => Self::Invalid(e),
+        }
+    }
 }
 
 fn quoted(s: &str) -> String {

@@ -234,6 +234,13 @@ impl KeySet {
         self.keys.len()
     }
 
+    /// Whether the set holds an HMAC secret (then it holds nothing else).
+    pub fn is_secret(&self) -> bool {
+        self.keys
+            .iter()
+            .any(|k| k.alg.family() == jsonwebtoken::AlgorithmFamily::Hmac)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

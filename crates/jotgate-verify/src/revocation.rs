@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Principal;
+use jotgate_core::TokenErrorKind;
+
+use crate::{Principal, VerifyError, VerifyErrorKind};
 
 /// One revocation, as the feed carries it. Each lives until `expires_at`, after which every
 /// token it could deny has expired on its own.
@@ -190,19 +192,44 @@ impl Revocations {
         iat: Option<i64>,
         kid: Option<&str>,
     ) -> bool {
+        self.refusal(jti, sid, sub, iat, kid).is_some()
+    }
+
+    /// Why a token with these claims is refused, if it is: `token_key_retired` when the
+    /// key that signed it was retired before it was issued (or revoked), else
+    /// `token_revoked` for the token, its session or its user.
+    pub fn refusal(
+        &self,
+        jti: Option<&str>,
+        sid: Option<&str>,
+        sub: &str,
+        iat: Option<i64>,
+        kid: Option<&str>,
+    ) -> Option<VerifyError> {
         let s = self.state.read().unwrap_or_else(|p| p.into_inner());
-        jti.is_some_and(|j| s.tokens.contains_key(j))
+        if kid
+            .and_then(|k| s.keys.get(k))
+            .is_some_and(|(na, _)| iat.is_none_or(|iat| iat > *na))
+        {
+            return Some(VerifyError::new(VerifyErrorKind::Token(
+                TokenErrorKind::KeyRetired,
+            )));
+        }
+        let revoked = jti.is_some_and(|j| s.tokens.contains_key(j))
             || sid.is_some_and(|x| s.sessions.contains_key(x))
             || s.users
                 .get(sub)
-                .is_some_and(|(nbf, _)| iat.is_none_or(|iat| iat < *nbf))
-            || kid
-                .and_then(|k| s.keys.get(k))
-                .is_some_and(|(na, _)| iat.is_none_or(|iat| iat > *na))
+                .is_some_and(|(nbf, _)| iat.is_none_or(|iat| iat < *nbf));
+        revoked.then(|| VerifyError::new(VerifyErrorKind::Revoked))
     }
 
     pub fn denies_principal(&self, p: &Principal) -> bool {
-        self.denies_signed(
+        self.refuses(p).is_some()
+    }
+
+    /// [`refusal`](Self::refusal) for a verified principal.
+    pub fn refuses(&self, p: &Principal) -> Option<VerifyError> {
+        self.refusal(
             p.token_id(),
             p.session_id(),
             &p.subject,

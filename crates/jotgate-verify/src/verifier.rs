@@ -29,6 +29,9 @@ pub enum KeySource {
     Pem { pem: Vec<u8>, alg: Algorithm },
     /// A shared HS256 secret (at least 32 bytes).
     SharedSecret(Vec<u8>),
+    /// Keys the program holds and hands over, replaced later with
+    /// [`Verifier::replace_keys`]: how the jotgate server verifies its own tokens.
+    Given(Arc<KeySet>),
 }
 
 impl std::fmt::Debug for KeySource {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for KeySource {
             Self::Jwks(_) => f.write_str("Jwks(..)"),
             Self::Pem { alg, .. } => write!(f, "Pem({alg:?})"),
             Self::SharedSecret(_) => f.write_str("SharedSecret([redacted])"),
+            Self::Given(set) => write!(f, "Given({set:?})"),
         }
     }
 }
@@ -259,7 +263,11 @@ impl Issuer {
         if cfg.algorithms.is_empty() {
             return Err(ConfigError(format!("issuer {name}: algorithms is empty")));
         }
-        let secret = matches!(cfg.keys, KeySource::SharedSecret(_));
+        let secret = match &cfg.keys {
+            KeySource::SharedSecret(_) => true,
+            KeySource::Given(set) => set.is_secret(),
+            _ => false,
+        };
         for a in &cfg.algorithms {
             let hmac = a.family() == jsonwebtoken::AlgorithmFamily::Hmac;
             if hmac != secret {
@@ -276,11 +284,11 @@ impl Issuer {
         let (keys, remote) = match &cfg.keys {
             KeySource::Discovery => {
                 check_url("issuer (for discovery)", name)?;
-                (KeySet::default(), Some(None))
+                (Arc::default(), Some(None))
             }
             KeySource::JwksUri(u) => {
                 check_url(&format!("issuer {name}: jwks_uri"), u)?;
-                (KeySet::default(), Some(Some(u.clone())))
+                (Arc::default(), Some(Some(u.clone())))
             }
             KeySource::Jwks(doc) => {
                 let parsed = KeySet::from_jwks(doc.as_bytes())
@@ -291,17 +299,28 @@ impl Issuer {
                         parsed.skipped.join("; ")
                     )));
                 }
-                (parsed.set, None)
+                (Arc::new(parsed.set), None)
             }
             KeySource::Pem { pem, alg } => (
-                KeySet::from_pem(pem, *alg)
-                    .map_err(|e| ConfigError(format!("issuer {name}: {e}")))?,
+                Arc::new(
+                    KeySet::from_pem(pem, *alg)
+                        .map_err(|e| ConfigError(format!("issuer {name}: {e}")))?,
+                ),
                 None,
             ),
             KeySource::SharedSecret(s) => (
-                KeySet::from_secret(s).map_err(|e| ConfigError(format!("issuer {name}: {e}")))?,
+                Arc::new(
+                    KeySet::from_secret(s)
+                        .map_err(|e| ConfigError(format!("issuer {name}: {e}")))?,
+                ),
                 None,
             ),
+            KeySource::Given(set) => {
+                if set.is_empty() {
+                    return Err(ConfigError(format!("issuer {name}: no key given")));
+                }
+                (Arc::clone(set), None)
+            }
         };
         if let Some(feed) = &cfg.revocation_feed {
             check_url(&format!("issuer {name}: revocation_feed"), &feed.url)?;
@@ -333,7 +352,7 @@ impl Issuer {
             })
             .collect();
         Ok(Self {
-            keys: RwLock::new(Arc::new(keys)),
+            keys: RwLock::new(keys),
             remote: remote.map(|uri| Remote {
                 jwks_uri: Mutex::new(uri),
                 last_attempt: Mutex::new(None),
@@ -724,8 +743,8 @@ impl Verifier {
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, VerifyError> {
         let t = now();
         if let Some((p, issuer)) = self.cache.get(token, t) {
-            if issuer.revocations.denies_principal(&p) {
-                return Err(VerifyError::new(VerifyErrorKind::Revoked));
+            if let Some(e) = issuer.revocations.refuses(&p) {
+                return Err(e);
             }
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(p);
@@ -844,8 +863,8 @@ impl Verifier {
             Principal::from_claims(claims, &issuer.cfg.issuer, &issuer.cfg.roles_claim);
         principal.key_id = kid.map(str::to_string);
         let principal = Arc::new(principal);
-        if issuer.revocations.denies_principal(&principal) {
-            return Err(VerifyError::new(VerifyErrorKind::Revoked));
+        if let Some(e) = issuer.revocations.refuses(&principal) {
+            return Err(e);
         }
         self.cache.insert(
             token,
@@ -857,6 +876,35 @@ impl Verifier {
             t,
         );
         Ok(principal)
+    }
+
+    /// Replace the keys of an issuer whose keys are given, not fetched (a JWKS document, a
+    /// PEM key or a secret): how the jotgate server hands its own key ring over after a
+    /// rotation, retirement or revocation. Cached verifications made with withdrawn
+    /// material are dropped.
+    pub fn replace_keys(&self, issuer: &str, set: Arc<KeySet>) -> Result<(), ConfigError> {
+        let i = self
+            .issuers
+            .get(issuer)
+            .ok_or_else(|| ConfigError(format!("issuer {issuer} is not configured")))?;
+        if i.remote.is_some() {
+            return Err(ConfigError(format!(
+                "issuer {issuer}: its keys are fetched, not given"
+            )));
+        }
+        if set.is_empty() {
+            return Err(ConfigError(format!("issuer {issuer}: no key given")));
+        }
+        let withdrawn = {
+            let old = i.keys();
+            old.material()
+                .any(|(k, t)| !set.material().any(|(nk, nt)| nk == k && nt == t))
+        };
+        *i.keys.write().unwrap_or_else(|p| p.into_inner()) = set;
+        if withdrawn {
+            self.cache.retain(|e| !std::ptr::eq(&*e.tag, &**i));
+        }
+        Ok(())
     }
 
     /// Apply revocations by hand (tests, or a feed other than jotgate's).
@@ -871,7 +919,237 @@ impl Verifier {
 
 #[cfg(test)]
 mod tests {
-    use super::check_url;
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jotgate_core::{AccessClaims, KeyMaterial, SigningAlg, TokenSigner};
+
+    const ISS: &str = "http://127.0.0.1:8080";
+
+    fn claims(now: i64) -> AccessClaims {
+        AccessClaims {
+            iss: ISS.into(),
+            sub: "u1".into(),
+            aud: "jotgate".into(),
+            exp: now + 900,
+            iat: now,
+            nbf: now,
+            jti: "j1".into(),
+            username: "alice".into(),
+            roles: vec![],
+            scope: "profile".into(),
+            sid: None,
+        }
+    }
+
+    /// A jotgate issuer verifying `key` (the way the server verifies its own tokens).
+    fn verifier_for(key: &KeyMaterial, cache: usize) -> Arc<Verifier> {
+        let keys = match key.public_jwk() {
+            Some(jwk) => KeySource::Jwks(serde_json::json!({ "keys": [jwk] }).to_string()),
+            None => KeySource::SharedSecret(key.secret_bytes().to_vec()),
+        };
+        Verifier::new(VerifierConfig {
+            issuers: vec![IssuerConfig::jotgate(ISS, "jotgate").with_keys(keys)],
+            cache_capacity: cache,
+            ..VerifierConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn code(v: &Verifier, token: &str) -> &'static str {
+        match run(v.verify(token)) {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        }
+    }
+
+    #[test]
+    fn sign_and_verify_each_algorithm() {
+        let now = crate::now();
+        for alg in [
+            SigningAlg::RS256,
+            SigningAlg::ES256,
+            SigningAlg::EdDSA,
+            SigningAlg::HS256,
+        ] {
+            let key = if alg == SigningAlg::HS256 {
+                KeyMaterial::shared_secret(&[1u8; 32]).unwrap()
+            } else {
+                KeyMaterial::generate(alg).unwrap()
+            };
+            let signer = TokenSigner::new(&key).unwrap();
+            let v = verifier_for(&key, 0);
+            let t = signer.sign(&claims(now)).unwrap();
+            let p = run(v.verify(&t)).unwrap();
+            assert_eq!(
+                serde_json::from_value::<AccessClaims>(Value::Object(p.claims.clone())).unwrap(),
+                claims(now)
+            );
+            let mut c = claims(now - 2000);
+            assert_eq!(code(&v, &signer.sign(&c).unwrap()), "token_expired");
+            c = claims(now + 1000);
+            c.iat = now;
+            assert_eq!(code(&v, &signer.sign(&c).unwrap()), "token_not_yet_valid");
+            c = claims(now + 1000);
+            assert_eq!(code(&v, &signer.sign(&c).unwrap()), "token_not_yet_valid");
+        }
+    }
+
+    /// One code per condition, whoever verifies: the server, the layer, the gateway and
+    /// the authorizer all come here.
+    #[test]
+    fn claim_defects_have_one_code_each() {
+        let now = crate::now();
+        let key = KeyMaterial::generate(SigningAlg::EdDSA).unwrap();
+        let signer = TokenSigner::new(&key).unwrap();
+        let v = verifier_for(&key, 0);
+        let mut doc = serde_json::to_value(claims(now)).unwrap();
+        let sign = |doc: &Value| {
+            let header = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": key.kid()});
+            let enc = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+            let input = format!("{}.{}", enc(&header), enc(doc));
+            let sig = jsonwebtoken::crypto::sign(
+                input.as_bytes(),
+                &key.encoding_key().unwrap(),
+                jsonwebtoken::Algorithm::EdDSA,
+            )
+            .unwrap();
+            format!("{input}.{sig}")
+        };
+        assert_eq!(code(&v, &sign(&doc)), "ok");
+        assert_eq!(code(&v, &signer.sign(&claims(now)).unwrap()), "ok");
+        for (claim, expected) in [
+            ("aud", "token_wrong_audience"),
+            ("iss", "token_invalid_claims"),
+            ("exp", "token_invalid_claims"),
+            ("sub", "token_invalid_claims"),
+            ("jti", "token_invalid_claims"),
+        ] {
+            let mut d = doc.clone();
+            d.as_object_mut().unwrap().remove(claim);
+            assert_eq!(code(&v, &sign(&d)), expected, "without {claim}");
+        }
+        doc["aud"] = "someone-else".into();
+        assert_eq!(code(&v, &sign(&doc)), "token_wrong_audience");
+        doc["aud"] = "jotgate".into();
+        doc["iss"] = "https://other.example".into();
+        assert_eq!(code(&v, &sign(&doc)), "token_wrong_issuer");
+    }
+
+    #[test]
+    fn tampering_is_refused() {
+        let now = crate::now();
+        let key = KeyMaterial::generate(SigningAlg::EdDSA).unwrap();
+        let t = TokenSigner::new(&key).unwrap().sign(&claims(now)).unwrap();
+        let v = verifier_for(&key, 0);
+        let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+        let mut c = claims(now);
+        c.username = "mallory".into();
+        parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
+        assert_eq!(code(&v, &parts.join(".")), "token_bad_signature");
+        assert_eq!(code(&v, "a.b"), "token_malformed");
+        assert_eq!(code(&v, &format!("{t}=")), "token_malformed");
+        assert_eq!(code(&v, &"a".repeat(9000)), "token_too_large");
+    }
+
+    /// Random mutations of a valid token (byte flips, truncations, insertions, swapped
+    /// parts) never panic, and the only accepted spelling is the original token.
+    #[test]
+    fn mutated_tokens_are_refused_and_never_panic() {
+        let now = crate::now();
+        let key = KeyMaterial::generate(SigningAlg::ES256).unwrap();
+        let token = TokenSigner::new(&key).unwrap().sign(&claims(now)).unwrap();
+        let v = verifier_for(&key, 0);
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n.max(1) as u64) as usize
+        };
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ ";
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for _ in 0..5000 {
+            let mut t = token.clone().into_bytes();
+            for _ in 0..=next(3) {
+                match next(4) {
+                    0 => {
+                        let i = next(t.len());
+                        t[i] = alphabet[next(alphabet.len())];
+                    }
+                    1 => t.truncate(next(t.len()).max(1)),
+                    2 => {
+                        let i = next(t.len() + 1);
+                        t.insert(i, alphabet[next(alphabet.len())]);
+                    }
+                    _ => {
+                        let i = next(t.len());
+                        t.remove(i);
+                        if t.is_empty() {
+                            t.push(b'.');
+                        }
+                    }
+                }
+            }
+            let t = String::from_utf8(t).unwrap();
+            if rt.block_on(v.verify(&t)).is_ok() {
+                assert_eq!(t, token, "a second spelling was accepted");
+            }
+        }
+    }
+
+    /// The server hands its ring over after a rotation or revocation: a withdrawn key's
+    /// cached verifications go with it, and retirement entries refuse later tokens.
+    #[test]
+    fn given_keys_are_replaced_and_withdrawn_ones_forgotten() {
+        let now = crate::now();
+        let old = KeyMaterial::generate(SigningAlg::EdDSA).unwrap();
+        let new = KeyMaterial::generate(SigningAlg::ES256).unwrap();
+        let set = |keys: &[&KeyMaterial]| {
+            let doc = serde_json::json!({"keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>()});
+            Arc::new(KeySet::from_jwks(doc.to_string().as_bytes()).unwrap().set)
+        };
+        let issuer =
+            IssuerConfig::jotgate(ISS, "jotgate").with_keys(KeySource::Given(set(&[&old])));
+        let v = Verifier::new(VerifierConfig {
+            issuers: vec![issuer],
+            ..VerifierConfig::default()
+        })
+        .unwrap();
+        let by_old = TokenSigner::new(&old).unwrap().sign(&claims(now)).unwrap();
+        let by_new = TokenSigner::new(&new).unwrap().sign(&claims(now)).unwrap();
+        assert_eq!(code(&v, &by_old), "ok");
+        assert_eq!(code(&v, &by_new), "token_unknown_key");
+        v.replace_keys(ISS, set(&[&old, &new])).unwrap();
+        assert_eq!(code(&v, &by_new), "ok");
+        assert_eq!(v.cached_tokens(), 2);
+        // Retired at `now - 1`: tokens it signed from then on are refused, cached or not.
+        v.apply_revocations(
+            ISS,
+            vec![crate::Revoked::Key {
+                kid: old.kid().into(),
+                not_after: now - 1,
+                expires_at: now + 100,
+            }],
+        );
+        assert_eq!(code(&v, &by_old), "token_key_retired");
+        // Withdrawn: the issuer's cached verifications go, and are made again.
+        v.replace_keys(ISS, set(&[&new])).unwrap();
+        assert_eq!(v.cached_tokens(), 0);
+        assert_eq!(code(&v, &by_old), "token_unknown_key");
+        assert_eq!(code(&v, &by_new), "ok");
+        assert!(v.replace_keys(ISS, Arc::new(KeySet::default())).is_err());
+    }
 
     #[test]
     fn urls_are_checked_on_the_host_they_connect_to() {

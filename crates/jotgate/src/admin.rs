@@ -296,19 +296,21 @@ pub async fn token_verify(s: &Settings, token: &str) -> anyhow::Result<String> {
     let store = open_store(s).await?;
     let t = now();
     let ring = match s.key_source()? {
-        jotgate_server::KeySource::SharedSecret(k) => KeyRing::shared_secret(&k, &policy)?,
+        jotgate_server::KeySource::SharedSecret(k) => KeyRing::shared_secret(&k)?,
         jotgate_server::KeySource::Stored { .. } => {
             KeyRing::from_stored(&store.keys().await?, &policy, t)?
         }
     };
-    let claims = ring
-        .verifier()
-        .verify(token.trim(), t)
-        .map_err(|e| anyhow::anyhow!("invalid token: {e}"))?;
-    let denylist = jotgate_server::revocation::Denylist::default();
-    denylist.sync(&*store, t).await?;
-    if denylist.denies(&claims) {
-        bail!("invalid token: token has been revoked");
-    }
+    // The server's own verifier and revocations: the same answer as its API would give.
+    let verifier = keyring::own_verifier(&policy, &ring, 0)?;
+    jotgate_server::revocation::Denylist::new(verifier.clone(), policy.issuer.clone())
+        .sync(&*store, t)
+        .await?;
+    let claims = verifier
+        .verify(token.trim())
+        .await
+        .map_err(|e| anyhow::anyhow!("invalid token: {e} ({})", e.code()))?
+        .claims
+        .clone();
     Ok(serde_json::to_string_pretty(&claims)?)
 }

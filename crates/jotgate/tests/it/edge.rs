@@ -450,7 +450,7 @@ async fn the_revocation_feed_is_protected_and_long_polls() {
         .unwrap();
     assert_eq!(
         error_code(res, StatusCode::UNAUTHORIZED).await,
-        "missing_token"
+        "token_missing"
     );
     let res = bearer(Method::GET, app.url("/api/v1/revocations"), "wrong-token").await;
     assert_eq!(

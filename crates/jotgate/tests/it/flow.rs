@@ -153,7 +153,7 @@ async fn private_without_or_with_bad_token_is_401_with_challenge() {
     );
     assert_eq!(
         error_code(res, StatusCode::UNAUTHORIZED).await,
-        "missing_token"
+        "token_missing"
     );
 
     let res = app.private("not.a.token").await;
@@ -185,7 +185,7 @@ async fn private_without_or_with_bad_token_is_401_with_challenge() {
         .unwrap();
     assert_eq!(
         error_code(res, StatusCode::UNAUTHORIZED).await,
-        "missing_token"
+        "token_missing"
     );
 }
 
@@ -260,7 +260,7 @@ async fn logout_revokes_the_token_and_the_session_at_once() {
     let res = app.client.post(app.url("/logout")).send().await.unwrap();
     assert_eq!(
         error_code(res, StatusCode::UNAUTHORIZED).await,
-        "missing_token"
+        "token_missing"
     );
     // Another session of the same user is untouched.
     let other = app
@@ -456,7 +456,7 @@ async fn logout_with_the_refresh_token_alone_ends_the_session() {
     let res = app.post("/logout", json!({})).await;
     assert_eq!(
         error_code(res, StatusCode::UNAUTHORIZED).await,
-        "missing_token"
+        "token_missing"
     );
     let res = app.post("/logout", json!({"refresh_token": 7})).await;
     assert_eq!(

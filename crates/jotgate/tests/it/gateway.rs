@@ -44,11 +44,20 @@ fn sign(
 
 /// The RFC 8725 attack list, as (name, token, expected code), for tokens of `fake`.
 pub fn attacks(fake: &FakeIssuer) -> Vec<(&'static str, String, &'static str)> {
+    attacks_on(&fake.key, &fake.claims())
+}
+
+/// The attack list for tokens like `claims` signed by the ES256 key `signer`: the same list,
+/// and the same codes, for every verifier of them (the jotgate server included).
+pub fn attacks_on(
+    signer: &KeyMaterial,
+    claims: &jotgate_core::AccessClaims,
+) -> Vec<(&'static str, String, &'static str)> {
     use jsonwebtoken::Algorithm::*;
-    let key = fake.key.encoding_key().unwrap();
-    let kid = fake.key.kid().to_string();
+    let key = signer.encoding_key().unwrap();
+    let kid = signer.kid().to_string();
     let h = json!({"alg": "ES256", "typ": "at+jwt", "kid": kid});
-    let c = serde_json::to_value(fake.claims()).unwrap();
+    let c = serde_json::to_value(claims).unwrap();
     let with = |f: &dyn Fn(&mut Value)| {
         let mut v = c.clone();
         f(&mut v);
@@ -66,7 +75,7 @@ pub fn attacks(fake: &FakeIssuer) -> Vec<(&'static str, String, &'static str)> {
         (p[0].to_string(), p[1].to_string(), p[2].to_string())
     };
     // The public key's bytes used as an HMAC secret (the classic RS/HS confusion).
-    let public = serde_json::to_vec(fake.key.public_jwk().unwrap()).unwrap();
+    let public = serde_json::to_vec(signer.public_jwk().unwrap()).unwrap();
     let hs = jsonwebtoken::EncodingKey::from_secret(&public);
     let other = KeyMaterial::generate(SigningAlg::ES256)
         .unwrap()
@@ -189,6 +198,11 @@ pub fn attacks(fake: &FakeIssuer) -> Vec<(&'static str, String, &'static str)> {
             claims_signed(&drop("sub")),
             "token_invalid_claims",
         ),
+        (
+            "no aud",
+            claims_signed(&drop("aud")),
+            "token_wrong_audience",
+        ),
         ("padding", format!("{valid}="), "token_malformed"),
         ("two parts", format!("{head}.{sig}"), "token_malformed"),
         (
@@ -272,6 +286,64 @@ async fn every_attack_is_refused_by_the_authorizer() {
         assert_eq!(out["isAuthorized"], false, "{name}");
         assert_eq!(out["context"]["code"], code, "{name}");
     }
+}
+
+/// The server checks its own tokens through the same pipeline as the edge: the same list,
+/// the same codes, on `/private` (with the same WWW-Authenticate challenge) and `/verify`.
+#[tokio::test]
+async fn every_attack_gets_the_same_code_from_the_server() {
+    let dir = crate::common::temp_dir();
+    let app = crate::common::TestApp::with(
+        jotgate::settings::Settings {
+            alg: Some("ES256".into()),
+            ..crate::common::settings(&dir)
+        },
+        dir,
+    )
+    .await;
+    let key = app.signing_key().await;
+    let claims = app.claims("ann");
+    let valid = jotgate_core::TokenSigner::new(&key)
+        .unwrap()
+        .sign(&claims)
+        .unwrap();
+    assert_eq!(app.private(&valid).await.status(), StatusCode::OK);
+    // jotgate's own tokens must carry a jti (a verifier configured with the jotgate
+    // profile requires it too).
+    let mut no_jti = serde_json::to_value(&claims).unwrap();
+    no_jti.as_object_mut().unwrap().remove("jti");
+    let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid()});
+    let no_jti = sign(
+        &header,
+        &no_jti,
+        &key.encoding_key().unwrap(),
+        jsonwebtoken::Algorithm::ES256,
+    );
+    let mut list = attacks_on(&key, &claims);
+    list.push(("no jti", no_jti, "token_invalid_claims"));
+    for (name, token, code) in list {
+        let res = app.private(&token).await;
+        let challenge = challenge(&res);
+        assert!(challenge.contains("invalid_token"), "{name}: {challenge}");
+        assert_eq!(
+            error_code(res, StatusCode::UNAUTHORIZED).await,
+            code,
+            "{name}: /private"
+        );
+        let res = app.post("/verify", json!({ "token": token })).await;
+        assert_eq!(
+            error_code(res, StatusCode::UNAUTHORIZED).await,
+            code,
+            "{name}: /verify"
+        );
+    }
+    // No token: the same code and challenge as the layer and the gateway give.
+    let res = app.client.get(app.url("/private")).send().await.unwrap();
+    assert_eq!(challenge(&res), "Bearer realm=\"jotgate\"");
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "token_missing"
+    );
 }
 
 // ---- the gateway as a proxy ----

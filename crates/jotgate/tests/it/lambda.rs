@@ -165,7 +165,7 @@ async fn the_http_api_runs_unchanged_behind_each_event_shape() {
         let (status, headers, body) = f.call(event(shape, "GET", "/private", None, None)).await;
         assert_eq!(
             (status, body["code"].as_str()),
-            (401, Some("missing_token")),
+            (401, Some("token_missing")),
             "{shape:?}"
         );
         let challenge = headers["www-authenticate"].as_str().unwrap_or_default();
