@@ -190,9 +190,18 @@ impl KeyRing {
             .filter_map(|j| serde_json::to_value(j).ok())
             .collect();
         let jwks = json!({ "keys": keys });
-        let verify_keys = KeySet::from_jwks(jwks.to_string().as_bytes())
-            .map_err(|e| bad(signer, e))?
-            .set;
+        let parsed = KeySet::from_jwks(jwks.to_string().as_bytes()).map_err(|e| bad(signer, e))?;
+        // Every key it publishes, the verifier must hold: else tokens it signs are refused.
+        if !parsed.skipped.is_empty() || parsed.set.len() != published.len() {
+            return Err(bad(
+                signer,
+                format!(
+                    "a published key does not parse as a verification key ({})",
+                    parsed.skipped.join("; ")
+                ),
+            ));
+        }
+        let verify_keys = parsed.set;
         let mut algs: Vec<&'static str> = published.iter().map(|m| m.alg().as_str()).collect();
         algs.sort_unstable();
         algs.dedup();

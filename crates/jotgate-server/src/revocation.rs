@@ -53,13 +53,9 @@ impl Denylist {
                 .revocations
                 .iter()
                 .any(|r| matches!(r, Revoked::Key { .. }));
-            if page.revocations.is_empty() {
-                // Expired entries still go.
-                revs.apply([], now);
-            } else {
-                self.verifier
-                    .apply_revocations(&self.issuer, page.revocations);
-            }
+            // Also drops expired entries, when nothing new came.
+            self.verifier
+                .apply_revocations(&self.issuer, page.revocations);
             revs.set_cursor(page.cursor);
             if !page.more {
                 break;

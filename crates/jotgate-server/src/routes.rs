@@ -385,7 +385,8 @@ pub async fn logout(
                         &st,
                         Revoked::Token {
                             jti: jti.to_string(),
-                            expires_at: p.expires_at,
+                            // Accepted until exp + leeway: refused as long.
+                            expires_at: p.expires_at.saturating_add(st.0.cfg.policy.leeway),
                         },
                         t,
                     )

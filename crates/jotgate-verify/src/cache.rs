@@ -15,6 +15,9 @@ pub(crate) struct Entry<T> {
     /// Unix seconds after which the entry is useless.
     pub valid_until: i64,
     pub tag: T,
+    /// The owner's key generation when the keys that verified it were read: an entry of an
+    /// older generation is not served (keys were withdrawn since).
+    pub stamp: u64,
 }
 
 pub(crate) struct TokenCache<T> {
@@ -41,13 +44,13 @@ impl<T: Clone> TokenCache<T> {
         &self.shards[(self.hasher.hash_one(token) as usize) % SHARDS]
     }
 
-    pub fn get(&self, token: &str, now: i64) -> Option<(Arc<Principal>, T)> {
+    pub fn get(&self, token: &str, now: i64) -> Option<(Arc<Principal>, T, u64)> {
         if !self.enabled() {
             return None;
         }
         let shard = self.shard(token).read().unwrap_or_else(|p| p.into_inner());
         let e = shard.get(token)?;
-        (now <= e.valid_until).then(|| (e.principal.clone(), e.tag.clone()))
+        (now <= e.valid_until).then(|| (e.principal.clone(), e.tag.clone(), e.stamp))
     }
 
     pub fn insert(&self, token: &str, entry: Entry<T>, now: i64) {

@@ -207,9 +207,10 @@ impl Revocations {
         kid: Option<&str>,
     ) -> Option<VerifyError> {
         let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        // `not_after` 0 (the epoch) is a revoked key: every token, whatever `iat` it claims.
         if kid
             .and_then(|k| s.keys.get(k))
-            .is_some_and(|(na, _)| iat.is_none_or(|iat| iat > *na))
+            .is_some_and(|(na, _)| *na <= 0 || iat.is_none_or(|iat| iat > *na))
         {
             return Some(VerifyError::new(VerifyErrorKind::Token(
                 TokenErrorKind::KeyRetired,

@@ -247,6 +247,9 @@ pub(crate) struct Issuer {
     feed_ready: AtomicBool,
     /// When the feed was last read to its end.
     feed_synced: Mutex<Option<Instant>>,
+    /// Bumped after every key swap that withdraws material: cached verifications made
+    /// with keys read before it are not served.
+    withdrawals: AtomicU64,
 }
 
 impl Issuer {
@@ -365,6 +368,7 @@ impl Issuer {
             revocations: Revocations::default(),
             feed_ready: AtomicBool::new(cfg.revocation_feed.is_none()),
             feed_synced: Mutex::new(None),
+            withdrawals: AtomicU64::new(0),
             cfg,
         })
     }
@@ -560,7 +564,7 @@ impl Verifier {
                 if withdrawn {
                     // A key the issuer stopped publishing may have been compromised: tokens
                     // it signed must be checked again.
-                    self.cache.retain(|e| !std::ptr::eq(&*e.tag, issuer));
+                    self.withdrawn(issuer);
                 }
                 Ok(ttl)
             }
@@ -651,7 +655,9 @@ impl Verifier {
                     .map_err(|_| "feed page is not the expected JSON".to_string())
             })?;
         let changed = !page.revocations.is_empty();
-        issuer.revocations.apply(page.revocations, now());
+        issuer
+            .revocations
+            .apply(page.revocations, self.revocations_now());
         issuer.revocations.set_cursor(page.cursor);
         if changed {
             self.cache
@@ -742,7 +748,9 @@ impl Verifier {
     /// Verify `token`: cached answer if seen before, else the full policy.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, VerifyError> {
         let t = now();
-        if let Some((p, issuer)) = self.cache.get(token, t) {
+        if let Some((p, issuer, stamp)) = self.cache.get(token, t)
+            && stamp == issuer.withdrawals.load(Ordering::Acquire)
+        {
             if let Some(e) = issuer.revocations.refuses(&p) {
                 return Err(e);
             }
@@ -778,6 +786,8 @@ impl Verifier {
             .get(&alg)
             .ok_or(VerifyError::new(VerifyErrorKind::AlgorithmNotAllowed))?;
         let kid = c.header_str("kid");
+        // Read before the keys: a withdrawal after this makes the cache entry stale.
+        let stamp = issuer.withdrawals.load(Ordering::Acquire);
         let mut keys = issuer.keys();
         if keys.candidates(kid).next().is_none() && issuer.remote.is_some() {
             // Maybe the issuer rotated: refetch, at most once per cooldown whatever the
@@ -802,6 +812,7 @@ impl Verifier {
         }
         // Keys sharing a kid: the first whose signature checks wins.
         let mut decoded = None;
+        let mut signer = None;
         for key in &fitting {
             self.stats.signature_checks.fetch_add(1, Ordering::Relaxed);
             let r = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation);
@@ -810,6 +821,7 @@ impl Verifier {
                 Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature)
             );
             decoded = Some(r);
+            signer = Some(key);
             if !bad_sig {
                 break;
             }
@@ -856,12 +868,18 @@ impl Verifier {
         {
             return Err(VerifyError::new(VerifyErrorKind::MissingClaim));
         }
-        if claims.get("sub").is_some_and(|s| !s.is_string()) {
+        // The claims revocations are keyed by must be strings, or no entry could match them.
+        if ["sub", "jti", "sid"]
+            .iter()
+            .any(|k| claims.get(*k).is_some_and(|s| !s.is_string()))
+        {
             return Err(refused(TokenErrorKind::InvalidClaims));
         }
         let mut principal =
             Principal::from_claims(claims, &issuer.cfg.issuer, &issuer.cfg.roles_claim);
-        principal.key_id = kid.map(str::to_string);
+        // The key that verified it, whatever the header said (a token without `kid` is
+        // checked against an issuer's only key): key revocations are keyed by it.
+        principal.key_id = signer.and_then(|k| k.kid.clone());
         let principal = Arc::new(principal);
         if let Some(e) = issuer.revocations.refuses(&principal) {
             return Err(e);
@@ -872,6 +890,7 @@ impl Verifier {
                 principal: principal.clone(),
                 valid_until: exp.saturating_add(leeway),
                 tag: issuer.clone(),
+                stamp,
             },
             t,
         );
@@ -902,18 +921,37 @@ impl Verifier {
         };
         *i.keys.write().unwrap_or_else(|p| p.into_inner()) = set;
         if withdrawn {
-            self.cache.retain(|e| !std::ptr::eq(&*e.tag, &**i));
+            self.withdrawn(i);
         }
         Ok(())
     }
 
-    /// Apply revocations by hand (tests, or a feed other than jotgate's).
+    /// After `issuer`'s keys were swapped for a set without some of the old material:
+    /// no cached verification of that issuer is served again, including one a concurrent
+    /// `verify` inserts with keys it read before the swap (its stamp is older).
+    fn withdrawn(&self, issuer: &Issuer) {
+        issuer.withdrawals.fetch_add(1, Ordering::AcqRel);
+        self.cache.retain(|e| !std::ptr::eq(&*e.tag, issuer));
+    }
+
+    /// Apply revocations by hand (the jotgate server's own, tests, or a feed other than
+    /// jotgate's), and drop expired ones.
     pub fn apply_revocations(&self, issuer: &str, entries: Vec<crate::Revoked>) {
         if let Some(i) = self.issuers.get(issuer) {
-            i.revocations.apply(entries, now());
-            self.cache
-                .retain(|e| !i.revocations.denies_principal(&e.principal));
+            let any = !entries.is_empty();
+            i.revocations.apply(entries, self.revocations_now());
+            if any {
+                self.cache
+                    .retain(|e| !i.revocations.denies_principal(&e.principal));
+            }
         }
+    }
+
+    /// The instant revocations are expired against: an entry is kept while a token it
+    /// refuses could still pass, i.e. until its `expires_at` plus this verifier's leeway
+    /// (which may be larger than the issuer's).
+    fn revocations_now(&self) -> i64 {
+        now().saturating_sub(self.cfg.leeway)
     }
 }
 
@@ -1149,6 +1187,81 @@ mod tests {
         assert_eq!(code(&v, &by_old), "token_unknown_key");
         assert_eq!(code(&v, &by_new), "ok");
         assert!(v.replace_keys(ISS, Arc::new(KeySet::default())).is_err());
+    }
+
+    /// A revoked key (`not_after` 0) refuses every token it verifies: with a backdated or
+    /// negative `iat`, and without a `kid` (matched to the issuer's only key).
+    #[test]
+    fn a_revoked_key_cannot_be_dodged_by_iat_or_a_missing_kid() {
+        let now = crate::now();
+        let key = KeyMaterial::generate(SigningAlg::EdDSA).unwrap();
+        let v = verifier_for(&key, 100);
+        v.apply_revocations(
+            ISS,
+            vec![crate::Revoked::Key {
+                kid: key.kid().into(),
+                not_after: 0,
+                expires_at: now + 100,
+            }],
+        );
+        let signed = |kid: Option<&str>, iat: i64| {
+            let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+            h.typ = Some("at+jwt".into());
+            h.kid = kid.map(str::to_string);
+            let mut c = claims(now);
+            c.iat = iat;
+            jsonwebtoken::encode(&h, &c, &key.encoding_key().unwrap()).unwrap()
+        };
+        for (kid, iat) in [
+            (Some(key.kid()), now),
+            (Some(key.kid()), 0),
+            (Some(key.kid()), -5),
+            (None, now),
+            (None, 0),
+        ] {
+            assert_eq!(
+                code(&v, &signed(kid, iat)),
+                "token_key_retired",
+                "kid {kid:?}, iat {iat}"
+            );
+        }
+    }
+
+    /// A verification made with keys read before a withdrawal, cached after it, is not
+    /// served: its stamp is older than the issuer's key generation.
+    #[test]
+    fn a_cache_entry_older_than_a_withdrawal_is_not_served() {
+        let now = crate::now();
+        let old = KeyMaterial::generate(SigningAlg::EdDSA).unwrap();
+        let new = KeyMaterial::generate(SigningAlg::EdDSA).unwrap();
+        let set = |k: &KeyMaterial| {
+            let doc = serde_json::json!({ "keys": [k.public_jwk()] });
+            Arc::new(KeySet::from_jwks(doc.to_string().as_bytes()).unwrap().set)
+        };
+        let issuer = IssuerConfig::jotgate(ISS, "jotgate").with_keys(KeySource::Given(set(&old)));
+        let v = Verifier::new(VerifierConfig {
+            issuers: vec![issuer],
+            ..VerifierConfig::default()
+        })
+        .unwrap();
+        let token = TokenSigner::new(&old).unwrap().sign(&claims(now)).unwrap();
+        let p = run(v.verify(&token)).unwrap();
+        let stale_stamp = v.issuers[ISS].withdrawals.load(Ordering::Acquire);
+        v.replace_keys(ISS, set(&new)).unwrap();
+        assert_eq!(v.cached_tokens(), 0);
+        // The interleaving a concurrent request could produce: verified with the old keys,
+        // inserted after the withdrawal dropped the issuer's entries.
+        v.cache.insert(
+            &token,
+            Entry {
+                principal: p,
+                valid_until: now + 900,
+                tag: v.issuers[ISS].clone(),
+                stamp: stale_stamp,
+            },
+            now,
+        );
+        assert_eq!(code(&v, &token), "token_unknown_key");
     }
 
     #[test]
