@@ -61,8 +61,13 @@ echo "| load | req/s | p50 | p99 |"
 echo "|---|---|---|---|"
 wrk_line "GET /private, valid RS256 token, repeated: a verified-token cache hit (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
   -H "Authorization: Bearer $token" http://127.0.0.1:$PORT/private
+# The last character changed (to another canonical one: an RS256 signature's last character
+# is one of A, Q, g, w), so the signature fails: checked every time, refusals are not cached.
+last=${token: -1}; if [ "$last" = A ]; then bad="${token%?}Q"; else bad="${token%?}A"; fi
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $bad" localhost:$PORT/private)" = 401 ] \
+  || { echo "the invalid token is not refused" >&2; exit 1; }
 wrk_line "GET /private, invalid token (last character changed): a signature check every time (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
-  -H "Authorization: Bearer ${token%?}A" http://127.0.0.1:$PORT/private
+  -H "Authorization: Bearer $bad" http://127.0.0.1:$PORT/private
 wrk_line "GET /healthz, no auth: the stack's ceiling (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
   http://127.0.0.1:$PORT/healthz
 cat > "$work/login.lua" <<'LUA'

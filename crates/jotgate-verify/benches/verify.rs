@@ -56,6 +56,13 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
+    // The last character changed: a signature that fails, checked every time (refusals are
+    // never cached) — what benches/http.sh's "invalid token" load costs per request.
+    let (v, token) = setup(SigningAlg::RS256, 10_000);
+    let bad = format!("{}A", &token[..token.len() - 1]);
+    g.bench_function("RS256/bad_signature", |b| {
+        b.iter(|| rt.block_on(v.verify(black_box(&bad))).unwrap_err())
+    });
     g.finish();
 
     let mut g = c.benchmark_group("authorizer_event");
