@@ -9,6 +9,7 @@ use argon2::password_hash::phc::{Output, ParamsString, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 /// Shortest password accepted by default, in characters (NIST SP 800-63B's minimum; a
 /// deployment may ask for more with [`check_policy_min`]).
@@ -50,13 +51,14 @@ fn counts(c: char) -> bool {
 
 /// The form a password is hashed in (NIST SP 800-63B §5.1.1.2): Unicode NFKC, so that `ﬁ`
 /// and `fi`, or a composed and a decomposed `é`, are the same password.
-pub fn normalize(password: &str) -> std::borrow::Cow<'_, str> {
+/// The copy is wiped when dropped.
+pub fn normalize(password: &str) -> Zeroizing<String> {
     use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
-    if is_nfkc_quick(password.chars()) == IsNormalized::Yes {
-        std::borrow::Cow::Borrowed(password)
+    Zeroizing::new(if is_nfkc_quick(password.chars()) == IsNormalized::Yes {
+        password.to_string()
     } else {
-        std::borrow::Cow::Owned(password.nfkc().collect())
-    }
+        password.nfkc().collect()
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,10 +106,10 @@ pub fn check_policy_min(
     if substantial < min_len {
         return Err(PasswordError::TooShort(min_len));
     }
-    if crate::username::canonical_key(&pw) == username_canonical {
+    if Zeroizing::new(crate::username::canonical_key(&pw)).as_str() == username_canonical {
         return Err(PasswordError::SameAsUsername);
     }
-    if is_common(&pw.to_lowercase()) {
+    if is_common(&Zeroizing::new(pw.to_lowercase())) {
         return Err(PasswordError::TooCommon);
     }
     Ok(())
@@ -326,7 +328,7 @@ impl PasswordHasher {
                 rehash: self.needs_rehash(phc),
             };
         }
-        let matched = normal != password && self.verify_raw(password, phc, ws);
+        let matched = normal.as_str() != password && self.verify_raw(password, phc, ws);
         Check {
             matched,
             rehash: matched,
@@ -389,7 +391,7 @@ impl PasswordHasher {
         let _ = self.hash_in(password, ws);
         // A failed check of a real account also tries the typed form when normalisation
         // changed it: the same work here, so the time does not tell the two apart.
-        if normalize(password) != password {
+        if normalize(password).as_str() != password {
             let _ = self.hash_in(password, ws);
         }
     }

@@ -1,14 +1,20 @@
 //! Signing keys encrypted at rest under a master key: AES-256-GCM (aws-lc-rs) with a random
 //! 96-bit nonce.
 //!
-//! Format 2 (written now): `JGK2 ‖ master-key id (8 bytes) ‖ nonce ‖ ciphertext ‖ tag`,
-//! with associated data binding the purpose, the key id and its algorithm, so a blob
-//! cannot be moved to another row or read as another kind of secret. The master-key id
-//! (the first 8 bytes of SHA-256 over the master key) says which master key sealed it:
-//! a leaked master key can be replaced, the old one kept as an old key until every blob
-//! is re-sealed (they are, as they are read).
+//! Format 3 (written now): `JGK3 ‖ master-key id (8 bytes) ‖ retired (1 byte flag ‖ 8 bytes
+//! big-endian instant) ‖ nonce ‖ ciphertext ‖ tag`. The associated data binds the purpose,
+//! the deployment (jotgate: the store's random id), the key id, its algorithm and that
+//! whole header, so a blob cannot be moved to another row, another store sharing the
+//! master key, or read as
+//! another kind of secret — and its retirement cannot be undone without the master key: a
+//! row whose `retired_at` was cleared still holds a blob that says "retired". The master-key
+//! id (the first 8 bytes of SHA-256 over the master key) says which master key sealed it: a
+//! leaked master key can be replaced, the old one kept as an old key until every blob is
+//! re-sealed (they are, as they are read).
 //!
-//! Format 1 (read only): `JGK1 ‖ nonce ‖ ciphertext ‖ tag`, the kid as associated data.
+//! Format 2 (read only): `JGK2 ‖ master-key id ‖ nonce ‖ ciphertext ‖ tag`, purpose, kid and
+//! algorithm as associated data. Format 1 (read only): `JGK1 ‖ nonce ‖ ciphertext ‖ tag`,
+//! the kid as associated data. Both are re-sealed in format 3 when read.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
 use base64::Engine;
@@ -16,14 +22,19 @@ use zeroize::Zeroizing;
 
 const MAGIC: &[u8; 4] = b"JGK1";
 const MAGIC2: &[u8; 4] = b"JGK2";
+const MAGIC3: &[u8; 4] = b"JGK3";
 const NONCE_LEN: usize = 12;
 const ID_LEN: usize = 8;
+/// The retirement field of a format-3 header: a flag byte and an instant.
+const RETIRED_LEN: usize = 9;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
     #[error("the master key must be 32 bytes, base64-encoded (e.g. `openssl rand -base64 32`)")]
     BadMasterKey,
-    #[error("cannot decrypt key {0}: wrong master key, or the stored key was altered")]
+    #[error(
+        "cannot decrypt key {0}: wrong master key, a key copied from another store, or the stored key was altered"
+    )]
     Open(String),
     #[error(
         "key {0} was sealed with a master key that is not configured (id {1}): set it as the master key or among the old master keys"
@@ -42,6 +53,33 @@ pub struct MasterKey {
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MasterKey([redacted])")
+    }
+}
+
+fn aad_v3(deployment: &str, kid: &str, alg: &str, header: &[u8]) -> Vec<u8> {
+    let mut a = b"jotgate:signing-key:v3\0".to_vec();
+    for part in [deployment.as_bytes(), kid.as_bytes(), alg.as_bytes()] {
+        a.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        a.extend_from_slice(part);
+    }
+    a.extend_from_slice(header);
+    a
+}
+
+fn retired_field(retired_at: Option<i64>) -> [u8; RETIRED_LEN] {
+    let mut f = [0u8; RETIRED_LEN];
+    if let Some(at) = retired_at {
+        f[0] = 1;
+        f[1..].copy_from_slice(&at.to_be_bytes());
+    }
+    f
+}
+
+fn parse_retired(f: &[u8]) -> Option<Option<i64>> {
+    match f.split_first()? {
+        (0, rest) if rest.iter().all(|b| *b == 0) => Some(None),
+        (1, rest) => Some(Some(i64::from_be_bytes(rest.try_into().ok()?))),
+        _ => None,
     }
 }
 
@@ -80,16 +118,27 @@ impl MasterKey {
         self.id.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Seal the private key `kid` of algorithm `alg` (format 2).
-    pub fn seal(&self, kid: &str, alg: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        let mut buf = plaintext.to_vec();
+    /// Seal the private key `kid` of algorithm `alg` for `deployment` (format 3), recording
+    /// its retirement.
+    fn seal(
+        &self,
+        deployment: &str,
+        kid: &str,
+        alg: &str,
+        retired_at: Option<i64>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        let mut header = Vec::with_capacity(4 + ID_LEN + RETIRED_LEN);
+        header.extend_from_slice(MAGIC3);
+        header.extend_from_slice(&self.id);
+        header.extend_from_slice(&retired_field(retired_at));
+        let mut buf = Zeroizing::new(plaintext.to_vec());
+        let aad = aad_v3(deployment, kid, alg, &header);
         let nonce = self
             .key
-            .seal_in_place_append_tag(Aad::from(aad_v2(kid, alg).as_slice()), &mut buf)
+            .seal_in_place_append_tag(Aad::from(aad.as_slice()), &mut *buf)
             .map_err(|_| SealError::Seal)?;
-        let mut out = Vec::with_capacity(4 + ID_LEN + NONCE_LEN + buf.len());
-        out.extend_from_slice(MAGIC2);
-        out.extend_from_slice(&self.id);
+        let mut out = header;
         out.extend_from_slice(nonce.as_ref());
         out.extend_from_slice(&buf);
         Ok(out)
@@ -127,8 +176,11 @@ pub struct MasterKeys {
 /// What [`MasterKeys::open`] found.
 pub struct Opened {
     pub plaintext: Zeroizing<Vec<u8>>,
-    /// Sealed in format 1 or with an old master key: seal it again with the current one.
+    /// Sealed in an older format or with an old master key: seal it again with the current
+    /// one.
     pub reseal: bool,
+    /// The retirement the blob itself records (format 3), whatever the row says.
+    pub retired_at: Option<i64>,
 }
 
 impl MasterKeys {
@@ -136,47 +188,83 @@ impl MasterKeys {
         Self { current, old }
     }
 
-    pub fn seal(&self, kid: &str, alg: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        self.current.seal(kid, alg, plaintext)
+    /// Seal private key `kid` of algorithm `alg` for `deployment` (jotgate: the store's
+    /// id), retired at `retired_at` (if it is). A blob sealed for one deployment does not
+    /// open for another.
+    pub fn seal(
+        &self,
+        deployment: &str,
+        kid: &str,
+        alg: &str,
+        retired_at: Option<i64>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        self.current
+            .seal(deployment, kid, alg, retired_at, plaintext)
     }
 
-    /// Open a sealed key `kid` of algorithm `alg`, with whichever configured master key
-    /// sealed it.
-    pub fn open(&self, kid: &str, alg: &str, sealed: &[u8]) -> Result<Opened, SealError> {
+    /// Open a sealed key `kid` of algorithm `alg` of `deployment`, with whichever
+    /// configured master key sealed it.
+    pub fn open(
+        &self,
+        deployment: &str,
+        kid: &str,
+        alg: &str,
+        sealed: &[u8],
+    ) -> Result<Opened, SealError> {
         let all = || std::iter::once(&self.current).chain(&self.old);
-        if let Some(rest) = sealed.strip_prefix(MAGIC2) {
-            if rest.len() < ID_LEN {
-                return Err(SealError::Open(kid.to_string()));
-            }
-            let (id, body) = rest.split_at(ID_LEN);
-            let Some(m) = all().find(|m| m.id[..] == *id) else {
+        let by_id = |id: &[u8]| {
+            all().find(|m| m.id[..] == *id).ok_or_else(|| {
                 let hex = id.iter().map(|b| format!("{b:02x}")).collect();
-                return Err(SealError::UnknownMasterKey(kid.to_string(), hex));
-            };
-            let plaintext = m.open_body(kid, &aad_v2(kid, alg), body)?;
+                SealError::UnknownMasterKey(kid.to_string(), hex)
+            })
+        };
+        let err = || SealError::Open(kid.to_string());
+        if sealed.starts_with(MAGIC3) {
+            let header_len = 4 + ID_LEN + RETIRED_LEN;
+            if sealed.len() < header_len {
+                return Err(err());
+            }
+            let (header, body) = sealed.split_at(header_len);
+            let m = by_id(&header[4..4 + ID_LEN])?;
+            let retired_at = parse_retired(&header[4 + ID_LEN..]).ok_or_else(err)?;
+            let aad = aad_v3(deployment, kid, alg, header);
+            let plaintext = m.open_body(kid, &aad, body)?;
             return Ok(Opened {
                 plaintext,
                 reseal: m.id != self.current.id,
+                retired_at,
             });
         }
-        let body = sealed
-            .strip_prefix(MAGIC)
-            .ok_or_else(|| SealError::Open(kid.to_string()))?;
+        if let Some(rest) = sealed.strip_prefix(MAGIC2) {
+            if rest.len() < ID_LEN {
+                return Err(err());
+            }
+            let (id, body) = rest.split_at(ID_LEN);
+            let plaintext = by_id(id)?.open_body(kid, &aad_v2(kid, alg), body)?;
+            return Ok(Opened {
+                plaintext,
+                reseal: true,
+                retired_at: None,
+            });
+        }
+        let body = sealed.strip_prefix(MAGIC).ok_or_else(err)?;
         for m in all() {
             if let Ok(plaintext) = m.open_body(kid, kid.as_bytes(), body) {
                 return Ok(Opened {
                     plaintext,
                     reseal: true,
+                    retired_at: None,
                 });
             }
         }
-        Err(SealError::Open(kid.to_string()))
+        Err(err())
     }
 }
 
 /// True when `stored` is a sealed key (as opposed to plain PKCS#8 DER or a secret).
 pub fn is_sealed(stored: &[u8]) -> bool {
-    stored.starts_with(MAGIC) || stored.starts_with(MAGIC2)
+    stored.starts_with(MAGIC) || stored.starts_with(MAGIC2) || stored.starts_with(MAGIC3)
 }
 
 #[cfg(test)]
@@ -184,6 +272,7 @@ mod tests {
     use super::*;
 
     const KEY: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+    const D: &str = "3f1c2b7e-store";
 
     fn keys(current: &str, old: &[&str]) -> MasterKeys {
         MasterKeys::new(
@@ -195,50 +284,93 @@ mod tests {
     }
 
     #[test]
-    fn seal_open_round_trip_bound_to_kid_and_alg() {
+    fn seal_open_round_trip_bound_to_deployment_kid_and_alg() {
         let m = keys(KEY, &[]);
-        let sealed = m.seal("k1", "ES256", b"private der").unwrap();
+        let sealed = m.seal(D, "k1", "ES256", None, b"private der").unwrap();
         assert!(is_sealed(&sealed));
         assert!(!sealed.windows(11).any(|w| w == b"private der"));
-        let o = m.open("k1", "ES256", &sealed).unwrap();
+        let o = m.open(D, "k1", "ES256", &sealed).unwrap();
         assert_eq!(&o.plaintext[..], b"private der");
         assert!(!o.reseal);
-        // Another kid or alg, another master key, or a flipped byte: refused.
-        assert!(m.open("k2", "ES256", &sealed).is_err());
-        assert!(m.open("k1", "RS256", &sealed).is_err());
+        assert_eq!(o.retired_at, None);
+        // Another kid or alg, another deployment, another master key, or a flipped byte:
+        // refused.
+        assert!(m.open(D, "k2", "ES256", &sealed).is_err());
+        assert!(m.open(D, "k1", "RS256", &sealed).is_err());
+        assert!(matches!(
+            m.open("another-store", "k1", "ES256", &sealed),
+            Err(SealError::Open(_))
+        ));
         let other = keys(&KEY.replace("q", "r"), &[]);
         assert!(matches!(
-            other.open("k1", "ES256", &sealed),
+            other.open(D, "k1", "ES256", &sealed),
             Err(SealError::UnknownMasterKey(..))
         ));
         let mut bad = sealed.clone();
         *bad.last_mut().unwrap() ^= 1;
-        assert!(m.open("k1", "ES256", &bad).is_err());
+        assert!(m.open(D, "k1", "ES256", &bad).is_err());
         // Two seals of the same key differ (random nonce).
         assert_ne!(
-            m.seal("k1", "ES256", b"x").unwrap(),
-            m.seal("k1", "ES256", b"x").unwrap()
+            m.seal(D, "k1", "ES256", None, b"x").unwrap(),
+            m.seal(D, "k1", "ES256", None, b"x").unwrap()
         );
     }
 
+    /// The retirement a blob records is authenticated: cleared or moved, it no longer
+    /// opens.
     #[test]
-    fn a_master_key_can_be_replaced() {
+    fn a_sealed_retirement_cannot_be_undone_or_moved() {
+        let m = keys(KEY, &[]);
+        let retired = m
+            .seal(D, "k1", "EdDSA", Some(1_800_000_000), b"der")
+            .unwrap();
+        assert_eq!(
+            m.open(D, "k1", "EdDSA", &retired).unwrap().retired_at,
+            Some(1_800_000_000)
+        );
+        let revoked = m.seal(D, "k1", "EdDSA", Some(0), b"der").unwrap();
+        assert_eq!(
+            m.open(D, "k1", "EdDSA", &revoked).unwrap().retired_at,
+            Some(0)
+        );
+        let field = 4 + ID_LEN;
+        let mut cleared = retired.clone();
+        cleared[field..field + RETIRED_LEN].fill(0);
+        assert!(m.open(D, "k1", "EdDSA", &cleared).is_err());
+        let mut later = retired.clone();
+        later[field + RETIRED_LEN - 1] ^= 1;
+        assert!(m.open(D, "k1", "EdDSA", &later).is_err());
+    }
+
+    #[test]
+    fn a_master_key_can_be_replaced_and_old_formats_still_open() {
         let old_key = KEY;
         let new_key = KEY.replace("q", "r");
-        let before = keys(old_key, &[]).seal("k1", "EdDSA", b"der").unwrap();
+        let before = keys(old_key, &[])
+            .seal(D, "k1", "EdDSA", None, b"der")
+            .unwrap();
         let after = keys(&new_key, &[old_key]);
-        let o = after.open("k1", "EdDSA", &before).unwrap();
+        let o = after.open(D, "k1", "EdDSA", &before).unwrap();
         assert_eq!(&o.plaintext[..], b"der");
         assert!(o.reseal, "sealed with an old master key");
-        // Format 1 blobs (kid as associated data) still open, and ask to be re-sealed.
         let m = MasterKey::from_base64(old_key).unwrap();
+        // Format 2 blobs (purpose, kid and alg as associated data).
+        let mut v2 = b"der".to_vec();
+        let nonce = m
+            .key
+            .seal_in_place_append_tag(Aad::from(aad_v2("k1", "EdDSA").as_slice()), &mut v2)
+            .unwrap();
+        let blob = [MAGIC2.as_slice(), &m.id, nonce.as_ref(), &v2].concat();
+        let o = after.open(D, "k1", "EdDSA", &blob).unwrap();
+        assert!(o.reseal && &o.plaintext[..] == b"der" && o.retired_at.is_none());
+        // Format 1 blobs (kid as associated data).
         let mut v1 = b"der".to_vec();
         let nonce = m
             .key
             .seal_in_place_append_tag(Aad::from(b"k1".as_slice()), &mut v1)
             .unwrap();
         let blob = [MAGIC.as_slice(), nonce.as_ref(), &v1].concat();
-        let o = after.open("k1", "EdDSA", &blob).unwrap();
+        let o = after.open(D, "k1", "EdDSA", &blob).unwrap();
         assert!(o.reseal && &o.plaintext[..] == b"der");
     }
 

@@ -115,6 +115,13 @@ fn object(bytes: &[u8]) -> Result<JsonObject, ApiError> {
     }
 }
 
+/// Wipe the raw body once parsed (it may hold a password), when this is its only owner.
+fn wipe(bytes: Bytes) {
+    if let Ok(mut b) = bytes.try_into_mut() {
+        zeroize::Zeroize::zeroize(&mut b[..]);
+    }
+}
+
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
@@ -122,7 +129,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        object(&body(req, state).await?)
+        let bytes = body(req, state).await?;
+        let parsed = object(&bytes);
+        wipe(bytes);
+        parsed
     }
 }
 
@@ -141,11 +151,26 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
         if !json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        object(&bytes).map(|o| Self(Some(o)))
+        let parsed = object(&bytes);
+        wipe(bytes);
+        parsed.map(|o| Self(Some(o)))
     }
 }
 
 impl JsonObject {
+    /// A required string field that is a secret (a password): moved out of the body into
+    /// a buffer wiped on drop, so no copy stays behind in the parsed body.
+    pub fn take_secret(&mut self, name: &str) -> Result<zeroize::Zeroizing<String>, ApiError> {
+        self.string(name)?;
+        match self.0.remove(name) {
+            Some(Value::String(s)) => Ok(zeroize::Zeroizing::new(s)),
+            _ => Err(ApiError::BadRequest(
+                "missing_field",
+                format!("field \"{name}\" is required"),
+            )),
+        }
+    }
+
     /// A required string field.
     pub fn string(&self, name: &str) -> Result<&str, ApiError> {
         match self.0.get(name) {
@@ -246,6 +271,25 @@ mod tests {
         let mut p = parts(&["1.2.3.4"], "10.0.0.1:80");
         p.extensions.insert(SourceIp("9.9.9.9".parse().unwrap()));
         assert_eq!(client_ip(&p, 1), ip("9.9.9.9"));
+    }
+
+    #[test]
+    fn a_secret_field_is_moved_out_of_the_body() {
+        let mut o = object(br#"{"username":"ann","password":"correct horse battery"}"#).unwrap();
+        assert_eq!(
+            o.take_secret("password").unwrap().as_str(),
+            "correct horse battery"
+        );
+        assert!(!o.0.contains_key("password"), "no copy stays in the body");
+        assert!(matches!(
+            o.take_secret("password"),
+            Err(ApiError::BadRequest("missing_field", _))
+        ));
+        let mut o = object(br#"{"password":5}"#).unwrap();
+        assert!(matches!(
+            o.take_secret("password"),
+            Err(ApiError::BadRequest("invalid_field", _))
+        ));
     }
 
     #[test]

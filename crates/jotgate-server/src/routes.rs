@@ -82,7 +82,7 @@ async fn new_session(st: &AppState, user: &User) -> Result<Value, ApiError> {
 pub async fn signup(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
-    body: JsonObject,
+    mut body: JsonObject,
 ) -> Result<Response, ApiError> {
     if !st.0.cfg.signup_open {
         return Err(ApiError::Forbidden(
@@ -97,7 +97,7 @@ pub async fn signup(
     }
     let name = Username::parse(body.string("username")?)
         .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
-    let pw = zeroize::Zeroizing::new(body.string("password")?.to_string());
+    let pw = body.take_secret("password")?;
     password::check_policy_min(&pw, name.canonical(), st.0.cfg.password_min_length)
         .map_err(|e| ApiError::BadRequest("weak_password", e.to_string()))?;
     let taken = || ApiError::Conflict("username_taken", "username is already taken".into());
@@ -137,11 +137,11 @@ pub async fn signup(
 pub async fn login(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
-    body: JsonObject,
+    mut body: JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let typed = body.string("username")?;
-    let pw = zeroize::Zeroizing::new(body.string("password")?.to_string());
-    let lookup = username::lookup_key(typed)
+    let typed = body.string("username")?.to_string();
+    let pw = body.take_secret("password")?;
+    let lookup = username::lookup_key(&typed)
         .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
     // Counted by the account's key, whatever the spelling (a confusable one counts for the
     // account it imitates), and by digest: a long name must not grow the table by as much.

@@ -17,7 +17,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each_optional $factory;
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
-            revocations, concurrent_revocations, login_failures);
+            revocations, concurrent_revocations, login_failures, store_id);
     };
     (@each_optional $factory:path; $($name:ident),*) => {
         $(
@@ -33,7 +33,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each $factory;
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
-            revocations, concurrent_revocations, login_failures);
+            revocations, concurrent_revocations, login_failures, store_id);
     };
     (@each $factory:path; $($name:ident),*) => {
         $(
@@ -98,6 +98,7 @@ pub fn dynamodb_test_table() -> Option<String> {
 /// other, 12 concurrent rotations of one token split across both rotate exactly once, and
 /// revocations written alternately appear in either's feed in order.
 pub async fn two_handles_agree(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    assert_eq!(a.store_id().await.unwrap(), b.store_id().await.unwrap());
     a.create_user(new_user("u1", "alice")).await.unwrap();
     assert_eq!(
         b.user_by_key("alice").await.unwrap().unwrap().user.roles,
@@ -135,6 +136,22 @@ pub async fn two_handles_agree(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     let feed = b.revocations_since(0, 5, usize::MAX).await.unwrap();
     assert_eq!(feed.len(), 20);
     assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+/// One id per store, whoever asks first: eight concurrent first calls agree, and it stays.
+pub async fn store_id(s: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.store_id().await.unwrap() }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    assert!(!ids[0].is_empty());
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    assert_eq!(s.store_id().await.unwrap(), ids[0]);
 }
 
 fn new_user(id: &str, key: &str) -> NewUser {

@@ -556,6 +556,35 @@ impl Store for DynamoStore {
         self.describe.clone()
     }
 
+    async fn store_id(&self) -> Result<String> {
+        // One item, written once: of two instances asking first, one write wins and both
+        // read it back.
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some({
+                let mut it = key("META", "STORE");
+                it.insert("store_id".into(), s(uuid::Uuid::new_v4().to_string()));
+                it
+            }))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_condition_failed(&e) => {}
+            Err(e) => return Err(sdk(e)),
+        }
+        self.get("META".into(), "STORE")
+            .await?
+            .and_then(|it| match it.get("store_id") {
+                Some(AttributeValue::S(v)) => Some(v.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| backend("DynamoDB store id item lacks store_id"))
+    }
+
     async fn create_user(&self, user: NewUser) -> Result<User> {
         let mut by_id = item(user_pk(&user.id), "USER", user_attrs(&user));
         by_id.insert("g1pk".into(), s("USERS"));
@@ -679,7 +708,7 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn insert_key(&self, k: StoredKey) -> Result<()> {
+    async fn insert_key(&self, mut k: StoredKey) -> Result<()> {
         let inserted = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
@@ -689,7 +718,9 @@ impl Store for DynamoStore {
             ("key_alg", s(&k.alg)),
             (
                 "private_der",
-                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(k.private_der)),
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(std::mem::take(
+                    &mut k.private_der,
+                ))),
             ),
             ("created_at", n(k.created_at)),
             ("inserted_at", n(inserted)),

@@ -81,6 +81,13 @@ pub struct StoredKey {
     pub retired_at: Option<i64>,
 }
 
+/// The private material is wiped when the record goes.
+impl Drop for StoredKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.private_der);
+    }
+}
+
 impl std::fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredKey")
@@ -184,6 +191,11 @@ pub struct LoginFailures {
 pub trait Store: Send + Sync + 'static {
     /// A short name for logs (`sqlite:/path`, never credentials).
     fn describe(&self) -> String;
+
+    /// A random id made the first time it is asked for, then the same for every instance
+    /// on this store (and its backups): sealed signing keys are bound to it, so a key
+    /// moved to another store does not open there.
+    async fn store_id(&self) -> Result<String>;
 
     async fn create_user(&self, user: NewUser) -> Result<User>;
     async fn user_by_key(&self, username_key: &str) -> Result<Option<UserRecord>>;

@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS login_failures (
     last_ms  BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS login_failures_last ON login_failures(last_ms);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
 
 /// PostgreSQL-backed [`Store`].
@@ -246,6 +250,21 @@ impl PostgresStore {
 impl Store for PostgresStore {
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    async fn store_id(&self) -> Result<String> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING",
+            &[&uuid::Uuid::new_v4().to_string()],
+        )
+        .await
+        .map_err(backend)?;
+        let row = c
+            .query_one("SELECT value FROM meta WHERE key = 'store_id'", &[])
+            .await
+            .map_err(backend)?;
+        Ok(row.get(0))
     }
 
     async fn create_user(&self, user: NewUser) -> Result<User> {

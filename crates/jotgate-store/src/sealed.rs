@@ -5,6 +5,10 @@
 //! Without a master key, a store holding sealed keys is refused with a clear error (never
 //! read as garbage). With one, a key stored unencrypted is refused too (a planted or
 //! leftover plain key must not sign): `jotgate keys seal` encrypts such keys in place.
+//!
+//! A sealed key records its own retirement (authenticated with the key): retiring re-seals
+//! the key first, then marks the row, and a key reads as retired when either says so — so
+//! clearing `retired_at` in the database does not switch a retired key back on.
 
 use std::sync::Arc;
 
@@ -16,14 +20,36 @@ use crate::{
     StoreError, StoredKey, User, UserRecord,
 };
 
+/// The earlier of two optional instants (`None` when both are).
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 pub struct SealedKeys {
     inner: Arc<dyn Store>,
     master: Option<MasterKeys>,
+    /// The inner store's id, which every blob is bound to (read once).
+    store_id: tokio::sync::OnceCell<String>,
 }
 
 impl SealedKeys {
     pub fn new(inner: Arc<dyn Store>, master: Option<MasterKeys>) -> Self {
-        Self { inner, master }
+        Self {
+            inner,
+            master,
+            store_id: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The deployment every blob of this store is sealed for: the store's id.
+    async fn deployment(&self) -> Result<&str> {
+        self.store_id
+            .get_or_try_init(|| self.inner.store_id())
+            .await
+            .map(String::as_str)
     }
 
     /// Encrypt, in place, every key stored unencrypted. Returns their kids.
@@ -33,18 +59,19 @@ impl SealedKeys {
                 "no master key is configured (JOTGATE_MASTER_KEY): nothing to seal with".into(),
             ));
         };
+        let d = self.deployment().await?;
         let mut sealed = Vec::new();
         for k in self.inner.keys().await? {
             if is_sealed(&k.private_der) {
                 continue;
             }
             let blob = m
-                .seal(&k.kid, &k.alg, &k.private_der)
+                .seal(d, &k.kid, &k.alg, k.retired_at, &k.private_der)
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
             self.inner
                 .replace_key_material(&k.kid, &k.private_der, blob)
                 .await?;
-            sealed.push(k.kid);
+            sealed.push(k.kid.clone());
         }
         Ok(sealed)
     }
@@ -54,6 +81,10 @@ impl SealedKeys {
 impl Store for SealedKeys {
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    async fn store_id(&self) -> Result<String> {
+        self.inner.store_id().await
     }
 
     async fn insert_key(&self, mut key: StoredKey) -> Result<()> {
@@ -73,7 +104,13 @@ impl Store for SealedKeys {
         }
         if let Some(m) = &self.master {
             key.private_der = m
-                .seal(&key.kid, &key.alg, &key.private_der)
+                .seal(
+                    self.deployment().await?,
+                    &key.kid,
+                    &key.alg,
+                    key.retired_at,
+                    &key.private_der,
+                )
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
         }
         self.inner.insert_key(key).await
@@ -97,13 +134,20 @@ impl Store for SealedKeys {
                     k.kid
                 )));
             };
+            let d = self.deployment().await?;
             let opened = m
-                .open(&k.kid, &k.alg, &k.private_der)
+                .open(d, &k.kid, &k.alg, &k.private_der)
                 .map_err(|e| StoreError::Backend(format!("{e} (JOTGATE_MASTER_KEY)")))?;
-            if opened.reseal {
-                // Sealed with an old master key or the old format: seal it again with the
-                // current one, so the old master key can be dropped.
-                match m.seal(&k.kid, &k.alg, &opened.plaintext) {
+            // Retired when either the row or the sealed key says so, from the earlier instant.
+            let merged = earliest(k.retired_at, opened.retired_at);
+            if opened.retired_at.is_some() && k.retired_at != merged {
+                tracing::warn!(kid = %k.kid, "the stored row of a signing key does not record the retirement its sealed key records: the key stays retired");
+            }
+            k.retired_at = merged;
+            if opened.reseal || opened.retired_at != merged {
+                // Sealed with an old master key or an old format, or retired in the row only:
+                // seal it again with the current master key, recording the retirement.
+                match m.seal(d, &k.kid, &k.alg, merged, &opened.plaintext) {
                     Ok(blob) => match self
                         .inner
                         .replace_key_material(&k.kid, &k.private_der, blob)
@@ -154,8 +198,9 @@ impl Store for SealedKeys {
             .into_iter()
             .find(|k| k.kid == kid)
             .ok_or(StoreError::NotFound("key"))?;
+        let d = self.deployment().await?;
         let current = if is_sealed(&stored.private_der) {
-            m.open(kid, &stored.alg, &stored.private_der)
+            m.open(d, kid, &stored.alg, &stored.private_der)
                 .map_err(|e| StoreError::Backend(e.to_string()))?
                 .plaintext
                 .to_vec()
@@ -166,14 +211,47 @@ impl Store for SealedKeys {
             return Err(StoreError::Conflict("key material"));
         }
         let blob = m
-            .seal(kid, &stored.alg, &to)
+            .seal(d, kid, &stored.alg, stored.retired_at, &to)
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         self.inner
             .replace_key_material(kid, &stored.private_der, blob)
             .await
     }
     async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
-        self.inner.retire_key(kid, at).await
+        let Some(m) = &self.master else {
+            return self.inner.retire_key(kid, at).await;
+        };
+        // The sealed key first: once it says "retired", no edit of the row undoes it (a
+        // crash before the row is marked leaves a key that reads as retired).
+        for _ in 0..5 {
+            let Some(stored) = self.inner.keys().await?.into_iter().find(|k| k.kid == kid) else {
+                return Err(StoreError::NotFound("key"));
+            };
+            if !is_sealed(&stored.private_der) {
+                return Err(StoreError::Config(format!(
+                    "signing key {kid} is stored unencrypted although a master key is configured: run `jotgate keys seal` to encrypt it"
+                )));
+            }
+            let d = self.deployment().await?;
+            let opened = m
+                .open(d, kid, &stored.alg, &stored.private_der)
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            let retired_at = earliest(earliest(stored.retired_at, opened.retired_at), Some(at));
+            let blob = m
+                .seal(d, kid, &stored.alg, retired_at, &opened.plaintext)
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            match self
+                .inner
+                .replace_key_material(kid, &stored.private_der, blob)
+                .await
+            {
+                // Re-sealed by another instance meanwhile: read it again.
+                Err(StoreError::Conflict(_)) => continue,
+                r => r?,
+            }
+            return self.inner.retire_key(kid, at).await;
+        }
+        Err(StoreError::Conflict("key material"))
     }
     async fn insert_refresh(&self, token: NewRefresh) -> Result<()> {
         self.inner.insert_refresh(token).await

@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS login_failures (
     last_ms  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS login_failures_last ON login_failures(last_ms);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
 
 /// SQLite-backed [`Store`].
@@ -199,6 +203,22 @@ impl UserRow {
 impl Store for SqliteStore {
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
+    }
+
+    async fn store_id(&self) -> Result<String> {
+        let fresh = uuid::Uuid::new_v4().to_string();
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)",
+                params![fresh],
+            )
+            .map_err(backend)?;
+            c.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
+                r.get(0)
+            })
+            .map_err(backend)
+        })
+        .await
     }
 
     async fn create_user(&self, user: NewUser) -> Result<User> {

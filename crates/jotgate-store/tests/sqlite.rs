@@ -111,6 +111,83 @@ mod sealed {
         assert!(only_new.keys().await.is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    /// Issue 16, item 15: a sealed key records its retirement, so clearing `retired_at`
+    /// in the database does not switch it back on; a blob does not open in another store
+    /// that shares the master key.
+    #[tokio::test]
+    async fn a_retired_key_stays_retired_and_keys_stay_in_their_deployment() {
+        let dir = std::env::temp_dir().join(format!("jotgate-store-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("sealed.db");
+        let raw: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+        let sealed = SealedKeys::new(raw.clone(), Some(master_keys(MASTER, &[])));
+        for kid in ["k1", "k2"] {
+            sealed
+                .insert_key(jotgate_store::StoredKey {
+                    kid: kid.into(),
+                    alg: "EdDSA".into(),
+                    private_der: b"der".to_vec(),
+                    created_at: 1,
+                    retired_at: None,
+                })
+                .await
+                .unwrap();
+        }
+        sealed.retire_key("k1", 500).await.unwrap();
+        sealed.retire_key("k2", 0).await.unwrap();
+        let retired = |keys: &[jotgate_store::StoredKey]| -> Vec<Option<i64>> {
+            keys.iter().map(|k| k.retired_at).collect()
+        };
+        assert_eq!(retired(&sealed.keys().await.unwrap()), [Some(500), Some(0)]);
+        // Someone with write access to the database clears the retirements.
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute("UPDATE signing_keys SET retired_at = NULL", [])
+            .unwrap();
+        assert_eq!(retired(&raw.keys().await.unwrap()), [None, None]);
+        assert_eq!(retired(&sealed.keys().await.unwrap()), [Some(500), Some(0)]);
+        // ... or writes a later one: the earlier, sealed one holds.
+        db.execute("UPDATE signing_keys SET retired_at = 900", [])
+            .unwrap();
+        assert_eq!(retired(&sealed.keys().await.unwrap()), [Some(500), Some(0)]);
+        // A key retired in the row only (before this version) has its blob re-sealed as
+        // retired when read.
+        sealed
+            .insert_key(jotgate_store::StoredKey {
+                kid: "k3".into(),
+                alg: "EdDSA".into(),
+                private_der: b"der".to_vec(),
+                created_at: 1,
+                retired_at: None,
+            })
+            .await
+            .unwrap();
+        raw.retire_key("k3", 700).await.unwrap();
+        assert_eq!(sealed.keys().await.unwrap()[2].retired_at, Some(700));
+        db.execute(
+            "UPDATE signing_keys SET retired_at = NULL WHERE kid = 'k3'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(sealed.keys().await.unwrap()[2].retired_at, Some(700));
+        // Another store with the same master key cannot read these keys: a blob copied
+        // there does not open.
+        let blob = raw.keys().await.unwrap()[0].private_der.clone();
+        let elsewhere_raw: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        elsewhere_raw
+            .insert_key(jotgate_store::StoredKey {
+                kid: "k1".into(),
+                alg: "EdDSA".into(),
+                private_der: blob,
+                created_at: 1,
+                retired_at: None,
+            })
+            .await
+            .unwrap();
+        let elsewhere = SealedKeys::new(elsewhere_raw, Some(master_keys(MASTER, &[])));
+        let e = elsewhere.keys().await.unwrap_err();
+        assert!(e.to_string().contains("copied from another store"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
