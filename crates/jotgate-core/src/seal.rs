@@ -1,13 +1,17 @@
 //! Signing keys encrypted at rest under a master key: AES-256-GCM (aws-lc-rs) with a random
 //! 96-bit nonce.
 //!
-//! Format 3 (written now): `JGK3 ‖ master-key id (8 bytes) ‖ retired (1 byte flag ‖ 8 bytes
-//! big-endian instant) ‖ nonce ‖ ciphertext ‖ tag`. The associated data binds the purpose,
+//! Format 3 (written now): `JGK3 ‖ master-key id (8 bytes) ‖ activation (8 bytes
+//! big-endian) ‖ retired (1 byte flag ‖ 8 bytes big-endian instant) ‖ nonce ‖ ciphertext ‖
+//! tag`. The associated data binds the purpose,
 //! the deployment (jotgate: the store's random id), the key id, its algorithm and that
 //! whole header, so a blob cannot be moved to another row, another store sharing the
 //! master key, or read as
-//! another kind of secret — and its retirement cannot be undone without the master key: a
-//! row whose `retired_at` was cleared still holds a blob that says "retired". The master-key
+//! another kind of secret — and its life cycle cannot be changed without the master key: a
+//! row whose `retired_at` was cleared still holds a blob that says "retired", and a row
+//! whose `created_at` was moved still holds the real activation. A kid holding a control
+//! character (NUL among them) is refused, so no kid can spell another format's associated
+//! data. The master-key
 //! id (the first 8 bytes of SHA-256 over the master key) says which master key sealed it: a
 //! leaked master key can be replaced, the old one kept as an old key until every blob is
 //! re-sealed (they are, as they are read).
@@ -25,8 +29,21 @@ const MAGIC2: &[u8; 4] = b"JGK2";
 const MAGIC3: &[u8; 4] = b"JGK3";
 const NONCE_LEN: usize = 12;
 const ID_LEN: usize = 8;
+/// The activation field of a format-3 header: an instant.
+const CREATED_LEN: usize = 8;
 /// The retirement field of a format-3 header: a flag byte and an instant.
 const RETIRED_LEN: usize = 9;
+/// A format-3 header: magic, master-key id, activation, retirement.
+const HEADER_LEN: usize = 4 + ID_LEN + CREATED_LEN + RETIRED_LEN;
+/// Longest kid sealed or opened.
+const MAX_KID: usize = 256;
+
+/// A kid that can be bound: 1 to 256 bytes, no control character. (Format 1 used the raw
+/// kid as associated data; the later formats' contain NUL bytes, so a kid without one
+/// never spells them.)
+fn valid_kid(kid: &str) -> bool {
+    !kid.is_empty() && kid.len() <= MAX_KID && !kid.chars().any(char::is_control)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
@@ -42,6 +59,8 @@ pub enum SealError {
     UnknownMasterKey(String, String),
     #[error("encryption failed")]
     Seal,
+    #[error("a key id must be 1 to 256 characters without control characters")]
+    BadKid,
 }
 
 /// One master key. Never printed.
@@ -119,19 +138,23 @@ impl MasterKey {
     }
 
     /// Seal the private key `kid` of algorithm `alg` for `deployment` (format 3), recording
-    /// its retirement.
+    /// its life cycle.
     fn seal(
         &self,
         deployment: &str,
         kid: &str,
         alg: &str,
-        retired_at: Option<i64>,
+        life: Life,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, SealError> {
-        let mut header = Vec::with_capacity(4 + ID_LEN + RETIRED_LEN);
+        if !valid_kid(kid) {
+            return Err(SealError::BadKid);
+        }
+        let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC3);
         header.extend_from_slice(&self.id);
-        header.extend_from_slice(&retired_field(retired_at));
+        header.extend_from_slice(&life.created_at.to_be_bytes());
+        header.extend_from_slice(&retired_field(life.retired_at));
         let mut buf = Zeroizing::new(plaintext.to_vec());
         let aad = aad_v3(deployment, kid, alg, &header);
         let nonce = self
@@ -173,14 +196,24 @@ pub struct MasterKeys {
     pub old: Vec<MasterKey>,
 }
 
+/// A key's life cycle, as a sealed key records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Life {
+    /// When it starts signing.
+    pub created_at: i64,
+    /// When it was retired (0: revoked), if it was.
+    pub retired_at: Option<i64>,
+}
+
 /// What [`MasterKeys::open`] found.
 pub struct Opened {
     pub plaintext: Zeroizing<Vec<u8>>,
     /// Sealed in an older format or with an old master key: seal it again with the current
     /// one.
     pub reseal: bool,
-    /// The retirement the blob itself records (format 3), whatever the row says.
-    pub retired_at: Option<i64>,
+    /// The life cycle the blob itself records (format 3; `None` for older formats),
+    /// whatever the row says.
+    pub life: Option<Life>,
 }
 
 impl MasterKeys {
@@ -189,18 +222,16 @@ impl MasterKeys {
     }
 
     /// Seal private key `kid` of algorithm `alg` for `deployment` (jotgate: the store's
-    /// id), retired at `retired_at` (if it is). A blob sealed for one deployment does not
-    /// open for another.
+    /// id), with its life cycle. A blob sealed for one deployment does not open for another.
     pub fn seal(
         &self,
         deployment: &str,
         kid: &str,
         alg: &str,
-        retired_at: Option<i64>,
+        life: Life,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, SealError> {
-        self.current
-            .seal(deployment, kid, alg, retired_at, plaintext)
+        self.current.seal(deployment, kid, alg, life, plaintext)
     }
 
     /// Open a sealed key `kid` of algorithm `alg` of `deployment`, with whichever
@@ -212,6 +243,9 @@ impl MasterKeys {
         alg: &str,
         sealed: &[u8],
     ) -> Result<Opened, SealError> {
+        if !valid_kid(kid) {
+            return Err(SealError::BadKid);
+        }
         let all = || std::iter::once(&self.current).chain(&self.old);
         let by_id = |id: &[u8]| {
             all().find(|m| m.id[..] == *id).ok_or_else(|| {
@@ -221,19 +255,23 @@ impl MasterKeys {
         };
         let err = || SealError::Open(kid.to_string());
         if sealed.starts_with(MAGIC3) {
-            let header_len = 4 + ID_LEN + RETIRED_LEN;
-            if sealed.len() < header_len {
+            if sealed.len() < HEADER_LEN {
                 return Err(err());
             }
-            let (header, body) = sealed.split_at(header_len);
+            let (header, body) = sealed.split_at(HEADER_LEN);
             let m = by_id(&header[4..4 + ID_LEN])?;
-            let retired_at = parse_retired(&header[4 + ID_LEN..]).ok_or_else(err)?;
+            let created = &header[4 + ID_LEN..4 + ID_LEN + CREATED_LEN];
+            let created_at = i64::from_be_bytes(created.try_into().map_err(|_| err())?);
+            let retired_at = parse_retired(&header[4 + ID_LEN + CREATED_LEN..]).ok_or_else(err)?;
             let aad = aad_v3(deployment, kid, alg, header);
             let plaintext = m.open_body(kid, &aad, body)?;
             return Ok(Opened {
                 plaintext,
                 reseal: m.id != self.current.id,
-                retired_at,
+                life: Some(Life {
+                    created_at,
+                    retired_at,
+                }),
             });
         }
         if let Some(rest) = sealed.strip_prefix(MAGIC2) {
@@ -245,7 +283,7 @@ impl MasterKeys {
             return Ok(Opened {
                 plaintext,
                 reseal: true,
-                retired_at: None,
+                life: None,
             });
         }
         let body = sealed.strip_prefix(MAGIC).ok_or_else(err)?;
@@ -254,12 +292,17 @@ impl MasterKeys {
                 return Ok(Opened {
                     plaintext,
                     reseal: true,
-                    retired_at: None,
+                    life: None,
                 });
             }
         }
         Err(err())
     }
+}
+
+/// True when `stored` is sealed in the current format, bound to its store.
+pub fn is_bound_to_store(stored: &[u8]) -> bool {
+    stored.starts_with(MAGIC3)
 }
 
 /// True when `stored` is a sealed key (as opposed to plain PKCS#8 DER or a secret).
@@ -273,6 +316,10 @@ mod tests {
 
     const KEY: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
     const D: &str = "3f1c2b7e-store";
+    const LIVE: Life = Life {
+        created_at: 1_700_000_000,
+        retired_at: None,
+    };
 
     fn keys(current: &str, old: &[&str]) -> MasterKeys {
         MasterKeys::new(
@@ -286,13 +333,13 @@ mod tests {
     #[test]
     fn seal_open_round_trip_bound_to_deployment_kid_and_alg() {
         let m = keys(KEY, &[]);
-        let sealed = m.seal(D, "k1", "ES256", None, b"private der").unwrap();
+        let sealed = m.seal(D, "k1", "ES256", LIVE, b"private der").unwrap();
         assert!(is_sealed(&sealed));
         assert!(!sealed.windows(11).any(|w| w == b"private der"));
         let o = m.open(D, "k1", "ES256", &sealed).unwrap();
         assert_eq!(&o.plaintext[..], b"private der");
         assert!(!o.reseal);
-        assert_eq!(o.retired_at, None);
+        assert_eq!(o.life, Some(LIVE));
         // Another kid or alg, another deployment, another master key, or a flipped byte:
         // refused.
         assert!(m.open(D, "k2", "ES256", &sealed).is_err());
@@ -311,35 +358,70 @@ mod tests {
         assert!(m.open(D, "k1", "ES256", &bad).is_err());
         // Two seals of the same key differ (random nonce).
         assert_ne!(
-            m.seal(D, "k1", "ES256", None, b"x").unwrap(),
-            m.seal(D, "k1", "ES256", None, b"x").unwrap()
+            m.seal(D, "k1", "ES256", LIVE, b"x").unwrap(),
+            m.seal(D, "k1", "ES256", LIVE, b"x").unwrap()
         );
     }
 
-    /// The retirement a blob records is authenticated: cleared or moved, it no longer
-    /// opens.
+    /// The life cycle a blob records is authenticated: cleared, moved or postponed, it no
+    /// longer opens.
     #[test]
-    fn a_sealed_retirement_cannot_be_undone_or_moved() {
+    fn a_sealed_life_cycle_cannot_be_changed() {
         let m = keys(KEY, &[]);
-        let retired = m
-            .seal(D, "k1", "EdDSA", Some(1_800_000_000), b"der")
-            .unwrap();
+        let retired_life = Life {
+            created_at: 100,
+            retired_at: Some(1_800_000_000),
+        };
+        let retired = m.seal(D, "k1", "EdDSA", retired_life, b"der").unwrap();
         assert_eq!(
-            m.open(D, "k1", "EdDSA", &retired).unwrap().retired_at,
-            Some(1_800_000_000)
+            m.open(D, "k1", "EdDSA", &retired).unwrap().life,
+            Some(retired_life)
         );
-        let revoked = m.seal(D, "k1", "EdDSA", Some(0), b"der").unwrap();
+        let revoked_life = Life {
+            created_at: 100,
+            retired_at: Some(0),
+        };
+        let revoked = m.seal(D, "k1", "EdDSA", revoked_life, b"der").unwrap();
         assert_eq!(
-            m.open(D, "k1", "EdDSA", &revoked).unwrap().retired_at,
-            Some(0)
+            m.open(D, "k1", "EdDSA", &revoked).unwrap().life,
+            Some(revoked_life)
         );
-        let field = 4 + ID_LEN;
+        let field = 4 + ID_LEN + CREATED_LEN;
         let mut cleared = retired.clone();
         cleared[field..field + RETIRED_LEN].fill(0);
         assert!(m.open(D, "k1", "EdDSA", &cleared).is_err());
         let mut later = retired.clone();
         later[field + RETIRED_LEN - 1] ^= 1;
         assert!(m.open(D, "k1", "EdDSA", &later).is_err());
+        let mut moved = retired.clone();
+        moved[4 + ID_LEN + CREATED_LEN - 1] ^= 1;
+        assert!(m.open(D, "k1", "EdDSA", &moved).is_err());
+    }
+
+    /// No kid can spell another format's associated data: a format-2 blob of k1, its
+    /// master-key id cut out, under a kid equal to k1's format-2 associated data, read as
+    /// format 1 (which bound the raw kid), is refused — and so is any such kid.
+    #[test]
+    fn a_kid_cannot_replay_another_formats_associated_data() {
+        let m = keys(KEY, &[]);
+        let k = MasterKey::from_base64(KEY).unwrap();
+        let aad = aad_v2("k1", "EdDSA");
+        let mut v2 = b"der".to_vec();
+        let nonce = k
+            .key
+            .seal_in_place_append_tag(Aad::from(aad.as_slice()), &mut v2)
+            .unwrap();
+        let as_v1 = [MAGIC.as_slice(), nonce.as_ref(), &v2].concat();
+        let forged_kid = String::from_utf8(aad).unwrap();
+        assert!(matches!(
+            m.open(D, &forged_kid, "EdDSA", &as_v1),
+            Err(SealError::BadKid)
+        ));
+        assert!(matches!(
+            m.seal(D, "a\0b", "EdDSA", LIVE, b"der"),
+            Err(SealError::BadKid)
+        ));
+        assert!(m.seal(D, &"k".repeat(257), "EdDSA", LIVE, b"der").is_err());
     }
 
     #[test]
@@ -347,7 +429,7 @@ mod tests {
         let old_key = KEY;
         let new_key = KEY.replace("q", "r");
         let before = keys(old_key, &[])
-            .seal(D, "k1", "EdDSA", None, b"der")
+            .seal(D, "k1", "EdDSA", LIVE, b"der")
             .unwrap();
         let after = keys(&new_key, &[old_key]);
         let o = after.open(D, "k1", "EdDSA", &before).unwrap();
@@ -362,7 +444,7 @@ mod tests {
             .unwrap();
         let blob = [MAGIC2.as_slice(), &m.id, nonce.as_ref(), &v2].concat();
         let o = after.open(D, "k1", "EdDSA", &blob).unwrap();
-        assert!(o.reseal && &o.plaintext[..] == b"der" && o.retired_at.is_none());
+        assert!(o.reseal && &o.plaintext[..] == b"der" && o.life.is_none());
         // Format 1 blobs (kid as associated data).
         let mut v1 = b"der".to_vec();
         let nonce = m

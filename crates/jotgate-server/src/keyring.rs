@@ -64,7 +64,7 @@ fn select<'a>(
         if k.created_at <= now && end.is_none_or(|e| e > now) {
             signer = Some(k);
         }
-        if end.is_none_or(|e| e + grace > now) {
+        if end.is_none_or(|e| e.saturating_add(grace) > now) {
             published.push(k);
         }
     }

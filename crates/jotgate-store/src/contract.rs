@@ -98,7 +98,10 @@ pub fn dynamodb_test_table() -> Option<String> {
 /// other, 12 concurrent rotations of one token split across both rotate exactly once, and
 /// revocations written alternately appear in either's feed in order.
 pub async fn two_handles_agree(a: Arc<dyn Store>, b: Arc<dyn Store>) {
-    assert_eq!(a.store_id().await.unwrap(), b.store_id().await.unwrap());
+    assert_eq!(
+        a.store_id(true).await.unwrap(),
+        b.store_id(false).await.unwrap()
+    );
     a.create_user(new_user("u1", "alice")).await.unwrap();
     assert_eq!(
         b.user_by_key("alice").await.unwrap().unwrap().user.roles,
@@ -138,20 +141,23 @@ pub async fn two_handles_agree(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
 }
 
-/// One id per store, whoever asks first: eight concurrent first calls agree, and it stays.
+/// One id per store, whoever asks first: none until asked for with `create`, then eight
+/// concurrent first calls agree, and it stays.
 pub async fn store_id(s: Arc<dyn Store>) {
+    assert_eq!(s.store_id(false).await.unwrap(), None);
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.store_id().await.unwrap() }));
+        tasks.push(tokio::spawn(async move { s.store_id(true).await.unwrap() }));
     }
     let mut ids = Vec::new();
     for t in tasks {
-        ids.push(t.await.unwrap());
+        ids.push(t.await.unwrap().unwrap());
     }
     assert!(!ids[0].is_empty());
     assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
-    assert_eq!(s.store_id().await.unwrap(), ids[0]);
+    assert_eq!(s.store_id(false).await.unwrap().as_deref(), Some(&*ids[0]));
+    assert_eq!(s.store_id(true).await.unwrap().as_deref(), Some(&*ids[0]));
 }
 
 fn new_user(id: &str, key: &str) -> NewUser {

@@ -556,33 +556,35 @@ impl Store for DynamoStore {
         self.describe.clone()
     }
 
-    async fn store_id(&self) -> Result<String> {
+    async fn store_id(&self, create: bool) -> Result<Option<String>> {
         // One item, written once: of two instances asking first, one write wins and both
         // read it back.
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some({
-                let mut it = key("META", "STORE");
-                it.insert("store_id".into(), s(uuid::Uuid::new_v4().to_string()));
-                it
-            }))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match res {
-            Ok(_) => {}
-            Err(e) if is_condition_failed(&e) => {}
-            Err(e) => return Err(sdk(e)),
+        if create {
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some({
+                    let mut it = key("META", "STORE");
+                    it.insert("store_id".into(), s(uuid::Uuid::new_v4().to_string()));
+                    it
+                }))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            match res {
+                Ok(_) => {}
+                Err(e) if is_condition_failed(&e) => {}
+                Err(e) => return Err(sdk(e)),
+            }
         }
-        self.get("META".into(), "STORE")
-            .await?
-            .and_then(|it| match it.get("store_id") {
-                Some(AttributeValue::S(v)) => Some(v.clone()),
-                _ => None,
-            })
-            .ok_or_else(|| backend("DynamoDB store id item lacks store_id"))
+        match self.get("META".into(), "STORE").await? {
+            None => Ok(None),
+            Some(it) => match it.get("store_id") {
+                Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
+                _ => Err(backend("DynamoDB store id item lacks store_id")),
+            },
+        }
     }
 
     async fn create_user(&self, user: NewUser) -> Result<User> {

@@ -192,10 +192,11 @@ pub trait Store: Send + Sync + 'static {
     /// A short name for logs (`sqlite:/path`, never credentials).
     fn describe(&self) -> String;
 
-    /// A random id made the first time it is asked for, then the same for every instance
-    /// on this store (and its backups): sealed signing keys are bound to it, so a key
-    /// moved to another store does not open there.
-    async fn store_id(&self) -> Result<String>;
+    /// A random id made the first time it is asked for with `create`, then the same for
+    /// every instance on this store (and its backups): sealed signing keys are bound to it,
+    /// so a key moved to another store does not open there. `None` when there is none yet
+    /// and `create` is false.
+    async fn store_id(&self, create: bool) -> Result<Option<String>>;
 
     async fn create_user(&self, user: NewUser) -> Result<User>;
     async fn user_by_key(&self, username_key: &str) -> Result<Option<UserRecord>>;

@@ -252,19 +252,21 @@ impl Store for PostgresStore {
         self.describe.clone()
     }
 
-    async fn store_id(&self) -> Result<String> {
+    async fn store_id(&self, create: bool) -> Result<Option<String>> {
         let c = self.client().await?;
-        c.execute(
-            "INSERT INTO meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING",
-            &[&uuid::Uuid::new_v4().to_string()],
-        )
-        .await
-        .map_err(backend)?;
-        let row = c
-            .query_one("SELECT value FROM meta WHERE key = 'store_id'", &[])
+        if create {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING",
+                &[&uuid::Uuid::new_v4().to_string()],
+            )
             .await
             .map_err(backend)?;
-        Ok(row.get(0))
+        }
+        let row = c
+            .query_opt("SELECT value FROM meta WHERE key = 'store_id'", &[])
+            .await
+            .map_err(backend)?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn create_user(&self, user: NewUser) -> Result<User> {

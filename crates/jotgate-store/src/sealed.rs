@@ -13,12 +13,21 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use jotgate_core::seal::{MasterKeys, is_sealed};
+use jotgate_core::seal::{Life, MasterKeys, is_bound_to_store, is_sealed};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::{
     LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome, Store,
     StoreError, StoredKey, User, UserRecord,
 };
+
+/// A row's life cycle, as a seal records it.
+fn life(k: &StoredKey) -> Life {
+    Life {
+        created_at: k.created_at,
+        retired_at: k.retired_at,
+    }
+}
 
 /// The earlier of two optional instants (`None` when both are).
 fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
@@ -44,12 +53,39 @@ impl SealedKeys {
         }
     }
 
-    /// The deployment every blob of this store is sealed for: the store's id.
+    /// The deployment every blob of this store is sealed for: the store's id. Made on first
+    /// use — but never for a store that holds keys bound to an id already: that id was lost
+    /// (a restore or copy without the `meta` row), and a new one would open none of them.
     async fn deployment(&self) -> Result<&str> {
         self.store_id
-            .get_or_try_init(|| self.inner.store_id())
+            .get_or_try_init(|| async {
+                if let Some(id) = self.inner.store_id(false).await? {
+                    return Ok(id);
+                }
+                if self
+                    .inner
+                    .keys()
+                    .await?
+                    .iter()
+                    .any(|k| is_bound_to_store(&k.private_der))
+                {
+                    return Err(StoreError::Config(
+                        "the store's id is missing (the meta item store_id), but its signing keys are sealed to one: restore it from a backup of this store (jotgate keys list shows it)".into(),
+                    ));
+                }
+                let id = self.inner.store_id(true).await?.ok_or_else(|| {
+                    StoreError::Backend("the store did not keep its new id".into())
+                })?;
+                tracing::info!(store_id = %id, "store id created; sealed signing keys are bound to it");
+                Ok(id)
+            })
             .await
             .map(String::as_str)
+    }
+
+    /// The store's id, as keys sealed here are bound to it (for `jotgate keys list`).
+    pub async fn id(&self) -> Result<Option<String>> {
+        self.inner.store_id(false).await
     }
 
     /// Encrypt, in place, every key stored unencrypted. Returns their kids.
@@ -66,7 +102,7 @@ impl SealedKeys {
                 continue;
             }
             let blob = m
-                .seal(d, &k.kid, &k.alg, k.retired_at, &k.private_der)
+                .seal(d, &k.kid, &k.alg, life(&k), &k.private_der)
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
             self.inner
                 .replace_key_material(&k.kid, &k.private_der, blob)
@@ -83,8 +119,8 @@ impl Store for SealedKeys {
         self.inner.describe()
     }
 
-    async fn store_id(&self) -> Result<String> {
-        self.inner.store_id().await
+    async fn store_id(&self, create: bool) -> Result<Option<String>> {
+        self.inner.store_id(create).await
     }
 
     async fn insert_key(&self, mut key: StoredKey) -> Result<()> {
@@ -103,15 +139,18 @@ impl Store for SealedKeys {
             ));
         }
         if let Some(m) = &self.master {
-            key.private_der = m
+            let sealed = m
                 .seal(
                     self.deployment().await?,
                     &key.kid,
                     &key.alg,
-                    key.retired_at,
+                    life(&key),
                     &key.private_der,
                 )
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
+            // The plaintext goes, wiped.
+            key.private_der.zeroize();
+            key.private_der = sealed;
         }
         self.inner.insert_key(key).await
     }
@@ -138,15 +177,26 @@ impl Store for SealedKeys {
             let opened = m
                 .open(d, &k.kid, &k.alg, &k.private_der)
                 .map_err(|e| StoreError::Backend(format!("{e} (JOTGATE_MASTER_KEY)")))?;
-            // Retired when either the row or the sealed key says so, from the earlier instant.
-            let merged = earliest(k.retired_at, opened.retired_at);
-            if opened.retired_at.is_some() && k.retired_at != merged {
-                tracing::warn!(kid = %k.kid, "the stored row of a signing key does not record the retirement its sealed key records: the key stays retired");
+            // The sealed life cycle is the truth: its activation, and its retirement unless
+            // the row records an earlier one (a key retired before format 3).
+            let merged = match opened.life {
+                Some(sealed) => Life {
+                    created_at: sealed.created_at,
+                    retired_at: earliest(sealed.retired_at, k.retired_at),
+                },
+                None => life(k),
+            };
+            if opened
+                .life
+                .is_some_and(|l| l.created_at != k.created_at || l.retired_at != k.retired_at)
+            {
+                tracing::warn!(kid = %k.kid, "the stored row of a signing key does not match the life cycle its sealed key records: the sealed one holds");
             }
-            k.retired_at = merged;
-            if opened.reseal || opened.retired_at != merged {
+            k.created_at = merged.created_at;
+            k.retired_at = merged.retired_at;
+            if opened.reseal || opened.life != Some(merged) {
                 // Sealed with an old master key or an old format, or retired in the row only:
-                // seal it again with the current master key, recording the retirement.
+                // seal it again with the current master key, recording the life cycle.
                 match m.seal(d, &k.kid, &k.alg, merged, &opened.plaintext) {
                     Ok(blob) => match self
                         .inner
@@ -198,20 +248,28 @@ impl Store for SealedKeys {
             .into_iter()
             .find(|k| k.kid == kid)
             .ok_or(StoreError::NotFound("key"))?;
+        let to = Zeroizing::new(to);
         let d = self.deployment().await?;
-        let current = if is_sealed(&stored.private_der) {
-            m.open(d, kid, &stored.alg, &stored.private_der)
-                .map_err(|e| StoreError::Backend(e.to_string()))?
-                .plaintext
-                .to_vec()
+        let (current, sealed_life) = if is_sealed(&stored.private_der) {
+            let o = m
+                .open(d, kid, &stored.alg, &stored.private_der)
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            (o.plaintext, o.life)
         } else {
-            stored.private_der.clone()
+            (Zeroizing::new(stored.private_der.clone()), None)
         };
-        if current != from {
+        if current.as_slice() != from {
             return Err(StoreError::Conflict("key material"));
         }
+        let life = match sealed_life {
+            Some(l) => Life {
+                created_at: l.created_at,
+                retired_at: earliest(l.retired_at, stored.retired_at),
+            },
+            None => life(&stored),
+        };
         let blob = m
-            .seal(d, kid, &stored.alg, stored.retired_at, &to)
+            .seal(d, kid, &stored.alg, life, &to)
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         self.inner
             .replace_key_material(kid, &stored.private_der, blob)
@@ -236,9 +294,13 @@ impl Store for SealedKeys {
             let opened = m
                 .open(d, kid, &stored.alg, &stored.private_der)
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
-            let retired_at = earliest(earliest(stored.retired_at, opened.retired_at), Some(at));
+            let sealed = opened.life.unwrap_or(life(&stored));
+            let retired = Life {
+                created_at: sealed.created_at,
+                retired_at: earliest(earliest(sealed.retired_at, stored.retired_at), Some(at)),
+            };
             let blob = m
-                .seal(d, kid, &stored.alg, retired_at, &opened.plaintext)
+                .seal(d, kid, &stored.alg, retired, &opened.plaintext)
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
             match self
                 .inner

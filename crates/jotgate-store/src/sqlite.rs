@@ -205,17 +205,20 @@ impl Store for SqliteStore {
         format!("sqlite:{}", self.path.display())
     }
 
-    async fn store_id(&self) -> Result<String> {
+    async fn store_id(&self, create: bool) -> Result<Option<String>> {
         let fresh = uuid::Uuid::new_v4().to_string();
         self.with(move |c| {
-            c.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)",
-                params![fresh],
-            )
-            .map_err(backend)?;
+            if create {
+                c.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)",
+                    params![fresh],
+                )
+                .map_err(backend)?;
+            }
             c.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
                 r.get(0)
             })
+            .optional()
             .map_err(backend)
         })
         .await

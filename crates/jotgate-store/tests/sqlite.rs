@@ -169,10 +169,18 @@ mod sealed {
         )
         .unwrap();
         assert_eq!(sealed.keys().await.unwrap()[2].retired_at, Some(700));
+        // Moving a key's activation in the row changes nothing: the sealed one holds.
+        db.execute(
+            "UPDATE signing_keys SET created_at = 99 WHERE kid = 'k3'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(sealed.keys().await.unwrap()[2].created_at, 1);
         // Another store with the same master key cannot read these keys: a blob copied
         // there does not open.
         let blob = raw.keys().await.unwrap()[0].private_der.clone();
         let elsewhere_raw: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        elsewhere_raw.store_id(true).await.unwrap();
         elsewhere_raw
             .insert_key(jotgate_store::StoredKey {
                 kid: "k1".into(),
@@ -186,6 +194,12 @@ mod sealed {
         let elsewhere = SealedKeys::new(elsewhere_raw, Some(master_keys(MASTER, &[])));
         let e = elsewhere.keys().await.unwrap_err();
         assert!(e.to_string().contains("copied from another store"), "{e}");
+        // A store that lost its id is not given a new one while keys are bound to the old.
+        db.execute("DELETE FROM meta", []).unwrap();
+        let reopened = SealedKeys::new(raw.clone(), Some(master_keys(MASTER, &[])));
+        let e = reopened.keys().await.unwrap_err();
+        assert!(e.to_string().contains("store's id is missing"), "{e}");
+        assert_eq!(raw.store_id(false).await.unwrap(), None);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -95,7 +95,8 @@ pub async fn users_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
 }
 
 pub async fn keys_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
-    let keys = open_store(s).await?.keys().await?;
+    let store = open_store(s).await?;
+    let keys = store.keys().await?;
     let statuses = keyring::statuses(&keys, &s.policy()?, now());
     let rows: Vec<_> = keys
         .iter()
@@ -110,6 +111,7 @@ pub async fn keys_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
     if as_json {
         return Ok(serde_json::to_string_pretty(&rows)?);
     }
+    let store_id = store.store_id(false).await?;
     let mut out = format!(
         "{:<44}  {:<6}  {:<9}  {:<12}  {}\n",
         "KID", "ALG", "STATUS", "ACTIVATES", "RETIRED"
@@ -125,6 +127,10 @@ pub async fn keys_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
                 .as_i64()
                 .map_or("-".into(), |v| v.to_string()),
         ));
+    }
+    if let Some(id) = store_id {
+        // Keys sealed with a master key are bound to it: a restore must keep it.
+        out.push_str(&format!("store id: {id}\n"));
     }
     Ok(out)
 }
@@ -231,9 +237,12 @@ async fn end_key(s: &Settings, kid: &str, revoke: bool) -> anyhow::Result<String
         StoreError::NotFound(_) => anyhow::anyhow!("no key with kid {kid:?}"),
         e => e.into(),
     })?;
+    // A key retired earlier already (the store keeps the earlier instant) is announced
+    // with that instant: tokens it signed since are refused at the edge too.
+    let not_after = target.retired_at.map_or(at, |earlier| earlier.min(at));
     let entry = jotgate_verify::Revoked::Key {
         kid: kid.to_string(),
-        not_after: at,
+        not_after,
         expires_at: t + grace,
     };
     store
