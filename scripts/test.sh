@@ -91,9 +91,14 @@ if [ "${JOTGATE_SKIP_DYNAMODB:-}" != 1 ] && [ -z "${JOTGATE_TEST_DYNAMODB:-}" ];
     echo "test.sh: installing moto[server] from PyPI"
     python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5'
   fi
+  # The template's table as CloudFormation would create it, against botocore's model.
+  python3 scripts/moto_server.py --check-template deploy/aws/template.yaml
   mport=$(free_port)
-  # scripts/moto_server.py: moto with DynamoDB writes serialised, as DynamoDB does.
-  python3 scripts/moto_server.py -H 127.0.0.1 -p "$mport" >"${TMPDIR:-/tmp}/jotgate-moto-$mport.log" 2>&1 &
+  # scripts/moto_server.py: moto with DynamoDB writes serialised, as DynamoDB does; every
+  # request validated against botocore's service model and authorised against the IAM
+  # policy of deploy/aws/template.yaml's API function, as AWS would.
+  JOTGATE_IAM_TEMPLATE=deploy/aws/template.yaml \
+    python3 scripts/moto_server.py -H 127.0.0.1 -p "$mport" >"${TMPDIR:-/tmp}/jotgate-moto-$mport.log" 2>&1 &
   moto_pid=$!
   cleanups+=("kill $moto_pid 2>/dev/null")
   for _ in $(seq 100); do
@@ -101,7 +106,7 @@ if [ "${JOTGATE_SKIP_DYNAMODB:-}" != 1 ] && [ -z "${JOTGATE_TEST_DYNAMODB:-}" ];
     sleep 0.1
   done
   export JOTGATE_TEST_DYNAMODB="http://127.0.0.1:$mport"
-  echo "test.sh: moto $(python3 -c 'import moto; print(moto.__version__)') (DynamoDB emulator) on port $mport"
+  echo "test.sh: moto $(python3 -c 'import moto; print(moto.__version__)') (DynamoDB emulator, IAM of deploy/aws/template.yaml) on port $mport"
 fi
 # The SDK reads credentials from the environment; an emulator takes any.
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"

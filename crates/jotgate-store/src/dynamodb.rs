@@ -36,7 +36,7 @@ use crate::{
 type Item = HashMap<String, AttributeValue>;
 
 /// The sparse index that lists users (only user items carry `g1pk`).
-const USERS_INDEX: &str = "g1";
+const USERS_INDEX: &str = "users_by_created";
 /// The TTL attribute (epoch seconds).
 const TTL_ATTR: &str = "expires_ttl";
 /// Attempts at a transaction that lost a race (condition or transaction conflict).
@@ -202,7 +202,7 @@ fn user_attrs(u: &NewUser) -> Vec<(&'static str, AttributeValue)> {
     ]
 }
 
-/// The user an item shows (a user item, or its projection in the `g1` index).
+/// The user an item shows (a user item, or its projection in the users index).
 fn user_of(it: &Item) -> Result<User> {
     let roles = match it.get("role_list") {
         Some(AttributeValue::L(l)) => l
