@@ -3,9 +3,16 @@
 //! authorizer ([`crate::edge::run_authorizer`]). The `bootstrap` runs `jotgate` with no
 //! arguments: with `AWS_LAMBDA_RUNTIME_API` set, that means `jotgate lambda`.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::http::{Request, Uri};
+use base64::Engine;
 use lambda_http::RequestExt;
-use lambda_http::request::RequestContext;
+use lambda_http::request::{LambdaRequest, RequestContext};
+use lambda_runtime::{LambdaEvent, Service};
+use serde_json::{Value, json};
 
 use crate::settings::Settings;
 
@@ -93,9 +100,100 @@ pub async fn run_api(settings: &Settings) -> anyhow::Result<()> {
         .map_request(strip_stage::<lambda_http::Body>)
         .map_request(source_ip::<lambda_http::Body>)
         .service(jotgate_server::router(state));
-    let result = lambda_http::run(app)
+    let adapter = lambda_http::Adapter::from(app);
+    let result = lambda_runtime::run(BodyChecked(adapter))
         .await
         .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     sync.abort();
     result
+}
+
+/// Why an event's body cannot be handed to lambda_http: it says `isBase64Encoded` and the
+/// body is not base64. (The events crate would panic on it, and with the release profile's
+/// `panic = "abort"` that ends the container.)
+fn bad_body(event: &Value) -> bool {
+    event.get("isBase64Encoded").and_then(Value::as_bool) == Some(true)
+        && event
+            .get("body")
+            .and_then(Value::as_str)
+            .is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_err())
+}
+
+/// The answer to an event whose body is not what it claims: 400 in the shape every
+/// API Gateway payload and function URLs accept.
+fn bad_body_response() -> Value {
+    json!({
+        "statusCode": 400,
+        "headers": {"content-type": "application/json"},
+        "isBase64Encoded": false,
+        "body": json!({
+            "status": "error",
+            "error": "the request body is marked base64 but is not valid base64",
+            "code": "invalid_body",
+        }).to_string(),
+    })
+}
+
+/// lambda_http's adapter behind a check of the raw event: what it would panic on is
+/// answered with a 400 instead.
+struct BodyChecked<S>(S);
+
+impl<S> Service<LambdaEvent<Value>> for BodyChecked<S>
+where
+    S: Service<LambdaEvent<LambdaRequest>>,
+    S::Response: serde::Serialize,
+    S::Error: Into<lambda_runtime::Diagnostic> + std::fmt::Debug,
+    S::Future: Send + 'static,
+{
+    type Response = Value;
+    type Error = lambda_runtime::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Value, lambda_runtime::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0
+            .poll_ready(cx)
+            .map_err(|e| format!("lambda adapter: {e:?}").into())
+    }
+
+    fn call(&mut self, event: LambdaEvent<Value>) -> Self::Future {
+        let (payload, context) = event.into_parts();
+        if bad_body(&payload) {
+            return Box::pin(async { Ok(bad_body_response()) });
+        }
+        let request: LambdaRequest = match serde_json::from_value(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let e: lambda_runtime::Error =
+                    format!("the event is not an API Gateway or function URL request: {e}").into();
+                return Box::pin(async move { Err(e) });
+            }
+        };
+        let fut = self.0.call(LambdaEvent::new(request, context));
+        Box::pin(async move {
+            let res = fut
+                .await
+                .map_err(|e| -> lambda_runtime::Error { format!("{e:?}").into() })?;
+            Ok(serde_json::to_value(res)?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_marked_base64_must_be_base64() {
+        assert!(bad_body(
+            &json!({"isBase64Encoded": true, "body": "not base64!"})
+        ));
+        assert!(!bad_body(
+            &json!({"isBase64Encoded": true, "body": "eyJhIjoxfQ=="})
+        ));
+        assert!(!bad_body(
+            &json!({"isBase64Encoded": false, "body": "not base64!"})
+        ));
+        assert!(!bad_body(&json!({"isBase64Encoded": true})));
+        assert_eq!(bad_body_response()["statusCode"], 400);
+    }
 }

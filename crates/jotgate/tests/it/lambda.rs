@@ -3,6 +3,7 @@
 //! API Gateway REST (payload 1.0, named stage), HTTP API (2.0, named stage) and function
 //! URL events: signup, login, private with and without a token, verify, refresh, errors.
 
+use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::authorizer::runtime_api::RuntimeApi;
@@ -243,6 +244,34 @@ async fn the_http_api_runs_unchanged_behind_each_event_shape() {
 /// the other honours — accounts, signing keys, refresh rotation and reuse detection, and
 /// login throttling counters.
 #[cfg(feature = "dynamodb")]
+/// Issue 17, item 7: a body marked base64 that is not base64 is a 400, in every event
+/// shape, and the container goes on serving (the events crate would panic, and the
+/// release profile aborts on panic).
+#[tokio::test]
+async fn a_body_marked_base64_that_is_not_gets_400() {
+    let mut f = Function::start().await;
+    for shape in [Shape::RestV1, Shape::HttpV2, Shape::FunctionUrl] {
+        let mut e = event(shape, "POST", "/login", None, None);
+        e["isBase64Encoded"] = true.into();
+        e["body"] = "this is not base64!".into();
+        let (status, _, body) = f.call(e).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{shape:?}"
+        );
+        // Well-formed base64 still reaches the API.
+        let creds = json!({"username": format!("{shape:?}").to_lowercase(), "password": PASSWORD});
+        let mut e = event(shape, "POST", "/signup", None, None);
+        e["isBase64Encoded"] = true.into();
+        e["body"] = base64::engine::general_purpose::STANDARD
+            .encode(creds.to_string())
+            .into();
+        let (status, _, body) = f.call(e).await;
+        assert_eq!(status, 201, "{shape:?}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn two_containers_share_one_dynamodb_table() {
     let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
