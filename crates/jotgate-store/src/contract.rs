@@ -136,6 +136,7 @@ pub async fn two_handles_agree(a: Arc<dyn Store>, b: Arc<dyn Store>) {
         let s = if i % 2 == 0 { &a } else { &b };
         s.revoke_token(&format!("jti:{i}"), 100, 5).await.unwrap();
     }
+    tokio::time::sleep(b.feed_settle()).await;
     let feed = b.revocations_since(0, 5, usize::MAX).await.unwrap();
     assert_eq!(feed.len(), 20);
     assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
@@ -466,6 +467,7 @@ pub async fn revocations(s: Arc<dyn Store>) {
     s.revoke_token("jti:j1", 200, 100).await.unwrap();
     s.revoke_token("jti:j1", 200, 101).await.unwrap();
     s.revoke_token("jti:j2", 150, 102).await.unwrap();
+    tokio::time::sleep(s.feed_settle()).await;
     let all = s.revocations_since(0, 100, usize::MAX).await.unwrap();
     assert_eq!(
         all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
@@ -499,6 +501,7 @@ pub async fn concurrent_revocations(s: Arc<dyn Store>) {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
+    tokio::time::sleep(s.feed_settle()).await;
     let feed = s.revocations_since(0, 100, usize::MAX).await.unwrap();
     assert_eq!(feed.len(), 16);
     assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));

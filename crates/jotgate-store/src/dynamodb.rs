@@ -256,6 +256,49 @@ where
     matches!(e, SdkError::ServiceError(se) if se.err().code() == Some("ConditionalCheckFailedException"))
 }
 
+/// How long a feed entry may take from its position (the writer's clock) to being readable.
+/// A write that took longer is written again at a fresh position; readers see only
+/// positions older than this, so followers never step over an entry still on its way.
+/// Tolerates writer/reader clock skew up to half of it (Lambda clocks are NTP-synchronised).
+pub const FEED_SETTLE: Duration = Duration::from_secs(1);
+
+fn micros_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// A feed position: microseconds × 1000 plus a random suffix, so writers on many
+/// containers in the same microsecond rarely collide (a collision fails the write's
+/// condition and takes another).
+fn feed_position(micros: i64) -> i64 {
+    let r = u16::from_le_bytes([
+        uuid::Uuid::new_v4().as_bytes()[0],
+        uuid::Uuid::new_v4().as_bytes()[1],
+    ]);
+    micros.saturating_mul(1000) + i64::from(r % 1000)
+}
+
+/// The highest position a reader may return now.
+fn settled_horizon() -> i64 {
+    let settle = FEED_SETTLE.as_micros() as i64;
+    (micros_now() - settle).saturating_mul(1000) + 999
+}
+
+fn feed_entry(seq: i64, id: &str, expires_at: i64) -> Item {
+    item(
+        "REVOKED",
+        format!("SEQ#{seq:020}"),
+        vec![
+            ("seq_no", n(seq)),
+            ("token_id", s(id)),
+            ("expires_at", n(expires_at)),
+            (TTL_ATTR, n(expires_at)),
+        ],
+    )
+}
+
 /// Wait a little before retrying a transaction that lost a race (spread the contenders).
 async fn backoff(attempt: u32) {
     let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
@@ -426,6 +469,38 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// After a revocation written at `started`: if it took half the settle time or more,
+    /// readers may already have passed its position, so post it again at a fresh one
+    /// (entries are idempotent for readers), until one lands in time.
+    async fn settle(&self, mut started: i64, id: &str, expires_at: i64) -> Result<()> {
+        let half = FEED_SETTLE.as_micros() as i64 / 2;
+        let mut attempt = 0;
+        while micros_now() - started >= half {
+            attempt += 1;
+            if attempt > MAX_ATTEMPTS {
+                return Err(backend(
+                    "the revocation feed entry kept landing late; try again",
+                ));
+            }
+            started = micros_now();
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(feed_entry(feed_position(started), id, expires_at)))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            match res {
+                Ok(_) => {}
+                // The position was taken in the same microsecond: take another.
+                Err(e) if is_condition_failed(&e) => started = micros_now() - half,
+                Err(e) => return Err(sdk(e)),
+            }
+        }
+        Ok(())
+    }
+
     async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>> {
         let out = self
             .client
@@ -554,6 +629,10 @@ fn stored_key(it: &Item) -> Result<(StoredKey, i64)> {
 impl Store for DynamoStore {
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    fn feed_settle(&self) -> Duration {
+        FEED_SETTLE
     }
 
     async fn store_id(&self, create: bool) -> Result<Option<String>> {
@@ -968,59 +1047,34 @@ impl Store for DynamoStore {
     }
 
     async fn revoke_token(&self, id: &str, expires_at: i64, _now: i64) -> Result<()> {
-        // The feed position comes from a counter item advanced in the same transaction as
-        // the entry, conditioned on its previous value: positions are dense and each one
-        // is committed before the next can be taken, so a reader that has seen N has seen
-        // everything below N.
+        // No counter item that every logout must win: the feed position is the time of the
+        // write (µs) and a random suffix, so concurrent revocations on any number of
+        // containers never contend. The `REVID#` item makes a revocation idempotent.
         // Expired entries need no sweep here: reads filter on expiry and TTL removes them.
         for attempt in 0..MAX_ATTEMPTS {
-            let prev = match self.get("REVSEQ".into(), "REVSEQ").await? {
-                Some(it) => get_n(&it, "next_seq")?,
-                None => 0,
-            };
-            let seq = prev + 1;
-            let counter = update(
-                &self.table,
-                Upd {
-                    key: key("REVSEQ", "REVSEQ"),
-                    expr: "SET next_seq = :seq",
-                    condition: Some(if prev == 0 {
-                        "attribute_not_exists(next_seq)"
-                    } else {
-                        "next_seq = :prev"
-                    }),
-                    names: vec![],
-                    values: if prev == 0 {
-                        vec![(":seq", n(seq))]
-                    } else {
-                        vec![(":seq", n(seq)), (":prev", n(prev))]
-                    },
-                },
-            )?;
+            let started = micros_now();
+            let seq = feed_position(started);
             let once = item(
                 format!("REVID#{id}"),
                 "REVID",
                 vec![("seq_no", n(seq)), (TTL_ATTR, n(expires_at))],
             );
-            let entry = item(
-                "REVOKED",
-                format!("SEQ#{seq:020}"),
-                vec![
-                    ("seq_no", n(seq)),
-                    ("token_id", s(id)),
-                    ("expires_at", n(expires_at)),
-                    (TTL_ATTR, n(expires_at)),
-                ],
-            );
             let items = vec![
-                counter,
                 put(&self.table, once, Some("attribute_not_exists(pk)"))?,
-                put(&self.table, entry, None)?,
+                put(
+                    &self.table,
+                    feed_entry(seq, id, expires_at),
+                    Some("attribute_not_exists(pk)"),
+                )?,
             ];
             match self.transact(items).await? {
-                Txn::Done => return Ok(()),
+                Txn::Done => {
+                    self.settle(started, id, expires_at).await?;
+                    return Ok(());
+                }
                 // Already revoked: idempotent.
-                Txn::Cancelled(codes) if Txn::failed(&codes, 1) => return Ok(()),
+                Txn::Cancelled(codes) if Txn::failed(&codes, 0) => return Ok(()),
+                // The same position taken in the same microsecond, or a conflict.
                 Txn::Cancelled(codes) if Txn::lost_race(&codes) => backoff(attempt).await,
                 Txn::Cancelled(codes) => {
                     return Err(backend(format!(
@@ -1046,10 +1100,16 @@ impl Store for DynamoStore {
             .query()
             .table_name(&self.table)
             .consistent_read(true)
-            .key_condition_expression("pk = :pk AND sk > :since")
+            // Only settled positions: every entry at or below the horizon is committed, so
+            // a follower's cursor never passes an entry that becomes visible later.
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
             .filter_expression("expires_at >= :now")
             .expression_attribute_values(":pk", s("REVOKED"))
-            .expression_attribute_values(":since", s(format!("SEQ#{:020}", since.max(0))))
+            .expression_attribute_values(
+                ":from",
+                s(format!("SEQ#{:020}", since.max(0).saturating_add(1))),
+            )
+            .expression_attribute_values(":to", s(format!("SEQ#{:020}", settled_horizon())))
             .expression_attribute_values(":now", n(now))
             .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000));
         let mut stream = q.into_paginator().items().send();

@@ -192,6 +192,12 @@ pub trait Store: Send + Sync + 'static {
     /// A short name for logs (`sqlite:/path`, never credentials).
     fn describe(&self) -> String;
 
+    /// How long a revocation may take to appear in [`Store::revocations_since`] after
+    /// `revoke_token` returned (zero where positions are handed out in commit order).
+    fn feed_settle(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// A random id made the first time it is asked for with `create`, then the same for
     /// every instance on this store (and its backups): sealed signing keys are bound to it,
     /// so a key moved to another store does not open there. `None` when there is none yet
@@ -229,7 +235,9 @@ pub trait Store: Send + Sync + 'static {
     /// a user issued before the instant.
     async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()>;
     /// Unexpired revocations with `seq > since`, in feed order, at most `limit` of them
-    /// (the feed is paged: a follower asks again from the last `seq`).
+    /// (the feed is paged: a follower asks again from the last `seq`). An entry appears at
+    /// most [`Store::feed_settle`] after `revoke_token` returned, and never at a position
+    /// below one already returned.
     async fn revocations_since(
         &self,
         since: i64,

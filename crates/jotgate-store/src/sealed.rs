@@ -119,6 +119,10 @@ impl Store for SealedKeys {
         self.inner.describe()
     }
 
+    fn feed_settle(&self) -> std::time::Duration {
+        self.inner.feed_settle()
+    }
+
     async fn store_id(&self, create: bool) -> Result<Option<String>> {
         self.inner.store_id(create).await
     }

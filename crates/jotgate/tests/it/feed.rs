@@ -112,7 +112,10 @@ async fn a_fresh_follower_on_dynamodb() {
         return;
     };
     let app = feed_app(Some(url)).await;
-    fill(&app.store().await, 50, 1).await;
+    let store = app.store().await;
+    fill(&store, 50, 1).await;
+    // DynamoDB's feed shows an entry once it has settled (no counter item to serialise on).
+    tokio::time::sleep(store.feed_settle()).await;
     let ann = app.signup("ann").await;
     let token = ann["token"].as_str().unwrap();
     let v = Verifier::new(quick(vec![trust(&app)])).unwrap();
@@ -188,4 +191,75 @@ async fn another_instance_learns_a_logout_within_a_second() {
         b.private(token).await.status() == StatusCode::UNAUTHORIZED
     })
     .await;
+}
+
+/// Issue 17, item 3: concurrent logouts on DynamoDB never contend for one item: every one
+/// answers 204, and every session is refused afterwards — on this instance at once, by
+/// another instance and by an edge verifier following the feed.
+#[tokio::test]
+async fn concurrent_logouts_on_dynamodb_all_succeed() {
+    let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
+        return;
+    };
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.issuer = None;
+    s.feed_token = Some(FEED_TOKEN.to_string().into());
+    s.store = Some(url.clone().into());
+    s.signup_ip_limit = Some(1000);
+    let app = TestApp::with(s, dir).await;
+    let dir2 = temp_dir();
+    let mut s2 = settings(&dir2);
+    s2.store = Some(url.into());
+    let other = TestApp::with(s2, dir2).await;
+    let v = Verifier::new(quick(vec![trust(&app)])).unwrap();
+    let _bg = v.start().await;
+
+    let mut sessions = Vec::new();
+    for u in 0..10 {
+        let name = format!("user{u}");
+        app.signup(&name).await;
+        for _ in 0..5 {
+            let res = app.login(&name, PASSWORD).await;
+            assert_eq!(res.status(), StatusCode::OK);
+            let body: Value = res.json().await.unwrap();
+            sessions.push((
+                body["token"].as_str().unwrap().to_string(),
+                body["refresh_token"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    let mut tasks = Vec::new();
+    for (token, _) in &sessions {
+        let (url, token) = (app.url("/logout"), token.clone());
+        tasks.push(tokio::spawn(async move {
+            client()
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::NO_CONTENT);
+    }
+    for (token, refresh) in &sessions {
+        assert_eq!(app.private(token).await.status(), StatusCode::UNAUTHORIZED);
+        let res = app
+            .post("/refresh", serde_json::json!({ "refresh_token": refresh }))
+            .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    for (token, _) in &sessions {
+        eventually("another instance refuses the session", async || {
+            other.private(token).await.status() == StatusCode::UNAUTHORIZED
+        })
+        .await;
+        eventually("the edge refuses the session", async || {
+            v.verify(token).await.is_err()
+        })
+        .await;
+    }
 }
