@@ -1,11 +1,11 @@
 """moto in server mode, made as strict as AWS where jotgate depends on it.
 
-1. DynamoDB writes are atomic with respect to each other. moto's threaded server applies
+1. DynamoDB operations are atomic with respect to each other. moto's threaded server applies
    concurrent TransactWriteItems (and conditional writes) to copies of a table without a
    lock, so two transactions conditioned on the same item can both pass: DynamoDB itself
    serialises them. The store's "exactly one rotation" contract then failed now and then
-   under load (seen: 2 of 12 concurrent rotations won). Every write operation here takes one
-   lock; reads do not.
+   under load (seen: 2 of 12 concurrent rotations won). Every operation here takes one
+   lock.
 
 2. With JOTGATE_IAM_TEMPLATE=deploy/aws/template.yaml, every DynamoDB, Secrets Manager and
    SSM request is authorised against the IAM policy of the template's API function, read
@@ -49,13 +49,11 @@ def _serialised(name):
     setattr(DynamoDBBackend, name, locked)
 
 
-for _name in (
-    "put_item",
-    "update_item",
-    "delete_item",
-    "transact_write_items",
-    "batch_write_item",
-):
+# Reads too: a transaction deep-copies the table to roll back, and a concurrent read that
+# touches it (expiring items, say) made the copy fail ("dictionary changed size during
+# iteration", a 500) at 200 concurrent logouts.
+for _name in [n for n, v in vars(DynamoDBBackend).items()
+              if callable(v) and not n.startswith("_")]:
     _serialised(_name)
 
 

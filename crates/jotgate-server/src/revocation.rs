@@ -80,29 +80,36 @@ pub fn outlived(policy: &TokenPolicy, t: i64) -> i64 {
     t + policy.access_ttl + policy.leeway
 }
 
-/// End every session of `user_id` and deny every access token issued to it up to `t` (a
-/// per-user "not before"). Returns the revocations stored, for the caller to apply.
+/// What [`revoke_user`] did.
+pub struct UserRevoked {
+    /// The per-user "not before" entry, for the caller to apply.
+    pub entry: Revoked,
+    /// Sessions ended now (others may have ended before).
+    pub sessions: usize,
+}
+
+/// End every session of `user_id` and deny every access token issued to it up to and
+/// including second `t`: first the sessions (idempotent, so a retry after a failure
+/// resumes, while the caller's access token still works), then one "not before" entry
+/// for all the access tokens, whatever the number of sessions.
 pub async fn revoke_user(
     store: &dyn Store,
     policy: &TokenPolicy,
     user_id: &str,
     t: i64,
-) -> Result<Vec<Revoked>, StoreError> {
-    let expires_at = outlived(policy, t);
-    let mut out = Vec::new();
-    for sid in store.revoke_user_sessions(user_id, t).await? {
-        // Covers tokens issued earlier in this same second, which "not before" lets pass.
-        out.push(Revoked::Session { sid, expires_at });
-    }
-    out.push(Revoked::User {
+) -> Result<UserRevoked, StoreError> {
+    let sessions = store.revoke_user_sessions(user_id, t).await?.len();
+    // `not before` refuses tokens issued strictly before it: t + 1 covers this second's.
+    let not_before = t + 1;
+    let entry = Revoked::User {
         sub: user_id.into(),
-        not_before: t,
-        expires_at,
-    });
-    for r in &out {
-        store.revoke_token(&r.store_id(), r.expires_at(), t).await?;
-    }
-    Ok(out)
+        not_before,
+        expires_at: outlived(policy, not_before),
+    };
+    store
+        .revoke_token(&entry.store_id(), entry.expires_at(), t)
+        .await?;
+    Ok(UserRevoked { entry, sessions })
 }
 
 /// Most revocations in one page of the feed.

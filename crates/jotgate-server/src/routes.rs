@@ -29,6 +29,29 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
+/// The second to issue a token of `user_id` in: now — unless "log out everywhere" (or the
+/// logout fold) set the user's "not before" to the next second, which refuses every token
+/// of this second: then wait for it (at most about a second), so the new token is valid.
+async fn issuing_second(st: &AppState, user_id: &str) -> i64 {
+    let t = now();
+    let nb =
+        st.0.keys
+            .verifier()
+            .revocations(&st.0.cfg.policy.issuer)
+            .and_then(|r| r.user_not_before(user_id));
+    match nb {
+        Some(nb) if nb > t && nb - t <= 2 => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let wait = (nb * 1000 - now_ms).clamp(0, 2000) as u64;
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            now().max(nb)
+        }
+        _ => t,
+    }
+}
+
 fn access_token(st: &AppState, user: &User, sid: &str, t: i64) -> Result<String, ApiError> {
     let p = &st.0.cfg.policy;
     let claims = AccessClaims {
@@ -63,7 +86,7 @@ fn token_body(st: &AppState, user: &User, access: String, refresh: String) -> Va
 
 /// A new login session: a refresh-token family and its first pair of tokens.
 async fn new_session(st: &AppState, user: &User) -> Result<Value, ApiError> {
-    let t = now();
+    let t = issuing_second(st, &user.id).await;
     let family = uuid::Uuid::new_v4().to_string();
     let refresh_token = refresh::generate();
     st.0.store
@@ -269,7 +292,7 @@ pub async fn refresh(
             .user_by_id(&user_id)
             .await?
             .ok_or(ApiError::InvalidRefreshToken)?;
-    let access = access_token(&st, &user, &family, t)?;
+    let access = access_token(&st, &user, &family, issuing_second(&st, &user.id).await)?;
     Ok(Json(token_body(&st, &user, access, next)))
 }
 
@@ -414,7 +437,7 @@ pub async fn logout_all(
     let p = st.authenticate_request(&headers).await?;
     let t = now();
     let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &p.subject, t).await?;
-    st.0.denylist.record(done);
+    st.0.denylist.record([done.entry]);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS refresh_families (
     created_at INTEGER NOT NULL,
     revoked_at INTEGER
 );
+CREATE INDEX IF NOT EXISTS refresh_families_user ON refresh_families(user_id);
 CREATE TABLE IF NOT EXISTS refresh_tokens (
     token_hash     TEXT PRIMARY KEY,
     family_id      TEXT NOT NULL REFERENCES refresh_families(family_id),

@@ -239,6 +239,13 @@ impl Revocations {
         )
     }
 
+    /// The user's "not before" instant, when one is in force: tokens issued before it are
+    /// refused.
+    pub fn user_not_before(&self, sub: &str) -> Option<i64> {
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        s.users.get(sub).map(|(nbf, _)| *nbf)
+    }
+
     pub fn len(&self) -> usize {
         let s = self.state.read().unwrap_or_else(|p| p.into_inner());
         s.tokens.len() + s.sessions.len() + s.users.len() + s.keys.len()

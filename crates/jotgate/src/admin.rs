@@ -294,8 +294,7 @@ pub async fn users_revoke(s: &Settings, name: &str) -> anyhow::Result<String> {
             .await?;
     Ok(format!(
         "{}: {} session(s) ended; access tokens issued until now are refused\n",
-        record.user.username,
-        done.len() - 1
+        record.user.username, done.sessions
     ))
 }
 

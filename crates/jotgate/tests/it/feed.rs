@@ -201,6 +201,10 @@ async fn concurrent_logouts_on_dynamodb_all_succeed() {
     let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
         return;
     };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("error")
+        .with_test_writer()
+        .try_init();
     let dir = temp_dir();
     let mut s = settings(&dir);
     s.issuer = None;
@@ -215,8 +219,9 @@ async fn concurrent_logouts_on_dynamodb_all_succeed() {
     let v = Verifier::new(quick(vec![trust(&app)])).unwrap();
     let _bg = v.start().await;
 
+    // 50 sessions (10 users × 5); JOTGATE_SCALE=200 gives 200 (40 users).
     let mut sessions = Vec::new();
-    for u in 0..10 {
+    for u in 0..scale(50) / 5 {
         let name = format!("user{u}");
         app.signup(&name).await;
         for _ in 0..5 {
@@ -242,9 +247,15 @@ async fn concurrent_logouts_on_dynamodb_all_succeed() {
                 .status()
         }));
     }
+    let started = std::time::Instant::now();
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::NO_CONTENT);
     }
+    eprintln!(
+        "{} concurrent logouts: all 204 in {:?}",
+        sessions.len(),
+        started.elapsed()
+    );
     for (token, refresh) in &sessions {
         assert_eq!(app.private(token).await.status(), StatusCode::UNAUTHORIZED);
         let res = app
@@ -262,4 +273,119 @@ async fn concurrent_logouts_on_dynamodb_all_succeed() {
         })
         .await;
     }
+}
+
+/// Issue 17, item 4: "log out everywhere" with many sessions is one request: every session
+/// ends (a later call finds none left) and every access token is refused, whatever the
+/// number of sessions — the access tokens by one "not before" entry, not one per session.
+async fn logout_all_at_scale(app: &TestApp, n: usize, writers: usize) {
+    let ann = app.signup("ann").await;
+    let token = ann["token"].as_str().unwrap().to_string();
+    let user_id = ann["user"]["id"].as_str().unwrap().to_string();
+    let store = app.store().await;
+    let now = jotgate_verify::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (s, user) = (Arc::clone(&store), user_id.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (w..n).step_by(writers) {
+                s.insert_refresh(jotgate_store::NewRefresh {
+                    token_hash: format!("bulk-{i}"),
+                    family_id: uuid::Uuid::new_v4().to_string(),
+                    user_id: user.clone(),
+                    created_at: now,
+                    expires_at: now + 3600,
+                })
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut real = vec![(token.clone(), ann["refresh_token"].clone())];
+    for _ in 0..3 {
+        let body: Value = app.login("ann", PASSWORD).await.json().await.unwrap();
+        real.push((
+            body["token"].as_str().unwrap().to_string(),
+            body["refresh_token"].clone(),
+        ));
+    }
+    let before = app
+        .store()
+        .await
+        .revocations_since(0, now, usize::MAX)
+        .await
+        .unwrap()
+        .len();
+    let started = std::time::Instant::now();
+    let res = client()
+        .post(app.url("/logout-all"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    eprintln!("logout-all of {} sessions: {:?}", n + 4, started.elapsed());
+    for (access, refresh) in &real {
+        assert_eq!(app.private(access).await.status(), StatusCode::UNAUTHORIZED);
+        let res = app
+            .post("/refresh", serde_json::json!({ "refresh_token": refresh }))
+            .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(
+        store
+            .revoke_user_sessions(&user_id, now)
+            .await
+            .unwrap()
+            .is_empty(),
+        "every session ended"
+    );
+    // One feed entry, not one per session.
+    tokio::time::sleep(store.feed_settle()).await;
+    let after = store
+        .revocations_since(0, now, usize::MAX)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(after, before + 1);
+    // Ann signs in again at once and her new token works.
+    let body: Value = app.login("ann", PASSWORD).await.json().await.unwrap();
+    let fresh = body["token"].as_str().unwrap();
+    assert_eq!(app.private(fresh).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn logout_all_ends_a_thousand_sessions_on_sqlite() {
+    logout_all_at_scale(&feed_app(None).await, 1000, 8).await;
+}
+
+#[tokio::test]
+async fn logout_all_ends_a_thousand_sessions_on_postgres() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    logout_all_at_scale(&feed_app(Some(url)).await, 1000, 8).await;
+}
+
+/// How many, for the DynamoDB tests below: `JOTGATE_SCALE=1000` measures the issue's
+/// figures (docs/benchmarks.md); the suite keeps moto's cost down.
+fn scale(default: usize) -> usize {
+    std::env::var("JOTGATE_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// On the emulator each session is a transaction whose cost grows with the table (moto
+/// copies it): 200 here; 1,000 is measured in docs/benchmarks.md.
+#[tokio::test]
+async fn logout_all_ends_many_sessions_on_dynamodb() {
+    let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
+        return;
+    };
+    // One writer: moto serialises writes, and queued ones would time out.
+    logout_all_at_scale(&feed_app(Some(url)).await, scale(200), 1).await;
 }
