@@ -247,7 +247,8 @@ pub async fn load_or_generate(
     policy: &TokenPolicy,
     now: i64,
 ) -> Result<(KeyRing, Option<String>), KeyRingError> {
-    match KeyRing::from_stored(&store.keys().await?, policy, now) {
+    let keys = store.keys().await?;
+    match KeyRing::from_stored(&keys, policy, now) {
         Err(KeyRingError::NoActiveKey) => {}
         other => return other.map(|ring| (ring, None)),
     }
@@ -255,18 +256,25 @@ pub async fn load_or_generate(
         kid: "(new)".into(),
         reason: e.to_string(),
     })?;
-    store
-        .insert_key(StoredKey {
-            kid: key.kid().to_string(),
-            alg: alg.as_str().to_string(),
-            private_der: key.secret_bytes().to_vec(),
-            created_at: now,
-            retired_at: None,
-        })
+    // Instances starting together on an empty store (or finding that no key signs any
+    // more) claim one slot: exactly one stores its key, and all sign with that one.
+    let slot = keys
+        .last()
+        .map_or_else(|| "first".to_string(), |k| format!("after:{}", k.kid));
+    let stored = store
+        .insert_key_once(
+            &slot,
+            StoredKey {
+                kid: key.kid().to_string(),
+                alg: alg.as_str().to_string(),
+                private_der: key.secret_bytes().to_vec(),
+                created_at: now,
+                retired_at: None,
+            },
+        )
         .await?;
-    // Re-read: another instance starting at the same time may have stored a key too.
     let ring = KeyRing::from_stored(&store.keys().await?, policy, now)?;
-    Ok((ring, Some(key.kid().to_string())))
+    Ok((ring, stored.then(|| key.kid().to_string())))
 }
 
 /// This issuer's [`Verifier`]: its own keys as a given key set, under the policy every

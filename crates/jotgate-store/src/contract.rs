@@ -17,7 +17,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each_optional $factory;
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
-            revocations, concurrent_revocations, login_failures, store_id);
+            revocations, concurrent_revocations, login_failures, store_id, key_slots);
     };
     (@each_optional $factory:path; $($name:ident),*) => {
         $(
@@ -33,7 +33,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each $factory;
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
-            revocations, concurrent_revocations, login_failures, store_id);
+            revocations, concurrent_revocations, login_failures, store_id, key_slots);
     };
     (@each $factory:path; $($name:ident),*) => {
         $(
@@ -159,6 +159,32 @@ pub async fn store_id(s: Arc<dyn Store>) {
     assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
     assert_eq!(s.store_id(false).await.unwrap().as_deref(), Some(&*ids[0]));
     assert_eq!(s.store_id(true).await.unwrap().as_deref(), Some(&*ids[0]));
+}
+
+/// Of instances racing to store the first key, exactly one does; a slot is taken once.
+pub async fn key_slots(s: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.insert_key_once("first", key(&format!("race-{i}"), 10))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one instance stores the first key");
+    let keys = s.keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let first = keys[0].kid.clone();
+    let after = format!("after:{first}");
+    assert!(s.insert_key_once(&after, key("next", 20)).await.unwrap());
+    assert!(!s.insert_key_once(&after, key("again", 30)).await.unwrap());
+    assert!(!s.insert_key_once("first", key("late", 40)).await.unwrap());
+    assert_eq!(s.keys().await.unwrap().len(), 2);
 }
 
 fn new_user(id: &str, key: &str) -> NewUser {

@@ -287,6 +287,30 @@ fn settled_horizon() -> i64 {
     (micros_now() - settle).saturating_mul(1000) + 999
 }
 
+/// A signing key's item; its DER moves into the item.
+fn key_item(mut k: StoredKey) -> Item {
+    let inserted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let mut attrs = vec![
+        ("kid", s(&k.kid)),
+        ("key_alg", s(&k.alg)),
+        (
+            "private_der",
+            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(std::mem::take(
+                &mut k.private_der,
+            ))),
+        ),
+        ("created_at", n(k.created_at)),
+        ("inserted_at", n(inserted)),
+    ];
+    if let Some(r) = k.retired_at {
+        attrs.push(("retired_at", n(r)));
+    }
+    item("KEYS", format!("KEY#{}", k.kid), attrs)
+}
+
 fn feed_entry(seq: i64, id: &str, expires_at: i64) -> Item {
     item(
         "REVOKED",
@@ -790,31 +814,45 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn insert_key(&self, mut k: StoredKey) -> Result<()> {
-        let inserted = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
-        let mut attrs = vec![
-            ("kid", s(&k.kid)),
-            ("key_alg", s(&k.alg)),
-            (
-                "private_der",
-                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(std::mem::take(
-                    &mut k.private_der,
-                ))),
-            ),
-            ("created_at", n(k.created_at)),
-            ("inserted_at", n(inserted)),
-        ];
-        if let Some(r) = k.retired_at {
-            attrs.push(("retired_at", n(r)));
+    async fn insert_key_once(&self, slot: &str, k: StoredKey) -> Result<bool> {
+        let marker = item("META", format!("KEYSLOT#{slot}"), vec![("kid", s(&k.kid))]);
+        let key = key_item(k);
+        for attempt in 0..MAX_ATTEMPTS {
+            let items = vec![
+                put(
+                    &self.table,
+                    marker.clone(),
+                    Some("attribute_not_exists(pk)"),
+                )?,
+                put(&self.table, key.clone(), Some("attribute_not_exists(pk)"))?,
+            ];
+            match self.transact(items).await? {
+                Txn::Done => return Ok(true),
+                Txn::Cancelled(codes) if Txn::failed(&codes, 0) => return Ok(false),
+                Txn::Cancelled(codes) if Txn::failed(&codes, 1) => {
+                    return Err(StoreError::Conflict("key id"));
+                }
+                // Another instance's transaction on the slot is in flight: ask again.
+                Txn::Cancelled(codes) if Txn::lost_race(&codes) => backoff(attempt).await,
+                Txn::Cancelled(codes) => {
+                    return Err(backend(format!(
+                        "DynamoDB refused the key ({})",
+                        codes.join(", ")
+                    )));
+                }
+            }
         }
+        Err(backend(
+            "the first signing key kept losing races; try again",
+        ))
+    }
+
+    async fn insert_key(&self, k: StoredKey) -> Result<()> {
         let res = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item("KEYS", format!("KEY#{}", k.kid), attrs)))
+            .set_item(Some(key_item(k)))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;

@@ -211,6 +211,11 @@ pub trait Store: Send + Sync + 'static {
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()>;
 
     async fn insert_key(&self, key: StoredKey) -> Result<()>;
+    /// Insert `key` only if no key was inserted for `slot` before, atomically across
+    /// instances: of instances starting together on an empty store (slot `first`), or
+    /// replacing a key that stopped signing (slot `after:<kid>`), exactly one inserts.
+    /// `false` when the slot was taken (the key is not inserted).
+    async fn insert_key_once(&self, slot: &str, key: StoredKey) -> Result<bool>;
     /// All keys, in order of activation (`created_at`), oldest first.
     async fn keys(&self) -> Result<Vec<StoredKey>>;
     /// Replace a key's stored material, if it is still `from` (compare and swap: two

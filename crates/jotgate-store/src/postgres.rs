@@ -226,9 +226,11 @@ impl PostgresStore {
             .map_err(backend)?;
         let store = Self { pool, describe };
         let c = store.client().await?;
-        // Two instances starting together must not race on CREATE TABLE.
+        // Two instances starting together must not race on CREATE TABLE: the lock is held
+        // until the schema's transaction commits (a session lock released before the
+        // commit let the second instance collide with the first's uncommitted tables).
         c.batch_execute(&format!(
-            "SELECT pg_advisory_lock(7411); {SCHEMA} SELECT pg_advisory_unlock(7411);"
+            "BEGIN; SELECT pg_advisory_xact_lock(7411); {SCHEMA} COMMIT;"
         ))
         .await
         .map_err(backend)?;
@@ -362,6 +364,36 @@ impl Store for PostgresStore {
         } else {
             Err(StoreError::Conflict("key material"))
         }
+    }
+
+    async fn insert_key_once(&self, slot: &str, key: StoredKey) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        // A second instance waits on the slot's row until the first commits, then finds it.
+        let claimed = tx
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&format!("keyslot:{slot}"), &key.kid],
+            )
+            .await
+            .map_err(backend)?;
+        if claimed == 1 {
+            tx.execute(
+                "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &key.kid,
+                    &key.alg,
+                    &key.private_der,
+                    &key.created_at,
+                    &key.retired_at,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(claimed == 1)
     }
 
     async fn insert_key(&self, key: StoredKey) -> Result<()> {

@@ -83,6 +83,40 @@ impl SealedKeys {
             .map(String::as_str)
     }
 
+    /// `key` as it is to be stored: sealed when there is a master key; refused without one
+    /// on a store whose keys are sealed.
+    async fn sealed_for_insert(&self, mut key: StoredKey) -> Result<StoredKey> {
+        // Without the master key, a key added to a store whose keys are encrypted would be
+        // the one unencrypted key, refused by every server that has the master key.
+        if self.master.is_none()
+            && self
+                .inner
+                .keys()
+                .await?
+                .iter()
+                .any(|k| is_sealed(&k.private_der))
+        {
+            return Err(StoreError::Config(
+                "the stored signing keys are encrypted at rest: set the master key (JOTGATE_MASTER_KEY) to add one".into(),
+            ));
+        }
+        if let Some(m) = &self.master {
+            let sealed = m
+                .seal(
+                    self.deployment().await?,
+                    &key.kid,
+                    &key.alg,
+                    life(&key),
+                    &key.private_der,
+                )
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            // The plaintext goes, wiped.
+            key.private_der.zeroize();
+            key.private_der = sealed;
+        }
+        Ok(key)
+    }
+
     /// The store's id, as keys sealed here are bound to it (for `jotgate keys list`).
     pub async fn id(&self) -> Result<Option<String>> {
         self.inner.store_id(false).await
@@ -127,35 +161,13 @@ impl Store for SealedKeys {
         self.inner.store_id(create).await
     }
 
-    async fn insert_key(&self, mut key: StoredKey) -> Result<()> {
-        // Without the master key, a key added to a store whose keys are encrypted would be
-        // the one unencrypted key, refused by every server that has the master key.
-        if self.master.is_none()
-            && self
-                .inner
-                .keys()
-                .await?
-                .iter()
-                .any(|k| is_sealed(&k.private_der))
-        {
-            return Err(StoreError::Config(
-                "the stored signing keys are encrypted at rest: set the master key (JOTGATE_MASTER_KEY) to add one".into(),
-            ));
-        }
-        if let Some(m) = &self.master {
-            let sealed = m
-                .seal(
-                    self.deployment().await?,
-                    &key.kid,
-                    &key.alg,
-                    life(&key),
-                    &key.private_der,
-                )
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
-            // The plaintext goes, wiped.
-            key.private_der.zeroize();
-            key.private_der = sealed;
-        }
+    async fn insert_key_once(&self, slot: &str, key: StoredKey) -> Result<bool> {
+        let key = self.sealed_for_insert(key).await?;
+        self.inner.insert_key_once(slot, key).await
+    }
+
+    async fn insert_key(&self, key: StoredKey) -> Result<()> {
+        let key = self.sealed_for_insert(key).await?;
         self.inner.insert_key(key).await
     }
 

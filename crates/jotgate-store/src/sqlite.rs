@@ -339,6 +339,40 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn insert_key_once(&self, slot: &str, key: StoredKey) -> Result<bool> {
+        let slot = format!("keyslot:{slot}");
+        let mut key = key;
+        let der = std::mem::take(&mut key.private_der);
+        let (kid, alg, created_at, retired_at) = (
+            key.kid.clone(),
+            key.alg.clone(),
+            key.created_at,
+            key.retired_at,
+        );
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let claimed = tx
+                .execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                    params![slot, kid],
+                )
+                .map_err(backend)?;
+            if claimed == 1 {
+                tx.execute(
+                    "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![kid, alg, der, created_at, retired_at],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(claimed == 1)
+        })
+        .await
+    }
+
     async fn insert_key(&self, key: StoredKey) -> Result<()> {
         self.with(move |c| {
             let res = c.execute(

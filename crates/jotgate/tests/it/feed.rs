@@ -389,3 +389,58 @@ async fn logout_all_ends_many_sessions_on_dynamodb() {
     // One writer: moto serialises writes, and queued ones would time out.
     logout_all_at_scale(&feed_app(Some(url)).await, scale(200), 1).await;
 }
+
+/// Issue 17, item 5: four instances started together on an empty store agree on one
+/// signing key, so a token from any of them verifies on every other at once.
+async fn four_instances_agree_on_one_key(store: Option<String>) {
+    let dir = temp_dir();
+    let mut starts = Vec::new();
+    for i in 0..4 {
+        let mut s = settings(&dir);
+        s.issuer = Some("http://jotgate.test".into());
+        s.store = store.clone().map(Into::into);
+        s.signup_ip_limit = Some(100);
+        let d = dir.join(format!("i{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        starts.push(tokio::spawn(async move { TestApp::with(s, d).await }));
+    }
+    let mut apps = Vec::new();
+    for s in starts {
+        apps.push(s.await.unwrap());
+    }
+    let mut kids = Vec::new();
+    let mut tokens = Vec::new();
+    for (i, app) in apps.iter().enumerate() {
+        let t = app.signup_token(&format!("user{i}")).await;
+        kids.push(crate::common::token_part(&t, 0)["kid"].clone());
+        tokens.push(t);
+    }
+    assert!(kids.windows(2).all(|w| w[0] == w[1]), "{kids:?}");
+    for app in &apps {
+        for t in &tokens {
+            assert_eq!(app.private(t).await.status(), StatusCode::OK);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn four_instances_start_together_on_sqlite() {
+    four_instances_agree_on_one_key(None).await;
+}
+
+#[tokio::test]
+async fn four_instances_start_together_on_postgres() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    four_instances_agree_on_one_key(Some(url)).await;
+}
+
+#[tokio::test]
+async fn four_instances_start_together_on_dynamodb() {
+    let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
+        return;
+    };
+    four_instances_agree_on_one_key(Some(url)).await;
+}
