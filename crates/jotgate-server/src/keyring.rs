@@ -71,6 +71,37 @@ fn select<'a>(
     (signer, published)
 }
 
+/// How long a key that no token can need any more is kept anyway, at least: instances or
+/// verifiers configured with a longer token lifetime may still publish it.
+pub const KEEP_EXPIRED_KEYS: i64 = 24 * 3600;
+
+/// Keys to delete at `now`: retired or superseded, and past their last token's expiry by
+/// the token lifetime plus leeway or [`KEEP_EXPIRED_KEYS`], whichever is longer. The key
+/// that signs, and the newest key, are never among them.
+pub fn disposable(keys: &[StoredKey], policy: &TokenPolicy, now: i64) -> Vec<String> {
+    let keep = (policy.access_ttl + policy.leeway).max(KEEP_EXPIRED_KEYS);
+    let (signer, _) = select(keys, policy, now);
+    let last = keys.len().saturating_sub(1);
+    keys.iter()
+        .enumerate()
+        .filter(|(i, k)| {
+            let superseded = keys[i + 1..]
+                .iter()
+                .map(|j| j.created_at)
+                .filter(|t| *t <= now)
+                .min();
+            let end = match (k.retired_at, superseded) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            *i != last
+                && signer.is_none_or(|s| s.kid != k.kid)
+                && end.is_some_and(|e| e.saturating_add(keep) <= now)
+        })
+        .map(|(_, k)| k.kid.clone())
+        .collect()
+}
+
 /// A stored key's place in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyStatus {
@@ -359,6 +390,16 @@ impl Keys {
             return Ok(());
         };
         let keys = store.keys().await?;
+        // Private keys no token can need any more are deleted (every instance tries; a
+        // deletion is idempotent).
+        for kid in disposable(&keys, policy, now) {
+            match store.delete_key(&kid).await {
+                Ok(()) => tracing::info!(%kid, "deleted a signing key no token can need any more"),
+                Err(e) => {
+                    tracing::warn!(%kid, error = %e, "could not delete an expired signing key")
+                }
+            }
+        }
         // Parsing keys costs milliseconds (RSA): skip it when nothing changed.
         if let (Some(signer), published) = select(&keys, policy, now)
             && selection(signer, &published) == self.current().selection
@@ -444,6 +485,22 @@ mod tests {
             KeyRing::from_stored(&[old.clone(), broken], &policy, 900),
             Err(KeyRingError::BadKey { .. })
         ));
+        // Deleted only a day (or a token lifetime, if longer) after its last token expired,
+        // and never the signer or the newest key.
+        assert!(disposable(&keys, &policy, 1111).is_empty());
+        assert_eq!(
+            disposable(&keys, &policy, 1000 + KEEP_EXPIRED_KEYS),
+            [old.kid.clone()]
+        );
+        let revoked = [
+            stored(SigningAlg::EdDSA, 0, Some(0)),
+            stored(SigningAlg::EdDSA, 10, None),
+        ];
+        assert_eq!(
+            disposable(&revoked, &policy, KEEP_EXPIRED_KEYS),
+            [revoked[0].kid.clone()]
+        );
+        assert!(disposable(&revoked[1..], &policy, i64::MAX / 2).is_empty());
         // Retired by hand with nothing newer: no signer.
         let only = [stored(SigningAlg::EdDSA, 0, Some(5))];
         assert!(matches!(

@@ -185,6 +185,17 @@ pub async fn key_slots(s: Arc<dyn Store>) {
     assert!(!s.insert_key_once(&after, key("again", 30)).await.unwrap());
     assert!(!s.insert_key_once("first", key("late", 40)).await.unwrap());
     assert_eq!(s.keys().await.unwrap().len(), 2);
+    // Deleted, material and all; deleting it again is fine.
+    s.delete_key(&first).await.unwrap();
+    s.delete_key(&first).await.unwrap();
+    let left: Vec<String> = s
+        .keys()
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.kid.clone())
+        .collect();
+    assert_eq!(left, ["next"]);
 }
 
 fn new_user(id: &str, key: &str) -> NewUser {

@@ -874,6 +874,17 @@ impl Store for DynamoStore {
         Ok(keys.into_iter().map(|(k, _)| k).collect())
     }
 
+    async fn delete_key(&self, kid: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key("KEYS", format!("KEY#{kid}"))))
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
+    }
+
     async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
         let res = self
             .client

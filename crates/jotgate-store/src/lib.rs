@@ -225,6 +225,9 @@ pub trait Store: Send + Sync + 'static {
     /// A key retired already keeps the earlier of the two instants: a retirement is never
     /// undone or postponed.
     async fn retire_key(&self, kid: &str, at: i64) -> Result<()>;
+    /// Delete a key, private material and all (a key no token can need any more). Deleting
+    /// a key that is gone already is not an error.
+    async fn delete_key(&self, kid: &str) -> Result<()>;
 
     async fn insert_refresh(&self, token: NewRefresh) -> Result<()>;
     /// Rotate atomically: of concurrent presentations of one token, exactly one rotates.

@@ -440,6 +440,14 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    async fn delete_key(&self, kid: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM signing_keys WHERE kid = $1", &[&kid])
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
         let c = self.client().await?;
         c.execute(

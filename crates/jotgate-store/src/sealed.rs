@@ -291,6 +291,9 @@ impl Store for SealedKeys {
             .replace_key_material(kid, &stored.private_der, blob)
             .await
     }
+    async fn delete_key(&self, kid: &str) -> Result<()> {
+        self.inner.delete_key(kid).await
+    }
     async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
         let Some(m) = &self.master else {
             return self.inner.retire_key(kid, at).await;

@@ -423,6 +423,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_key(&self, kid: &str) -> Result<()> {
+        let kid = kid.to_string();
+        self.with(move |c| {
+            c.execute("DELETE FROM signing_keys WHERE kid = ?1", params![kid])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
         let kid = kid.to_string();
         self.with(move |c| {

@@ -137,13 +137,47 @@ async fn revoking_a_key_withdraws_it_and_refuses_its_tokens_everywhere() {
         v.verify(&fresh).await.is_ok()
     })
     .await;
-    let listed: Value = serde_json::from_str(&cli(&app, &["keys", "list", "--json"])).unwrap();
-    let row = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["kid"] == old.as_str())
-        .unwrap()
-        .clone();
-    assert_eq!(row["status"], "expired", "{row}");
+    // A revoked key is needed by no token: the server's key sync deletes it, private half
+    // and all.
+    eventually("the revoked key is deleted", async || {
+        let listed: Value = serde_json::from_str(&cli(&app, &["keys", "list", "--json"])).unwrap();
+        !listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["kid"] == old.as_str())
+    })
+    .await;
+}
+
+/// Issue 17, item 6: a key retired long enough ago that no token can need it is deleted,
+/// private half and all, by the running server's key sync.
+#[tokio::test]
+async fn expired_keys_are_deleted() {
+    let app = app().await;
+    let store = app.store().await;
+    let old = KeyMaterial::generate(SigningAlg::EdDSA).unwrap();
+    let long_ago = jotgate_verify::now() - 3 * 24 * 3600;
+    store
+        .insert_key(jotgate_store::StoredKey {
+            kid: old.kid().to_string(),
+            alg: "EdDSA".into(),
+            private_der: old.secret_bytes().to_vec(),
+            created_at: long_ago,
+            retired_at: Some(long_ago + 60),
+        })
+        .await
+        .unwrap();
+    eventually("the expired key is deleted", async || {
+        !store
+            .keys()
+            .await
+            .unwrap()
+            .iter()
+            .any(|k| k.kid == old.kid())
+    })
+    .await;
+    // The signing key stays and signs.
+    let token = app.signup_token("ann").await;
+    assert_eq!(app.private(&token).await.status(), StatusCode::OK);
 }
