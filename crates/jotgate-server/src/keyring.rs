@@ -490,7 +490,7 @@ mod tests {
         assert!(disposable(&keys, &policy, 1111).is_empty());
         assert_eq!(
             disposable(&keys, &policy, 1000 + KEEP_EXPIRED_KEYS),
-            [old.kid.clone()]
+            std::slice::from_ref(&old.kid)
         );
         let revoked = [
             stored(SigningAlg::EdDSA, 0, Some(0)),

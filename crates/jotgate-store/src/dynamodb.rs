@@ -28,6 +28,7 @@ use aws_sdk_dynamodb::types::{
     TableStatus, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 
+use crate::feedpos::{FEED_SETTLE, feed_position, micros_now, settled_horizon};
 use crate::{
     FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
     Store, StoreError, StoredKey, User, UserRecord,
@@ -255,36 +256,6 @@ where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {
     matches!(e, SdkError::ServiceError(se) if se.err().code() == Some("ConditionalCheckFailedException"))
-}
-
-/// How long a feed entry may take from its position (the writer's clock) to being readable.
-/// A write that took longer is written again at a fresh position; readers see only
-/// positions older than this, so followers never step over an entry still on its way.
-/// Tolerates writer/reader clock skew up to half of it (Lambda clocks are NTP-synchronised).
-pub const FEED_SETTLE: Duration = Duration::from_secs(1);
-
-fn micros_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
-/// A feed position: microseconds × 1000 plus a random suffix, so writers on many
-/// containers in the same microsecond rarely collide (a collision fails the write's
-/// condition and takes another).
-fn feed_position(micros: i64) -> i64 {
-    let r = u16::from_le_bytes([
-        uuid::Uuid::new_v4().as_bytes()[0],
-        uuid::Uuid::new_v4().as_bytes()[1],
-    ]);
-    micros.saturating_mul(1000) + i64::from(r % 1000)
-}
-
-/// The highest position a reader may return now.
-fn settled_horizon() -> i64 {
-    let settle = FEED_SETTLE.as_micros() as i64;
-    (micros_now() - settle).saturating_mul(1000) + 999
 }
 
 /// A signing key's item; its DER moves into the item.

@@ -10,6 +10,8 @@
 pub mod contract;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(any(feature = "dynamodb", feature = "postgres"))]
+pub mod feedpos;
 #[cfg(feature = "postgres")]
 pub mod pgtls;
 #[cfg(feature = "postgres")]

@@ -9,6 +9,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
+use crate::feedpos::{FEED_SETTLE, feed_position, micros_now, settled_horizon};
 use crate::{
     FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
     Store, StoreError, StoredKey, User, UserRecord,
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (
     expires_at BIGINT NOT NULL,
     revoked_at BIGINT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS revoked_tokens_expiry ON revoked_tokens(expires_at);
 CREATE TABLE IF NOT EXISTS login_failures (
     key      TEXT PRIMARY KEY,
     failures INTEGER NOT NULL,
@@ -595,24 +597,52 @@ impl Store for PostgresStore {
     }
 
     async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(backend)?;
-        // One writer at a time: sequence numbers then commit in order, so a feed reader
-        // that has seen seq N has seen every entry below N. Readers are not blocked.
-        tx.batch_execute("LOCK TABLE revoked_tokens IN SHARE ROW EXCLUSIVE MODE")
-            .await
-            .map_err(backend)?;
-        tx.execute("DELETE FROM revoked_tokens WHERE expires_at < $1", &[&now])
-            .await
-            .map_err(backend)?;
-        tx.execute(
-            "INSERT INTO revoked_tokens (token_id, expires_at, revoked_at) VALUES ($1, $2, $3)
-             ON CONFLICT (token_id) DO NOTHING",
-            &[&id, &expires_at, &now],
-        )
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        // No table lock: the feed position is the writer's time (µs) and a random suffix,
+        // and readers return only settled positions (crate::feedpos).
+        let c = self.client().await?;
+        // Pruning is off the hot path: one write in 64, an index range scan.
+        if feed_position(0) % 64 == 0 {
+            c.execute("DELETE FROM revoked_tokens WHERE expires_at < $1", &[&now])
+                .await
+                .map_err(backend)?;
+        }
+        let mut started = micros_now();
+        for _ in 0..8 {
+            let res = c
+                .execute(
+                    "INSERT INTO revoked_tokens (seq, token_id, expires_at, revoked_at)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (token_id) DO NOTHING",
+                    &[&feed_position(started), &id, &expires_at, &now],
+                )
+                .await;
+            match res {
+                Ok(_) => break,
+                // The position was taken in the same microsecond: take another.
+                Err(e) if unique_violation(&e) => started = micros_now(),
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        // Took long enough that a reader may have passed its position: move it forward.
+        let half = FEED_SETTLE.as_micros() as i64 / 2;
+        while micros_now() - started >= half {
+            started = micros_now();
+            let res = c
+                .execute(
+                    "UPDATE revoked_tokens SET seq = $1 WHERE token_id = $2",
+                    &[&feed_position(started), &id],
+                )
+                .await;
+            match res {
+                Ok(_) => {}
+                Err(e) if unique_violation(&e) => started = micros_now() - half,
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn feed_settle(&self) -> std::time::Duration {
+        FEED_SETTLE
     }
 
     async fn revocations_since(
@@ -626,8 +656,8 @@ impl Store for PostgresStore {
         let rows = c
             .query(
                 "SELECT seq, token_id, expires_at FROM revoked_tokens
-                 WHERE seq > $1 AND expires_at >= $2 ORDER BY seq LIMIT $3",
-                &[&since, &now, &limit],
+                 WHERE seq > $1 AND seq <= $2 AND expires_at >= $3 ORDER BY seq LIMIT $4",
+                &[&since, &settled_horizon(), &now, &limit],
             )
             .await
             .map_err(backend)?;

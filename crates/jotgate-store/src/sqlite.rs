@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (
     expires_at INTEGER NOT NULL,
     revoked_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS revoked_tokens_expiry ON revoked_tokens(expires_at);
 CREATE TABLE IF NOT EXISTS login_failures (
     key      TEXT PRIMARY KEY,
     failures INTEGER NOT NULL,

@@ -34,7 +34,9 @@ async fn fill(store: &Arc<dyn Store>, n: usize, writers: usize) {
 
 /// A fresh verifier catches up on a long feed, page after page, then honours a new logout.
 async fn a_fresh_follower_catches_up(app: &TestApp, n: usize, writers: usize) {
-    fill(&app.store().await, n, writers).await;
+    let store = app.store().await;
+    fill(&store, n, writers).await;
+    tokio::time::sleep(store.feed_settle()).await;
     // The feed is paged.
     let page: Value = client()
         .get(app.url("/api/v1/revocations?since=0"))
@@ -201,6 +203,19 @@ async fn concurrent_logouts_on_dynamodb_all_succeed() {
     let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
         return;
     };
+    concurrent_logouts(url).await;
+}
+
+/// The same on PostgreSQL, where revocations no longer take a table lock.
+#[tokio::test]
+async fn concurrent_logouts_on_postgres_all_succeed() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    concurrent_logouts(url).await;
+}
+
+async fn concurrent_logouts(url: String) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("error")
         .with_test_writer()
