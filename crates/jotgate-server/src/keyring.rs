@@ -304,7 +304,18 @@ pub async fn load_or_generate(
             },
         )
         .await?;
-    let ring = KeyRing::from_stored(&store.keys().await?, policy, now)?;
+    // The key another instance stored may carry a later second than this clock reads (it
+    // started a moment later): it is the one to sign with all the same. (A few seconds at
+    // most: a rotation scheduled for later does not start early.)
+    let keys = store.keys().await?;
+    let at = keys
+        .iter()
+        .map(|k| k.created_at)
+        .filter(|c| *c <= now + 5)
+        .max()
+        .unwrap_or(now)
+        .max(now);
+    let ring = KeyRing::from_stored(&keys, policy, at)?;
     Ok((ring, stored.then(|| key.kid().to_string())))
 }
 
