@@ -121,7 +121,12 @@ def allowed(policy, action, resource, table_arn):
             continue
         for r in resources:
             pattern = r.replace(TABLE, table_arn)
-            if r == PARAMETER or fnmatch.fnmatchcase(resource, pattern):
+            # A parameter ARN (a secret) stands for the configured secret: it matches the
+            # secret services' reads only, never a DynamoDB resource.
+            if r == PARAMETER:
+                if not action.startswith("dynamodb:"):
+                    return True
+            elif fnmatch.fnmatchcase(resource, pattern):
                 return True
     return False
 

@@ -270,6 +270,19 @@ impl KeyRing {
     }
 }
 
+/// The instant to pick a signer at when none signs at `now`: a key another instance stored
+/// may carry a later second than this clock reads (it started a moment later) and is the one
+/// to sign with all the same. A few seconds at most: a rotation scheduled for later does not
+/// start early.
+fn skew_tolerant(keys: &[StoredKey], now: i64) -> i64 {
+    keys.iter()
+        .map(|k| k.created_at)
+        .filter(|c| *c <= now + 5)
+        .max()
+        .unwrap_or(now)
+        .max(now)
+}
+
 /// Load the key ring, first generating a key of `alg` if none signs now.
 /// Also returns the kid of a generated key.
 pub async fn load_or_generate(
@@ -279,7 +292,7 @@ pub async fn load_or_generate(
     now: i64,
 ) -> Result<(KeyRing, Option<String>), KeyRingError> {
     let keys = store.keys().await?;
-    match KeyRing::from_stored(&keys, policy, now) {
+    match KeyRing::from_stored(&keys, policy, skew_tolerant(&keys, now)) {
         Err(KeyRingError::NoActiveKey) => {}
         other => return other.map(|ring| (ring, None)),
     }
@@ -304,18 +317,8 @@ pub async fn load_or_generate(
             },
         )
         .await?;
-    // The key another instance stored may carry a later second than this clock reads (it
-    // started a moment later): it is the one to sign with all the same. (A few seconds at
-    // most: a rotation scheduled for later does not start early.)
     let keys = store.keys().await?;
-    let at = keys
-        .iter()
-        .map(|k| k.created_at)
-        .filter(|c| *c <= now + 5)
-        .max()
-        .unwrap_or(now)
-        .max(now);
-    let ring = KeyRing::from_stored(&keys, policy, at)?;
+    let ring = KeyRing::from_stored(&keys, policy, skew_tolerant(&keys, now))?;
     Ok((ring, stored.then(|| key.kid().to_string())))
 }
 

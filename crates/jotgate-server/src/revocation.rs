@@ -82,25 +82,41 @@ pub fn outlived(policy: &TokenPolicy, t: i64) -> i64 {
 
 /// What [`revoke_user`] did.
 pub struct UserRevoked {
-    /// The per-user "not before" entry, for the caller to apply.
-    pub entry: Revoked,
+    /// The entries stored, for the caller to apply: a session entry for each of the first
+    /// [`SESSION_ENTRIES`] sessions ended, and the per-user "not before".
+    pub entries: Vec<Revoked>,
     /// Sessions ended now (others may have ended before).
     pub sessions: usize,
 }
 
-/// End every session of `user_id` and deny every access token issued to it up to and
-/// including second `t`: first the sessions (idempotent, so a retry after a failure
-/// resumes, while the caller's access token still works), then one "not before" entry
-/// for all the access tokens, whatever the number of sessions.
+/// Sessions of a "log out everywhere" that also get an entry of their own: they cover a
+/// token such a session was issued on an instance whose clock runs ahead, which the
+/// per-user "not before" would let pass. Past this many, the "not before" alone.
+pub const SESSION_ENTRIES: usize = 32;
+
+/// End every session of `user_id` and deny every access token issued to it until now:
+/// first the sessions (idempotent, so a retry after a failure resumes, while the caller's
+/// access token still works), then one "not before" for all the access tokens, taken after
+/// the sessions ended — whatever the number of sessions.
 pub async fn revoke_user(
     store: &dyn Store,
     policy: &TokenPolicy,
     user_id: &str,
     t: i64,
 ) -> Result<UserRevoked, StoreError> {
-    let sessions = store.revoke_user_sessions(user_id, t).await?.len();
-    // `not before` refuses tokens issued strictly before it: t + 1 covers this second's.
-    let not_before = t + 1;
+    let ended = store.revoke_user_sessions(user_id, t).await?;
+    let mut entries = Vec::new();
+    for sid in ended.iter().take(SESSION_ENTRIES) {
+        let e = Revoked::Session {
+            sid: sid.clone(),
+            expires_at: outlived(policy, crate::now()),
+        };
+        store.revoke_token(&e.store_id(), e.expires_at(), t).await?;
+        entries.push(e);
+    }
+    // After the sessions ended: a refresh that rotated before its session ended was issued
+    // at or before this second. `not before` refuses tokens issued strictly before it.
+    let not_before = crate::now().max(t) + 1;
     let entry = Revoked::User {
         sub: user_id.into(),
         not_before,
@@ -109,7 +125,11 @@ pub async fn revoke_user(
     store
         .revoke_token(&entry.store_id(), entry.expires_at(), t)
         .await?;
-    Ok(UserRevoked { entry, sessions })
+    entries.push(entry);
+    Ok(UserRevoked {
+        entries,
+        sessions: ended.len(),
+    })
 }
 
 /// Most revocations in one page of the feed.

@@ -29,9 +29,10 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
-/// The second to issue a token of `user_id` in: now — unless "log out everywhere" (or the
-/// logout fold) set the user's "not before" to the next second, which refuses every token
-/// of this second: then wait for it (at most about a second), so the new token is valid.
+/// The second to issue a new session's first token in: now — unless "log out everywhere"
+/// (or the logout fold) set the user's "not before" to the next second, which refuses every
+/// token of this second: then wait for it (at most about two seconds), so the new token is
+/// valid. Only for new sessions: a refresh is issued at its rotation's second.
 async fn issuing_second(st: &AppState, user_id: &str) -> i64 {
     let t = now();
     let nb =
@@ -292,7 +293,9 @@ pub async fn refresh(
             .user_by_id(&user_id)
             .await?
             .ok_or(ApiError::InvalidRefreshToken)?;
-    let access = access_token(&st, &user, &family, issuing_second(&st, &user.id).await)?;
+    // Issued at the rotation's second, never later: a refresh racing "log out everywhere"
+    // must not wait its way past the user's "not before".
+    let access = access_token(&st, &user, &family, t)?;
     Ok(Json(token_body(&st, &user, access, next)))
 }
 
@@ -437,7 +440,7 @@ pub async fn logout_all(
     let p = st.authenticate_request(&headers).await?;
     let t = now();
     let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &p.subject, t).await?;
-    st.0.denylist.record([done.entry]);
+    st.0.denylist.record(done.entries);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -88,8 +88,10 @@ pub fn dynamodb_test_table() -> Option<String> {
         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (any value: an emulator takes any)"
     );
     let table = format!("jt-{}", uuid::Uuid::new_v4().simple());
+    // moto serialises every operation: under the suite's load a write can take longer than
+    // half of the default one-second settle time, so the tests give the feed three.
     Some(format!(
-        "dynamodb://{table}?region=us-east-1&endpoint={endpoint}&create_table=true"
+        "dynamodb://{table}?region=us-east-1&endpoint={endpoint}&create_table=true&feed_settle_ms=3000"
     ))
 }
 

@@ -70,6 +70,10 @@ pub struct DynamoConfig {
     /// Create the table (with its index and TTL) when it does not exist: for tests and
     /// local emulators, not for production.
     pub create_table: bool,
+    /// How long a revocation may take to become readable in the feed (`feed_settle_ms`;
+    /// default [`FEED_SETTLE`], 1 s). Raise it for an emulator whose writes take longer
+    /// than half of it under load.
+    pub feed_settle: Duration,
 }
 
 impl DynamoConfig {
@@ -94,6 +98,7 @@ impl DynamoConfig {
             region: None,
             endpoint: None,
             create_table: false,
+            feed_settle: FEED_SETTLE,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -112,9 +117,17 @@ impl DynamoConfig {
                         _ => return Err(config("create_table is true or false")),
                     }
                 }
+                "feed_settle_ms" => {
+                    let ms: u64 = v
+                        .parse()
+                        .ok()
+                        .filter(|ms| (100..=60_000).contains(ms))
+                        .ok_or_else(|| config("feed_settle_ms is 100 to 60000"))?;
+                    cfg.feed_settle = Duration::from_millis(ms);
+                }
                 _ => {
                     return Err(config(format!(
-                        "unknown or empty DynamoDB URL parameter {k:?} (known: region, endpoint, create_table)"
+                        "unknown or empty DynamoDB URL parameter {k:?} (known: region, endpoint, create_table, feed_settle_ms)"
                     )));
                 }
             }
@@ -129,6 +142,9 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     describe: String,
+    /// Set once this process has retired the old feed counter (see `revoke_token`).
+    counter_retired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    feed_settle: Duration,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -357,6 +373,8 @@ impl DynamoStore {
             client: Client::new(&conf),
             table: cfg.table.clone(),
             describe,
+            counter_retired: Default::default(),
+            feed_settle: cfg.feed_settle,
         };
         if cfg.create_table {
             store.create_table().await?;
@@ -469,7 +487,7 @@ impl DynamoStore {
     /// readers may already have passed its position, so post it again at a fresh one
     /// (entries are idempotent for readers), until one lands in time.
     async fn settle(&self, mut started: i64, id: &str, expires_at: i64) -> Result<()> {
-        let half = FEED_SETTLE.as_micros() as i64 / 2;
+        let half = self.feed_settle.as_micros() as i64 / 2;
         let mut attempt = 0;
         while micros_now() - started >= half {
             attempt += 1;
@@ -479,22 +497,56 @@ impl DynamoStore {
                 ));
             }
             started = micros_now();
-            let res = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(feed_entry(feed_position(started), id, expires_at)))
-                .condition_expression("attribute_not_exists(pk)")
-                .send()
-                .await;
-            match res {
-                Ok(_) => {}
-                // The position was taken in the same microsecond: take another.
-                Err(e) if is_condition_failed(&e) => started = micros_now() - half,
-                Err(e) => return Err(sdk(e)),
+            if !self
+                .move_entry(id, expires_at, feed_position(started))
+                .await?
+            {
+                // The position was taken, or another writer moved it meanwhile: again.
+                started = micros_now() - half;
             }
         }
         Ok(())
+    }
+
+    /// Move revocation `id`'s feed entry to position `seq` (one entry per revocation, as
+    /// on the other stores): delete the old entry, put the new one, point `REVID#` at it.
+    /// `false` when the position was taken or the entry moved meanwhile.
+    async fn move_entry(&self, id: &str, expires_at: i64, seq: i64) -> Result<bool> {
+        let Some(once) = self.get(format!("REVID#{id}"), "REVID").await? else {
+            return Err(backend("a revocation without its REVID item"));
+        };
+        let old = get_n(&once, "seq_no")?;
+        let delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key("REVOKED", format!("SEQ#{old:020}"))))
+            .build()
+            .map_err(backend)?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            put(
+                &self.table,
+                feed_entry(seq, id, expires_at),
+                Some("attribute_not_exists(pk)"),
+            )?,
+            update(
+                &self.table,
+                Upd {
+                    key: key(format!("REVID#{id}"), "REVID"),
+                    expr: "SET seq_no = :seq",
+                    condition: Some("seq_no = :old"),
+                    names: vec![],
+                    values: vec![(":seq", n(seq)), (":old", n(old))],
+                },
+            )?,
+        ];
+        match self.transact(items).await? {
+            Txn::Done => Ok(true),
+            Txn::Cancelled(codes) if Txn::lost_race(&codes) => Ok(false),
+            Txn::Cancelled(codes) => Err(backend(format!(
+                "DynamoDB refused to move a revocation ({})",
+                codes.join(", ")
+            ))),
+        }
     }
 
     async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>> {
@@ -628,7 +680,7 @@ impl Store for DynamoStore {
     }
 
     fn feed_settle(&self) -> Duration {
-        FEED_SETTLE
+        self.feed_settle
     }
 
     async fn store_id(&self, create: bool) -> Result<Option<String>> {
@@ -1089,6 +1141,30 @@ impl Store for DynamoStore {
         // write (µs) and a random suffix, so concurrent revocations on any number of
         // containers never contend. The `REVID#` item makes a revocation idempotent.
         // Expired entries need no sweep here: reads filter on expiry and TTL removes them.
+        if !self
+            .counter_retired
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            // Containers of an older version took positions from the `REVSEQ` counter —
+            // small numbers no follower would read any more. Make the counter unreadable to
+            // them, so their revocations fail loudly (a 500 and a retry, on the new
+            // version) instead of vanishing. Upgrade every container.
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item(
+                    "REVSEQ",
+                    "REVSEQ",
+                    vec![("next_seq", s("retired: feed positions are times now"))],
+                )))
+                .send()
+                .await
+                .map_err(|e| {
+                    self.counter_retired
+                        .store(false, std::sync::atomic::Ordering::Release);
+                    sdk(e)
+                })?;
+        }
         for attempt in 0..MAX_ATTEMPTS {
             let started = micros_now();
             let seq = feed_position(started);
@@ -1110,8 +1186,17 @@ impl Store for DynamoStore {
                     self.settle(started, id, expires_at).await?;
                     return Ok(());
                 }
-                // Already revoked: idempotent.
-                Txn::Cancelled(codes) if Txn::failed(&codes, 0) => return Ok(()),
+                // Already revoked (a retry after a failure, say): the first attempt may
+                // have landed late, behind a follower's cursor — post it again.
+                Txn::Cancelled(codes) if Txn::failed(&codes, 0) => {
+                    self.settle(
+                        started - self.feed_settle.as_micros() as i64,
+                        id,
+                        expires_at,
+                    )
+                    .await?;
+                    return Ok(());
+                }
                 // The same position taken in the same microsecond, or a conflict.
                 Txn::Cancelled(codes) if Txn::lost_race(&codes) => backoff(attempt).await,
                 Txn::Cancelled(codes) => {
@@ -1131,6 +1216,12 @@ impl Store for DynamoStore {
         now: i64,
         limit: usize,
     ) -> Result<Vec<Revocation>> {
+        // Nothing has settled past the cursor yet (DynamoDB refuses a BETWEEN whose bounds
+        // are the wrong way round).
+        let horizon = settled_horizon(self.feed_settle);
+        if since.max(0) >= horizon {
+            return Ok(Vec::new());
+        }
         // Pages of at most `limit` evaluated items; stop reading once `limit` live ones
         // are in hand, so a follower's catch-up reads the partition once, not once a page.
         let q = self
@@ -1147,7 +1238,7 @@ impl Store for DynamoStore {
                 ":from",
                 s(format!("SEQ#{:020}", since.max(0).saturating_add(1))),
             )
-            .expression_attribute_values(":to", s(format!("SEQ#{:020}", settled_horizon())))
+            .expression_attribute_values(":to", s(format!("SEQ#{horizon:020}")))
             .expression_attribute_values(":now", n(now))
             .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000));
         let mut stream = q.into_paginator().items().send();

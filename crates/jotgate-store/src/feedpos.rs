@@ -31,8 +31,8 @@ pub fn feed_position(micros: i64) -> i64 {
     micros.saturating_mul(1000) + i64::from(r % 1000)
 }
 
-/// The highest position a reader may return now.
-pub fn settled_horizon() -> i64 {
-    let settle = FEED_SETTLE.as_micros() as i64;
+/// The highest position a reader may return now, for a feed settling in `settle`.
+pub fn settled_horizon(settle: Duration) -> i64 {
+    let settle = settle.as_micros() as i64;
     (micros_now() - settle).saturating_mul(1000) + 999
 }

@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (
     revoked_at BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS revoked_tokens_expiry ON revoked_tokens(expires_at);
+-- A writer of an older version inserts without a position: give it a time-ordered one, or
+-- followers (whose cursors are times) would never read it.
+ALTER TABLE revoked_tokens ALTER COLUMN seq
+    SET DEFAULT (floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000);
 CREATE TABLE IF NOT EXISTS login_failures (
     key      TEXT PRIMARY KEY,
     failures INTEGER NOT NULL,
@@ -606,25 +610,40 @@ impl Store for PostgresStore {
                 .await
                 .map_err(backend)?;
         }
+        // A repeat (a retry after a failure, say) moves the entry to a fresh position: the
+        // first attempt may have landed late, behind a follower's cursor.
         let mut started = micros_now();
+        let mut stored = false;
         for _ in 0..8 {
             let res = c
                 .execute(
                     "INSERT INTO revoked_tokens (seq, token_id, expires_at, revoked_at)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (token_id) DO NOTHING",
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (token_id) DO UPDATE SET seq = EXCLUDED.seq",
                     &[&feed_position(started), &id, &expires_at, &now],
                 )
                 .await;
             match res {
-                Ok(_) => break,
+                Ok(_) => {
+                    stored = true;
+                    break;
+                }
                 // The position was taken in the same microsecond: take another.
                 Err(e) if unique_violation(&e) => started = micros_now(),
                 Err(e) => return Err(backend(e)),
             }
         }
+        if !stored {
+            return Err(backend("the revocation kept colliding; try again"));
+        }
         // Took long enough that a reader may have passed its position: move it forward.
         let half = FEED_SETTLE.as_micros() as i64 / 2;
+        let mut attempts = 0;
         while micros_now() - started >= half {
+            attempts += 1;
+            if attempts > 8 {
+                return Err(backend("the revocation kept landing late; try again"));
+            }
             started = micros_now();
             let res = c
                 .execute(
@@ -657,7 +676,7 @@ impl Store for PostgresStore {
             .query(
                 "SELECT seq, token_id, expires_at FROM revoked_tokens
                  WHERE seq > $1 AND seq <= $2 AND expires_at >= $3 ORDER BY seq LIMIT $4",
-                &[&since, &settled_horizon(), &now, &limit],
+                &[&since, &settled_horizon(FEED_SETTLE), &now, &limit],
             )
             .await
             .map_err(backend)?;

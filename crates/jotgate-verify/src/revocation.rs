@@ -170,8 +170,8 @@ impl Revocations {
     }
 
     /// True when a token with these claims is revoked. A user revocation at `T` denies
-    /// tokens issued before `T` (whole seconds: a token issued in the same second as the
-    /// revocation stays valid, so a fresh login right after "logout everywhere" works).
+    /// tokens issued before `T` (whole seconds: jotgate writes `T` as the second after the
+    /// logout, and a login in the logout's own second waits for it).
     pub fn denies(
         &self,
         jti: Option<&str>,

@@ -358,14 +358,15 @@ async fn logout_all_at_scale(app: &TestApp, n: usize, writers: usize) {
             .is_empty(),
         "every session ended"
     );
-    // One feed entry, not one per session.
+    // Not one feed entry per session: the per-user "not before" and at most 32 session
+    // entries (for instances whose clocks run ahead).
     tokio::time::sleep(store.feed_settle()).await;
     let after = store
         .revocations_since(0, now, usize::MAX)
         .await
         .unwrap()
         .len();
-    assert_eq!(after, before + 1);
+    assert!(after - before <= 33, "{} entries", after - before);
     // Ann signs in again at once and her new token works.
     let body: Value = app.login("ann", PASSWORD).await.json().await.unwrap();
     let fresh = body["token"].as_str().unwrap();
