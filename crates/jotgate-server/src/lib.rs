@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub signup_open: bool,
     /// Shortest password accepted, in characters (at least 8).
     pub password_min_length: usize,
+    /// Live sessions per user: a new session ends the oldest beyond this many.
+    pub max_sessions: usize,
     pub max_body_bytes: usize,
     /// How often the denylist and keys are refreshed from the store.
     pub sync_interval: Duration,
@@ -91,6 +93,7 @@ impl Default for ServerConfig {
             forwarded_hops: 0,
             signup_open: true,
             password_min_length: jotgate_core::password::MIN_LEN,
+            max_sessions: 100,
             max_body_bytes: 64 * 1024,
             sync_interval: Duration::from_secs(5),
             feed_token: None,

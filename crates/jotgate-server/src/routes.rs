@@ -99,6 +99,25 @@ async fn new_session(st: &AppState, user: &User) -> Result<Value, ApiError> {
             expires_at: t + st.0.cfg.refresh_ttl,
         })
         .await?;
+    // Sessions per user are bounded: the oldest beyond `max_sessions` end, their access
+    // tokens with them. A failure here is logged, never the login's.
+    match st
+        .0
+        .store
+        .evict_sessions(&user.id, st.0.cfg.max_sessions, t)
+        .await
+    {
+        Ok(evicted) => {
+            let expires_at = revocation::outlived(&st.0.cfg.policy, t);
+            for sid in evicted {
+                tracing::info!(session = %sid, "oldest session ended: max_sessions reached");
+                if let Err(e) = revoke(st, Revoked::Session { sid, expires_at }, t).await {
+                    tracing::warn!(error = ?e, "could not revoke an evicted session's tokens");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not bound the user's sessions"),
+    }
     let access = access_token(st, user, &family, t)?;
     Ok(token_body(st, user, access, refresh_token))
 }

@@ -17,7 +17,8 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each_optional $factory;
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
-            revocations, concurrent_revocations, login_failures, store_id, key_slots);
+            revocations, concurrent_revocations, login_failures, store_id, key_slots,
+            evict_sessions);
     };
     (@each_optional $factory:path; $($name:ident),*) => {
         $(
@@ -33,7 +34,8 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each $factory;
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
-            revocations, concurrent_revocations, login_failures, store_id, key_slots);
+            revocations, concurrent_revocations, login_failures, store_id, key_slots,
+            evict_sessions);
     };
     (@each $factory:path; $($name:ident),*) => {
         $(
@@ -198,6 +200,41 @@ pub async fn key_slots(s: Arc<dyn Store>) {
         .map(|k| k.kid.clone())
         .collect();
     assert_eq!(left, ["next"]);
+}
+
+/// The oldest live sessions beyond the newest `keep` end; ended ones do not count.
+pub async fn evict_sessions(s: Arc<dyn Store>) {
+    s.create_user(new_user("ev", "ev")).await.unwrap();
+    for i in 1..=5 {
+        s.insert_refresh(NewRefresh {
+            token_hash: format!("ev-h{i}"),
+            family_id: format!("ev-f{i}"),
+            user_id: "ev".into(),
+            created_at: 100 + i,
+            expires_at: 10_000,
+        })
+        .await
+        .unwrap();
+    }
+    s.revoke_family("ev-f5", 200).await.unwrap();
+    assert!(s.evict_sessions("ev", 4, 200).await.unwrap().is_empty());
+    let mut evicted = s.evict_sessions("ev", 2, 200).await.unwrap();
+    evicted.sort();
+    assert_eq!(evicted, ["ev-f1", "ev-f2"]);
+    assert!(s.evict_sessions("ev", 2, 200).await.unwrap().is_empty());
+    // The evicted sessions' refresh tokens are dead; the kept ones rotate.
+    assert!(matches!(
+        s.rotate_refresh(rotate("ev-h1", "n", "ev-n1", 201))
+            .await
+            .unwrap(),
+        RotateOutcome::Invalid | RotateOutcome::Reused { .. }
+    ));
+    assert!(matches!(
+        s.rotate_refresh(rotate("ev-h4", "n", "ev-n4", 201))
+            .await
+            .unwrap(),
+        RotateOutcome::Rotated { .. }
+    ));
 }
 
 fn new_user(id: &str, key: &str) -> NewUser {

@@ -625,6 +625,18 @@ impl DynamoStore {
 
     /// Set `revoked_at` on a session unless it is already set. `Ok(false)`: it was already
     /// revoked, or there is no such session.
+    /// Drop an ended session from its user's index.
+    async fn forget_session(&self, user_id: &str, family_id: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), format!("FAM#{family_id}"))))
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
+    }
+
     async fn revoke_family_item(&self, family_id: &str, now: i64) -> Result<bool> {
         let res = self
             .client
@@ -949,7 +961,11 @@ impl Store for DynamoStore {
         let index = item(
             user_pk(&t.user_id),
             format!("FAM#{}", t.family_id),
-            vec![("family_id", s(&t.family_id)), (TTL_ATTR, n(t.expires_at))],
+            vec![
+                ("family_id", s(&t.family_id)),
+                ("created_at", n(t.created_at)),
+                (TTL_ATTR, n(t.expires_at)),
+            ],
         );
         let token = item(
             format!("RT#{}", t.token_hash),
@@ -1094,6 +1110,56 @@ impl Store for DynamoStore {
 
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()> {
         self.revoke_family_item(family_id, now).await.map(|_| ())
+    }
+
+    async fn evict_sessions(&self, user_id: &str, keep: usize, now: i64) -> Result<Vec<String>> {
+        // The user's session index: one query; nothing more while it holds `keep` or fewer.
+        let mut sessions: Vec<(i64, String)> = Vec::new();
+        for it in self.query_partition(&user_pk(user_id), "FAM#").await? {
+            if get_n(&it, TTL_ATTR).is_ok_and(|ttl| ttl < now) {
+                continue;
+            }
+            let created = get_n(&it, "created_at").unwrap_or(0);
+            sessions.push((created, get_s(&it, "family_id")?));
+        }
+        if sessions.len() <= keep {
+            return Ok(Vec::new());
+        }
+        // Newest first; which are still live is on the sessions themselves (32 reads at a
+        // time). Index items of ended sessions go, so the next login reads fewer.
+        sessions.sort_by(|a, b| b.cmp(a));
+        let mut live = Vec::new();
+        for batch in sessions.chunks(32) {
+            let mut set = tokio::task::JoinSet::new();
+            for (created, id) in batch {
+                let (this, id, created) = (self.clone(), id.clone(), *created);
+                set.spawn(async move {
+                    let f = this.get(format!("FAM#{id}"), "FAM").await?;
+                    let ended = f.is_none_or(|f| f.contains_key("revoked_at"));
+                    Ok::<_, StoreError>((created, id, ended))
+                });
+            }
+            let mut got = Vec::new();
+            while let Some(r) = set.join_next().await {
+                got.push(r.map_err(backend)??);
+            }
+            for (created, id, ended) in got {
+                if ended {
+                    self.forget_session(user_id, &id).await?;
+                } else {
+                    live.push((created, id));
+                }
+            }
+        }
+        live.sort_by(|a, b| b.cmp(a));
+        let mut evicted = Vec::new();
+        for (_, id) in live.into_iter().skip(keep) {
+            if self.revoke_family_item(&id, now).await? {
+                evicted.push(id.clone());
+            }
+            self.forget_session(user_id, &id).await?;
+        }
+        Ok(evicted)
     }
 
     async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>> {

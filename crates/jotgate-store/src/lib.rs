@@ -237,6 +237,9 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()>;
     /// Revoke every live session (refresh family) of a user; returns their ids.
     async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>>;
+    /// End the oldest live sessions of `user_id` beyond the newest `keep`; returns their
+    /// family ids.
+    async fn evict_sessions(&self, user_id: &str, keep: usize, now: i64) -> Result<Vec<String>>;
     /// The session (refresh family) a refresh token belongs to, and its user.
     async fn family_of(&self, token_hash: &str) -> Result<Option<FamilyRef>>;
 

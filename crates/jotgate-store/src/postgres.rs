@@ -570,6 +570,23 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn evict_sessions(&self, user_id: &str, keep: usize, now: i64) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let rows = c
+            .query(
+                "UPDATE refresh_families SET revoked_at = $1 WHERE family_id IN (
+                     SELECT family_id FROM refresh_families
+                     WHERE user_id = $2 AND revoked_at IS NULL
+                     ORDER BY created_at DESC, family_id DESC OFFSET $3)
+                 AND revoked_at IS NULL RETURNING family_id",
+                &[&now, &user_id, &keep],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>> {
         let c = self.client().await?;
         let rows = c

@@ -343,6 +343,9 @@ impl Store for SealedKeys {
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()> {
         self.inner.revoke_family(family_id, now).await
     }
+    async fn evict_sessions(&self, user_id: &str, keep: usize, now: i64) -> Result<Vec<String>> {
+        self.inner.evict_sessions(user_id, keep, now).await
+    }
     async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>> {
         self.inner.revoke_user_sessions(user_id, now).await
     }

@@ -562,6 +562,27 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn evict_sessions(&self, user_id: &str, keep: usize, now: i64) -> Result<Vec<String>> {
+        let user = user_id.to_string();
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "UPDATE refresh_families SET revoked_at = ?1 WHERE family_id IN (
+                         SELECT family_id FROM refresh_families
+                         WHERE user_id = ?2 AND revoked_at IS NULL
+                         ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?3)
+                     RETURNING family_id",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![now, user, keep], |r| r.get::<_, String>(0))
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
     async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>> {
         let user = user_id.to_string();
         self.with(move |c| {

@@ -207,6 +207,10 @@ pub struct Settings {
     #[arg(long, env = "JOTGATE_SIGNUP_IP_LIMIT", global = true, value_name = "N")]
     pub signup_ip_limit: Option<u32>,
 
+    /// Live sessions per user; a new login ends the oldest beyond it [default: 100]
+    #[arg(long, env = "JOTGATE_MAX_SESSIONS", global = true, value_name = "N")]
+    pub max_sessions: Option<usize>,
+
     /// How often keys and revocations are re-read from the store, in seconds [default: 5]
     #[arg(
         long,
@@ -301,7 +305,7 @@ impl Settings {
             refresh_grace, leeway, alg, hs256_secret, pepper, old_peppers, old_master_keys, argon2_memory_kib,
             argon2_iterations, hash_workers, hash_queue, login_user_failures,
             login_ip_failures, login_delay, login_max_delay, accept_x_access_token,
-            trust_forwarded_for, forwarded_hops, signup, signup_ip_limit, password_min_length, sync_interval, master_key, feed_token, header_timeout, max_connections, tls_cert, tls_key);
+            trust_forwarded_for, forwarded_hops, signup, signup_ip_limit, max_sessions, password_min_length, sync_interval, master_key, feed_token, header_timeout, max_connections, tls_cert, tls_key);
         Ok(self)
     }
 
@@ -473,6 +477,7 @@ impl Settings {
             password_min_length: self
                 .password_min_length
                 .unwrap_or(jotgate_core::password::MIN_LEN),
+            max_sessions: self.max_sessions.unwrap_or(d.max_sessions),
             max_body_bytes: d.max_body_bytes,
             sync_interval: self
                 .sync_interval
@@ -486,6 +491,11 @@ impl Settings {
         {
             bail!(
                 "invalid setting feed_token (JOTGATE_FEED_TOKEN): must be at least 32 characters"
+            );
+        }
+        if !(1..=10_000).contains(&cfg.max_sessions) {
+            bail!(
+                "invalid setting max_sessions (JOTGATE_MAX_SESSIONS): must be between 1 and 10000"
             );
         }
         if cfg.refresh_ttl < 1 {

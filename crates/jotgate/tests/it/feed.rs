@@ -88,6 +88,8 @@ async fn feed_app(store: Option<String>) -> TestApp {
     s.issuer = None;
     s.feed_token = Some(FEED_TOKEN.to_string().into());
     s.store = store.map(Into::into);
+    // The logout-all tests hold a thousand sessions for one user.
+    s.max_sessions = Some(10_000);
     TestApp::with(s, dir).await
 }
 
@@ -459,4 +461,36 @@ async fn four_instances_start_together_on_dynamodb() {
         return;
     };
     four_instances_agree_on_one_key(Some(url)).await;
+}
+
+/// Issue 17: sessions per user are bounded (`max_sessions`): a new login ends the oldest,
+/// its access token and its refresh token.
+#[tokio::test]
+async fn a_login_past_max_sessions_ends_the_oldest() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.max_sessions = Some(3);
+    let app = TestApp::with(s, dir).await;
+    app.signup("ann").await;
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let body: Value = app.login("ann", PASSWORD).await.json().await.unwrap();
+        sessions.push((
+            body["token"].as_str().unwrap().to_string(),
+            body["refresh_token"].clone(),
+        ));
+    }
+    // Five sessions were made (sign-up and four logins): the two oldest ended.
+    for (i, (token, refresh)) in sessions.iter().enumerate() {
+        let expected = if i == 0 {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(app.private(token).await.status(), expected, "session {i}");
+        let res = app
+            .post("/refresh", serde_json::json!({ "refresh_token": refresh }))
+            .await;
+        assert_eq!(res.status(), expected, "session {i}");
+    }
 }
