@@ -301,22 +301,37 @@ pub async fn load_or_generate(
         reason: e.to_string(),
     })?;
     // Instances starting together on an empty store (or finding that no key signs any
-    // more) claim one slot: exactly one stores its key, and all sign with that one.
-    let slot = keys
+    // more) claim one slot: exactly one stores its key, and all sign with that one. A slot
+    // taken earlier by a key that has stopped signing too leads to the next slot of the
+    // same (deterministic) chain.
+    let base = keys
         .last()
         .map_or_else(|| "first".to_string(), |k| format!("after:{}", k.kid));
-    let stored = store
-        .insert_key_once(
-            &slot,
-            StoredKey {
-                kid: key.kid().to_string(),
-                alg: alg.as_str().to_string(),
-                private_der: key.secret_bytes().to_vec(),
-                created_at: now,
-                retired_at: None,
-            },
-        )
-        .await?;
+    let mut stored = false;
+    for attempt in 0..4 {
+        let slot = if attempt == 0 {
+            base.clone()
+        } else {
+            format!("{base}#{attempt}")
+        };
+        stored = store
+            .insert_key_once(
+                &slot,
+                StoredKey {
+                    kid: key.kid().to_string(),
+                    alg: alg.as_str().to_string(),
+                    private_der: key.secret_bytes().to_vec(),
+                    created_at: now,
+                    retired_at: None,
+                },
+            )
+            .await?;
+        let keys = store.keys().await?;
+        match KeyRing::from_stored(&keys, policy, skew_tolerant(&keys, now)) {
+            Err(KeyRingError::NoActiveKey) if !stored => continue,
+            ring => return Ok((ring?, stored.then(|| key.kid().to_string()))),
+        }
+    }
     let keys = store.keys().await?;
     let ring = KeyRing::from_stored(&keys, policy, skew_tolerant(&keys, now))?;
     Ok((ring, stored.then(|| key.kid().to_string())))
@@ -443,6 +458,31 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slot taken earlier by a key that no longer exists (or no longer signs) leads to
+    /// the next slot of the chain, not to a store where no instance can ever sign.
+    #[tokio::test]
+    async fn a_spent_slot_leads_to_the_next() {
+        let store = jotgate_store::sqlite::SqliteStore::in_memory().unwrap();
+        let policy = TokenPolicy::default();
+        let w = stored(SigningAlg::EdDSA, 0, Some(5));
+        let kid = w.kid.clone();
+        store.insert_key(w).await.unwrap();
+        let x = stored(SigningAlg::EdDSA, 1, None);
+        let x_kid = x.kid.clone();
+        assert!(
+            store
+                .insert_key_once(&format!("after:{kid}"), x)
+                .await
+                .unwrap()
+        );
+        store.delete_key(&x_kid).await.unwrap();
+        let (ring, generated) = load_or_generate(&store, SigningAlg::EdDSA, &policy, 100)
+            .await
+            .unwrap();
+        let generated = generated.expect("a new key was stored in the next slot");
+        assert_eq!(ring.signer().kid(), generated);
+    }
 
     fn stored(alg: SigningAlg, created_at: i64, retired_at: Option<i64>) -> StoredKey {
         let k = KeyMaterial::generate(alg).unwrap();

@@ -234,6 +234,9 @@ impl Store for SealedKeys {
             }
             k.private_der = opened.plaintext.to_vec();
         }
+        // Oldest first by the activation the seals record (a row's may have been moved);
+        // the sort is stable, so the store's tie-break order stays.
+        keys.sort_by_key(|k| k.created_at);
         Ok(keys)
     }
 
