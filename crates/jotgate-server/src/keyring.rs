@@ -72,8 +72,9 @@ fn select<'a>(
 }
 
 /// How long a key that no token can need any more is kept anyway, at least: instances or
-/// verifiers configured with a longer token lifetime may still publish it.
-pub const KEEP_EXPIRED_KEYS: i64 = 24 * 3600;
+/// verifiers configured with a longer token lifetime may still publish it. A week, as long
+/// as the feed's key entries live (`jotgate keys retire`/`revoke`).
+pub const KEEP_EXPIRED_KEYS: i64 = 7 * 24 * 3600;
 
 /// Keys to delete at `now`: retired or superseded, and past their last token's expiry by
 /// the token lifetime plus leeway or [`KEEP_EXPIRED_KEYS`], whichever is longer. The key

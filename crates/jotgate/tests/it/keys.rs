@@ -157,7 +157,7 @@ async fn expired_keys_are_deleted() {
     let app = app().await;
     let store = app.store().await;
     let old = KeyMaterial::generate(SigningAlg::EdDSA).unwrap();
-    let long_ago = jotgate_verify::now() - 3 * 24 * 3600;
+    let long_ago = jotgate_verify::now() - 10 * 24 * 3600;
     store
         .insert_key(jotgate_store::StoredKey {
             kid: old.kid().to_string(),
