@@ -41,6 +41,20 @@ pub struct KeyRing {
     selection: Vec<String>,
 }
 
+/// When key `i` of `keys` (oldest first) stops signing, as known at `now`: its retirement,
+/// or the activation of a newer key that has begun signing, whichever comes first.
+fn signing_end(keys: &[StoredKey], i: usize, now: i64) -> Option<i64> {
+    let superseded = keys[i + 1..]
+        .iter()
+        .map(|j| j.created_at)
+        .filter(|t| *t <= now)
+        .min();
+    match (keys[i].retired_at, superseded) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Which stored keys sign and which are published at `now`, from metadata alone.
 /// Keys come oldest first, so the last one signing now is the newest.
 fn select<'a>(
@@ -52,15 +66,7 @@ fn select<'a>(
     let mut signer = None;
     let mut published = Vec::new();
     for (i, k) in keys.iter().enumerate() {
-        let superseded = keys[i + 1..]
-            .iter()
-            .map(|j| j.created_at)
-            .filter(|t| *t <= now)
-            .min();
-        let end = match (k.retired_at, superseded) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let end = signing_end(keys, i, now);
         if k.created_at <= now && end.is_none_or(|e| e > now) {
             signer = Some(k);
         }
@@ -86,18 +92,9 @@ pub fn disposable(keys: &[StoredKey], policy: &TokenPolicy, now: i64) -> Vec<Str
     keys.iter()
         .enumerate()
         .filter(|(i, k)| {
-            let superseded = keys[i + 1..]
-                .iter()
-                .map(|j| j.created_at)
-                .filter(|t| *t <= now)
-                .min();
-            let end = match (k.retired_at, superseded) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
             *i != last
                 && signer.is_none_or(|s| s.kid != k.kid)
-                && end.is_some_and(|e| e.saturating_add(keep) <= now)
+                && signing_end(keys, *i, now).is_some_and(|e| e.saturating_add(keep) <= now)
         })
         .map(|(_, k)| k.kid.clone())
         .collect()

@@ -625,6 +625,28 @@ impl DynamoStore {
 
     /// Set `revoked_at` on a session unless it is already set. `Ok(false)`: it was already
     /// revoked, or there is no such session.
+    /// Run `f` on each of `items`, 32 at a time; results in no particular order.
+    async fn each_32<T, R, F, Fut>(&self, items: Vec<T>, f: F) -> Result<Vec<R>>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: Fn(Self, T) -> Fut,
+        Fut: std::future::Future<Output = Result<R>> + Send + 'static,
+    {
+        let mut out = Vec::with_capacity(items.len());
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut set = tokio::task::JoinSet::new();
+            for item in items.by_ref().take(32) {
+                set.spawn(f(self.clone(), item));
+            }
+            while let Some(r) = set.join_next().await {
+                out.push(r.map_err(backend)??);
+            }
+        }
+        Ok(out)
+    }
+
     /// Drop an ended session from its user's index.
     async fn forget_session(&self, user_id: &str, family_id: &str) -> Result<()> {
         self.client
@@ -1128,27 +1150,19 @@ impl Store for DynamoStore {
         // Newest first; which are still live is on the sessions themselves (32 reads at a
         // time). Index items of ended sessions go, so the next login reads fewer.
         sessions.sort_by(|a, b| b.cmp(a));
+        let checked = self
+            .each_32(sessions, |this, (created, id)| async move {
+                let f = this.get(format!("FAM#{id}"), "FAM").await?;
+                let ended = f.is_none_or(|f| f.contains_key("revoked_at"));
+                Ok((created, id, ended))
+            })
+            .await?;
         let mut live = Vec::new();
-        for batch in sessions.chunks(32) {
-            let mut set = tokio::task::JoinSet::new();
-            for (created, id) in batch {
-                let (this, id, created) = (self.clone(), id.clone(), *created);
-                set.spawn(async move {
-                    let f = this.get(format!("FAM#{id}"), "FAM").await?;
-                    let ended = f.is_none_or(|f| f.contains_key("revoked_at"));
-                    Ok::<_, StoreError>((created, id, ended))
-                });
-            }
-            let mut got = Vec::new();
-            while let Some(r) = set.join_next().await {
-                got.push(r.map_err(backend)??);
-            }
-            for (created, id, ended) in got {
-                if ended {
-                    self.forget_session(user_id, &id).await?;
-                } else {
-                    live.push((created, id));
-                }
+        for (created, id, ended) in checked {
+            if ended {
+                self.forget_session(user_id, &id).await?;
+            } else {
+                live.push((created, id));
             }
         }
         live.sort_by(|a, b| b.cmp(a));
@@ -1171,23 +1185,13 @@ impl Store for DynamoStore {
             .iter()
             .map(|it| get_s(it, "family_id"))
             .collect::<Result<Vec<_>>>()?;
-        let mut revoked = Vec::new();
-        for batch in ids.chunks(32) {
-            let mut set = tokio::task::JoinSet::new();
-            for id in batch {
-                let (this, id) = (self.clone(), id.clone());
-                set.spawn(async move {
-                    let done = this.revoke_family_item(&id, now).await?;
-                    Ok::<_, StoreError>(done.then_some(id))
-                });
-            }
-            while let Some(r) = set.join_next().await {
-                if let Some(id) = r.map_err(backend)?? {
-                    revoked.push(id);
-                }
-            }
-        }
-        Ok(revoked)
+        let done = self
+            .each_32(ids, |this, id| async move {
+                let done = this.revoke_family_item(&id, now).await?;
+                Ok(done.then_some(id))
+            })
+            .await?;
+        Ok(done.into_iter().flatten().collect())
     }
 
     async fn family_of(&self, token_hash: &str) -> Result<Option<FamilyRef>> {

@@ -81,6 +81,19 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
+     VALUES ($1, $2, $3, $4, $5)";
+
+fn key_params(key: &StoredKey) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
+    [
+        &key.kid,
+        &key.alg,
+        &key.private_der,
+        &key.created_at,
+        &key.retired_at,
+    ]
+}
+
 fn unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
@@ -384,19 +397,9 @@ impl Store for PostgresStore {
             .await
             .map_err(backend)?;
         if claimed == 1 {
-            tx.execute(
-                "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    &key.kid,
-                    &key.alg,
-                    &key.private_der,
-                    &key.created_at,
-                    &key.retired_at,
-                ],
-            )
-            .await
-            .map_err(backend)?;
+            tx.execute(INSERT_KEY, &key_params(&key))
+                .await
+                .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
         Ok(claimed == 1)
@@ -404,19 +407,7 @@ impl Store for PostgresStore {
 
     async fn insert_key(&self, key: StoredKey) -> Result<()> {
         let c = self.client().await?;
-        let res = c
-            .execute(
-                "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    &key.kid,
-                    &key.alg,
-                    &key.private_der,
-                    &key.created_at,
-                    &key.retired_at,
-                ],
-            )
-            .await;
+        let res = c.execute(INSERT_KEY, &key_params(&key)).await;
         match res {
             Ok(_) => Ok(()),
             Err(e) if unique_violation(&e) => Err(StoreError::Conflict("key id")),

@@ -63,6 +63,9 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
+const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
+     VALUES (?1, ?2, ?3, ?4, ?5)";
+
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
     path: PathBuf,
@@ -361,12 +364,8 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             if claimed == 1 {
-                tx.execute(
-                    "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![kid, alg, der, created_at, retired_at],
-                )
-                .map_err(backend)?;
+                tx.execute(INSERT_KEY, params![kid, alg, der, created_at, retired_at])
+                    .map_err(backend)?;
             }
             tx.commit().map_err(backend)?;
             Ok(claimed == 1)
@@ -377,8 +376,7 @@ impl Store for SqliteStore {
     async fn insert_key(&self, key: StoredKey) -> Result<()> {
         self.with(move |c| {
             let res = c.execute(
-                "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                INSERT_KEY,
                 params![
                     key.kid,
                     key.alg,

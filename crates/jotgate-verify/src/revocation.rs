@@ -179,20 +179,7 @@ impl Revocations {
         sub: &str,
         iat: Option<i64>,
     ) -> bool {
-        self.denies_signed(jti, sid, sub, iat, None)
-    }
-
-    /// [`denies`](Self::denies), also for the key that signed the token: a token of a
-    /// retired key issued after its retirement, or of a revoked key, is denied.
-    pub fn denies_signed(
-        &self,
-        jti: Option<&str>,
-        sid: Option<&str>,
-        sub: &str,
-        iat: Option<i64>,
-        kid: Option<&str>,
-    ) -> bool {
-        self.refusal(jti, sid, sub, iat, kid).is_some()
+        self.refusal(jti, sid, sub, iat, None).is_some()
     }
 
     /// Why a token with these claims is refused, if it is: `token_key_retired` when the
