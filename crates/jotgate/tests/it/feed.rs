@@ -494,3 +494,86 @@ async fn a_login_past_max_sessions_ends_the_oldest() {
         assert_eq!(res.status(), expected, "session {i}");
     }
 }
+
+/// Log out everywhere racing refreshes: whatever order they land in, no refresh yields an
+/// access token that outlives the logout (the "not before" is taken after the sessions
+/// ended, and a refresh is issued at its rotation's second, never later).
+#[tokio::test]
+async fn refreshes_racing_logout_all_leave_no_live_token() {
+    let app = feed_app(None).await;
+    let ann = app.signup("ann").await;
+    let token = ann["token"].as_str().unwrap().to_string();
+    let mut refresh_tokens = Vec::new();
+    for _ in 0..10 {
+        let body: Value = app.login("ann", PASSWORD).await.json().await.unwrap();
+        refresh_tokens.push(body["refresh_token"].clone());
+    }
+    let mut tasks = Vec::new();
+    for r in refresh_tokens {
+        let url = app.url("/refresh");
+        tasks.push(tokio::spawn(async move {
+            let res = client()
+                .post(url)
+                .json(&serde_json::json!({ "refresh_token": r }))
+                .send()
+                .await
+                .unwrap();
+            if res.status() == StatusCode::OK {
+                let body: Value = res.json().await.unwrap();
+                Some(body["token"].as_str().unwrap().to_string())
+            } else {
+                None
+            }
+        }));
+    }
+    let res = client()
+        .post(app.url("/logout-all"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    for t in tasks {
+        if let Some(access) = t.await.unwrap() {
+            assert_eq!(
+                app.private(&access).await.status(),
+                StatusCode::UNAUTHORIZED,
+                "a refresh racing log out everywhere left a live token"
+            );
+        }
+    }
+}
+
+/// The endpoints that read a Bearer token refuse two Authorization headers and one that
+/// is not text, with the reader the edge uses.
+#[tokio::test]
+async fn every_bearer_endpoint_refuses_ambiguous_credentials() {
+    let app = TestApp::start().await;
+    let token = app.signup_token("ann").await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/private"),
+        (reqwest::Method::POST, "/logout"),
+        (reqwest::Method::POST, "/logout-all"),
+    ] {
+        let res = client()
+            .request(method.clone(), app.url(path))
+            .header("authorization", format!("Bearer {token}"))
+            .header("authorization", "Bearer junk")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{path}: two headers");
+        let res = client()
+            .request(method, app.url(path))
+            .header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{path}: not text");
+    }
+    // The token still works: nothing was logged out by the refused requests.
+    assert_eq!(app.private(&token).await.status(), StatusCode::OK);
+}
