@@ -378,8 +378,92 @@ impl DynamoStore {
         };
         if cfg.create_table {
             store.create_table().await?;
+        } else {
+            store.check_table().await?;
         }
         Ok(store)
+    }
+
+    /// Build the client and check that the table exists, writing nothing: `None` when it
+    /// does not and `create_table` would create it. For `jotgate check`.
+    pub async fn connect_existing(mut cfg: DynamoConfig) -> Result<Option<Self>> {
+        let create = std::mem::take(&mut cfg.create_table);
+        match Self::connect(cfg).await {
+            Ok(store) => Ok(Some(store)),
+            Err(StoreError::Setup { what, .. }) if create && what.contains("does not exist") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The table must exist and be ACTIVE; each failure explained for the person starting
+    /// jotgate (the SDK's error goes to the debug log).
+    pub async fn check_table(&self) -> Result<()> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await;
+        let table = &self.table;
+        let at = &self.describe;
+        match out {
+            Ok(o) => {
+                let status = o.table.and_then(|t| t.table_status);
+                if matches!(
+                    status,
+                    Some(TableStatus::Active) | Some(TableStatus::Updating)
+                ) {
+                    Ok(())
+                } else {
+                    Err(StoreError::Setup {
+                        what: format!(
+                            "the DynamoDB table {table} is not active ({status:?}) at {at}"
+                        ),
+                        todo:
+                            "wait until it is ACTIVE (aws dynamodb describe-table) and start again"
+                                .into(),
+                    })
+                }
+            }
+            Err(e) => {
+                let text = DisplayErrorContext(&e).to_string();
+                tracing::debug!(error = %text, "DescribeTable failed");
+                let not_found = matches!(&e, SdkError::ServiceError(s) if s.err().is_resource_not_found_exception());
+                let (what, todo) = if not_found {
+                    (
+                        format!("the DynamoDB table {table} does not exist ({at})"),
+                        "create it with `sam deploy` (deploy/aws/template.yaml; docs/dynamodb.md), or add &create_table=true to the store URL for a local emulator".to_string(),
+                    )
+                } else if text.contains("credentials") && !text.contains("security token") {
+                    (
+                        format!("no AWS credentials to reach the DynamoDB table {table} ({at})"),
+                        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role; a local emulator takes any dummy pair".to_string(),
+                    )
+                } else if text.contains("UnrecognizedClient")
+                    || text.contains("security token")
+                    || text.contains("InvalidSignature")
+                    || text.contains("AccessDenied")
+                {
+                    (
+                        format!("AWS refused these credentials for the DynamoDB table {table} ({at})"),
+                        "check the access key, its secret and its IAM policy (dynamodb:DescribeTable and the actions in deploy/aws/template.yaml)".to_string(),
+                    )
+                } else if matches!(&e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
+                    (
+                        format!("cannot reach DynamoDB ({at})"),
+                        "check the endpoint and region in the store URL, and that the service (or emulator) is running".to_string(),
+                    )
+                } else {
+                    (
+                        format!("cannot read the DynamoDB table {table} ({at})"),
+                        "run with JOTGATE_LOG=debug for the SDK's full error".to_string(),
+                    )
+                };
+                Err(StoreError::Setup { what, todo })
+            }
+        }
     }
 
     /// Create the table, its user-listing index and TTL, unless it exists. Tests and local

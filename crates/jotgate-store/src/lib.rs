@@ -34,6 +34,10 @@ pub enum StoreError {
     /// message names what to fix.
     #[error("{0}")]
     Config(String),
+    /// The store could not be reached or set up at start: what is wrong (naming the
+    /// store, never a password) and what to do.
+    #[error("{what}; {todo}")]
+    Setup { what: String, todo: String },
     /// The backend failed (I/O, corruption, unreachable server). The message is for logs.
     #[error("storage backend error: {0}")]
     Backend(String),
@@ -278,4 +282,13 @@ pub trait Store: Send + Sync + 'static {
     /// Take back one count of `key` (an attempt counted before it was evaluated that
     /// turned out to be a success, or was refused); never below zero.
     async fn release_login_failure(&self, key: &str) -> Result<()>;
+}
+
+/// The table names of a schema's `CREATE TABLE IF NOT EXISTS name` statements.
+pub(crate) fn schema_tables(schema: &str) -> Vec<&str> {
+    schema
+        .split("CREATE TABLE IF NOT EXISTS ")
+        .skip(1)
+        .filter_map(|rest| rest.split([' ', '(', '\n']).next())
+        .collect()
 }

@@ -171,6 +171,83 @@ fn causes(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Why the first connection failed, in words that say what to do. The whole chain goes to
+/// the debug log.
+fn connect_error(describe: &str, e: &deadpool_postgres::PoolError) -> StoreError {
+    tracing::debug!(error = %causes(e), "PostgreSQL connection failed");
+    let mut db: Option<&tokio_postgres::Error> = None;
+    let mut io: Option<std::io::ErrorKind> = None;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(d) = err.downcast_ref::<tokio_postgres::Error>() {
+            db = db.or(Some(d));
+        }
+        if let Some(i) = err.downcast_ref::<std::io::Error>() {
+            io = io.or(Some(i.kind()));
+        }
+        next = err.source();
+    }
+    let text = causes(e);
+    let tls_reason;
+    let (what, todo) = match db.and_then(|d| d.code()) {
+        Some(c) if *c == SqlState::INVALID_PASSWORD => (
+            "PostgreSQL refused the password",
+            "check the user and password in JOTGATE_STORE (or the server's pg_hba.conf)",
+        ),
+        Some(c) if *c == SqlState::INVALID_CATALOG_NAME => (
+            "the PostgreSQL database does not exist",
+            "create it (createdb, or CREATE DATABASE) or name an existing one in JOTGATE_STORE",
+        ),
+        Some(c)
+            if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                && text.contains("no encryption") =>
+        {
+            (
+                "PostgreSQL requires TLS for this connection",
+                "add ?sslmode=verify-full&sslrootcert=CA.pem to JOTGATE_STORE (docs/configuration.md#postgresql-over-tls)",
+            )
+        }
+        Some(c) if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => (
+            "PostgreSQL refused this user from this address",
+            "check the user in JOTGATE_STORE and the server's pg_hba.conf",
+        ),
+        _ if io == Some(std::io::ErrorKind::ConnectionRefused) => (
+            "PostgreSQL refused the connection",
+            "is the server running and listening on that host and port?",
+        ),
+        _ if text.contains("TLS") || text.contains("tls") || text.contains("certificate") => (
+            {
+                // The innermost cause says which: an unknown issuer, a name mismatch…
+                let mut last = e.to_string();
+                let mut next = std::error::Error::source(e);
+                while let Some(s) = next {
+                    last = s.to_string();
+                    next = s.source();
+                }
+                tls_reason = format!("the TLS handshake with PostgreSQL failed: {last}");
+                tls_reason.as_str()
+            },
+            "check sslmode and sslrootcert in JOTGATE_STORE (docs/configuration.md#postgresql-over-tls)",
+        ),
+        _ if text.contains("timed out") || io == Some(std::io::ErrorKind::TimedOut) => (
+            "PostgreSQL did not answer in time",
+            "is the host reachable from here (firewall, security group)?",
+        ),
+        _ if text.contains("failed to lookup") || text.contains("resolve") => (
+            "the PostgreSQL host name does not resolve",
+            "check the host in JOTGATE_STORE",
+        ),
+        _ => (
+            "cannot connect to PostgreSQL",
+            "run with JOTGATE_LOG=debug for the driver's full error",
+        ),
+    };
+    StoreError::Setup {
+        what: format!("{what} ({describe})"),
+        todo: todo.to_string(),
+    }
+}
+
 /// `postgres://user@host:port/db`, without the password or parameters, for logs.
 fn redact(cfg: &tokio_postgres::Config) -> String {
     let host = cfg
@@ -211,10 +288,58 @@ impl PostgresStore {
     /// require, verify-ca, verify-full) and `sslrootcert=PATH` are read as libpq does (see
     /// [`crate::pgtls`]).
     pub async fn connect(url: &str, max_connections: usize) -> Result<Self> {
+        let store = Self::pool(url, max_connections)?;
+        let c = store.first_client().await?;
+        // Two instances starting together must not race on CREATE TABLE: the lock is held
+        // until the schema's transaction commits (a session lock released before the
+        // commit let the second instance collide with the first's uncommitted tables).
+        // The notices of CREATE TABLE IF NOT EXISTS on an existing schema are not news.
+        c.batch_execute(&format!(
+            "BEGIN; SET LOCAL client_min_messages = warning; SELECT pg_advisory_xact_lock(7411); {SCHEMA} COMMIT;"
+        ))
+        .await
+        .map_err(backend)?;
+        Ok(store)
+    }
+
+    /// Connect without writing anything: `None` when the database holds none of jotgate's
+    /// tables yet (a fresh store, which `connect` would set up), an error when it holds
+    /// only some of them. For `jotgate check`.
+    pub async fn connect_existing(url: &str) -> Result<Option<Self>> {
+        let store = Self::pool(url, 2)?;
+        let c = store.first_client().await?;
+        let rows = c
+            .query(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        let present: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let expected = crate::schema_tables(SCHEMA);
+        let missing: Vec<&str> = expected
+            .iter()
+            .filter(|t| !present.iter().any(|p| p == *t))
+            .copied()
+            .collect();
+        if missing.len() == expected.len() {
+            return Ok(None);
+        }
+        if !missing.is_empty() {
+            return Err(StoreError::Config(format!(
+                "the database at {} holds only part of jotgate's schema (missing tables: {}); start `jotgate serve` once to complete it",
+                store.describe,
+                missing.join(", ")
+            )));
+        }
+        Ok(Some(store))
+    }
+
+    fn pool(url: &str, max_connections: usize) -> Result<Self> {
         let (url, mode, root_cert) = tls_params(url)?;
         let mut cfg: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| backend(format!("invalid PostgreSQL URL: {e}")))?;
+            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
         cfg.ssl_mode(mode.wire());
         let describe = format!("{} (sslmode={})", redact(&cfg), mode_name(mode));
         if !mode.verifies() && !loopback(&cfg) {
@@ -243,17 +368,15 @@ impl PostgresStore {
             .max_size(max_connections.max(1))
             .build()
             .map_err(backend)?;
-        let store = Self { pool, describe };
-        let c = store.client().await?;
-        // Two instances starting together must not race on CREATE TABLE: the lock is held
-        // until the schema's transaction commits (a session lock released before the
-        // commit let the second instance collide with the first's uncommitted tables).
-        c.batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(7411); {SCHEMA} COMMIT;"
-        ))
-        .await
-        .map_err(backend)?;
-        Ok(store)
+        Ok(Self { pool, describe })
+    }
+
+    /// The first connection, its failure explained for the person starting jotgate.
+    async fn first_client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| connect_error(&self.describe, &e))
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {

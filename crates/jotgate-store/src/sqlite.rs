@@ -88,7 +88,10 @@ fn private_file(path: &Path) -> Result<()> {
             .append(true)
             .mode(0o600)
             .open(path)
-            .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::Setup {
+                what: format!("cannot open the SQLite database {}: {e}", path.display()),
+                todo: "check the file's and its directory's permissions, or choose a writable place with --database PATH (or JOTGATE_DATABASE)".into(),
+            })?;
         let meta = f
             .metadata()
             .map_err(|e| backend(format!("cannot read {}: {e}", path.display())))?;
@@ -113,18 +116,83 @@ impl SqliteStore {
     /// Open (creating if needed) the database file and apply the schema.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Setup {
+                what: format!("cannot create the directory {}: {e}", dir.display()),
+                todo: "choose a writable place with --database PATH (or JOTGATE_DATABASE)".into(),
+            })?;
         }
         private_file(path)?;
-        let conn = Connection::open(path).map_err(backend)?;
-        Self::init(&conn)?;
+        let unwritable = |e: rusqlite::Error| {
+            StoreError::Setup {
+            what: format!("cannot write the SQLite database {}: {e}", path.display()),
+            todo: "check the file's and its directory's permissions, or choose a writable place with --database PATH (or JOTGATE_DATABASE)".into(),
+        }
+        };
+        let conn = Connection::open(path).map_err(unwritable)?;
+        Self::init(&conn).map_err(|e| match e {
+            StoreError::Backend(m) if m.contains("readonly") || m.contains("read-only") || m.contains("unable to open") => StoreError::Setup {
+                what: format!("cannot write the SQLite database {}: {m}", path.display()),
+                todo: "check the file's and its directory's permissions, or choose a writable place with --database PATH (or JOTGATE_DATABASE)".into(),
+            },
+            e => e,
+        })?;
         // Absolute, so the start-up log says exactly which file holds the data.
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(Self {
             path,
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// Open an existing database read-only, writing nothing: `None` when the file does not
+    /// exist or holds none of jotgate's tables (a fresh store, which `open` would set up),
+    /// an error when it holds only some. For `jotgate check`.
+    pub fn open_existing(path: &Path) -> Result<Option<Self>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| {
+            StoreError::Config(format!("cannot open {} read-only: {e}", path.display()))
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        let present: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| {
+                StoreError::Config(format!(
+                    "{} is not a readable SQLite database: {e}",
+                    path.display()
+                ))
+            })?;
+        let expected = crate::schema_tables(SCHEMA);
+        let missing: Vec<&str> = expected
+            .iter()
+            .filter(|t| !present.iter().any(|p| p == *t))
+            .copied()
+            .collect();
+        if missing.len() == expected.len() {
+            return Ok(None);
+        }
+        if !missing.is_empty() {
+            return Err(StoreError::Config(format!(
+                "{} holds only part of jotgate's schema (missing tables: {}); start `jotgate serve` once to complete it",
+                path.display(),
+                missing.join(", ")
+            )));
+        }
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(Some(Self {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        }))
     }
 
     /// A private in-memory database, for tests.
@@ -207,7 +275,7 @@ impl UserRow {
 #[async_trait]
 impl Store for SqliteStore {
     fn describe(&self) -> String {
-        format!("sqlite:{}", self.path.display())
+        format!("sqlite://{}", self.path.display())
     }
 
     async fn store_id(&self, create: bool) -> Result<Option<String>> {

@@ -46,10 +46,33 @@ async fn missing_table_is_a_clear_error() {
         return;
     };
     let url = url.replace("&create_table=true", "");
-    let s = open(&url).await;
-    let e = s.keys().await.unwrap_err().to_string();
+    // Refused when connecting, before any request needs the table, in words that say what
+    // to do; `connect_existing` (jotgate check) says the same, writing nothing.
+    let Err(e) = DynamoStore::connect(DynamoConfig::parse(&url).unwrap()).await else {
+        panic!("connected to a missing table");
+    };
+    let e = e.to_string();
     assert!(
-        e.contains("ResourceNotFound") || e.contains("not found"),
+        e.contains("does not exist") && e.contains("sam deploy"),
         "{e}"
+    );
+    assert!(!e.contains("ServiceError"), "{e}");
+    let Err(e) = DynamoStore::connect_existing(DynamoConfig::parse(&url).unwrap()).await else {
+        panic!("connected to a missing table");
+    };
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    // With create_table, a missing table is a fresh store, and nothing is created.
+    let fresh = format!("{url}&create_table=true");
+    assert!(
+        DynamoStore::connect_existing(DynamoConfig::parse(&fresh).unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        DynamoStore::connect_existing(DynamoConfig::parse(&url).unwrap())
+            .await
+            .is_err(),
+        "connect_existing created the table"
     );
 }

@@ -452,6 +452,48 @@ impl Verifier {
         self.issuers.get(issuer).map(|i| &i.revocations)
     }
 
+    /// Fetch every remote issuer's keys once, without installing them: for each issuer,
+    /// the key ids it publishes or why they could not be had. `jotgate check` reports this.
+    pub async fn probe_issuers(&self) -> Vec<(String, Result<Vec<String>, String>)> {
+        let mut out = Vec::new();
+        let mut names: Vec<&String> = self.issuers.keys().collect();
+        names.sort();
+        for name in names {
+            let issuer = &self.issuers[name];
+            let r = match &issuer.remote {
+                Some(remote) => match self.fetch_keys(issuer, remote).await {
+                    Ok((set, _)) if set.is_empty() => {
+                        Err("its JWKS holds no key usable for verification".to_string())
+                    }
+                    Ok((set, _)) => Ok(set.kids().map(str::to_string).collect()),
+                    Err(e) => Err(e),
+                },
+                None => Ok(issuer.keys().kids().map(str::to_string).collect()),
+            };
+            out.push((name.clone(), r));
+        }
+        out
+    }
+
+    /// Ready to decide: every issuer holds keys and every revocation feed had its first
+    /// catch-up. `Err` names the first issuer that is not (for a readiness probe).
+    pub fn readiness(&self) -> Result<(), String> {
+        let mut names: Vec<&String> = self.issuers.keys().collect();
+        names.sort();
+        for name in names {
+            let issuer = &self.issuers[name];
+            if issuer.keys().is_empty() {
+                return Err(format!("no keys yet for issuer {name}"));
+            }
+            if issuer.cfg.revocation_feed.is_some() && !issuer.feed_ready.load(Ordering::Acquire) {
+                return Err(format!(
+                    "the revocation feed of issuer {name} has not been read yet"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Fetch every remote issuer's keys once (concurrently; failures are logged and retried
     /// in the background, never fatal), then keep keys and revocation feeds current.
     pub async fn start(self: &Arc<Self>) -> Background {

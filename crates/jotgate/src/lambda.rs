@@ -88,7 +88,7 @@ fn source_ip<B>(mut req: Request<B>) -> Request<B> {
 pub async fn run_api(settings: &Settings) -> anyhow::Result<()> {
     require_lambda_env("jotgate lambda")?;
     crate::init_crypto();
-    if settings.issuer.is_none() {
+    if settings.tokens.issuer.is_none() {
         anyhow::bail!(
             "missing setting issuer (JOTGATE_ISSUER): in Lambda set it to the API's public URL, e.g. https://abc123.execute-api.eu-west-1.amazonaws.com"
         );

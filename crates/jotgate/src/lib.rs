@@ -3,8 +3,11 @@
 //! and the administrative commands ([`admin`]). `main.rs` only parses arguments.
 
 pub mod admin;
+pub mod check;
+pub mod cli;
 pub mod edge;
 pub mod lambda;
+pub mod logging;
 pub mod serve;
 pub mod settings;
 
@@ -24,20 +27,18 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     Ok(open_sealed(settings).await?)
 }
 
-/// [`open_store`], as the key-sealing layer itself (for `jotgate keys seal`).
-pub async fn open_sealed(
-    settings: &Settings,
-) -> anyhow::Result<Arc<jotgate_store::sealed::SealedKeys>> {
+/// The master keys that seal signing keys at rest, if configured.
+pub fn master_keys(settings: &Settings) -> anyhow::Result<Option<jotgate_core::seal::MasterKeys>> {
     use jotgate_core::seal::{MasterKey, MasterKeys};
     use secrecy::ExposeSecret;
-    let old: Vec<MasterKey> = settings::split_secrets(settings.old_master_keys.as_ref())
+    let old: Vec<MasterKey> = settings::split_secrets(settings.store.old_master_keys.as_ref())
         .iter()
         .map(|k| MasterKey::from_base64(k.expose_secret()))
         .collect::<Result<_, _>>()
         .map_err(|e| {
             anyhow::anyhow!("invalid setting old_master_keys (JOTGATE_OLD_MASTER_KEYS): {e}")
         })?;
-    let master = match &settings.master_key {
+    Ok(match &settings.store.master_key {
         Some(k) => Some(MasterKeys::new(
             MasterKey::from_base64(k.expose_secret()).map_err(|e| {
                 anyhow::anyhow!("invalid setting master_key (JOTGATE_MASTER_KEY): {e}")
@@ -48,7 +49,14 @@ pub async fn open_sealed(
             "old_master_keys (JOTGATE_OLD_MASTER_KEYS) is set without master_key (JOTGATE_MASTER_KEY): set the new master key too"
         ),
         None => None,
-    };
+    })
+}
+
+/// [`open_store`], as the key-sealing layer itself (for `jotgate keys seal`).
+pub async fn open_sealed(
+    settings: &Settings,
+) -> anyhow::Result<Arc<jotgate_store::sealed::SealedKeys>> {
+    let master = master_keys(settings)?;
     let store = open_backend(settings).await?;
     Ok(Arc::new(jotgate_store::sealed::SealedKeys::new(
         store, master,
@@ -56,9 +64,8 @@ pub async fn open_sealed(
 }
 
 async fn open_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    use secrecy::ExposeSecret;
     // The URL may carry a database password: it is a secret until the backend has it.
-    match settings.store.as_ref().map(|s| s.expose_secret()) {
+    match store_url(settings) {
         None => open_sqlite(&settings.database()),
         Some(url) => {
             if let Some(path) = url.strip_prefix("sqlite://") {
@@ -79,7 +86,7 @@ async fn open_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 
 fn open_sqlite(path: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
     let store = SqliteStore::open(path)
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
+        .map_err(|e| store_error(e, &format!("cannot open the database {}", path.display())))?;
     Ok(Arc::new(store))
 }
 
@@ -87,7 +94,7 @@ fn open_sqlite(path: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
 async fn open_postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     let store = jotgate_store::postgres::PostgresStore::connect(url, 16)
         .await
-        .context("cannot open the PostgreSQL store (JOTGATE_STORE)")?;
+        .map_err(|e| store_error(e, "cannot open the PostgreSQL store (JOTGATE_STORE)"))?;
     Ok(Arc::new(store))
 }
 
@@ -103,7 +110,7 @@ async fn open_dynamodb(url: &str) -> anyhow::Result<Arc<dyn Store>> {
         .map_err(|e| anyhow::anyhow!("invalid setting store (JOTGATE_STORE): {e}"))?;
     let store = DynamoStore::connect(cfg)
         .await
-        .context("cannot open the DynamoDB store (JOTGATE_STORE)")?;
+        .map_err(|e| store_error(e, "cannot open the DynamoDB store (JOTGATE_STORE)"))?;
     Ok(Arc::new(store))
 }
 
@@ -112,6 +119,60 @@ async fn open_dynamodb(_: &str) -> anyhow::Result<Arc<dyn Store>> {
     anyhow::bail!(
         "this jotgate was built without the `dynamodb` feature (cargo build --features dynamodb)"
     )
+}
+
+/// A store error as the person starting jotgate should read it.
+fn store_error(e: jotgate_store::StoreError, what: &str) -> anyhow::Error {
+    match e {
+        jotgate_store::StoreError::Setup { what, todo } => {
+            anyhow::Error::new(logging::Startup { what, todo })
+        }
+        e => anyhow::Error::new(e).context(what.to_string()),
+    }
+}
+
+/// The store's location as `describe` would give it, without opening it.
+fn store_url(settings: &Settings) -> Option<&str> {
+    use secrecy::ExposeSecret;
+    settings.store.store.as_ref().map(|s| s.expose_secret())
+}
+
+/// Open the configured store without writing to it: `None` when it is fresh (nothing
+/// there yet that `serve` would create). For `jotgate check`.
+pub async fn open_existing(settings: &Settings) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    let url = store_url(settings);
+    let sqlite = |path: &std::path::Path| -> anyhow::Result<Option<Arc<dyn Store>>> {
+        Ok(SqliteStore::open_existing(path)
+            .map_err(|e| store_error(e, "cannot read the SQLite database"))?
+            .map(|s| Arc::new(s) as Arc<dyn Store>))
+    };
+    match url {
+        None => sqlite(&settings.database()),
+        Some(u) if u.starts_with("sqlite://") => {
+            sqlite(std::path::Path::new(u.trim_start_matches("sqlite://")))
+        }
+        #[cfg(feature = "postgres")]
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(jotgate_store::postgres::PostgresStore::connect_existing(u)
+                .await
+                .map_err(|e| store_error(e, "cannot read the PostgreSQL store"))?
+                .map(|s| Arc::new(s) as Arc<dyn Store>))
+        }
+        #[cfg(feature = "dynamodb")]
+        Some(u) if u.starts_with("dynamodb://") => {
+            use jotgate_store::dynamodb::{DynamoConfig, DynamoStore};
+            let cfg = DynamoConfig::parse(u)
+                .map_err(|e| anyhow::anyhow!("invalid setting store (JOTGATE_STORE): {e}"))?;
+            Ok(DynamoStore::connect_existing(cfg)
+                .await
+                .map_err(|e| store_error(e, "cannot read the DynamoDB store"))?
+                .map(|s| Arc::new(s) as Arc<dyn Store>))
+        }
+        Some(_) => {
+            // Not compiled in, or not a store URL: the same words as `serve`.
+            open_backend(settings).await.map(Some)
+        }
+    }
 }
 
 /// Install aws-lc-rs as rustls' process-wide provider (idempotent).
@@ -149,7 +210,7 @@ impl Application {
         let addr = listener.local_addr()?;
         // With port 0 the default issuer must name the port actually bound.
         let mut settings = settings.clone();
-        settings.listen = Some(addr);
+        settings.listen.listen = Some(addr);
         let settings = &settings;
         let tls = match settings.tls()? {
             Some((cert, key)) => Some(serve::tls_acceptor(&cert, &key)?),
@@ -227,4 +288,26 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Where the configured store is, for messages: never a password.
+pub fn store_location(settings: &Settings) -> String {
+    match store_url(settings) {
+        None => format!("sqlite://{}", settings.database().display()),
+        Some(u) => match u.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                let user = authority
+                    .rsplit_once('@')
+                    .map(|(ui, _)| ui.split(':').next().unwrap_or(""))
+                    .filter(|u| !u.is_empty())
+                    .map(|u| format!("{u}@"))
+                    .unwrap_or_default();
+                let path = tail.split('?').next().unwrap_or("");
+                format!("{scheme}://{user}{host}{path}")
+            }
+            None => "(an unrecognised store URL)".into(),
+        },
+    }
 }

@@ -1,12 +1,19 @@
 //! Configuration: built-in defaults, then a TOML file, then `JOTGATE_*` environment
 //! variables, then command-line flags — each layer overriding the one before.
 //!
-//! Every setting is one field below, with its flag, variable and TOML key named alike
-//! (`--access-ttl`, `JOTGATE_ACCESS_TTL`, `access_ttl`). Secrets (`hs256_secret`, `pepper`)
-//! are `SecretString`s: never printed, never logged.
+//! **Each setting is declared once**, as one field of a group below (a `clap::Args`
+//! struct). That declaration yields its flag, its variable, its help and default text, and
+//! its TOML key — the variable's name without `JOTGATE_`, in lower case (`--access-ttl`,
+//! `JOTGATE_ACCESS_TTL`, `access_ttl`). The TOML file is applied by [`crate::cli`] as the
+//! arguments' default values, so clap itself layers file < environment < flag and no
+//! hand-kept merge list exists. Each command flattens only the groups it reads.
+//!
+//! Secrets are `SecretString`s (never printed, never logged) whose argument hides its
+//! environment value; their flag takes a *file* holding the secret (`--pepper-file`), never
+//! the secret itself, which `ps` would show.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -14,259 +21,291 @@ use jotgate_core::{KeyMaterial, PasswordParams, SigningAlg, TokenPolicy};
 use jotgate_server::limits::RateLimitConfig;
 use jotgate_server::{KeySource, ServerConfig};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 
 pub const DEFAULT_DATABASE: &str = "jotgate.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-/// Settings shared by every command. Unset fields fall through to the next layer.
-#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
+/// Where the data lives, and the key that seals signing keys in it.
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "Store")]
+pub struct StoreSettings {
     /// SQLite database file; created on first start [default: ./jotgate.db]
-    #[arg(long, env = "JOTGATE_DATABASE", global = true, value_name = "PATH")]
+    #[arg(long, env = "JOTGATE_DATABASE", value_name = "PATH")]
     pub database: Option<PathBuf>,
 
-    /// Data store URL: sqlite://PATH, postgres://USER[:PASSWORD]@HOST[:PORT]/DB or dynamodb://TABLE[?region=R&endpoint=URL] (overrides --database) [default: sqlite://<database>]
+    /// Data store URL (overrides --database): sqlite://PATH,
+    /// postgres://USER@HOST[:PORT]/DB[?sslmode=verify-full&sslrootcert=PEM] or
+    /// dynamodb://TABLE[?region=R&endpoint=URL&create_table=true]. A URL with a database
+    /// password is read from the environment or the config file only
+    /// [default: sqlite://<database>]
     #[arg(
         long,
         env = "JOTGATE_STORE",
-        global = true,
         hide_env_values = true,
         value_name = "URL"
     )]
-    #[serde(default, deserialize_with = "secret")]
     pub store: Option<SecretString>,
 
-    /// Address to listen on [default: 127.0.0.1:8080]
-    #[arg(long, env = "JOTGATE_LISTEN", global = true, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    /// File holding the key that encrypts signing keys at rest (AES-256-GCM): 32 bytes,
+    /// base64 (`openssl rand -base64 32`), or the Secrets Manager / SSM ARN holding it
+    /// [default: keys stored unencrypted]
+    #[arg(
+        long = "master-key-file",
+        env = "JOTGATE_MASTER_KEY",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub master_key: Option<SecretString>,
 
-    /// Issuer (`iss`) of tokens and base URL of the discovery documents
-    /// [default: http(s)://<listen address>]
-    #[arg(long, env = "JOTGATE_ISSUER", global = true, value_name = "URL")]
+    /// File holding the master keys that --master-key-file replaced, comma-separated base64
+    /// (or the ARN holding them): keys sealed with one are opened and re-sealed
+    #[arg(
+        long = "old-master-keys-file",
+        env = "JOTGATE_OLD_MASTER_KEYS",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub old_master_keys: Option<SecretString>,
+}
+
+/// What access tokens say and how they are signed and checked.
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "Tokens")]
+pub struct TokenSettings {
+    /// Issuer (`iss`) of tokens and base URL of the discovery documents; set it to your
+    /// public URL [default: http(s)://<listen address>]
+    #[arg(long, env = "JOTGATE_ISSUER", value_name = "URL")]
     pub issuer: Option<String>,
 
     /// Audience (`aud`) of access tokens [default: jotgate]
-    #[arg(long, env = "JOTGATE_AUDIENCE", global = true)]
+    #[arg(long, env = "JOTGATE_AUDIENCE")]
     pub audience: Option<String>,
 
     /// Access-token lifetime in seconds [default: 900]
-    #[arg(long, env = "JOTGATE_ACCESS_TTL", global = true, value_name = "SECS")]
+    #[arg(long, env = "JOTGATE_ACCESS_TTL", value_name = "SECS",
+          value_parser = clap::value_parser!(i64).range(1..))]
     pub access_ttl: Option<i64>,
 
-    /// Refresh-token lifetime in seconds, renewed at each rotation [default: 2592000]
-    #[arg(long, env = "JOTGATE_REFRESH_TTL", global = true, value_name = "SECS")]
-    pub refresh_ttl: Option<i64>,
-
-    /// Seconds during which a repeat of a just-rotated refresh token gets the same
-    /// successor instead of revoking the session [default: 10]
-    #[arg(
-        long,
-        env = "JOTGATE_REFRESH_GRACE",
-        global = true,
-        value_name = "SECS"
-    )]
-    pub refresh_grace: Option<i64>,
-
-    /// Clock-skew allowance in seconds for exp, nbf and iat [default: 30]
-    #[arg(long, env = "JOTGATE_LEEWAY", global = true, value_name = "SECS")]
+    /// Clock-skew allowance in seconds for exp, nbf and iat, 0–300 [default: 30]
+    #[arg(long, env = "JOTGATE_LEEWAY", value_name = "SECS",
+          value_parser = clap::value_parser!(i64).range(0..=300))]
     pub leeway: Option<i64>,
 
     /// Signing algorithm for generated keys: RS256, ES256 or EdDSA; HS256 needs
-    /// --hs256-secret [default: RS256]
-    #[arg(long, env = "JOTGATE_ALG", global = true)]
+    /// --hs256-secret-file [default: RS256]
+    #[arg(long, env = "JOTGATE_ALG", value_name = "ALG")]
     pub alg: Option<String>,
 
-    /// Shared secret (at least 32 bytes) for HS256 mode; nothing is published in the JWKS
+    /// File holding the shared secret (at least 32 bytes) for HS256 mode; nothing is
+    /// published in the JWKS
     #[arg(
-        long,
+        long = "hs256-secret-file",
         env = "JOTGATE_HS256_SECRET",
-        global = true,
-        hide_env_values = true
-    )]
-    #[serde(default, deserialize_with = "secret")]
-    pub hs256_secret: Option<SecretString>,
-
-    /// Server-side pepper mixed into every password hash, or the Secrets Manager / SSM ARN holding it (changing it invalidates all passwords)
-    #[arg(long, env = "JOTGATE_PEPPER", global = true, hide_env_values = true)]
-    #[serde(default, deserialize_with = "secret")]
-    pub pepper: Option<SecretString>,
-
-    /// Peppers replaced by --pepper, comma-separated (or the ARN holding them): hashes made with one still verify and are upgraded at the next login
-    #[arg(
-        long,
-        env = "JOTGATE_OLD_PEPPERS",
-        global = true,
-        hide_env_values = true
-    )]
-    #[serde(default, deserialize_with = "secret")]
-    pub old_peppers: Option<SecretString>,
-
-    /// Previous master keys, comma-separated base64 (or the ARN holding them): keys sealed with one are opened and re-sealed with --master-key
-    #[arg(
-        long,
-        env = "JOTGATE_OLD_MASTER_KEYS",
-        global = true,
         hide_env_values = true,
-        value_name = "BASE64,…"
+        value_name = "FILE"
     )]
-    #[serde(default, deserialize_with = "secret")]
-    pub old_master_keys: Option<SecretString>,
+    pub hs256_secret: Option<SecretString>,
+}
 
-    /// argon2id memory cost in KiB [default: 19456 (OWASP)]
-    #[arg(
-        long,
-        env = "JOTGATE_ARGON2_MEMORY_KIB",
-        global = true,
-        value_name = "KIB"
-    )]
-    pub argon2_memory_kib: Option<u32>,
+/// Refresh tokens, sessions, and how often the server re-reads shared state.
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "Sessions")]
+pub struct SessionSettings {
+    /// Refresh-token lifetime in seconds, renewed at each rotation [default: 2592000]
+    #[arg(long, env = "JOTGATE_REFRESH_TTL", value_name = "SECS",
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub refresh_ttl: Option<i64>,
 
-    /// argon2id iterations [default: 2]
-    #[arg(
-        long,
-        env = "JOTGATE_ARGON2_ITERATIONS",
-        global = true,
-        value_name = "N"
-    )]
-    pub argon2_iterations: Option<u32>,
+    /// Seconds during which a repeat of a just-rotated refresh token gets the same
+    /// successor instead of revoking the session, 0–300 [default: 10]
+    #[arg(long, env = "JOTGATE_REFRESH_GRACE", value_name = "SECS",
+          value_parser = clap::value_parser!(i64).range(0..=300))]
+    pub refresh_grace: Option<i64>,
 
-    /// Concurrent password hashes; each holds the argon2 memory cost [default: CPU count]
-    #[arg(long, env = "JOTGATE_HASH_WORKERS", global = true, value_name = "N")]
-    pub hash_workers: Option<usize>,
-
-    /// Logins waiting for a hashing worker before new ones get 429 [default: 32 × CPUs]
-    #[arg(long, env = "JOTGATE_HASH_QUEUE", global = true, value_name = "N")]
-    pub hash_queue: Option<usize>,
-
-    /// Failed logins per username before growing delays start [default: 5]
-    #[arg(
-        long,
-        env = "JOTGATE_LOGIN_USER_FAILURES",
-        global = true,
-        value_name = "N"
-    )]
-    pub login_user_failures: Option<u32>,
-
-    /// Failed logins per client address before growing delays start [default: 20]
-    #[arg(
-        long,
-        env = "JOTGATE_LOGIN_IP_FAILURES",
-        global = true,
-        value_name = "N"
-    )]
-    pub login_ip_failures: Option<u32>,
-
-    /// First lockout delay in seconds; doubles with each further failure [default: 1]
-    #[arg(long, env = "JOTGATE_LOGIN_DELAY", global = true, value_name = "SECS")]
-    pub login_delay: Option<u64>,
-
-    /// Longest lockout delay in seconds [default: 900]
-    #[arg(
-        long,
-        env = "JOTGATE_LOGIN_MAX_DELAY",
-        global = true,
-        value_name = "SECS"
-    )]
-    pub login_max_delay: Option<u64>,
-
-    /// Also accept the legacy `x-access-token` header [default: false]
-    #[arg(long, env = "JOTGATE_ACCEPT_X_ACCESS_TOKEN", global = true, num_args = 0..=1,
-          default_missing_value = "true", value_name = "BOOL")]
-    pub accept_x_access_token: Option<bool>,
-
-    /// Take the client address from X-Forwarded-For; only behind a proxy you run (one proxy; see --forwarded-hops) [default: false]
-    #[arg(long, env = "JOTGATE_TRUST_FORWARDED_FOR", global = true, num_args = 0..=1,
-          default_missing_value = "true", value_name = "BOOL")]
-    pub trust_forwarded_for: Option<bool>,
-
-    /// Number of proxies in front that append to X-Forwarded-For; the client address is the entry that many from the right (0: the socket peer) [default: 1 with --trust-forwarded-for, else 0]
-    #[arg(long, env = "JOTGATE_FORWARDED_HOPS", global = true, value_name = "N")]
-    pub forwarded_hops: Option<u8>,
-
-    /// Public sign-up with POST /signup: open or closed (accounts then come from `jotgate users add`) [default: open]
-    #[arg(
-        long,
-        env = "JOTGATE_SIGNUP",
-        global = true,
-        value_name = "open|closed"
-    )]
-    pub signup: Option<SignupMode>,
-
-    /// Shortest password accepted, in characters (white space and combining marks alone do not count; at least 8) [default: 8]
-    #[arg(
-        long,
-        env = "JOTGATE_PASSWORD_MIN_LENGTH",
-        global = true,
-        value_name = "N"
-    )]
-    pub password_min_length: Option<usize>,
-
-    /// Sign-up attempts per client address before growing delays start [default: 20]
-    #[arg(long, env = "JOTGATE_SIGNUP_IP_LIMIT", global = true, value_name = "N")]
-    pub signup_ip_limit: Option<u32>,
-
-    /// Live sessions per user; a new login ends the oldest beyond it [default: 100]
-    #[arg(long, env = "JOTGATE_MAX_SESSIONS", global = true, value_name = "N")]
+    /// Live sessions per user, 1–10000; a new login ends the oldest beyond it [default: 100]
+    #[arg(long, env = "JOTGATE_MAX_SESSIONS", value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub max_sessions: Option<usize>,
 
     /// How often keys and revocations are re-read from the store, in seconds [default: 5]
-    #[arg(
-        long,
-        env = "JOTGATE_SYNC_INTERVAL",
-        global = true,
-        value_name = "SECS"
-    )]
+    #[arg(long, env = "JOTGATE_SYNC_INTERVAL", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub sync_interval: Option<u64>,
+}
 
-    /// Encrypt signing keys at rest (AES-256-GCM) with this 32-byte key, base64 (`openssl rand -base64 32`), or the Secrets Manager / SSM ARN holding it [default: keys stored unencrypted]
+/// How passwords are hashed and which are accepted.
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "Passwords")]
+pub struct PasswordSettings {
+    /// File holding the server-side pepper mixed into every password hash (at least 32
+    /// bytes), or the Secrets Manager / SSM ARN holding it
     #[arg(
-        long,
-        env = "JOTGATE_MASTER_KEY",
-        global = true,
+        long = "pepper-file",
+        env = "JOTGATE_PEPPER",
         hide_env_values = true,
-        value_name = "BASE64"
+        value_name = "FILE"
     )]
-    #[serde(default, deserialize_with = "secret")]
-    pub master_key: Option<SecretString>,
+    pub pepper: Option<SecretString>,
 
-    /// Bearer secret that opens GET /api/v1/revocations to edge verifiers (at least 32 characters) [default: feed closed]
+    /// File holding the peppers that --pepper-file replaced, comma-separated (or the ARN
+    /// holding them): their hashes still verify and are upgraded at the next login
     #[arg(
-        long,
-        env = "JOTGATE_FEED_TOKEN",
-        global = true,
+        long = "old-peppers-file",
+        env = "JOTGATE_OLD_PEPPERS",
         hide_env_values = true,
-        value_name = "SECRET"
+        value_name = "FILE"
     )]
-    #[serde(default, deserialize_with = "secret")]
-    pub feed_token: Option<SecretString>,
+    pub old_peppers: Option<SecretString>,
 
-    /// Seconds a client has to send a whole request head (or finish a TLS handshake); also how long an idle keep-alive connection stays open [default: 10]
-    #[arg(
-        long,
-        env = "JOTGATE_HEADER_TIMEOUT",
-        global = true,
-        value_name = "SECS"
-    )]
-    pub header_timeout: Option<u64>,
+    /// argon2id memory cost in KiB [default: 19456 (OWASP)]
+    #[arg(long, env = "JOTGATE_ARGON2_MEMORY_KIB", value_name = "KIB")]
+    pub argon2_memory_kib: Option<u32>,
 
-    /// Connections open at once; more wait in the kernel's backlog [default: the descriptor limit less 256]
-    #[arg(long, env = "JOTGATE_MAX_CONNECTIONS", global = true, value_name = "N")]
-    pub max_connections: Option<usize>,
+    /// argon2id iterations [default: 2]
+    #[arg(long, env = "JOTGATE_ARGON2_ITERATIONS", value_name = "N")]
+    pub argon2_iterations: Option<u32>,
+
+    /// Shortest password accepted, 8–256 characters (white space and combining marks
+    /// alone do not count) [default: 8]
+    #[arg(long, env = "JOTGATE_PASSWORD_MIN_LENGTH", value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8..=256))]
+    pub password_min_length: Option<usize>,
+}
+
+/// Who may call the HTTP API, and how the client is identified.
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "HTTP API")]
+pub struct ApiSettings {
+    /// Public sign-up with POST /signup: open or closed (accounts then come from
+    /// `jotgate users add`) [default: open]
+    #[arg(long, env = "JOTGATE_SIGNUP", value_name = "open|closed")]
+    pub signup: Option<SignupMode>,
+
+    /// Also accept the legacy `x-access-token` header [default: false]
+    #[arg(long, env = "JOTGATE_ACCEPT_X_ACCESS_TOKEN", num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub accept_x_access_token: Option<bool>,
+
+    /// Take the client address from X-Forwarded-For; only behind a proxy you run (one
+    /// proxy; see --forwarded-hops) [default: false]
+    #[arg(long, env = "JOTGATE_TRUST_FORWARDED_FOR", num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub trust_forwarded_for: Option<bool>,
+
+    /// Number of proxies in front that append to X-Forwarded-For; the client address is
+    /// the entry that many from the right (0: the socket peer) [default: 1 with
+    /// --trust-forwarded-for, else 0]
+    #[arg(long, env = "JOTGATE_FORWARDED_HOPS", value_name = "N")]
+    pub forwarded_hops: Option<u8>,
+}
+
+/// Login and sign-up throttling, and the hashing pool that bounds them.
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "Login limits")]
+pub struct LoginSettings {
+    /// Wrong passwords per username answered 401 before the next attempt gets 429 with
+    /// growing delays [default: 5]
+    #[arg(long, env = "JOTGATE_LOGIN_USER_FAILURES", value_name = "N")]
+    pub login_user_failures: Option<u32>,
+
+    /// Failed logins per client address before growing delays start [default: 20]
+    #[arg(long, env = "JOTGATE_LOGIN_IP_FAILURES", value_name = "N")]
+    pub login_ip_failures: Option<u32>,
+
+    /// First lockout delay in seconds; doubles with each further failure [default: 1]
+    #[arg(long, env = "JOTGATE_LOGIN_DELAY", value_name = "SECS")]
+    pub login_delay: Option<u64>,
+
+    /// Longest lockout delay in seconds [default: 900]
+    #[arg(long, env = "JOTGATE_LOGIN_MAX_DELAY", value_name = "SECS")]
+    pub login_max_delay: Option<u64>,
+
+    /// Sign-up attempts per client address before growing delays start [default: 20]
+    #[arg(long, env = "JOTGATE_SIGNUP_IP_LIMIT", value_name = "N")]
+    pub signup_ip_limit: Option<u32>,
+
+    /// Concurrent password hashes; each holds the argon2 memory cost [default: CPU count]
+    #[arg(long, env = "JOTGATE_HASH_WORKERS", value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub hash_workers: Option<usize>,
+
+    /// Logins waiting for a hashing worker before new ones get 429 [default: 32 × CPUs]
+    #[arg(long, env = "JOTGATE_HASH_QUEUE", value_name = "N")]
+    pub hash_queue: Option<usize>,
+}
+
+/// The server's socket and TLS.
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "Listening")]
+pub struct ListenSettings {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "JOTGATE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
 
     /// TLS certificate chain (PEM); with --tls-key, serve HTTPS
-    #[arg(long, env = "JOTGATE_TLS_CERT", global = true, value_name = "PEM")]
+    #[arg(long, env = "JOTGATE_TLS_CERT", value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
 
     /// TLS private key (PEM)
-    #[arg(long, env = "JOTGATE_TLS_KEY", global = true, value_name = "PEM")]
+    #[arg(long, env = "JOTGATE_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+
+    /// Strict-Transport-Security max-age in seconds on HTTPS answers; 0 sends none
+    /// [default: 31536000 (one year)]
+    #[arg(long, env = "JOTGATE_HSTS_MAX_AGE", value_name = "SECS")]
+    pub hsts_max_age: Option<u64>,
+}
+
+/// Bounds on client connections (`serve` and `gateway`).
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "Connections")]
+pub struct ConnSettings {
+    /// Seconds a client has to send a whole request head (or finish a TLS handshake); also
+    /// how long an idle keep-alive connection stays open [default: 10]
+    #[arg(long, env = "JOTGATE_HEADER_TIMEOUT", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: Option<u64>,
+
+    /// Connections open at once; more wait in the kernel's backlog [default: the
+    /// descriptor limit less 256]
+    #[arg(long, env = "JOTGATE_MAX_CONNECTIONS", value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: Option<usize>,
+}
+
+/// The revocation feed's Bearer secret: `serve` opens the feed with it, the authorizer
+/// reads the feed with it.
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "Revocation feed")]
+pub struct FeedSettings {
+    /// File holding the Bearer secret of GET /api/v1/revocations (at least 32 characters),
+    /// or the ARN holding it [default: feed closed]
+    #[arg(
+        long = "feed-token-file",
+        env = "JOTGATE_FEED_TOKEN",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub feed_token: Option<SecretString>,
+}
+
+/// The running configuration: every group. A command fills the groups it reads from its
+/// arguments; the others keep their defaults and are never consulted.
+#[derive(Debug, Default, Clone)]
+pub struct Settings {
+    pub store: StoreSettings,
+    pub tokens: TokenSettings,
+    pub sessions: SessionSettings,
+    pub passwords: PasswordSettings,
+    pub api: ApiSettings,
+    pub login: LoginSettings,
+    pub listen: ListenSettings,
+    pub conn: ConnSettings,
+    pub feed: FeedSettings,
 }
 
 /// Whether anyone may sign up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SignupMode {
     Open,
     Closed,
@@ -285,50 +324,39 @@ pub fn split_secrets(s: Option<&SecretString>) -> Vec<SecretString> {
     .unwrap_or_default()
 }
 
-fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.map(SecretString::from))
-}
-
-macro_rules! layer {
-    ($hi:expr, $lo:expr; $($f:ident),*) => { $( if $hi.$f.is_none() { $hi.$f = $lo.$f.clone(); } )* };
-}
-
 impl Settings {
-    /// Flags and environment (already merged by clap) over the TOML file, if any.
-    pub fn resolve(mut self, file: Option<&Path>) -> anyhow::Result<Self> {
-        let Some(path) = file else { return Ok(self) };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let from_file: Settings = toml::from_str(&text)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
-        layer!(self, from_file; database, store, listen, issuer, audience, access_ttl, refresh_ttl,
-            refresh_grace, leeway, alg, hs256_secret, pepper, old_peppers, old_master_keys, argon2_memory_kib,
-            argon2_iterations, hash_workers, hash_queue, login_user_failures,
-            login_ip_failures, login_delay, login_max_delay, accept_x_access_token,
-            trust_forwarded_for, forwarded_hops, signup, signup_ip_limit, max_sessions, password_min_length, sync_interval, master_key, feed_token, header_timeout, max_connections, tls_cert, tls_key);
-        Ok(self)
-    }
-
     /// Replace secret settings given as references — the ARN of a Secrets Manager secret
     /// or an SSM Parameter Store parameter — by the secrets they name (feature
     /// `aws-secrets`; one fetch per reference, none otherwise).
     pub async fn resolve_secret_refs(mut self) -> anyhow::Result<Self> {
         let slots = [
-            ("store", "JOTGATE_STORE", &mut self.store),
+            ("store", "JOTGATE_STORE", &mut self.store.store),
             (
                 "hs256_secret",
                 "JOTGATE_HS256_SECRET",
-                &mut self.hs256_secret,
+                &mut self.tokens.hs256_secret,
             ),
-            ("pepper", "JOTGATE_PEPPER", &mut self.pepper),
-            ("old_peppers", "JOTGATE_OLD_PEPPERS", &mut self.old_peppers),
+            ("pepper", "JOTGATE_PEPPER", &mut self.passwords.pepper),
+            (
+                "old_peppers",
+                "JOTGATE_OLD_PEPPERS",
+                &mut self.passwords.old_peppers,
+            ),
             (
                 "old_master_keys",
                 "JOTGATE_OLD_MASTER_KEYS",
-                &mut self.old_master_keys,
+                &mut self.store.old_master_keys,
             ),
-            ("master_key", "JOTGATE_MASTER_KEY", &mut self.master_key),
-            ("feed_token", "JOTGATE_FEED_TOKEN", &mut self.feed_token),
+            (
+                "master_key",
+                "JOTGATE_MASTER_KEY",
+                &mut self.store.master_key,
+            ),
+            (
+                "feed_token",
+                "JOTGATE_FEED_TOKEN",
+                &mut self.feed.feed_token,
+            ),
         ];
         for (name, env, slot) in slots {
             if let Some(value) = slot.as_ref() {
@@ -338,19 +366,30 @@ impl Settings {
         Ok(self)
     }
 
+    /// Strict-Transport-Security on HTTPS answers: max-age in seconds, `None` for none.
+    pub fn hsts_max_age(&self) -> Option<u64> {
+        match self.listen.hsts_max_age {
+            Some(0) => None,
+            Some(s) => Some(s),
+            None => Some(31_536_000),
+        }
+    }
+
     pub fn database(&self) -> PathBuf {
-        self.database
+        self.store
+            .database
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE))
     }
 
     pub fn listen(&self) -> SocketAddr {
         self.listen
+            .listen
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"))
     }
 
     pub fn tls(&self) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
-        match (&self.tls_cert, &self.tls_key) {
+        match (&self.listen.tls_cert, &self.listen.tls_key) {
             (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
             (None, None) => Ok(None),
             _ => bail!("--tls-cert and --tls-key must be given together"),
@@ -362,9 +401,10 @@ impl Settings {
         let d = crate::serve::ConnLimits::default();
         let limits = crate::serve::ConnLimits {
             header_timeout: self
+                .conn
                 .header_timeout
                 .map_or(d.header_timeout, Duration::from_secs),
-            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_connections: self.conn.max_connections.unwrap_or(d.max_connections),
         };
         if limits.header_timeout.is_zero() || limits.max_connections == 0 {
             bail!(
@@ -375,19 +415,21 @@ impl Settings {
     }
 
     pub fn alg(&self) -> anyhow::Result<SigningAlg> {
-        let alg = SigningAlg::parse(self.alg.as_deref().unwrap_or("RS256"))
+        let alg = SigningAlg::parse(self.tokens.alg.as_deref().unwrap_or("RS256"))
             .context("invalid setting alg (JOTGATE_ALG)")?;
-        if alg == SigningAlg::HS256 && self.hs256_secret.is_none() {
-            bail!("alg HS256 needs a shared secret: set --hs256-secret or JOTGATE_HS256_SECRET");
+        if alg == SigningAlg::HS256 && self.tokens.hs256_secret.is_none() {
+            bail!(
+                "alg HS256 needs a shared secret: set --hs256-secret-file or JOTGATE_HS256_SECRET"
+            );
         }
         Ok(alg)
     }
 
     pub fn key_source(&self) -> anyhow::Result<KeySource> {
         let alg = self.alg()?;
-        match (&self.hs256_secret, alg) {
+        match (&self.tokens.hs256_secret, alg) {
             (Some(s), _) => {
-                if self.alg.is_some() && alg != SigningAlg::HS256 {
+                if self.tokens.alg.is_some() && alg != SigningAlg::HS256 {
                     bail!(
                         "--hs256-secret is set but alg is {alg}: set alg to HS256 or drop the secret"
                     );
@@ -402,20 +444,21 @@ impl Settings {
 
     pub fn policy(&self) -> anyhow::Result<TokenPolicy> {
         let d = TokenPolicy::default();
-        let scheme = if self.tls_cert.is_some() {
+        let scheme = if self.listen.tls_cert.is_some() {
             "https"
         } else {
             "http"
         };
         let issuer = self
+            .tokens
             .issuer
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{}", self.listen()));
         let p = TokenPolicy {
             issuer,
-            audience: self.audience.clone().unwrap_or(d.audience),
-            access_ttl: self.access_ttl.unwrap_or(d.access_ttl),
-            leeway: self.leeway.unwrap_or(d.leeway),
+            audience: self.tokens.audience.clone().unwrap_or(d.audience),
+            access_ttl: self.tokens.access_ttl.unwrap_or(d.access_ttl),
+            leeway: self.tokens.leeway.unwrap_or(d.leeway),
             max_token_bytes: d.max_token_bytes,
         };
         if p.access_ttl < 1 {
@@ -432,10 +475,10 @@ impl Settings {
 
     /// The password hasher: parameters, pepper and the peppers it replaced.
     pub fn password_hasher(&self) -> anyhow::Result<jotgate_core::PasswordHasher> {
-        let old = split_secrets(self.old_peppers.as_ref());
+        let old = split_secrets(self.passwords.old_peppers.as_ref());
         jotgate_core::PasswordHasher::with_old_peppers(
             self.password_params(),
-            self.pepper.clone(),
+            self.passwords.pepper.clone(),
             old,
         )
         .map_err(|e| anyhow::anyhow!("invalid setting pepper/argon2 (JOTGATE_PEPPER): {e}"))
@@ -444,8 +487,8 @@ impl Settings {
     pub fn password_params(&self) -> PasswordParams {
         let d = PasswordParams::default();
         PasswordParams {
-            memory_kib: self.argon2_memory_kib.unwrap_or(d.memory_kib),
-            iterations: self.argon2_iterations.unwrap_or(d.iterations),
+            memory_kib: self.passwords.argon2_memory_kib.unwrap_or(d.memory_kib),
+            iterations: self.passwords.argon2_iterations.unwrap_or(d.iterations),
             parallelism: d.parallelism,
         }
     }
@@ -455,34 +498,44 @@ impl Settings {
         let r = RateLimitConfig::default();
         let cfg = ServerConfig {
             policy: self.policy()?,
-            refresh_ttl: self.refresh_ttl.unwrap_or(d.refresh_ttl),
-            refresh_grace: self.refresh_grace.unwrap_or(d.refresh_grace),
+            refresh_ttl: self.sessions.refresh_ttl.unwrap_or(d.refresh_ttl),
+            refresh_grace: self.sessions.refresh_grace.unwrap_or(d.refresh_grace),
             rate_limit: RateLimitConfig {
-                user_free_failures: self.login_user_failures.unwrap_or(r.user_free_failures),
-                ip_free_failures: self.login_ip_failures.unwrap_or(r.ip_free_failures),
-                signup_free_attempts: self.signup_ip_limit.unwrap_or(r.signup_free_attempts),
-                base_delay: self.login_delay.map_or(r.base_delay, Duration::from_secs),
+                user_free_failures: self
+                    .login
+                    .login_user_failures
+                    .unwrap_or(r.user_free_failures),
+                ip_free_failures: self.login.login_ip_failures.unwrap_or(r.ip_free_failures),
+                signup_free_attempts: self.login.signup_ip_limit.unwrap_or(r.signup_free_attempts),
+                base_delay: self
+                    .login
+                    .login_delay
+                    .map_or(r.base_delay, Duration::from_secs),
                 max_delay: self
+                    .login
                     .login_max_delay
                     .map_or(r.max_delay, Duration::from_secs),
                 reset_after: r.reset_after,
             },
-            hash_workers: self.hash_workers.unwrap_or(d.hash_workers),
-            hash_queue: self.hash_queue.unwrap_or(d.hash_queue),
-            accept_x_access_token: self.accept_x_access_token.unwrap_or(false),
+            hash_workers: self.login.hash_workers.unwrap_or(d.hash_workers),
+            hash_queue: self.login.hash_queue.unwrap_or(d.hash_queue),
+            accept_x_access_token: self.api.accept_x_access_token.unwrap_or(false),
             forwarded_hops: self
+                .api
                 .forwarded_hops
-                .unwrap_or(u8::from(self.trust_forwarded_for.unwrap_or(false))),
-            signup_open: self.signup != Some(SignupMode::Closed),
+                .unwrap_or(u8::from(self.api.trust_forwarded_for.unwrap_or(false))),
+            signup_open: self.api.signup != Some(SignupMode::Closed),
             password_min_length: self
+                .passwords
                 .password_min_length
                 .unwrap_or(jotgate_core::password::MIN_LEN),
-            max_sessions: self.max_sessions.unwrap_or(d.max_sessions),
+            max_sessions: self.sessions.max_sessions.unwrap_or(d.max_sessions),
             max_body_bytes: d.max_body_bytes,
             sync_interval: self
+                .sessions
                 .sync_interval
                 .map_or(d.sync_interval, Duration::from_secs),
-            feed_token: self.feed_token.clone(),
+            feed_token: self.feed.feed_token.clone(),
         };
         if cfg
             .feed_token

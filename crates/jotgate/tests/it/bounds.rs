@@ -112,7 +112,7 @@ async fn over_long_values_are_refused_on_postgres() {
     };
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.store = Some(url.into());
+    s.store.store = Some(url.into());
     over_long_values_change_nothing(&TestApp::with(s, dir).await).await;
 }
 
@@ -123,7 +123,7 @@ async fn over_long_values_are_refused_on_dynamodb() {
     };
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.store = Some(url.into());
+    s.store.store = Some(url.into());
     over_long_values_change_nothing(&TestApp::with(s, dir).await).await;
 }
 
@@ -131,8 +131,8 @@ async fn over_long_values_are_refused_on_dynamodb() {
 async fn signup_is_throttled_per_address_and_can_be_closed() {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.signup_ip_limit = Some(3);
-    s.login_delay = Some(60);
+    s.login.signup_ip_limit = Some(3);
+    s.login.login_delay = Some(60);
     let app = TestApp::with(s, dir).await;
     // Taken or not, every attempt counts: the name oracle is bounded too.
     for i in 0..4 {
@@ -155,7 +155,7 @@ async fn signup_is_throttled_per_address_and_can_be_closed() {
 
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.signup = Some(jotgate::settings::SignupMode::Closed);
+    s.api.signup = Some(jotgate::settings::SignupMode::Closed);
     let app = TestApp::with(s, dir).await;
     let res = app
         .post(
@@ -311,7 +311,7 @@ async fn accounts_keyed_before_skeletons_still_work() {
 async fn the_minimum_password_length_is_a_setting() {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.password_min_length = Some(24);
+    s.passwords.password_min_length = Some(24);
     let app = TestApp::with(s, dir).await;
     let res = app
         .post("/signup", json!({"username": "mo", "password": PASSWORD}))

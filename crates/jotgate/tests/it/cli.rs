@@ -22,6 +22,19 @@ pub fn bin() -> Command {
     c
 }
 
+/// The same as environment variables, which every command accepts (and ignores when it
+/// does not read the setting).
+pub fn base_env(dir: &Path) -> Vec<(String, String)> {
+    vec![
+        (
+            "JOTGATE_DATABASE".into(),
+            dir.join("jotgate.db").display().to_string(),
+        ),
+        ("JOTGATE_ARGON2_MEMORY_KIB".into(), "1024".into()),
+        ("JOTGATE_ARGON2_ITERATIONS".into(), "1".into()),
+    ]
+}
+
 /// Common flags: a private database and cheap hashing.
 pub fn base_args(dir: &Path) -> Vec<String> {
     vec![
@@ -129,9 +142,9 @@ pub fn run_full(
     env: &[(&str, &str)],
 ) -> (bool, String, String) {
     let mut child = bin()
+        .envs(base_env(dir))
         .envs(env.iter().copied())
         .args(args)
-        .args(base_args(dir))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -608,9 +621,9 @@ async fn tls_serves_https_and_plain_http_fails() {
 fn non_loopback_without_tls_warns() {
     let dir = temp_dir();
     let mut cmd = bin();
-    cmd.args(["--listen", "0.0.0.0:0"]);
     let mut child = cmd
         .arg("serve")
+        .args(["--listen", "0.0.0.0:0"])
         .args(base_args(&dir))
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -637,10 +650,11 @@ fn help_is_complete_for_every_command() {
             &["--help"],
             &[
                 "serve",
+                "check",
                 "users",
                 "keys",
                 "token",
-                "JOTGATE_DATABASE",
+                "gateway",
                 "jotgate.db",
                 "127.0.0.1:8080",
                 "--config",
@@ -649,6 +663,11 @@ fn help_is_complete_for_every_command() {
         (
             &["serve", "--help"],
             &[
+                "JOTGATE_DATABASE",
+                "jotgate.db",
+                "127.0.0.1:8080",
+                "create_table=true",
+                "--pepper-file",
                 "--listen",
                 "--tls-cert",
                 "--tls-key",
@@ -741,7 +760,7 @@ async fn settings_layer_file_then_env_then_flags() {
     let (ok, _, err) = run(&dir, &["serve", "--alg", "HS256"], None);
     assert!(!ok && err.contains("HS256 needs a shared secret"), "{err}");
     let (ok, _, err) = run(&dir, &["serve", "--access-ttl", "0"], None);
-    assert!(!ok && err.contains("access_ttl"), "{err}");
+    assert!(!ok && err.contains("--access-ttl"), "{err}");
     let mut short = bin();
     short
         .env("JOTGATE_HS256_SECRET", "too-short")

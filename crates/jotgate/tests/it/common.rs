@@ -23,14 +23,13 @@ pub fn temp_dir() -> PathBuf {
 /// Settings for tests: a private database, port 0, cheap argon2 (the default costs ~1 s per
 /// hash in a debug build; one test keeps the OWASP defaults).
 pub fn settings(dir: &std::path::Path) -> Settings {
-    Settings {
-        database: Some(dir.join("jotgate.db")),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        issuer: Some("http://jotgate.test".into()),
-        argon2_memory_kib: Some(1024),
-        argon2_iterations: Some(1),
-        ..Settings::default()
-    }
+    let mut s = Settings::default();
+    s.store.database = Some(dir.join("jotgate.db"));
+    s.listen.listen = Some("127.0.0.1:0".parse().unwrap());
+    s.tokens.issuer = Some("http://jotgate.test".into());
+    s.passwords.argon2_memory_kib = Some(1024);
+    s.passwords.argon2_iterations = Some(1);
+    s
 }
 
 pub struct TestApp {

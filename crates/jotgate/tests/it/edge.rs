@@ -27,9 +27,9 @@ pub const FEED_TOKEN: &str = "feed-token-for-tests-0123456789abcdef";
 pub async fn issuer_app() -> TestApp {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.issuer = None;
-    s.sync_interval = Some(1);
-    s.feed_token = Some(FEED_TOKEN.to_string().into());
+    s.tokens.issuer = None;
+    s.sessions.sync_interval = Some(1);
+    s.feed.feed_token = Some(FEED_TOKEN.to_string().into());
     TestApp::with(s, dir).await
 }
 

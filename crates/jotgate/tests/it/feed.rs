@@ -85,11 +85,11 @@ async fn logout_is_honoured(app: &TestApp, v: &Verifier, token: &str) {
 async fn feed_app(store: Option<String>) -> TestApp {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.issuer = None;
-    s.feed_token = Some(FEED_TOKEN.to_string().into());
-    s.store = store.map(Into::into);
+    s.tokens.issuer = None;
+    s.feed.feed_token = Some(FEED_TOKEN.to_string().into());
+    s.store.store = store.map(Into::into);
     // The logout-all tests hold a thousand sessions for one user.
-    s.max_sessions = Some(10_000);
+    s.sessions.max_sessions = Some(10_000);
     TestApp::with(s, dir).await
 }
 
@@ -173,8 +173,8 @@ async fn another_instance_learns_a_logout_within_a_second() {
     let make = |url: String| async move {
         let dir = temp_dir();
         let mut s = settings(&dir);
-        s.store = Some(url.into());
-        s.sync_interval = Some(30);
+        s.store.store = Some(url.into());
+        s.sessions.sync_interval = Some(30);
         TestApp::with(s, dir).await
     };
     let a = make(url.clone()).await;
@@ -224,14 +224,14 @@ async fn concurrent_logouts(url: String) {
         .try_init();
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.issuer = None;
-    s.feed_token = Some(FEED_TOKEN.to_string().into());
-    s.store = Some(url.clone().into());
-    s.signup_ip_limit = Some(1000);
+    s.tokens.issuer = None;
+    s.feed.feed_token = Some(FEED_TOKEN.to_string().into());
+    s.store.store = Some(url.clone().into());
+    s.login.signup_ip_limit = Some(1000);
     let app = TestApp::with(s, dir).await;
     let dir2 = temp_dir();
     let mut s2 = settings(&dir2);
-    s2.store = Some(url.into());
+    s2.store.store = Some(url.into());
     let other = TestApp::with(s2, dir2).await;
     let v = Verifier::new(quick(vec![trust(&app)])).unwrap();
     let _bg = v.start().await;
@@ -415,9 +415,9 @@ async fn four_instances_agree_on_one_key(store: Option<String>) {
     let mut starts = Vec::new();
     for i in 0..4 {
         let mut s = settings(&dir);
-        s.issuer = Some("http://jotgate.test".into());
-        s.store = store.clone().map(Into::into);
-        s.signup_ip_limit = Some(100);
+        s.tokens.issuer = Some("http://jotgate.test".into());
+        s.store.store = store.clone().map(Into::into);
+        s.login.signup_ip_limit = Some(100);
         let d = dir.join(format!("i{i}"));
         std::fs::create_dir_all(&d).unwrap();
         starts.push(tokio::spawn(async move { TestApp::with(s, d).await }));
@@ -469,7 +469,7 @@ async fn four_instances_start_together_on_dynamodb() {
 async fn a_login_past_max_sessions_ends_the_oldest() {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.max_sessions = Some(3);
+    s.sessions.max_sessions = Some(3);
     let app = TestApp::with(s, dir).await;
     app.signup("ann").await;
     let mut sessions = Vec::new();

@@ -205,7 +205,7 @@ async fn x_access_token_is_off_by_default_and_can_be_enabled() {
 
     let dir = crate::common::temp_dir();
     let mut s = crate::common::settings(&dir);
-    s.accept_x_access_token = Some(true);
+    s.api.accept_x_access_token = Some(true);
     let app = TestApp::with(s, dir).await;
     let token = app.signup_token("frank").await;
     let res = app
@@ -316,7 +316,7 @@ async fn es256_eddsa_and_hs256_modes() {
     for alg in ["ES256", "EdDSA"] {
         let dir = crate::common::temp_dir();
         let mut s = crate::common::settings(&dir);
-        s.alg = Some(alg.into());
+        s.tokens.alg = Some(alg.into());
         let app = TestApp::with(s, dir).await;
         let token = app.signup_token("henry").await;
         assert_eq!(app.private(&token).await.status(), StatusCode::OK);
@@ -325,8 +325,8 @@ async fn es256_eddsa_and_hs256_modes() {
     }
     let dir = crate::common::temp_dir();
     let mut s = crate::common::settings(&dir);
-    s.alg = Some("HS256".into());
-    s.hs256_secret = Some("0123456789abcdef0123456789abcdef-test".into());
+    s.tokens.alg = Some("HS256".into());
+    s.tokens.hs256_secret = Some("0123456789abcdef0123456789abcdef-test".into());
     let app = TestApp::with(s, dir).await;
     let token = app.signup_token("ivy").await;
     assert_eq!(app.private(&token).await.status(), StatusCode::OK);
@@ -343,8 +343,8 @@ async fn es256_eddsa_and_hs256_modes() {
 async fn default_argon2_parameters_are_owasp() {
     let dir = crate::common::temp_dir();
     let mut s = crate::common::settings(&dir);
-    s.argon2_memory_kib = None;
-    s.argon2_iterations = None;
+    s.passwords.argon2_memory_kib = None;
+    s.passwords.argon2_iterations = None;
     let app = TestApp::with(s, dir).await;
     app.signup("judy").await;
     let rec = app
@@ -378,7 +378,7 @@ async fn login_upgrades_hashes_made_with_old_parameters() {
     let dir = app.dir.clone();
     let mut s = app.settings.clone();
     app.stop_keep_dir().await;
-    s.argon2_memory_kib = Some(2048);
+    s.passwords.argon2_memory_kib = Some(2048);
     let app = TestApp::with(s, dir).await;
     assert_eq!(app.login("kim", PASSWORD).await.status(), StatusCode::OK);
     let after = app
@@ -473,7 +473,7 @@ async fn a_pepper_is_replaced_and_hashes_are_upgraded_at_login() {
     const B: &str = "pepper-b-0123456789-0123456789-0123456789";
     let dir = crate::common::temp_dir();
     let mut s = crate::common::settings(&dir);
-    s.pepper = Some(A.to_string().into());
+    s.passwords.pepper = Some(A.to_string().into());
     let app = TestApp::with(s.clone(), dir.clone()).await;
     app.signup("lea").await;
     let hash = |app: &TestApp| {
@@ -495,15 +495,15 @@ async fn a_pepper_is_replaced_and_hashes_are_upgraded_at_login() {
     };
     let before = hash(&app).await;
     app.stop_keep_dir().await;
-    s.pepper = Some(B.to_string().into());
-    s.old_peppers = Some(A.to_string().into());
+    s.passwords.pepper = Some(B.to_string().into());
+    s.passwords.old_peppers = Some(A.to_string().into());
     let app = TestApp::with(s.clone(), dir.clone()).await;
     assert_eq!(app.login("lea", PASSWORD).await.status(), StatusCode::OK);
     let after = hash(&app).await;
     assert_ne!(before, after);
     app.stop_keep_dir().await;
     // The old pepper is no longer needed.
-    s.old_peppers = None;
+    s.passwords.old_peppers = None;
     let app = TestApp::with(s, dir).await;
     assert_eq!(app.login("lea", PASSWORD).await.status(), StatusCode::OK);
 }

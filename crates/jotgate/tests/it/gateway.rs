@@ -293,14 +293,9 @@ async fn every_attack_is_refused_by_the_authorizer() {
 #[tokio::test]
 async fn every_attack_gets_the_same_code_from_the_server() {
     let dir = crate::common::temp_dir();
-    let app = crate::common::TestApp::with(
-        jotgate::settings::Settings {
-            alg: Some("ES256".into()),
-            ..crate::common::settings(&dir)
-        },
-        dir,
-    )
-    .await;
+    let mut s = crate::common::settings(&dir);
+    s.tokens.alg = Some("ES256".into());
+    let app = crate::common::TestApp::with(s, dir).await;
     let key = app.signing_key().await;
     let claims = app.claims("ann");
     let valid = jotgate_core::TokenSigner::new(&key)

@@ -43,9 +43,7 @@ async fn stolen(app: &TestApp, kid: &str) -> KeyMaterial {
 }
 
 fn cli(app: &TestApp, args: &[&str]) -> String {
-    let mut all = vec!["--issuer", app.base.as_str()];
-    all.extend_from_slice(args);
-    let (ok, out, err) = crate::cli::run(&app.dir, &all, None);
+    let (ok, out, err) = crate::cli::run_env(&app.dir, args, &[("JOTGATE_ISSUER", &app.base)]);
     assert!(ok, "{err}");
     out
 }

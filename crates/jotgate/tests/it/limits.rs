@@ -17,8 +17,8 @@ fn retry_after(res: &reqwest::Response) -> u64 {
 async fn failures_per_username_lock_it_with_growing_delays() {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.login_user_failures = Some(3);
-    s.login_delay = Some(30);
+    s.login.login_user_failures = Some(3);
+    s.login.login_delay = Some(30);
     let app = TestApp::with(s, dir).await;
     app.signup("gus").await;
     for _ in 0..3 {
@@ -48,8 +48,8 @@ async fn failures_per_username_lock_it_with_growing_delays() {
 async fn a_locked_name_reveals_nothing_about_existence() {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.login_user_failures = Some(2);
-    s.login_delay = Some(60);
+    s.login.login_user_failures = Some(2);
+    s.login.login_delay = Some(60);
     let app = TestApp::with(s, dir).await;
     app.signup("ida").await;
     let mut answers = Vec::new();
@@ -69,8 +69,8 @@ async fn a_locked_name_reveals_nothing_about_existence() {
 async fn failures_per_address_throttle_spraying_across_names() {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.login_ip_failures = Some(4);
-    s.login_delay = Some(20);
+    s.login.login_ip_failures = Some(4);
+    s.login.login_delay = Some(20);
     let app = TestApp::with(s, dir).await;
     app.signup("jan").await;
     for i in 0..5 {
@@ -88,12 +88,12 @@ async fn a_login_flood_gets_429_not_unbounded_memory() {
     let dir = temp_dir();
     let mut s = settings(&dir);
     // One worker, two waiting; each hash ~64 MiB and slow enough to pile up.
-    s.hash_workers = Some(1);
-    s.hash_queue = Some(2);
-    s.argon2_memory_kib = Some(64 * 1024);
-    s.argon2_iterations = Some(3);
-    s.login_ip_failures = Some(1000);
-    s.login_user_failures = Some(1000);
+    s.login.hash_workers = Some(1);
+    s.login.hash_queue = Some(2);
+    s.passwords.argon2_memory_kib = Some(64 * 1024);
+    s.passwords.argon2_iterations = Some(3);
+    s.login.login_ip_failures = Some(1000);
+    s.login.login_user_failures = Some(1000);
     let app = TestApp::with(s, dir).await;
     let mut tasks = Vec::new();
     for i in 0..24 {
@@ -133,9 +133,9 @@ async fn a_login_flood_gets_429_not_unbounded_memory() {
 async fn concurrent_guesses_are_counted_before_hashing() {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.login_user_failures = Some(5);
-    s.login_ip_failures = Some(100_000);
-    s.login_delay = Some(60);
+    s.login.login_user_failures = Some(5);
+    s.login.login_ip_failures = Some(100_000);
+    s.login.login_delay = Some(60);
     let app = TestApp::with(s, dir).await;
     app.signup("kim").await;
     let answers =
@@ -171,7 +171,7 @@ async fn closed_after_partial_request(addr: &str) -> bool {
 async fn slow_clients_are_closed_and_do_not_block_others() {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.header_timeout = Some(1);
+    s.conn.header_timeout = Some(1);
     let app = TestApp::with(s, dir).await;
     let addr = app.base.trim_start_matches("http://").to_string();
     assert!(closed_after_partial_request(&addr).await);
@@ -179,7 +179,7 @@ async fn slow_clients_are_closed_and_do_not_block_others() {
     // 2,000 connections holding partial requests: /healthz still answers.
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.header_timeout = Some(120);
+    s.conn.header_timeout = Some(120);
     let app = TestApp::with(s, dir).await;
     let addr = app.base.trim_start_matches("http://").to_string();
     let mut held = Vec::new();
@@ -229,10 +229,10 @@ async fn concurrent_guesses_are_counted_before_hashing_on_dynamodb() {
     };
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.store = Some(url.into());
-    s.login_user_failures = Some(5);
-    s.login_ip_failures = Some(100_000);
-    s.login_delay = Some(60);
+    s.store.store = Some(url.into());
+    s.login.login_user_failures = Some(5);
+    s.login.login_ip_failures = Some(100_000);
+    s.login.login_delay = Some(60);
     let app = TestApp::with(s, dir).await;
     app.signup("kim").await;
     let answers =

@@ -12,9 +12,9 @@ use crate::edge::eventually;
 async fn instance(url: &str) -> TestApp {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.store = Some(url.to_string().into());
-    s.sync_interval = Some(1);
-    s.refresh_grace = Some(0);
+    s.store.store = Some(url.to_string().into());
+    s.sessions.sync_interval = Some(1);
+    s.sessions.refresh_grace = Some(0);
     TestApp::with(s, dir).await
 }
 
@@ -117,10 +117,10 @@ async fn concurrent_guesses_across_two_servers_are_bounded() {
     let make = |url: String| async move {
         let dir = temp_dir();
         let mut s = settings(&dir);
-        s.store = Some(url.into());
-        s.login_user_failures = Some(5);
-        s.login_ip_failures = Some(100_000);
-        s.login_delay = Some(60);
+        s.store.store = Some(url.into());
+        s.login.login_user_failures = Some(5);
+        s.login.login_ip_failures = Some(100_000);
+        s.login.login_delay = Some(60);
         TestApp::with(s, dir).await
     };
     let a = make(url.clone()).await;
@@ -251,7 +251,7 @@ async fn postgres_over_tls() {
     // The server itself, on that store.
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.store = Some(with(&format!("sslmode=verify-full&sslrootcert={ca}")).into());
+    s.store.store = Some(with(&format!("sslmode=verify-full&sslrootcert={ca}")).into());
     let app = TestApp::with(s, dir).await;
     app.signup("tls").await;
     assert_eq!(app.login("tls", PASSWORD).await.status(), StatusCode::OK);

@@ -110,7 +110,7 @@ async fn concurrent_refreshes_of_one_token_never_fork_the_family() {
 async fn reuse_after_the_grace_window_revokes_the_whole_family() {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.refresh_grace = Some(1);
+    s.sessions.refresh_grace = Some(1);
     let app = TestApp::with(s, dir).await;
     let login = app.signup("dan").await;
     let r0 = login["refresh_token"].as_str().unwrap().to_string();
@@ -151,7 +151,7 @@ async fn reuse_after_the_grace_window_revokes_the_whole_family() {
 async fn expired_refresh_tokens_are_refused() {
     let dir = temp_dir();
     let mut s = settings(&dir);
-    s.refresh_ttl = Some(1);
+    s.sessions.refresh_ttl = Some(1);
     let app = TestApp::with(s, dir).await;
     let login = app.signup("eve").await;
     tokio::time::sleep(Duration::from_millis(2100)).await;

@@ -1,0 +1,71 @@
+//! Logging set-up and the one way a command reports a fatal error.
+
+use std::fmt;
+
+/// Install the global subscriber: `JOTGATE_LOG` filters (default `info`); `json` writes one
+/// JSON object per line (CloudWatch), else text. Logs go to stderr.
+pub fn init(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOTGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+/// An error written for the person who started jotgate: what is wrong, then what to do.
+/// Its cause (the library's error chain) is shown only at `JOTGATE_LOG=debug`.
+#[derive(Debug)]
+pub struct Startup {
+    pub what: String,
+    pub todo: String,
+}
+
+impl fmt::Display for Startup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for Startup {}
+
+/// Wrap `cause` in a [`Startup`] error: `what` went wrong, `todo` mends it.
+pub fn startup(
+    cause: impl Into<anyhow::Error>,
+    what: impl Into<String>,
+    todo: impl Into<String>,
+) -> anyhow::Error {
+    let cause: anyhow::Error = cause.into();
+    tracing::debug!(error = format!("{cause:#}"), "cause");
+    anyhow::Error::new(Startup {
+        what: what.into(),
+        todo: todo.into(),
+    })
+}
+
+/// The text of a fatal error: a [`Startup`] error's two sentences, any other error's
+/// chain on one line.
+pub fn render(e: &anyhow::Error) -> String {
+    for cause in e.chain() {
+        if let Some(s) = cause.downcast_ref::<Startup>() {
+            return format!("error: {}\n  {}\n", s.what, s.todo);
+        }
+    }
+    format!("error: {e:#}\n")
+}
+
+/// Print a fatal error on stderr.
+pub fn report(e: &anyhow::Error) {
+    eprint!("{}", render(e));
+}
