@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub sync_interval: Duration,
     /// Bearer secret that opens the revocation feed to verifiers; `None` closes it.
     pub feed_token: Option<secrecy::SecretString>,
+    /// `Strict-Transport-Security` max-age on every answer, when reached over HTTPS.
+    pub hsts_max_age: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +99,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             sync_interval: Duration::from_secs(5),
             feed_token: None,
+            hsts_max_age: None,
         }
     }
 }
@@ -118,6 +121,8 @@ pub(crate) struct Inner {
     pub pool: HashPool,
     pub limiter: LoginLimiter,
     pub denylist: Denylist,
+    /// The last readiness check of the store: when, and its verdict.
+    pub ready: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -159,6 +164,7 @@ impl AppState {
             store,
             keys,
             denylist,
+            ready: tokio::sync::Mutex::new(None),
         })))
     }
 
@@ -262,10 +268,39 @@ pub async fn find_user(
     }
 }
 
+impl AppState {
+    /// Ready to serve logins: the store answered a read within 2 s. Checked at most once a
+    /// second, however often probes come; the verdict in between is the last one.
+    pub async fn readiness(&self) -> Result<(), String> {
+        let mut last = self.0.ready.lock().await;
+        if let Some((at, verdict)) = &*last
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return verdict.clone();
+        }
+        let verdict = match tokio::time::timeout(
+            Duration::from_secs(2),
+            self.0.store.store_id(false),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the store failed a read");
+                Err("the data store does not answer".to_string())
+            }
+            Err(_) => Err("the data store did not answer within 2 s".to_string()),
+        };
+        *last = Some((std::time::Instant::now(), verdict.clone()));
+        verdict
+    }
+}
+
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let limit = state.0.cfg.max_body_bytes;
-    Router::new()
+    let hsts = state.0.cfg.hsts_max_age;
+    let router = Router::new()
         .route("/signup", post(routes::signup))
         .route("/login", post(routes::login))
         .route("/verify", post(routes::verify))
@@ -277,6 +312,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(routes::jwks))
         .route("/.well-known/openid-configuration", get(routes::discovery))
         .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -290,5 +326,6 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
-        .with_state(state)
+        .with_state(state);
+    jotgate_verify::service::wrap(router, hsts)
 }

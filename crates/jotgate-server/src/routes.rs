@@ -536,15 +536,19 @@ pub async fn jwks(State(st): State<AppState>) -> Response {
     let mut res = Json(body).into_response();
     res.headers_mut().insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
+        HeaderValue::from_static(DOCUMENT_MAX_AGE),
     );
     res
 }
 
-pub async fn discovery(State(st): State<AppState>) -> Json<Value> {
+/// How long verifiers may cache the JWKS and discovery documents: no longer than a new
+/// key is published before it signs (`jotgate keys rotate --activate-in`, default 300 s).
+const DOCUMENT_MAX_AGE: &str = "public, max-age=300";
+
+pub async fn discovery(State(st): State<AppState>) -> Response {
     let issuer = st.0.cfg.policy.issuer.trim_end_matches('/').to_string();
     let ring = st.0.keys.current();
-    Json(json!({
+    let mut res = Json(json!({
         "issuer": st.0.cfg.policy.issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "subject_types_supported": ["public"],
@@ -553,10 +557,34 @@ pub async fn discovery(State(st): State<AppState>) -> Json<Value> {
         "scopes_supported": ["profile"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "username", "roles", "scope", "sid"],
     }))
+    .into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(DOCUMENT_MAX_AGE),
+    );
+    res
 }
 
+/// Liveness: the process answers.
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the store answers (the signing key is loaded before the server listens).
+pub async fn readyz(State(st): State<AppState>) -> Response {
+    match st.readiness().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(reason) => {
+            let mut res = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "not_ready", "reason": reason})),
+            )
+                .into_response();
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
+    }
 }
 
 pub async fn not_found() -> ApiError {

@@ -151,11 +151,29 @@ impl SqliteStore {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| {
+        // With no `-wal` file beside it no connection has the database open: read it as
+        // immutable, so that SQLite creates no `-wal`/`-shm` either. Otherwise a plain
+        // read-only connection shares the running server's WAL.
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let opened = if wal.exists() {
+            Connection::open_with_flags(path, flags)
+        } else {
+            let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            let mut uri = String::from("file:");
+            for c in abs.display().to_string().chars() {
+                match c {
+                    '?' => uri.push_str("%3f"),
+                    '#' => uri.push_str("%23"),
+                    '%' => uri.push_str("%25"),
+                    c => uri.push(c),
+                }
+            }
+            uri.push_str("?immutable=1");
+            Connection::open_with_flags(uri, flags | rusqlite::OpenFlags::SQLITE_OPEN_URI)
+        };
+        let conn = opened.map_err(|e| {
             StoreError::Config(format!("cannot open {} read-only: {e}", path.display()))
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))

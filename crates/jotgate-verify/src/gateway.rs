@@ -151,7 +151,33 @@ pub fn router(verifier: Arc<Verifier>, cfg: GatewayConfig) -> Result<Router, Con
         client,
         timeout: cfg.upstream_timeout,
     });
-    Ok(Router::new().fallback(proxy).with_state(state))
+    let ready = state.verifier.clone();
+    let router = Router::new()
+        .route(
+            "/_jotgate/healthz",
+            axum::routing::get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route(
+            "/_jotgate/readyz",
+            axum::routing::get(move || {
+                let v = ready.clone();
+                async move {
+                    match v.readiness() {
+                        Ok(()) => {
+                            (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response()
+                        }
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(json!({"status": "not_ready", "reason": why})),
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        )
+        .fallback(proxy)
+        .with_state(state);
+    Ok(crate::service::wrap(router, None))
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are for one connection, never forwarded.
@@ -436,6 +462,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Ok(Ok(res)) => {
             let (mut parts, body) = res.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            parts.extensions.insert(crate::service::Forwarded);
             Response::from_parts(parts, Body::new(body))
         }
         Ok(Err(e)) => {

@@ -30,6 +30,7 @@ pub mod path;
 pub mod policy;
 pub mod principal;
 pub mod revocation;
+pub mod service;
 pub mod verifier;
 
 pub use error::{ConfigError, VerifyError, VerifyErrorKind};

@@ -140,6 +140,7 @@ impl ServeArgs {
             listen: self.listen,
             conn: self.conn,
             feed: self.feed,
+            https_front: false,
         }
     }
 }

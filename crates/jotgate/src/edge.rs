@@ -135,14 +135,45 @@ pub async fn run_authorizer(
         move |event: lambda_runtime::LambdaEvent<Value>| {
             let a = authorizer.clone();
             async move {
-                a.handle(&event.payload)
-                    .await
-                    .map_err(|e| -> lambda_runtime::Error { Box::new(e) })
+                let started = std::time::Instant::now();
+                let out = a.handle(&event.payload).await;
+                log_decision(&event, out.as_ref().ok(), started.elapsed());
+                out.map_err(|e| -> lambda_runtime::Error { Box::new(e) })
             }
         },
     ))
     .await
     .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}
+
+/// The authorizer's access-log line: one per event, at info. Method and path (never the
+/// query string, a header or the token), the decision and its code, the Lambda request id.
+fn log_decision(event: &lambda_runtime::LambdaEvent<Value>, out: Option<&Value>, took: Duration) {
+    let p = &event.payload;
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let method = text(&p["httpMethod"])
+        .or_else(|| text(&p["requestContext"]["http"]["method"]))
+        .unwrap_or_default();
+    let path = text(&p["rawPath"])
+        .or_else(|| text(&p["path"]))
+        .or_else(|| text(&p["methodArn"]))
+        .unwrap_or_default();
+    let allowed = out.is_some_and(|v| {
+        v["isAuthorized"] == Value::Bool(true)
+            || v["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    });
+    let code = out
+        .and_then(|v| v["context"]["code"].as_str())
+        .unwrap_or("");
+    tracing::info!(
+        request_id = %event.context.request_id.escape_debug(),
+        method = %method.escape_debug(),
+        path = %path.escape_debug(),
+        decision = if allowed { "allow" } else { "deny" },
+        code,
+        latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        "decided"
+    );
 }
 
 /// Verify `token` against any OpenID Connect issuer (discovery → JWKS) and print its claims.

@@ -93,7 +93,13 @@ pub async fn run_api(settings: &Settings) -> anyhow::Result<()> {
             "missing setting issuer (JOTGATE_ISSUER): in Lambda set it to the API's public URL, e.g. https://abc123.execute-api.eu-west-1.amazonaws.com"
         );
     }
-    let state = crate::build_state(settings).await?;
+    let mut settings = settings.clone();
+    settings.https_front = settings
+        .tokens
+        .issuer
+        .as_deref()
+        .is_some_and(|i| i.starts_with("https://"));
+    let state = crate::build_state(&settings).await?;
     let sync = state.spawn_sync();
     // Outside the Router: a Router layer would run after routing, too late for the path.
     let app = tower::ServiceBuilder::new()

@@ -2,11 +2,54 @@
 
 use std::fmt;
 
+/// Libraries that log what they send at debug and trace level — request headers, SQL
+/// parameters, signed AWS requests — kept at `info` unless `JOTGATE_LOG` names them.
+const TALKATIVE: &[&str] = &[
+    "aws_config",
+    "aws_credential_types",
+    "aws_sigv4",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_sdk_dynamodb",
+    "aws_sdk_secretsmanager",
+    "aws_sdk_ssm",
+    "aws_sdk_sts",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "rustls",
+    "tokio_postgres",
+    "deadpool_postgres",
+    "lambda_runtime",
+    "lambda_http",
+    "tower_http",
+];
+
+/// The filter for `spec` (the value of `JOTGATE_LOG`): [`TALKATIVE`] libraries capped at
+/// `info` unless the spec names them.
+pub fn filter_spec(spec: &str) -> String {
+    let mut out = if spec.trim().is_empty() {
+        "info".to_string()
+    } else {
+        spec.to_string()
+    };
+    for lib in TALKATIVE {
+        if !spec.contains(lib) {
+            out.push_str(&format!(",{lib}=info"));
+        }
+    }
+    out
+}
+
 /// Install the global subscriber: `JOTGATE_LOG` filters (default `info`); `json` writes one
 /// JSON object per line (CloudWatch), else text. Logs go to stderr.
 pub fn init(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("JOTGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let spec = filter_spec(&std::env::var("JOTGATE_LOG").unwrap_or_default());
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter_spec("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -14,7 +57,7 @@ pub fn init(json: bool) {
         builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
             .with_span_list(false)
             .init();
     } else {

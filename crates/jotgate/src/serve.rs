@@ -171,21 +171,58 @@ pub fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    use anyhow::Context;
+    use crate::logging::startup;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<_, _>>())
-        .with_context(|| format!("cannot read the TLS certificate {}", cert.display()))?;
+        .map_err(|e| {
+            let why = pem_why(&e);
+            startup(
+                e,
+                format!("cannot read the TLS certificate {}: {why}", cert.display()),
+                "give --tls-cert the PEM certificate chain (server certificate first)",
+            )
+        })?;
     if certs.is_empty() {
-        anyhow::bail!("no certificate in {}", cert.display());
+        return Err(startup(
+            anyhow::anyhow!("empty"),
+            format!("no certificate in {}", cert.display()),
+            "give --tls-cert the PEM certificate chain (server certificate first)",
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read the TLS key {}", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        let why = pem_why(&e);
+        startup(
+            e,
+            format!("cannot read the TLS key {}: {why}", key.display()),
+            "give --tls-key the certificate's private key in PEM (PKCS#8, PKCS#1 or SEC1)",
+        )
+    })?;
     let mut cfg = rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("the TLS certificate and key do not fit together")?;
+        .with_single_cert(certs, key_der)
+        .map_err(|e| {
+            startup(
+                e,
+                format!(
+                    "the TLS certificate {} and key {} do not belong together",
+                    cert.display(),
+                    key.display()
+                ),
+                "give --tls-key the private key of the certificate's public key",
+            )
+        })?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Why a PEM file could not be read, in a few words.
+fn pem_why(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::NoItemsFound => "it holds no PEM item of that kind".into(),
+        Error::Io(io) => io.to_string(),
+        other => format!("{other:?}"),
+    }
 }

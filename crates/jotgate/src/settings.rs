@@ -302,6 +302,9 @@ pub struct Settings {
     pub listen: ListenSettings,
     pub conn: ConnSettings,
     pub feed: FeedSettings,
+    /// Reached over HTTPS terminated in front (API Gateway, for `lambda`): answers carry
+    /// Strict-Transport-Security as with `--tls-cert`. Not a setting.
+    pub https_front: bool,
 }
 
 /// Whether anyone may sign up.
@@ -536,6 +539,11 @@ impl Settings {
                 .sync_interval
                 .map_or(d.sync_interval, Duration::from_secs),
             feed_token: self.feed.feed_token.clone(),
+            hsts_max_age: if self.listen.tls_cert.is_some() || self.https_front {
+                self.hsts_max_age()
+            } else {
+                None
+            },
         };
         if cfg
             .feed_token

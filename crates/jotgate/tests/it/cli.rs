@@ -116,6 +116,17 @@ impl Served {
     pub fn url(&self, p: &str) -> String {
         format!("{}{p}", self.base)
     }
+
+    /// Stop the server; everything it logged, start-up included.
+    pub fn stop_and_log(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut all = self.startup_log.clone();
+        while let Ok(line) = self._log.recv_timeout(Duration::from_secs(5)) {
+            all.push(line);
+        }
+        all.join("\n")
+    }
 }
 
 impl Drop for Served {
@@ -592,6 +603,16 @@ async fn tls_serves_https_and_plain_http_fails() {
         .unwrap();
     let res = client.get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+    // Over HTTPS every answer carries HSTS (RFC 6797), a year by default.
+    for path in ["/healthz", "/nope", "/.well-known/jwks.json"] {
+        let res = client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(
+            res.headers()["strict-transport-security"],
+            "max-age=31536000",
+            "{path}"
+        );
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    }
     let body = signup(&client, &s.base, "quinn").await;
     // The issuer follows the scheme.
     let d: Value = client
@@ -612,6 +633,28 @@ async fn tls_serves_https_and_plain_http_fails() {
             .await
             .is_err()
     );
+    drop(s);
+    // A shorter max-age, or none at all.
+    for (age, want) in [("600", Some("max-age=600")), ("0", None)] {
+        let s = Served::start(
+            &dir,
+            &[
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+                "--hsts-max-age",
+                age,
+            ],
+        );
+        let res = client.get(s.url("/healthz")).send().await.unwrap();
+        assert_eq!(
+            res.headers()
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap()),
+            want
+        );
+    }
     // Only one of the pair: a clear start-up error.
     let (ok, _, err) = run(&dir, &["serve", "--tls-cert", cert.to_str().unwrap()], None);
     assert!(!ok && err.contains("--tls-key"), "{err}");

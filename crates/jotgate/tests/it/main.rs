@@ -10,6 +10,7 @@ mod common;
 mod edge;
 mod errors;
 mod feed;
+mod first_contact;
 mod flow;
 mod gateway;
 mod interop;
