@@ -138,10 +138,11 @@ impl LoginLimiter {
         } else {
             self.cfg.user_free_failures
         };
-        if f.count <= free {
+        // `free` failures are answered; the attempt after them waits.
+        if f.count < free {
             return None;
         }
-        let exp = (f.count - free - 1).min(30);
+        let exp = (f.count - free).min(30);
         let delay = self
             .cfg
             .base_delay
@@ -263,8 +264,8 @@ mod tests {
         };
         let l = LoginLimiter::new(cfg.clone(), Arc::clone(&store));
         let keys = ["user:bob".to_string()];
-        // Two free failures, then the third attempt is evaluated and starts a delay.
-        for _ in 0..3 {
+        // Two failures are evaluated; the third attempt waits.
+        for _ in 0..2 {
             assert_eq!(wait(l.begin(&keys).await), 0);
         }
         let first = wait(l.begin(&keys).await);
@@ -298,10 +299,7 @@ mod tests {
         for t in tasks {
             admitted += usize::from(t.await.unwrap());
         }
-        assert_eq!(
-            admitted, 6,
-            "five free attempts and the one that starts the delay"
-        );
+        assert_eq!(admitted, 5, "five attempts, then the delay");
     }
 
     #[tokio::test]
@@ -317,11 +315,10 @@ mod tests {
         let keys = ["user:amy".to_string(), "ip:1".to_string()];
         l.begin(&keys).await.unwrap();
         l.begin(&keys).await.unwrap();
-        l.begin(&keys).await.unwrap();
         l.succeeded(&keys).await;
         let live = store.login_failures(&keys, now_ms(), 60_000).await.unwrap();
         let count = |k: &str| live.iter().find(|f| f.key == k).map_or(0, |f| f.count);
-        assert_eq!((count("user:amy"), count("ip:1")), (0, 2));
+        assert_eq!((count("user:amy"), count("ip:1")), (0, 1));
         // Many successes from one address never lock it out.
         for _ in 0..10 {
             l.begin(&keys).await.unwrap();

@@ -433,7 +433,7 @@ struct AuthorizerToml {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct VerifierToml {
-    leeway: Option<u32>,
+    leeway: Option<Secs>,
     max_token_bytes: Option<usize>,
     cache_size: Option<usize>,
     jwks_default_ttl: Option<Secs>,
@@ -720,11 +720,13 @@ impl PolicyFile {
 
         let mut verifier = VerifierConfig::default();
         let v = file.verifier;
-        if let Some(x) = v.leeway {
-            if x > 300 {
+        if let Some(Secs(x)) = v.leeway {
+            if x > Duration::from_secs(300) {
                 return Err(ConfigError("[verifier] leeway: at most 300 seconds".into()));
             }
-            verifier.leeway = x.into();
+            // Claims are whole seconds: a fractional allowance counts as the next second.
+            verifier.leeway =
+                i64::try_from(x.as_secs() + u64::from(x.subsec_nanos() > 0)).unwrap_or(300);
         }
         if let Some(x) = v.max_token_bytes {
             verifier.max_token_bytes = x;
@@ -890,6 +892,18 @@ mod tests {
         ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_leeway_takes_fractions_like_every_duration() {
+        let base = Path::new(".");
+        let issuer = "[[issuer]]\nissuer = \"https://id.example.com\"\naudiences = [\"api\"]\n";
+        for (given, secs) in [("0.5", 1), ("2", 2), ("2.25", 3), ("0", 0)] {
+            let f = PolicyFile::parse(&format!("[verifier]\nleeway = {given}\n{issuer}"), base)
+                .unwrap();
+            assert_eq!(f.verifier.leeway, secs, "{given}");
+        }
+        assert!(PolicyFile::parse(&format!("[verifier]\nleeway = 300.5\n{issuer}"), base).is_err());
     }
 
     #[test]

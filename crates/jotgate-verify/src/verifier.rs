@@ -611,7 +611,11 @@ impl Verifier {
                 Ok(ttl)
             }
             Err(e) => {
-                tracing::warn!(issuer = %name, error = %e, "JWKS refresh failed; keeping the cached keys");
+                if issuer.keys().is_empty() {
+                    tracing::warn!(issuer = %name, error = %e, "cannot get this issuer's keys; its tokens are refused until they come");
+                } else {
+                    tracing::warn!(issuer = %name, error = %e, "JWKS refresh failed; keeping the cached keys");
+                }
                 Err(e)
             }
         }
@@ -639,8 +643,14 @@ impl Verifier {
                 let doc = self.fetcher.get(&url, None, None).await?;
                 let doc: Value = serde_json::from_slice(&doc.body)
                     .map_err(|_| "discovery document is not JSON".to_string())?;
-                if doc.get("issuer").and_then(Value::as_str) != Some(name.as_str()) {
-                    return Err("discovery document names a different issuer".into());
+                let said = doc.get("issuer").and_then(Value::as_str);
+                if said != Some(name.as_str()) {
+                    return Err(match said {
+                        Some(other) => format!(
+                            "its discovery document names the issuer {other:?}, not {name:?}: tokens carry that `iss`, which must match exactly (write issuer = {other:?})"
+                        ),
+                        None => "its discovery document names no issuer".to_string(),
+                    });
                 }
                 let uri = doc
                     .get("jwks_uri")

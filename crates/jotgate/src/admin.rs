@@ -301,6 +301,12 @@ pub async fn users_revoke(s: &Settings, name: &str) -> anyhow::Result<String> {
 /// Verify an access token against this store's keys and revocations; print its claims.
 pub async fn token_verify(s: &Settings, token: &str) -> anyhow::Result<String> {
     let policy = s.policy()?;
+    if s.tokens.issuer.is_none() {
+        eprintln!(
+            "note: no issuer configured: checking `iss` against {}, the issuer `jotgate serve` takes by default (set JOTGATE_ISSUER or `issuer` in the config file as serve has it)",
+            policy.issuer
+        );
+    }
     let store = open_store(s).await?;
     let t = now();
     let ring = match s.key_source()? {

@@ -352,7 +352,12 @@ async fn start_up_errors_name_their_cause() {
     )
     .unwrap();
     // (arguments, environment, what the first line says, what the next says)
-    type Case = (Vec<String>, Vec<(&'static str, String)>, &'static str, &'static str);
+    type Case = (
+        Vec<String>,
+        Vec<(&'static str, String)>,
+        &'static str,
+        &'static str,
+    );
     let mut cases: Vec<Case> = vec![
         (
             vec![
@@ -810,4 +815,40 @@ fn help_never_shows_a_secret() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// One config file for the server and the gateway: each reads its own `listen`, and the
+/// gateway takes `upstream` and `policy` from the file.
+#[test]
+fn one_config_file_serves_the_server_and_the_gateway() {
+    let dir = temp_dir();
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, policy_for("http://127.0.0.1:9", "")).unwrap();
+    let cfg = dir.join("jotgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:18443\"\ngateway_listen = \"127.0.0.1:18444\"\nupstream = \"http://127.0.0.1:9\"\npolicy = {:?}\naccess_ttl = 60\n",
+            policy.display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let (_, out, err) = run_in(
+        &dir,
+        &["check", "gateway", "--config", c, "--format", "json"],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
+    assert_eq!(v["summary"]["listen"], "http://127.0.0.1:18444", "{v}");
+    assert_eq!(v["summary"]["upstream"], "http://127.0.0.1:9", "{v}");
+    assert_eq!(v["summary"]["policy"], policy.display().to_string(), "{v}");
+    let (_, out, _) = run_in(
+        &dir,
+        &["check", "serve", "--config", c, "--format", "json"],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["summary"]["listen"], "http://127.0.0.1:18443", "{v}");
+    assert_eq!(v["summary"]["access_ttl"], "60 s", "{v}");
 }

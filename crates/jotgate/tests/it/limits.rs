@@ -27,11 +27,8 @@ async fn failures_per_username_lock_it_with_growing_delays() {
             StatusCode::UNAUTHORIZED
         );
     }
-    // The 4th failure starts the delay; from now on even the right password waits.
-    assert_eq!(
-        app.login("gus", "wrong password").await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    // login_user_failures = 3: three wrong passwords are answered, then the next attempt
+    // waits, even with the right password.
     let res = app.login("GUS", PASSWORD).await;
     let first = retry_after(&res);
     assert!((29..=30).contains(&first), "{first}");
@@ -73,7 +70,7 @@ async fn failures_per_address_throttle_spraying_across_names() {
     s.login.login_delay = Some(20);
     let app = TestApp::with(s, dir).await;
     app.signup("jan").await;
-    for i in 0..5 {
+    for i in 0..4 {
         let res = app.login(&format!("sprayed-{i}"), "Winter2026!").await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
