@@ -12,6 +12,7 @@
 #   JOTGATE_SKIP_DYNAMODB=1 scripts/test.sh       # without the DynamoDB emulator (its tests skip)
 #   JOTGATE_TEST_DYNAMODB=http://… scripts/test.sh      # use a running DynamoDB-compatible endpoint
 #   JOTGATE_SKIP_CFN_LINT=1 scripts/test.sh       # without cfn-lint (the template check skips)
+#   JOTGATE_SKIP_DOCTEST=1 scripts/test.sh        # without running the docs' examples
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +24,14 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 need_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# The TLS and key-import tests make certificates and keys with the openssl CLI.
-if ! command -v openssl >/dev/null; then
-  echo "test.sh: installing openssl"
-  need_root apt-get update -qq && need_root apt-get install -y -qq openssl >/dev/null
-fi
+# The TLS and key-import tests make certificates and keys with the openssl CLI; the
+# documentation's examples (scripts/doctest.py) use curl and jq.
+for tool in openssl curl jq; do
+  if ! command -v $tool >/dev/null; then
+    echo "test.sh: installing $tool"
+    need_root apt-get update -qq && need_root apt-get install -y -qq $tool >/dev/null
+  fi
+done
 
 # Interoperability tests verify jotgate's tokens with PyJWT (not our code).
 if [ "${JOTGATE_SKIP_INTEROP:-}" != 1 ]; then
@@ -117,8 +121,14 @@ if [ "${JOTGATE_SKIP_CFN_LINT:-}" != 1 ]; then
     echo "test.sh: installing cfn-lint from PyPI"
     python3 -m pip install --quiet --disable-pip-version-check 'cfn-lint>=1'
   fi
-  cfn-lint deploy/aws/template.yaml
-  echo "test.sh: cfn-lint: deploy/aws/template.yaml is valid"
+  cfn-lint deploy/aws/template.yaml deploy/aws/rest-api.yaml
+  echo "test.sh: cfn-lint: deploy/aws/template.yaml and rest-api.yaml are valid"
 fi
 
 cargo test --workspace --locked --features jotgate/dynamodb,jotgate/aws-secrets "$@"
+
+# The documentation's command blocks (```sh doctest), run as written against the binary
+# the tests just built: a documented command, default or output that changes fails here.
+if [ "${JOTGATE_SKIP_DOCTEST:-}" != 1 ]; then
+  python3 scripts/doctest.py target/debug README.md docs/*.md
+fi

@@ -49,7 +49,7 @@ pub fn sdk_config(region: &str, endpoint: Option<&str>) -> Result<SdkConfig, Aws
     ) else {
         return Err(AwsError::Config(
             "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
-             (Lambda sets them from the function's role)"
+             (Lambda sets them from the function's role; a local emulator takes any dummy pair)"
                 .into(),
         ));
     };

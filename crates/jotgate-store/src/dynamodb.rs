@@ -439,7 +439,7 @@ impl DynamoStore {
                 } else if text.contains("credentials") && !text.contains("security token") {
                     (
                         format!("no AWS credentials to reach the DynamoDB table {table} ({at})"),
-                        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role; a local emulator takes any dummy pair".to_string(),
+                        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (Lambda sets them from the function's role); a local emulator takes any dummy pair".to_string(),
                     )
                 } else if text.contains("UnrecognizedClient")
                     || text.contains("security token")

@@ -195,7 +195,7 @@ pub struct LoginFailures {
 /// for multi-instance backends, across processes: each method is atomic on its own.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// A short name for logs (`sqlite:/path`, never credentials).
+    /// A short name for logs (`sqlite:///path`, never credentials).
     fn describe(&self) -> String;
 
     /// How long a revocation may take to appear in [`Store::revocations_since`] after

@@ -101,8 +101,13 @@ pub async fn run(args: CheckArgs) -> (String, bool) {
 }
 
 fn try_bind(r: &mut Report, addr: SocketAddr) {
-    if let Err(e) = std::net::TcpListener::bind(addr) {
-        r.problem(format!("cannot listen on {addr}: {e}"));
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => {}
+        // Likely the running instance whose configuration is being checked.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => r.notes.push(format!(
+            "something already listens on {addr} (the running instance?): a second one could not start there"
+        )),
+        Err(e) => r.problem(format!("cannot listen on {addr}: {e}")),
     }
 }
 

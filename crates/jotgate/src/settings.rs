@@ -434,7 +434,7 @@ impl Settings {
             (Some(s), _) => {
                 if self.tokens.alg.is_some() && alg != SigningAlg::HS256 {
                     bail!(
-                        "--hs256-secret is set but alg is {alg}: set alg to HS256 or drop the secret"
+                        "an HS256 secret is set (JOTGATE_HS256_SECRET) but alg is {alg}: set alg to HS256 or drop the secret"
                     );
                 }
                 let key = KeyMaterial::shared_secret(s.expose_secret().as_bytes())

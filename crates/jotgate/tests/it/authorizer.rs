@@ -315,3 +315,45 @@ fn the_deployed_policy_file_parses() {
     assert!(f.verifier.issuers[0].revocation_feed.is_some());
     assert_eq!(f.authorizer.freshness, std::time::Duration::from_secs(1));
 }
+
+/// The deployed example end to end, as far as it runs here: a jotgate token, the
+/// authorizer's real answers to an HTTP API and a REST API event, handed to the
+/// templates' own `/hello` function in each API's event shape; and the templates' routing,
+/// authorizer and gateway responses as SAM translates them (scripts/check_templates.py).
+#[tokio::test]
+async fn the_templates_protect_a_route_end_to_end() {
+    let app = crate::edge::issuer_app().await;
+    let token = app.signup("ann").await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = Verifier::new(quick(vec![crate::edge::trust(&app)])).unwrap();
+    let _bg = v.start().await;
+    let auth = Authorizer::new(v, Default::default(), V2Format::Simple);
+    let v2 = auth.handle(&event("http-v2", &token)).await.unwrap();
+    assert_eq!(v2["isAuthorized"], true, "{v2}");
+    let rest = auth.handle(&event("rest-request", &token)).await.unwrap();
+    assert_eq!(rest["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    let dir = crate::common::temp_dir();
+    let (a, b) = (dir.join("v2.json"), dir.join("rest.json"));
+    std::fs::write(&a, v2["context"].to_string()).unwrap();
+    std::fs::write(&b, rest["context"].to_string()).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/check_templates.py"
+        ))
+        .args([&a, &b])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.code() == Some(77) {
+        eprintln!("{text}");
+        return;
+    }
+    assert!(out.status.success(), "{text}");
+}
