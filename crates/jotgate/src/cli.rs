@@ -17,7 +17,7 @@ use clap::{Arg, ArgMatches, Command, CommandFactory, FromArgMatches, Parser, Sub
 
 use crate::settings::{
     ApiSettings, ConnSettings, FeedSettings, ListenSettings, LoginSettings, PasswordSettings,
-    SessionSettings, Settings, StoreSettings, TokenSettings,
+    SealSettings, SessionSettings, Settings, StoreSettings, TokenSettings,
 };
 
 #[derive(Parser, Debug)]
@@ -111,6 +111,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreSettings,
     #[command(flatten)]
+    pub seal: SealSettings,
+    #[command(flatten)]
     pub tokens: TokenSettings,
     #[command(flatten)]
     pub sessions: SessionSettings,
@@ -132,6 +134,7 @@ impl ServeArgs {
     pub fn settings(self) -> Settings {
         Settings {
             store: self.store,
+            seal: self.seal,
             tokens: self.tokens,
             sessions: self.sessions,
             passwords: self.passwords,
@@ -259,6 +262,8 @@ pub struct LambdaArgs {
     #[command(flatten)]
     pub store: StoreSettings,
     #[command(flatten)]
+    pub seal: SealSettings,
+    #[command(flatten)]
     pub tokens: TokenSettings,
     #[command(flatten)]
     pub sessions: SessionSettings,
@@ -280,6 +285,7 @@ impl LambdaArgs {
     pub fn settings(&self) -> Settings {
         Settings {
             store: self.store.clone(),
+            seal: self.seal.clone(),
             tokens: self.tokens.clone(),
             sessions: self.sessions.clone(),
             passwords: self.passwords.clone(),
@@ -316,11 +322,13 @@ pub enum CheckTarget {
     Authorizer(AuthorizerArgs),
 }
 
-/// The store and token settings of the administrative commands.
+/// The store, key and token settings of the commands that read keys.
 #[derive(clap::Args, Debug, Clone)]
 pub struct AdminArgs {
     #[command(flatten)]
     pub store: StoreSettings,
+    #[command(flatten)]
+    pub seal: SealSettings,
     #[command(flatten)]
     pub tokens: TokenSettings,
 }
@@ -329,6 +337,7 @@ impl AdminArgs {
     pub fn settings(self) -> Settings {
         Settings {
             store: self.store,
+            seal: self.seal,
             tokens: self.tokens,
             ..Settings::default()
         }
@@ -354,7 +363,9 @@ pub enum UsersCmd {
         /// Username
         username: String,
         #[command(flatten)]
-        admin: AdminArgs,
+        store: StoreSettings,
+        #[command(flatten)]
+        tokens: TokenSettings,
     },
     /// List accounts
     List {
@@ -419,6 +430,8 @@ pub enum KeysCmd {
     Seal {
         #[command(flatten)]
         store: StoreSettings,
+        #[command(flatten)]
+        seal: SealSettings,
     },
     /// Withdraw a (compromised) key at once: it leaves the JWKS, every token it signed is
     /// refused by servers, gateways and authorizers (through the revocation feed). Revoking

@@ -31,14 +31,14 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 pub fn master_keys(settings: &Settings) -> anyhow::Result<Option<jotgate_core::seal::MasterKeys>> {
     use jotgate_core::seal::{MasterKey, MasterKeys};
     use secrecy::ExposeSecret;
-    let old: Vec<MasterKey> = settings::split_secrets(settings.store.old_master_keys.as_ref())
+    let old: Vec<MasterKey> = settings::split_secrets(settings.seal.old_master_keys.as_ref())
         .iter()
         .map(|k| MasterKey::from_base64(k.expose_secret()))
         .collect::<Result<_, _>>()
         .map_err(|e| {
             anyhow::anyhow!("invalid setting old_master_keys (JOTGATE_OLD_MASTER_KEYS): {e}")
         })?;
-    Ok(match &settings.store.master_key {
+    Ok(match &settings.seal.master_key {
         Some(k) => Some(MasterKeys::new(
             MasterKey::from_base64(k.expose_secret()).map_err(|e| {
                 anyhow::anyhow!("invalid setting master_key (JOTGATE_MASTER_KEY): {e}")

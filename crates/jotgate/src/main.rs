@@ -60,8 +60,18 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             .await?;
             admin::users_list(&s, json).await?
         }
-        Cmd::Users(UsersCmd::Revoke { username, admin }) => {
-            let s = admin.settings().resolve_secret_refs().await?;
+        Cmd::Users(UsersCmd::Revoke {
+            username,
+            store,
+            tokens,
+        }) => {
+            let s = Settings {
+                store,
+                tokens,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
             admin::users_revoke(&s, &username).await?
         }
         Cmd::Keys(KeysCmd::List { json, admin }) => {
@@ -100,9 +110,10 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             let s = admin.settings().resolve_secret_refs().await?;
             admin::keys_revoke(&s, &kid).await?
         }
-        Cmd::Keys(KeysCmd::Seal { store }) => {
+        Cmd::Keys(KeysCmd::Seal { store, seal }) => {
             let s = Settings {
                 store,
+                seal,
                 ..Settings::default()
             }
             .resolve_secret_refs()

@@ -25,7 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 pub const DEFAULT_DATABASE: &str = "jotgate.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-/// Where the data lives, and the key that seals signing keys in it.
+/// Where the data lives.
 #[derive(Debug, Default, Clone, clap::Args)]
 #[command(next_help_heading = "Store")]
 pub struct StoreSettings {
@@ -45,7 +45,12 @@ pub struct StoreSettings {
         value_name = "URL"
     )]
     pub store: Option<SecretString>,
+}
 
+/// The key that encrypts signing keys at rest, for the commands that read keys.
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "Key encryption")]
+pub struct SealSettings {
     /// File holding the key that encrypts signing keys at rest (AES-256-GCM): 32 bytes,
     /// base64 (`openssl rand -base64 32`), or the Secrets Manager / SSM ARN holding it
     /// [default: keys stored unencrypted]
@@ -294,6 +299,7 @@ pub struct FeedSettings {
 #[derive(Debug, Default, Clone)]
 pub struct Settings {
     pub store: StoreSettings,
+    pub seal: SealSettings,
     pub tokens: TokenSettings,
     pub sessions: SessionSettings,
     pub passwords: PasswordSettings,
@@ -348,12 +354,12 @@ impl Settings {
             (
                 "old_master_keys",
                 "JOTGATE_OLD_MASTER_KEYS",
-                &mut self.store.old_master_keys,
+                &mut self.seal.old_master_keys,
             ),
             (
                 "master_key",
                 "JOTGATE_MASTER_KEY",
-                &mut self.store.master_key,
+                &mut self.seal.master_key,
             ),
             (
                 "feed_token",

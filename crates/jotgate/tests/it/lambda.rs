@@ -280,7 +280,7 @@ async fn two_containers_share_one_dynamodb_table() {
     let settings = [
         ("JOTGATE_STORE", url.as_str()),
         ("JOTGATE_REFRESH_GRACE", "0"),
-        ("JOTGATE_LOGIN_USER_FAILURES", "2"),
+        ("JOTGATE_LOGIN_USER_FAILURES", "3"),
         ("JOTGATE_LOGIN_DELAY", "60"),
     ];
     // The first container creates the table and the signing key; the second finds both.
@@ -511,7 +511,7 @@ async fn secret_settings_can_be_aws_secret_references() {
 #[tokio::test]
 async fn lambda_throttles_by_the_source_ip_of_the_request_context() {
     let mut f = Function::start_with(&[
-        ("JOTGATE_LOGIN_IP_FAILURES", "2"),
+        ("JOTGATE_LOGIN_IP_FAILURES", "3"),
         ("JOTGATE_LOGIN_DELAY", "60"),
     ])
     .await;
@@ -528,7 +528,7 @@ async fn lambda_throttles_by_the_source_ip_of_the_request_context() {
         e["multiValueHeaders"]["X-Forwarded-For"] = json!([format!("{client}, {edge}")]);
         e
     };
-    // Three failures from one client through one edge: the third starts its delay.
+    // Three failures from one client through one edge (login_ip_failures = 3); the next waits.
     for i in 0..3 {
         let (s, _, _) = f
             .call(login(&format!("u{i}"), "198.51.100.1", "130.176.0.1"))
