@@ -852,3 +852,64 @@ fn one_config_file_serves_the_server_and_the_gateway() {
     assert_eq!(v["summary"]["listen"], "http://127.0.0.1:18443", "{v}");
     assert_eq!(v["summary"]["access_ttl"], "60 s", "{v}");
 }
+
+/// `check serve` on PostgreSQL: a fresh database is reported as such and stays empty (no
+/// schema created); once set up, its keys are listed.
+#[tokio::test]
+async fn check_reads_postgresql_without_writing() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    let tables = async || {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .query_one(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let dir = temp_dir();
+    let env = [("JOTGATE_STORE", url.as_str())];
+    let (code, out, err) = run_in(&dir, &["check", "serve"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("fresh store"), "{out}");
+    assert!(
+        out.contains("store            postgres://postgres@"),
+        "{out}"
+    );
+    assert_eq!(tables().await, 0, "check created tables");
+    let (code, _, err) = run_in(&dir, &["keys", "rotate", "--now"], &env);
+    assert_eq!(code, 0, "{err}");
+    let n = tables().await;
+    assert!(n > 0);
+    // A command on an existing schema prints no "relation … already exists" notices.
+    let (code, _, err) = run_in(&dir, &["users", "list"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("already exists"), "{err}");
+    let (code, out, err) = run_in(&dir, &["check", "serve", "--format", "json"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["summary"]["keys"][0]
+            .as_str()
+            .unwrap()
+            .contains("RS256 signing"),
+        "{v}"
+    );
+    assert_eq!(tables().await, n);
+    // A database holding part of the schema is a problem, named.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute("DROP TABLE meta").await.unwrap();
+    let (code, out, _) = run_in(&dir, &["check", "serve"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("missing tables: meta"), "{out}");
+}
