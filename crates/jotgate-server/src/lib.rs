@@ -121,8 +121,9 @@ pub(crate) struct Inner {
     pub pool: HashPool,
     pub limiter: LoginLimiter,
     pub denylist: Denylist,
-    /// The last readiness check of the store: when, and its verdict.
-    pub ready: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+    /// The last readiness check of the store: when, its verdict, and how many checks in
+    /// a row failed.
+    pub ready: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>, u32)>>,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -270,14 +271,18 @@ pub async fn find_user(
 
 impl AppState {
     /// Ready to serve logins: the store answered a read within 2 s. Checked at most once a
-    /// second, however often probes come; the verdict in between is the last one.
+    /// second, however often probes come; the verdict in between is the last one. Two
+    /// failed checks in a row (a second apart) make it not ready, so that one slow moment
+    /// (a pool busy under a burst) does not take every instance out of a load balancer at
+    /// once.
     pub async fn readiness(&self) -> Result<(), String> {
         let mut last = self.0.ready.lock().await;
-        if let Some((at, verdict)) = &*last
+        if let Some((at, verdict, _)) = &*last
             && at.elapsed() < Duration::from_secs(1)
         {
             return verdict.clone();
         }
+        let failures = last.as_ref().map_or(0, |(_, _, f)| *f);
         let verdict = match tokio::time::timeout(
             Duration::from_secs(2),
             self.0.store.store_id(false),
@@ -291,7 +296,9 @@ impl AppState {
             }
             Err(_) => Err("the data store did not answer within 2 s".to_string()),
         };
-        *last = Some((std::time::Instant::now(), verdict.clone()));
+        let failures = if verdict.is_ok() { 0 } else { failures + 1 };
+        let verdict = if failures == 1 { Ok(()) } else { verdict };
+        *last = Some((std::time::Instant::now(), verdict.clone(), failures));
         verdict
     }
 }

@@ -138,8 +138,9 @@ impl LoginLimiter {
         } else {
             self.cfg.user_free_failures
         };
-        // `free` failures are answered; the attempt after them waits.
-        if f.count < free {
+        // `free` failures are answered; the attempt after them waits. (A count of 0 is a
+        // row whose attempts were all taken back.)
+        if f.count == 0 || f.count < free {
             return None;
         }
         let exp = (f.count - free).min(30);

@@ -431,6 +431,15 @@ impl DynamoStore {
                 let text = DisplayErrorContext(&e).to_string();
                 tracing::debug!(error = %text, "DescribeTable failed");
                 let not_found = matches!(&e, SdkError::ServiceError(s) if s.err().is_resource_not_found_exception());
+                // A role from before the template allowed DescribeTable (deploy/aws/
+                // template.yaml): start as before, without the start-up check.
+                if text.contains("AccessDenied") && text.contains("DescribeTable") {
+                    tracing::warn!(
+                        table = %table,
+                        "this role may not call dynamodb:DescribeTable, so start-up cannot check the table; allow it (deploy/aws/template.yaml) for clear errors"
+                    );
+                    return Ok(());
+                }
                 let (what, todo) = if not_found {
                     (
                         format!("the DynamoDB table {table} does not exist ({at})"),

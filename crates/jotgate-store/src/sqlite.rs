@@ -157,22 +157,24 @@ impl SqliteStore {
         let wal = PathBuf::from(format!("{}-wal", path.display()));
         let flags =
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let opened = if wal.exists() {
-            Connection::open_with_flags(path, flags)
-        } else {
-            let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-            let mut uri = String::from("file:");
-            for c in abs.display().to_string().chars() {
-                match c {
-                    '?' => uri.push_str("%3f"),
-                    '#' => uri.push_str("%23"),
-                    '%' => uri.push_str("%25"),
-                    c => uri.push(c),
-                }
+        // With a `-wal`, `readonly_shm=1` keeps SQLite from creating or writing the `-shm`
+        // (the WAL index) too: a check run by another user leaves no file behind.
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut uri = String::from("file:");
+        for c in abs.display().to_string().chars() {
+            match c {
+                '?' => uri.push_str("%3f"),
+                '#' => uri.push_str("%23"),
+                '%' => uri.push_str("%25"),
+                c => uri.push(c),
             }
-            uri.push_str("?immutable=1");
-            Connection::open_with_flags(uri, flags | rusqlite::OpenFlags::SQLITE_OPEN_URI)
-        };
+        }
+        uri.push_str(if wal.exists() {
+            "?mode=ro&readonly_shm=1"
+        } else {
+            "?immutable=1"
+        });
+        let opened = Connection::open_with_flags(uri, flags | rusqlite::OpenFlags::SQLITE_OPEN_URI);
         let conn = opened.map_err(|e| {
             StoreError::Config(format!("cannot open {} read-only: {e}", path.display()))
         })?;

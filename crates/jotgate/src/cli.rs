@@ -546,12 +546,8 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
         if let Some(v) = s.strip_prefix("--config=") {
             return Some(PathBuf::from(v));
         }
-        if let Some(v) = s
-            .strip_prefix("-c")
-            .filter(|v| !v.is_empty() && !s.starts_with("--"))
-        {
-            return Some(PathBuf::from(v.strip_prefix('=').unwrap_or(v)));
-        }
+        // Only the exact `-c PATH`: `-cPATH` would also match a kid given to `keys revoke`
+        // (kids may begin with `-`). clap still accepts `-cPATH` for the file it reads.
     }
     std::env::var_os("JOTGATE_CONFIG")
         .filter(|v| !v.is_empty())
@@ -574,9 +570,18 @@ fn line_of(text: &str, key: &str) -> usize {
 pub fn apply_config_file(cmd: Command, path: &Path) -> anyhow::Result<Command> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        // The parser's own text quotes the offending line, which may hold a secret:
+        // say where and what, never the line.
+        let line = e.span().map_or(0, |s| {
+            text[..s.start.min(text.len())].lines().count().max(1)
+        });
+        anyhow::anyhow!(
+            "invalid config file {} line {line}: {}",
+            path.display(),
+            e.message().trim_end()
+        )
+    })?;
     let known = settings_args(&cmd);
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     for (key, value) in &table {
@@ -751,32 +756,35 @@ fn read_secret_files(cmd: &Command, args: Vec<OsString>) -> anyhow::Result<Vec<O
         out.push(program);
     }
     while let Some(a) = it.next() {
-        let s = a.to_str().map(str::to_string);
-        let Some(s) = s else {
-            out.push(a);
-            continue;
-        };
-        if s == "--" {
+        let bytes = a.as_encoded_bytes();
+        if bytes == b"--" {
             out.push(a);
             out.extend(it);
             break;
         }
-        let (flag, file) = if longs.contains(&s) {
-            match it.next() {
-                Some(f) => (s.clone(), PathBuf::from(f)),
-                None => {
-                    out.push(a);
-                    continue;
-                }
+        // `--pepper-file PATH` or `--pepper-file=PATH`, compared as bytes so that a path
+        // that is not UTF-8 is still a path, never taken for the secret.
+        let found = longs.iter().find_map(|l| {
+            let lb = l.as_bytes();
+            if bytes == lb {
+                Some((l.clone(), false))
+            } else if bytes.len() > lb.len() && bytes.starts_with(lb) && bytes[lb.len()] == b'=' {
+                Some((l.clone(), true))
+            } else {
+                None
             }
-        } else if let Some((flag, file)) = s
-            .split_once('=')
-            .filter(|(f, _)| longs.iter().any(|l| l == f))
-        {
-            (flag.to_string(), PathBuf::from(file))
-        } else {
+        });
+        let Some((flag, attached)) = found else {
             out.push(a);
             continue;
+        };
+        let inline = attached.then(|| os_after_eq(&a, flag.len()));
+        let file = match inline.or_else(|| it.next()) {
+            Some(f) => PathBuf::from(f),
+            None => {
+                out.push(a);
+                continue;
+            }
         };
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {flag} {}", file.display()))?;
@@ -784,10 +792,24 @@ fn read_secret_files(cmd: &Command, args: Vec<OsString>) -> anyhow::Result<Vec<O
         if value.is_empty() {
             bail!("{flag} {}: the file is empty", file.display());
         }
-        out.push(flag.into());
-        out.push(value.into());
+        // One argument, `--flag=VALUE`: clap takes an attached value verbatim, even one
+        // that begins with `-`, and never reads it as another flag.
+        out.push(format!("{flag}={value}").into());
     }
     Ok(out)
+}
+
+/// The part of `arg` after `--flag=` (`flag_len` bytes of `--flag`), as an `OsString`.
+fn os_after_eq(arg: &OsStr, flag_len: usize) -> OsString {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        OsStr::from_bytes(&arg.as_bytes()[flag_len + 1..]).to_os_string()
+    }
+    #[cfg(not(unix))]
+    {
+        OsString::from(arg.to_string_lossy()[flag_len + 1..].to_string())
+    }
 }
 
 /// Every `JOTGATE_*` variable set for a setting is valid for every command that reads it,
@@ -838,9 +860,18 @@ fn url_has_password(url: &str) -> bool {
         return false;
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    authority
+    let in_userinfo = authority
         .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    // libpq's (and tokio-postgres') `?password=` query parameter.
+    let in_query = rest.split_once('?').is_some_and(|(_, q)| {
+        q.split('&').any(|kv| {
+            kv.split('=')
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("password"))
+        })
+    });
+    in_userinfo || in_query
 }
 
 #[cfg(test)]
@@ -858,6 +889,10 @@ mod tests {
         assert!(!url_has_password("postgres://u@h/db"));
         assert!(!url_has_password("sqlite:///a:b@c"));
         assert!(!url_has_password("dynamodb://t?endpoint=http://a:b@c"));
+        assert!(url_has_password(
+            "postgres://u@h/db?sslmode=require&password=x"
+        ));
+        assert!(url_has_password("postgres://u@h/db?PASSWORD=x"));
     }
 
     #[test]

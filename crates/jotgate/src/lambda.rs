@@ -130,7 +130,13 @@ fn bad_body(event: &Value) -> bool {
 fn bad_body_response() -> Value {
     json!({
         "statusCode": 400,
-        "headers": {"content-type": "application/json"},
+        // Made outside the Router, so its layer's headers are written here.
+        "headers": {
+            "content-type": "application/json",
+            "cache-control": "no-store",
+            "pragma": "no-cache",
+            "x-content-type-options": "nosniff",
+        },
         "isBase64Encoded": false,
         "body": json!({
             "status": "error",

@@ -36,12 +36,42 @@ pub fn filter_spec(spec: &str) -> String {
     } else {
         spec.to_string()
     };
+    // The targets the spec names: `lib=level` and `lib::module=level` directives.
+    let named: Vec<&str> = spec
+        .split(',')
+        .filter_map(|d| d.split(['=', '[']).next())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
     for lib in TALKATIVE {
-        if !spec.contains(lib) {
+        let mentioned = named
+            .iter()
+            .any(|t| *t == *lib || t.strip_prefix(lib).is_some_and(|r| r.starts_with("::")));
+        if !mentioned {
             out.push_str(&format!(",{lib}=info"));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn naming_one_library_uncaps_only_that_one() {
+        let f = filter_spec("trace,hyper_util=debug");
+        assert!(
+            f.contains(",hyper=info") && !f.contains(",hyper_util=info"),
+            "{f}"
+        );
+        let f = filter_spec("trace,aws_smithy_runtime_api=trace");
+        assert!(f.contains(",aws_smithy_runtime=info"), "{f}");
+        assert!(!f.contains(",aws_smithy_runtime_api=info"), "{f}");
+        let f = filter_spec("debug,rustls::conn=trace");
+        assert!(!f.contains(",rustls=info"), "{f}");
+        assert!(filter_spec("").starts_with("info,"));
+    }
 }
 
 /// Install the global subscriber: `JOTGATE_LOG` filters (default `info`); `json` writes one

@@ -210,11 +210,13 @@ pub struct ApiSettings {
 pub struct LoginSettings {
     /// Wrong passwords per username answered 401 before the next attempt gets 429 with
     /// growing delays [default: 5]
-    #[arg(long, env = "JOTGATE_LOGIN_USER_FAILURES", value_name = "N")]
+    #[arg(long, env = "JOTGATE_LOGIN_USER_FAILURES", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub login_user_failures: Option<u32>,
 
     /// Failed logins per client address before growing delays start [default: 20]
-    #[arg(long, env = "JOTGATE_LOGIN_IP_FAILURES", value_name = "N")]
+    #[arg(long, env = "JOTGATE_LOGIN_IP_FAILURES", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub login_ip_failures: Option<u32>,
 
     /// First lockout delay in seconds; doubles with each further failure [default: 1]
@@ -226,7 +228,8 @@ pub struct LoginSettings {
     pub login_max_delay: Option<u64>,
 
     /// Sign-up attempts per client address before growing delays start [default: 20]
-    #[arg(long, env = "JOTGATE_SIGNUP_IP_LIMIT", value_name = "N")]
+    #[arg(long, env = "JOTGATE_SIGNUP_IP_LIMIT", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub signup_ip_limit: Option<u32>,
 
     /// Concurrent password hashes; each holds the argon2 memory cost [default: CPU count]

@@ -815,6 +815,46 @@ fn help_never_shows_a_secret() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // A secret that begins with `-` is a value, never read as a flag (nor echoed).
+    for secret in [
+        "-h-pepper-0123456789abcdef0123456789",
+        "--pepper-0123456789abcdef0123456789",
+    ] {
+        let f = dir.join("pepper");
+        std::fs::write(&f, format!("{secret}\n")).unwrap();
+        for form in [
+            vec!["--pepper-file".to_string(), f.display().to_string()],
+            vec![format!("--pepper-file={}", f.display())],
+        ] {
+            let out = crate::cli::bin()
+                .env("JOTGATE_DATABASE", dir.join("x.db"))
+                .args(["check", "serve", "--listen", "127.0.0.1:0"])
+                .args(&form)
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{form:?}: {all}");
+            assert!(all.contains("ok: no problems found"), "{form:?}: {all}");
+            assert!(!all.contains("pepper-0123"), "{form:?}: {all}");
+        }
+    }
+    // A config file that does not parse is named with its line, never quoted: the line
+    // may hold a secret.
+    std::fs::write(&cfg, "pepper = \"abc\\qsecret-in-a-broken-line\"\n").unwrap();
+    let out = crate::cli::bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["users", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("line 1"), "{err}");
+    assert!(!err.contains("secret-in-a-broken-line"), "{err}");
 }
 
 /// One config file for the server and the gateway: each reads its own `listen`, and the
@@ -912,4 +952,30 @@ async fn check_reads_postgresql_without_writing() {
     let (code, out, _) = run_in(&dir, &["check", "serve"], &env);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("missing tables: meta"), "{out}");
+}
+
+/// `check serve` beside the running server on the same SQLite file: it reads the live
+/// database (through the server's WAL) and says the port is taken, as a note.
+#[test]
+fn check_reads_the_database_of_a_running_server() {
+    let dir = temp_dir();
+    let s = crate::cli::Served::start(&dir, &[]);
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let (code, out, err) = run_in(
+        &dir,
+        &["check", "serve", "--listen", &listen, "--format", "json"],
+        &[("JOTGATE_ARGON2_MEMORY_KIB", "1024")],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["summary"]["keys"][0]
+            .as_str()
+            .unwrap()
+            .contains("signing"),
+        "{v}"
+    );
+    assert!(v["notes"].to_string().contains("already listens"), "{v}");
+    drop(s);
 }
