@@ -114,6 +114,13 @@ pub enum StartError {
     Threads(#[from] std::io::Error),
 }
 
+/// A readiness check of the store: when, its verdict, and how many checks in a row failed.
+pub(crate) struct ReadyCheck {
+    at: std::time::Instant,
+    verdict: Result<(), String>,
+    failures: u32,
+}
+
 pub(crate) struct Inner {
     pub cfg: ServerConfig,
     pub store: Arc<dyn Store>,
@@ -121,9 +128,8 @@ pub(crate) struct Inner {
     pub pool: HashPool,
     pub limiter: LoginLimiter,
     pub denylist: Denylist,
-    /// The last readiness check of the store: when, its verdict, and how many checks in
-    /// a row failed.
-    pub ready: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>, u32)>>,
+    /// The last readiness check of the store.
+    pub ready: tokio::sync::Mutex<Option<ReadyCheck>>,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -277,12 +283,12 @@ impl AppState {
     /// once.
     pub async fn readiness(&self) -> Result<(), String> {
         let mut last = self.0.ready.lock().await;
-        if let Some((at, verdict, _)) = &*last
-            && at.elapsed() < Duration::from_secs(1)
+        if let Some(c) = &*last
+            && c.at.elapsed() < Duration::from_secs(1)
         {
-            return verdict.clone();
+            return c.verdict.clone();
         }
-        let failures = last.as_ref().map_or(0, |(_, _, f)| *f);
+        let failures = last.as_ref().map_or(0, |c| c.failures);
         let verdict = match tokio::time::timeout(
             Duration::from_secs(2),
             self.0.store.store_id(false),
@@ -298,7 +304,11 @@ impl AppState {
         };
         let failures = if verdict.is_ok() { 0 } else { failures + 1 };
         let verdict = if failures == 1 { Ok(()) } else { verdict };
-        *last = Some((std::time::Instant::now(), verdict.clone(), failures));
+        *last = Some(ReadyCheck {
+            at: std::time::Instant::now(),
+            verdict: verdict.clone(),
+            failures,
+        });
         verdict
     }
 }
