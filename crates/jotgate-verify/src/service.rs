@@ -9,8 +9,9 @@
 //! - `Strict-Transport-Security: max-age=N` when serving HTTPS (RFC 6797).
 //! - `x-request-id`: the caller's, when it is 1–64 of `[A-Za-z0-9._-]`, else a new one;
 //!   set on the request (the gateway forwards it) and on the answer.
-//! - One `info` line per request: method, path (never the query string), status,
-//!   latency, request id. Never a header, a token or a body.
+//! - One `info` line per request, target `access` (`JOTGATE_LOG=info,access=off` turns
+//!   it off): method, path (never the query string), status, latency, request id. Never a
+//!   header, a token or a body.
 //!
 //! An answer a gateway passes through from its upstream is marked [`Forwarded`] and keeps
 //! the upstream's own headers untouched.
@@ -98,6 +99,7 @@ where
         };
         req.headers_mut().insert(REQUEST_ID, id.clone());
         let span = tracing::info_span!(
+            target: "access",
             "request",
             method = %req.method(),
             path = %req.uri().path().escape_debug(),
@@ -116,6 +118,7 @@ where
                     res.headers_mut().insert(REQUEST_ID, id);
                 }
                 tracing::info!(
+                    target: "access",
                     status = res.status().as_u16(),
                     latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                     "answered"

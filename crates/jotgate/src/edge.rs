@@ -166,6 +166,7 @@ fn log_decision(event: &lambda_runtime::LambdaEvent<Value>, out: Option<&Value>,
         .and_then(|v| v["context"]["code"].as_str())
         .unwrap_or("");
     tracing::info!(
+        target: "access",
         request_id = %event.context.request_id.escape_debug(),
         method = %method.escape_debug(),
         path = %path.escape_debug(),
