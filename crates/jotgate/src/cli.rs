@@ -896,6 +896,25 @@ mod tests {
     }
 
     #[test]
+    fn every_hidden_setting_is_resolved_as_a_secret() {
+        let mut hidden: Vec<String> = settings_args(&Cli::command())
+            .iter()
+            .filter(|(_, a)| a.is_hide_env_values_set())
+            .filter_map(|(_, a)| toml_key(a))
+            .collect();
+        hidden.sort();
+        hidden.dedup();
+        let mut s = Settings::default();
+        let mut slots: Vec<String> = s
+            .secret_slots()
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        slots.sort();
+        assert_eq!(hidden, slots);
+    }
+
+    #[test]
     fn typos_are_one_edit_away() {
         assert!(similar("signup", "sigup"));
         assert!(similar("listen", "lisen"));

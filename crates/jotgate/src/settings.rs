@@ -341,41 +341,27 @@ impl Settings {
     /// or an SSM Parameter Store parameter — by the secrets they name (feature
     /// `aws-secrets`; one fetch per reference, none otherwise).
     pub async fn resolve_secret_refs(mut self) -> anyhow::Result<Self> {
-        let slots = [
-            ("store", "JOTGATE_STORE", &mut self.store.store),
-            (
-                "hs256_secret",
-                "JOTGATE_HS256_SECRET",
-                &mut self.tokens.hs256_secret,
-            ),
-            ("pepper", "JOTGATE_PEPPER", &mut self.passwords.pepper),
-            (
-                "old_peppers",
-                "JOTGATE_OLD_PEPPERS",
-                &mut self.passwords.old_peppers,
-            ),
-            (
-                "old_master_keys",
-                "JOTGATE_OLD_MASTER_KEYS",
-                &mut self.seal.old_master_keys,
-            ),
-            (
-                "master_key",
-                "JOTGATE_MASTER_KEY",
-                &mut self.seal.master_key,
-            ),
-            (
-                "feed_token",
-                "JOTGATE_FEED_TOKEN",
-                &mut self.feed.feed_token,
-            ),
-        ];
-        for (name, env, slot) in slots {
+        for (name, slot) in self.secret_slots() {
             if let Some(value) = slot.as_ref() {
-                *slot = Some(resolve_secret(name, env, value).await?);
+                let env = format!("JOTGATE_{}", name.to_ascii_uppercase());
+                *slot = Some(resolve_secret(name, &env, value).await?);
             }
         }
         Ok(self)
+    }
+
+    /// Every secret setting, by its TOML key (a test checks that this is exactly the set of
+    /// settings whose variable is hidden, so a new secret cannot miss ARN resolution).
+    pub fn secret_slots(&mut self) -> [(&'static str, &mut Option<SecretString>); 7] {
+        [
+            ("store", &mut self.store.store),
+            ("hs256_secret", &mut self.tokens.hs256_secret),
+            ("pepper", &mut self.passwords.pepper),
+            ("old_peppers", &mut self.passwords.old_peppers),
+            ("old_master_keys", &mut self.seal.old_master_keys),
+            ("master_key", &mut self.seal.master_key),
+            ("feed_token", &mut self.feed.feed_token),
+        ]
     }
 
     /// Strict-Transport-Security on HTTPS answers: max-age in seconds, `None` for none.
