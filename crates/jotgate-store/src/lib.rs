@@ -284,6 +284,27 @@ pub trait Store: Send + Sync + 'static {
     async fn release_login_failure(&self, key: &str) -> Result<()>;
 }
 
+/// Whether a database holds `schema`'s tables, given the tables `present`: `false` for
+/// none (a fresh store), `true` for all, an error naming the missing ones for some.
+pub(crate) fn schema_state(schema: &str, present: &[String], at: &str) -> Result<bool> {
+    let expected = schema_tables(schema);
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|t| !present.iter().any(|p| p == *t))
+        .copied()
+        .collect();
+    if missing.len() == expected.len() {
+        return Ok(false);
+    }
+    if !missing.is_empty() {
+        return Err(StoreError::Config(format!(
+            "{at} holds only part of jotgate's schema (missing tables: {}); start `jotgate serve` once to complete it",
+            missing.join(", ")
+        )));
+    }
+    Ok(true)
+}
+
 /// The table names of a schema's `CREATE TABLE IF NOT EXISTS name` statements.
 pub(crate) fn schema_tables(schema: &str) -> Vec<&str> {
     schema

@@ -316,23 +316,8 @@ impl PostgresStore {
             .await
             .map_err(backend)?;
         let present: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        let expected = crate::schema_tables(SCHEMA);
-        let missing: Vec<&str> = expected
-            .iter()
-            .filter(|t| !present.iter().any(|p| p == *t))
-            .copied()
-            .collect();
-        if missing.len() == expected.len() {
-            return Ok(None);
-        }
-        if !missing.is_empty() {
-            return Err(StoreError::Config(format!(
-                "the database at {} holds only part of jotgate's schema (missing tables: {}); start `jotgate serve` once to complete it",
-                store.describe,
-                missing.join(", ")
-            )));
-        }
-        Ok(Some(store))
+        let at = format!("the database at {}", store.describe);
+        Ok(crate::schema_state(SCHEMA, &present, &at)?.then_some(store))
     }
 
     fn pool(url: &str, max_connections: usize) -> Result<Self> {

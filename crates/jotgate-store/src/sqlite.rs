@@ -192,21 +192,8 @@ impl SqliteStore {
                     path.display()
                 ))
             })?;
-        let expected = crate::schema_tables(SCHEMA);
-        let missing: Vec<&str> = expected
-            .iter()
-            .filter(|t| !present.iter().any(|p| p == *t))
-            .copied()
-            .collect();
-        if missing.len() == expected.len() {
+        if !crate::schema_state(SCHEMA, &present, &path.display().to_string())? {
             return Ok(None);
-        }
-        if !missing.is_empty() {
-            return Err(StoreError::Config(format!(
-                "{} holds only part of jotgate's schema (missing tables: {}); start `jotgate serve` once to complete it",
-                path.display(),
-                missing.join(", ")
-            )));
         }
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(Some(Self {

@@ -351,6 +351,20 @@ async fn policy(file: &PolicyFile, verifier: &Arc<jotgate_verify::Verifier>, r: 
     r.set("issuers", issuers);
 }
 
+/// The policy file's path, in the summary; `None` (a problem) without one.
+fn policy_path(edge: &crate::cli::EdgeSettings, r: &mut Report) -> Option<std::path::PathBuf> {
+    match edge.policy() {
+        Ok(p) => {
+            r.set("policy", p.display().to_string());
+            Some(p.to_path_buf())
+        }
+        Err(e) => {
+            r.error(&e);
+            None
+        }
+    }
+}
+
 async fn gateway(args: GatewayArgs, r: &mut Report) {
     r.command = "gateway";
     let listen = args.gateway_listen.unwrap_or(crate::edge::GATEWAY_LISTEN);
@@ -374,14 +388,9 @@ async fn gateway(args: GatewayArgs, r: &mut Report) {
             None
         }
     };
-    let path = match args.edge.policy() {
-        Ok(p) => p.to_path_buf(),
-        Err(e) => {
-            r.error(&e);
-            return;
-        }
+    let Some(path) = policy_path(&args.edge, r) else {
+        return;
     };
-    r.set("policy", path.display().to_string());
     match crate::edge::load_policy(&path) {
         Ok((verifier, file)) => {
             if let Some(upstream) = upstream
@@ -426,21 +435,10 @@ async fn authorizer(args: AuthorizerArgs, r: &mut Report) {
             jotgate_verify::authorizer::V2Format::Simple => "simple",
         },
     );
-    let path = match args.edge.policy() {
-        Ok(p) => p.to_path_buf(),
-        Err(e) => {
-            r.error(&e);
-            return;
-        }
+    let Some(path) = policy_path(&args.edge, r) else {
+        return;
     };
-    r.set("policy", path.display().to_string());
-    let token = feed.map(|t| secrecy::ExposeSecret::expose_secret(&t).to_string());
-    let lookup = move |name: &str| {
-        (name == "JOTGATE_FEED_TOKEN")
-            .then(|| token.clone())
-            .flatten()
-    };
-    match crate::edge::load_policy_with(&path, &lookup, false) {
+    match crate::edge::load_authorizer_policy(&path, feed.as_ref()) {
         Ok((verifier, file)) => policy(&file, &verifier, r).await,
         Err(e) => r.error(&e),
     }

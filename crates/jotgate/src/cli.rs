@@ -105,9 +105,9 @@ pub enum Cmd {
     Lambda(Box<LambdaArgs>),
 }
 
-/// Everything `serve` reads.
+/// The service's own settings, read by `serve` and by `lambda` (api mode).
 #[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
+pub struct ServiceArgs {
     #[command(flatten)]
     pub store: StoreSettings,
     #[command(flatten)]
@@ -123,14 +123,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub login: LoginSettings,
     #[command(flatten)]
-    pub listen: ListenSettings,
-    #[command(flatten)]
-    pub conn: ConnSettings,
-    #[command(flatten)]
     pub feed: FeedSettings,
 }
 
-impl ServeArgs {
+impl ServiceArgs {
     pub fn settings(self) -> Settings {
         Settings {
             store: self.store,
@@ -140,10 +136,29 @@ impl ServeArgs {
             passwords: self.passwords,
             api: self.api,
             login: self.login,
+            feed: self.feed,
+            ..Settings::default()
+        }
+    }
+}
+
+/// Everything `serve` reads: the service and its socket.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub listen: ListenSettings,
+    #[command(flatten)]
+    pub conn: ConnSettings,
+}
+
+impl ServeArgs {
+    pub fn settings(self) -> Settings {
+        Settings {
             listen: self.listen,
             conn: self.conn,
-            feed: self.feed,
-            https_front: false,
+            ..self.service.settings()
         }
     }
 }
@@ -248,7 +263,7 @@ pub enum LambdaMode {
     Authorizer,
 }
 
-/// Everything `lambda` reads: the server's settings (api mode) and the authorizer's.
+/// Everything `lambda` reads: the service's settings (api mode) and the authorizer's.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LambdaArgs {
     /// api or authorizer [default: api]
@@ -260,21 +275,7 @@ pub struct LambdaArgs {
     )]
     pub lambda_mode: Option<LambdaMode>,
     #[command(flatten)]
-    pub store: StoreSettings,
-    #[command(flatten)]
-    pub seal: SealSettings,
-    #[command(flatten)]
-    pub tokens: TokenSettings,
-    #[command(flatten)]
-    pub sessions: SessionSettings,
-    #[command(flatten)]
-    pub passwords: PasswordSettings,
-    #[command(flatten)]
-    pub api: ApiSettings,
-    #[command(flatten)]
-    pub login: LoginSettings,
-    #[command(flatten)]
-    pub feed: FeedSettings,
+    pub service: ServiceArgs,
     #[command(flatten)]
     pub edge: EdgeSettings,
     #[command(flatten)]
@@ -283,17 +284,7 @@ pub struct LambdaArgs {
 
 impl LambdaArgs {
     pub fn settings(&self) -> Settings {
-        Settings {
-            store: self.store.clone(),
-            seal: self.seal.clone(),
-            tokens: self.tokens.clone(),
-            sessions: self.sessions.clone(),
-            passwords: self.passwords.clone(),
-            api: self.api.clone(),
-            login: self.login.clone(),
-            feed: self.feed.clone(),
-            ..Settings::default()
-        }
+        self.service.clone().settings()
     }
 }
 

@@ -99,6 +99,22 @@ impl Gateway {
     }
 }
 
+/// The authorizer's policy: `feed_token` (the `feed_token` setting, an ARN already
+/// resolved) answers a policy's `revocation_token_env = "JOTGATE_FEED_TOKEN"`; the feeds
+/// are read before decisions, not followed (Lambda freezes the process between events).
+pub fn load_authorizer_policy(
+    policy: &Path,
+    feed_token: Option<&secrecy::SecretString>,
+) -> anyhow::Result<(Arc<Verifier>, PolicyFile)> {
+    let token = feed_token.map(|t| secrecy::ExposeSecret::expose_secret(t).to_string());
+    let lookup = move |name: &str| {
+        (name == "JOTGATE_FEED_TOKEN")
+            .then(|| token.clone())
+            .flatten()
+    };
+    load_policy_with(policy, &lookup, false)
+}
+
 /// Run as an AWS Lambda authorizer: one event at a time from the Lambda Runtime API.
 /// `feed_token` (the `feed_token` setting, an ARN already resolved) answers a policy's
 /// `revocation_token_env = "JOTGATE_FEED_TOKEN"`.
@@ -109,13 +125,7 @@ pub async fn run_authorizer(
 ) -> anyhow::Result<()> {
     crate::lambda::require_lambda_env("jotgate authorizer")?;
     crate::init_crypto();
-    let token = feed_token.map(|t| secrecy::ExposeSecret::expose_secret(t).to_string());
-    let lookup = move |name: &str| {
-        (name == "JOTGATE_FEED_TOKEN")
-            .then(|| token.clone())
-            .flatten()
-    };
-    let (verifier, file) = load_policy_with(policy, &lookup, false)?;
+    let (verifier, file) = load_authorizer_policy(policy, feed_token)?;
     // Keys are fetched once per container, before the first event, and the revocation
     // feeds read to their end.
     let _background = verifier.start().await;

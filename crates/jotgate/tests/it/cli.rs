@@ -461,7 +461,34 @@ fn header_kid(token: &str) -> String {
         .to_string()
 }
 
-fn openssl(args: &[&str]) {
+/// A self-signed P-256 certificate for localhost and 127.0.0.1, and its key.
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-days",
+        "1",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+    (cert, key)
+}
+
+pub fn openssl(args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .output()
@@ -563,28 +590,7 @@ async fn keys_import_accepts_pkcs1_sec1_and_pkcs8_pem() {
 #[tokio::test]
 async fn tls_serves_https_and_plain_http_fails() {
     let dir = temp_dir();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-        "-days",
-        "1",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]);
+    let (cert, key) = self_signed(&dir);
     let s = Served::start(
         &dir,
         &[

@@ -308,16 +308,6 @@ fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn openssl(args: &[&str]) {
-    let ok = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok, "openssl {args:?}");
-}
-
 /// Each start-up failure: the first line says what is wrong, the next what to do, in
 /// under 400 bytes at the default log level, never a password; nothing claims the store
 /// was opened.
@@ -325,24 +315,9 @@ fn openssl(args: &[&str]) {
 async fn start_up_errors_name_their_cause() {
     let dir = temp_dir();
     let p = |f: &str| dir.join(f).display().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-days",
-        "1",
-        "-keyout",
-        &p("k1.pem"),
-        "-out",
-        &p("c1.pem"),
-    ]);
-    openssl(&[
+    let (cert, _) = crate::cli::self_signed(&dir);
+    std::fs::copy(cert, dir.join("c1.pem")).unwrap();
+    crate::cli::openssl(&[
         "genpkey",
         "-algorithm",
         "ec",
@@ -588,6 +563,11 @@ fn run_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, S
 
 /// The files of `dir` and a digest of each; SQLite's `-shm` (the WAL index, where even
 /// readers record their read marks) left out.
+/// The first key line of `check --format json`'s summary.
+fn first_key(v: &serde_json::Value) -> &str {
+    v["summary"]["keys"][0].as_str().unwrap_or("")
+}
+
 fn files(dir: &std::path::Path) -> Vec<(String, u64)> {
     use std::hash::{Hash, Hasher};
     let mut v: Vec<(String, u64)> = std::fs::read_dir(dir)
@@ -941,13 +921,7 @@ async fn check_reads_postgresql_without_writing() {
     let (code, out, err) = run_in(&dir, &["check", "serve", "--format", "json"], &env);
     assert_eq!(code, 0, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(
-        v["summary"]["keys"][0]
-            .as_str()
-            .unwrap()
-            .contains("RS256 signing"),
-        "{v}"
-    );
+    assert!(first_key(&v).contains("RS256 signing"), "{v}");
     assert_eq!(tables().await, n);
     // A database holding part of the schema is a problem, named.
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -975,13 +949,7 @@ fn check_reads_the_database_of_a_running_server() {
     );
     assert_eq!(code, 0, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(
-        v["summary"]["keys"][0]
-            .as_str()
-            .unwrap()
-            .contains("signing"),
-        "{v}"
-    );
+    assert!(first_key(&v).contains("signing"), "{v}");
     assert!(v["notes"].to_string().contains("already listens"), "{v}");
     drop(s);
 }
