@@ -70,6 +70,9 @@ if [ "${JOTGATE_SKIP_POSTGRES:-}" != 1 ] && [ -z "${JOTGATE_TEST_POSTGRES:-}" ];
   [ "$(id -u)" = 0 ] && chown postgres "$pgdir"
   port=$(free_port)
   as_pg "$pgbin/initdb" -D "$pgdir/data" -A trust -U postgres >/dev/null
+  # Two roles for the start-up error tests, ahead of the trust lines: one that needs its
+  # password, one that may only connect over TLS.
+  sed -i '1i host all jotgate_needs_password 127.0.0.1/32 scram-sha-256\nhostnossl all jotgate_needs_tls 127.0.0.1/32 reject' "$pgdir/data/pg_hba.conf"
   # TLS with a throwaway CA, so the tests can connect with sslmode=verify-full.
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj /CN=jotgate-test-ca -keyout "$pgdir/ca.key" -out "$pgdir/ca.crt" 2>/dev/null
@@ -85,6 +88,8 @@ if [ "${JOTGATE_SKIP_POSTGRES:-}" != 1 ] && [ -z "${JOTGATE_TEST_POSTGRES:-}" ];
   export JOTGATE_TEST_POSTGRES_CA="$pgdir/ca.crt"
   cleanups+=('as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$pgdir"')
   export JOTGATE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
+  as_pg "$pgbin/psql" -h 127.0.0.1 -p "$port" -U postgres -q -c "CREATE ROLE jotgate_needs_password LOGIN PASSWORD 'right-password'" -c "CREATE ROLE jotgate_needs_tls LOGIN" postgres
+  export JOTGATE_TEST_POSTGRES_ROLES=1
   echo "test.sh: PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on port $port"
 fi
 

@@ -77,8 +77,14 @@ pub struct PostgresStore {
     describe: String,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// A backend failure with its causes: tokio-postgres' own text for a server error is just
+/// "db error", the server's message is its source.
+fn backend(e: impl std::error::Error) -> StoreError {
+    StoreError::Backend(causes(&e))
+}
+
+fn failed(m: &str) -> StoreError {
+    StoreError::Backend(m.to_string())
 }
 
 const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
@@ -298,7 +304,13 @@ impl PostgresStore {
             "BEGIN; SET LOCAL client_min_messages = warning; SELECT pg_advisory_xact_lock(7411); {SCHEMA} COMMIT;"
         ))
         .await
-        .map_err(backend)?;
+        .map_err(|e| {
+            let why = e.as_db_error().map_or_else(|| causes(&e), |d| d.message().to_string());
+            StoreError::Setup {
+                what: format!("cannot create jotgate's tables in {}: {why}", store.describe),
+                todo: "let the user create tables in its schema (GRANT CREATE ON SCHEMA public TO …), or start jotgate once as a user who may".into(),
+            }
+        })?;
         Ok(store)
     }
 
@@ -366,7 +378,7 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
-            backend(format!(
+            StoreError::Backend(format!(
                 "cannot connect to {}: {}",
                 self.describe,
                 causes(&e)
@@ -750,7 +762,7 @@ impl Store for PostgresStore {
             }
         }
         if !stored {
-            return Err(backend("the revocation kept colliding; try again"));
+            return Err(failed("the revocation kept colliding; try again"));
         }
         // Took long enough that a reader may have passed its position: move it forward.
         let half = FEED_SETTLE.as_micros() as i64 / 2;
@@ -758,7 +770,7 @@ impl Store for PostgresStore {
         while micros_now() - started >= half {
             attempts += 1;
             if attempts > 8 {
-                return Err(backend("the revocation kept landing late; try again"));
+                return Err(failed("the revocation kept landing late; try again"));
             }
             started = micros_now();
             let res = c

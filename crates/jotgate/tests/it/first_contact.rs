@@ -405,6 +405,28 @@ async fn start_up_errors_name_their_cause() {
             "the PostgreSQL database does not exist",
             "CREATE DATABASE",
         ));
+        // Roles that scripts/test.sh makes: one needing its password, one TLS only.
+        if std::env::var("JOTGATE_TEST_POSTGRES_ROLES").is_ok() {
+            let host = base.rsplit_once('@').unwrap().1;
+            cases.push((
+                vec!["serve".into()],
+                vec![(
+                    "JOTGATE_STORE",
+                    format!("postgres://jotgate_needs_password:hunter2-wrong@{host}/postgres"),
+                )],
+                "PostgreSQL refused the password",
+                "pg_hba.conf",
+            ));
+            cases.push((
+                vec!["serve".into()],
+                vec![(
+                    "JOTGATE_STORE",
+                    format!("postgres://jotgate_needs_tls@{host}/postgres?sslmode=disable"),
+                )],
+                "PostgreSQL requires TLS for this connection",
+                "sslmode=verify-full",
+            ));
+        }
     }
     if let Ok(endpoint) = std::env::var("JOTGATE_TEST_DYNAMODB") {
         cases.push((
