@@ -80,7 +80,14 @@ pub fn sdk_config(region: &str, endpoint: Option<&str>) -> Result<SdkConfig, Aws
         )))
         .http_client(http)
         .timeout_config(timeouts)
-        .retry_config(RetryConfig::standard().with_max_attempts(3));
+        // DynamoDB's own backoff base (25 ms), not the SDK's 1 s default: a store that is
+        // down is answered 503 within a second or so, not after seconds of backoff.
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(25))
+                .with_max_backoff(Duration::from_millis(400)),
+        );
     if let Some(e) = endpoint {
         b = b.endpoint_url(e);
     }

@@ -38,6 +38,8 @@ pub enum ApiError {
     Busy,
     NotFound,
     MethodNotAllowed,
+    /// 503: the data store failed or did not answer in time; retrying may succeed.
+    StoreUnavailable(String),
     Internal(String),
 }
 
@@ -113,6 +115,11 @@ impl ApiError {
                 "method_not_allowed",
                 "method not allowed on this endpoint".into(),
             ),
+            StoreUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the data store is unavailable; retry shortly".into(),
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -124,7 +131,14 @@ impl ApiError {
 
 impl From<jotgate_store::StoreError> for ApiError {
     fn from(e: jotgate_store::StoreError) -> Self {
-        Self::internal(e)
+        use jotgate_store::StoreError;
+        match e {
+            // Unreachable, timed out, refused: the next attempt may succeed.
+            StoreError::Backend(_) | StoreError::Setup { .. } => {
+                Self::StoreUnavailable(e.to_string())
+            }
+            e => Self::internal(e),
+        }
     }
 }
 
@@ -147,6 +161,9 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::Internal(cause) = &self {
             tracing::error!(%cause, "request failed");
+        }
+        if let ApiError::StoreUnavailable(cause) = &self {
+            tracing::warn!(%cause, "the data store failed; answered 503");
         }
         let (status, code, message) = self.parts();
         let mut res = (
@@ -171,7 +188,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from(retry_after_secs.max(&1).to_owned()),
                 );
             }
-            ApiError::Busy => {
+            ApiError::Busy | ApiError::StoreUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -87,6 +87,9 @@ fn failed(m: &str) -> StoreError {
     StoreError::Backend(m.to_string())
 }
 
+/// How long a request waits for a connection (or a new one to open) before failing.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
      VALUES ($1, $2, $3, $4, $5)";
 
@@ -338,6 +341,13 @@ impl PostgresStore {
             .parse()
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
         cfg.ssl_mode(mode.wire());
+        // A database that stops answering (a dead host, a cut network) is noticed in
+        // seconds, not at the system's TCP timeout.
+        cfg.connect_timeout(STORE_WAIT);
+        cfg.keepalives(true);
+        cfg.keepalives_idle(std::time::Duration::from_secs(5));
+        cfg.keepalives_interval(std::time::Duration::from_secs(1));
+        cfg.keepalives_retries(3);
         let describe = format!("{} (sslmode={})", redact(&cfg), mode_name(mode));
         if !mode.verifies() && !loopback(&cfg) {
             tracing::warn!(
@@ -361,8 +371,15 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Bounded waits: a request that cannot get a connection within STORE_WAIT (the
+        // database down, or every connection busy) fails then and is answered 503, instead
+        // of piling up behind the pool.
         let pool = Pool::builder(mgr)
             .max_size(max_connections.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(STORE_WAIT))
+            .create_timeout(Some(STORE_WAIT))
+            .recycle_timeout(Some(STORE_WAIT))
             .build()
             .map_err(backend)?;
         Ok(Self { pool, describe })

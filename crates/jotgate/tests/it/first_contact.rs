@@ -1,9 +1,6 @@
 //! What a new user meets first: the headers on every answer, the request id and access
 //! log, readiness, and the words of start-up errors.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -203,53 +200,6 @@ async fn the_gateway_is_not_ready_without_keys() {
     );
 }
 
-/// A TCP relay to PostgreSQL that the test can cut and restore: the database "stops"
-/// without stopping the shared test server.
-struct Relay {
-    addr: std::net::SocketAddr,
-    open: Arc<AtomicBool>,
-    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Relay {
-    async fn start(target: String) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (o, c) = (open.clone(), conns.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !o.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                c.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Self { addr, open, conns }
-    }
-
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
 /// `/healthz` is liveness; `/readyz` says whether the store answers, and recovers by
 /// itself.
 #[tokio::test]
@@ -263,7 +213,7 @@ async fn readiness_follows_the_store() {
         parsed.host_str().unwrap(),
         parsed.port().unwrap_or(5432)
     );
-    let relay = Relay::start(target.clone()).await;
+    let relay = crate::faults::Relay::start(target.clone()).await;
     let via = url.replacen(&target, &relay.addr.to_string(), 1);
     let dir = temp_dir();
     let mut s = settings(&dir);

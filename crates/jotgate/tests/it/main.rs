@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod edge;
 mod errors;
+mod faults;
 mod feed;
 mod first_contact;
 mod flow;
