@@ -312,3 +312,113 @@ async fn a_server_killed_mid_refresh_leaves_no_forked_session() {
         "{answered} refreshes answered 200 before the kill; {checked} sessions had a successor"
     );
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// `None` (the test skips) where this process may not mount (not root, a container).
+    fn mount(size: &str) -> Option<Self> {
+        let dir = temp_dir().join("disk");
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .ok()?
+            .status
+            .success();
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// SQLite on a full disk: writes answer 503 `store_unavailable` (never a crash, never a
+/// half-written account), tokens issued before keep working, and service resumes when
+/// space returns, with the data intact.
+#[tokio::test]
+async fn sqlite_on_a_full_disk_fails_clearly_and_recovers() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root outside a container)");
+        return;
+    };
+    let dir = disk.0.clone();
+    let mut s = settings(&dir);
+    s.store.database = Some(dir.join("jotgate.db"));
+    let app = TestApp::with(s, dir.clone()).await;
+    let token = app.signup("ivy").await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Fill the disk.
+    let filler = dir.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut refused = Vec::new();
+    for i in 0..20 {
+        let res = app
+            .post(
+                "/signup",
+                json!({"username": format!("full{i}"), "password": PASSWORD}),
+            )
+            .await;
+        match res.status() {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(res.headers()["retry-after"], "1");
+                assert_eq!(
+                    error_code(res, StatusCode::SERVICE_UNAVAILABLE).await,
+                    "store_unavailable"
+                );
+                refused.push(format!("full{i}"));
+            }
+            // A write may still fit in space SQLite already holds.
+            StatusCode::CREATED => {}
+            other => panic!("sign-up on a full disk: {other}"),
+        }
+    }
+    assert!(!refused.is_empty(), "the disk never filled");
+    assert_eq!(app.private(&token).await.status(), StatusCode::OK);
+    // Space returns: service resumes, nothing lost, nothing half-made.
+    std::fs::remove_file(&filler).unwrap();
+    crate::edge::eventually("sign-up works again", async || {
+        app.post(
+            "/signup",
+            json!({"username": "after", "password": PASSWORD}),
+        )
+        .await
+        .status()
+            == StatusCode::CREATED
+    })
+    .await;
+    assert_eq!(app.login("ivy", PASSWORD).await.status(), StatusCode::OK);
+    let out = crate::cli::bin()
+        .env("JOTGATE_DATABASE", dir.join("jotgate.db"))
+        .args(["users", "list", "--json"])
+        .output()
+        .unwrap();
+    let users: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"ivy") && names.contains(&"after"),
+        "{names:?}"
+    );
+    drop(app);
+}
