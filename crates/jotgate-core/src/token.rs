@@ -8,7 +8,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{EncodingKey, Header};
+use jsonwebtoken::Header;
 
 use crate::claims::AccessClaims;
 use crate::keys::{KeyError, KeyMaterial, SigningAlg};
@@ -138,15 +138,49 @@ impl TokenError {
 pub struct TokenSigner {
     kid: String,
     alg: SigningAlg,
-    key: EncodingKey,
+    /// `b64url(header) + "."`: the same for every token of this key.
+    header: String,
+    key: ParsedKey,
+}
+
+/// A private key parsed once, when the signer is made: signing a token is then one
+/// signature, not a key parse (jsonwebtoken parses the DER on every call: ~1.2 ms of an
+/// RS256 token's ~1.5 ms).
+enum ParsedKey {
+    Hs256(aws_lc_rs::hmac::Key),
+    Rs256(aws_lc_rs::signature::RsaKeyPair),
+    Es256(aws_lc_rs::signature::EcdsaKeyPair),
+    EdDsa(aws_lc_rs::signature::Ed25519KeyPair),
 }
 
 impl TokenSigner {
     pub fn new(key: &KeyMaterial) -> Result<Self, KeyError> {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair,
+        };
+        let der = key.secret_bytes();
+        let bad = |e: aws_lc_rs::error::KeyRejected| KeyError::Malformed(e.to_string());
+        let parsed = match key.alg() {
+            SigningAlg::HS256 => {
+                ParsedKey::Hs256(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, der))
+            }
+            SigningAlg::RS256 => ParsedKey::Rs256(RsaKeyPair::from_pkcs8(der).map_err(bad)?),
+            SigningAlg::ES256 => ParsedKey::Es256(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(bad)?,
+            ),
+            SigningAlg::EdDSA => {
+                ParsedKey::EdDsa(Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(bad)?)
+            }
+        };
+        let mut header = Header::new(key.alg().jwt());
+        header.typ = Some(ACCESS_TOKEN_TYP.into());
+        header.kid = Some(key.kid().to_string());
+        let header = serde_json::to_vec(&header).map_err(|e| KeyError::Malformed(e.to_string()))?;
         Ok(Self {
             kid: key.kid().to_string(),
             alg: key.alg(),
-            key: key.encoding_key()?,
+            header: format!("{}.", URL_SAFE_NO_PAD.encode(header)),
+            key: parsed,
         })
     }
 
@@ -158,12 +192,37 @@ impl TokenSigner {
         self.alg
     }
 
+    /// A compact JWS (RFC 7515 §7.1) of `claims`: `b64url(header).b64url(claims).b64url(sig)`.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
-        let mut header = Header::new(self.alg.jwt());
-        header.typ = Some(ACCESS_TOKEN_TYP.into());
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.key)
-            .map_err(|e| KeyError::Malformed(e.to_string()))
+        let claims = serde_json::to_vec(claims).map_err(|e| KeyError::Malformed(e.to_string()))?;
+        let mut token = String::with_capacity(self.header.len() + claims.len() * 2 + 400);
+        token.push_str(&self.header);
+        URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+        let input = token.as_bytes();
+        let signing_failed = |_| KeyError::Malformed("the signature could not be made".into());
+        let signature: Vec<u8> = match &self.key {
+            ParsedKey::Hs256(k) => aws_lc_rs::hmac::sign(k, input).as_ref().to_vec(),
+            ParsedKey::Rs256(k) => {
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    input,
+                    &mut sig,
+                )
+                .map_err(signing_failed)?;
+                sig
+            }
+            ParsedKey::Es256(k) => k
+                .sign(&aws_lc_rs::rand::SystemRandom::new(), input)
+                .map_err(signing_failed)?
+                .as_ref()
+                .to_vec(),
+            ParsedKey::EdDsa(k) => k.sign(input).as_ref().to_vec(),
+        };
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
     }
 }
 
