@@ -147,7 +147,7 @@ pub struct TokenSigner {
 /// signature, not a key parse (jsonwebtoken parses the DER on every call: ~1.2 ms of an
 /// RS256 token's ~1.5 ms).
 enum ParsedKey {
-    Hs256(aws_lc_rs::hmac::Key),
+    Hs256(Box<aws_lc_rs::hmac::Key>),
     Rs256(aws_lc_rs::signature::RsaKeyPair),
     Es256(aws_lc_rs::signature::EcdsaKeyPair),
     EdDsa(aws_lc_rs::signature::Ed25519KeyPair),
@@ -161,9 +161,10 @@ impl TokenSigner {
         let der = key.secret_bytes();
         let bad = |e: aws_lc_rs::error::KeyRejected| KeyError::Malformed(e.to_string());
         let parsed = match key.alg() {
-            SigningAlg::HS256 => {
-                ParsedKey::Hs256(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, der))
-            }
+            SigningAlg::HS256 => ParsedKey::Hs256(Box::new(aws_lc_rs::hmac::Key::new(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                der,
+            ))),
             SigningAlg::RS256 => ParsedKey::Rs256(RsaKeyPair::from_pkcs8(der).map_err(bad)?),
             SigningAlg::ES256 => ParsedKey::Es256(
                 EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(bad)?,
