@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # HTTP benchmarks of the release binary on loopback: GET /private throughput and latency
-# (wrk), start-up time to the first served request, peak RSS, binary size, login latency at
+# (wrk) beside two comparison servers run in the same session (benches/bare_axum.rs: axum
+# verifying nothing; benches/bare_jwt.rs: axum + jsonwebtoken RS256, no cache), start-up
+# time to the first served request, peak RSS, binary size, login latency at
 # the default argon2 parameters. Prints a Markdown table; docs/benchmarks.md records results.
 #
 #   benches/http.sh            # needs wrk (apt-get install wrk) and python3
@@ -12,9 +14,10 @@ PORT=${PORT:-18080}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 
 cargo build --release --locked -q
+cargo build --release --locked -q -p jotgate-verify --example bare_axum --example bare_jwt
 BIN=target/release/jotgate
 work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $pid ${bare_pids:-} 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # Start-up: process spawn to first 200 from /healthz, on an existing database (keys made).
 JOTGATE_DATABASE=$work/db.sqlite $BIN serve --listen 127.0.0.1:$PORT 2>/dev/null & pid=$!
@@ -41,8 +44,9 @@ PY
 )
 
 # Throttling raised so the timing comparison below is not cut short by 429s.
+# (and sessions, so 500 logins of one user keep 500 live tokens)
 JOTGATE_DATABASE=$work/db.sqlite $BIN serve --listen 127.0.0.1:$PORT \
-  --login-user-failures 100000 --login-ip-failures 100000 2>/dev/null & pid=$!
+  --login-user-failures 100000 --login-ip-failures 100000 --max-sessions 1000 2>/dev/null & pid=$!
 until curl -sf localhost:$PORT/healthz >/dev/null; do sleep 0.05; done
 token=$(curl -sf localhost:$PORT/signup -H 'content-type: application/json' \
   -d '{"username":"bench","password":"correct horse battery"}' | python3 -c 'import json,sys;print(json.load(sys.stdin)["token"])')
@@ -70,6 +74,47 @@ wrk_line "GET /private, invalid token (last character changed): a signature chec
   -H "Authorization: Bearer $bad" http://127.0.0.1:$PORT/private
 wrk_line "GET /healthz, no auth: the stack's ceiling (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
   http://127.0.0.1:$PORT/healthz
+
+# The comparison servers, same machine, same wrk settings, the same token.
+jwk=$(curl -sf localhost:$PORT/.well-known/jwks.json | python3 -c 'import json,sys; k=json.load(sys.stdin)["keys"][0]; print(k["n"], k["e"])')
+target/release/examples/bare_axum $((PORT + 1)) & bare_pids="$!"
+target/release/examples/bare_jwt $((PORT + 2)) "http://127.0.0.1:$PORT" $jwk & bare_pids="$bare_pids $!"
+until curl -sf -o /dev/null localhost:$((PORT + 1))/private && \
+      curl -sf -o /dev/null -H "Authorization: Bearer $token" localhost:$((PORT + 2))/private; do sleep 0.05; done
+# 500 tokens of 500 sessions, requested in turn.
+python3 - "$PORT" "$work/tokens.lua" <<'PY'
+import json, sys, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+port, out = sys.argv[1], sys.argv[2]
+def login(_):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/login",
+        data=b'{"username":"bench","password":"correct horse battery"}',
+        headers={"content-type": "application/json"})
+    return json.load(urllib.request.urlopen(req))["token"]
+with ThreadPoolExecutor(8) as ex:
+    tokens = list(ex.map(login, range(500)))
+with open(out, "w") as f:
+    f.write("tokens = {" + ",".join(f'"{t}"' for t in tokens) + "}\n")
+    f.write("i = 0\nrequest = function()\n  i = i % #tokens + 1\n"
+            "  return wrk.format(\"GET\", \"/private\", {[\"Authorization\"] = \"Bearer \" .. tokens[i]})\nend\n")
+PY
+rps() { awk -F'|' -v l="$1" 'index($2, l) {gsub(/ /, "", $3); print $3}' "$work/rows"; }
+{
+wrk_line "bare axum, no verification: GET /private (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
+  http://127.0.0.1:$((PORT + 1))/private
+wrk_line "bare axum + jsonwebtoken RS256, the same token repeated (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
+  -H "Authorization: Bearer $token" http://127.0.0.1:$((PORT + 2))/private
+wrk_line "bare axum + jsonwebtoken RS256, 500 tokens in turn (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
+  -s "$work/tokens.lua" http://127.0.0.1:$((PORT + 2))/private
+wrk_line "jotgate GET /private, the same token repeated, again (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
+  -H "Authorization: Bearer $token" http://127.0.0.1:$PORT/private
+wrk_line "jotgate GET /private, 500 tokens in turn (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
+  -s "$work/tokens.lua" http://127.0.0.1:$PORT/private
+} | tee "$work/rows"
+kill $bare_pids; bare_pids=
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f %%", 100 * a / b; else print "?" }'; }
+ratios="repeated token: $(ratio "$(rps 'jotgate GET /private, the same token')" "$(rps 'bare axum, no verification')") of bare axum; \
+500 tokens in turn: $(ratio "$(rps 'jotgate GET /private, 500 tokens')" "$(rps 'bare axum + jsonwebtoken RS256, 500 tokens')") of bare axum + jsonwebtoken"
 cat > "$work/login.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body   = '{"username":"bench","password":"correct horse battery"}'
@@ -103,6 +148,7 @@ PY
 
 rss=$(awk '/VmHWM/ {print $2, $3}' /proc/$pid/status)
 echo
+echo "- jotgate against the comparison servers of this run: $ratios"
 echo "- failed login timing: $enum"
 echo "- start-up, spawn to first /healthz 200: $startup"
 echo "- peak RSS of the server after all the load above: $rss"

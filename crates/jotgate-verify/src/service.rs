@@ -135,11 +135,14 @@ where
 fn new_request_id() -> HeaderValue {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // std's per-process random hasher keys (from the OS), not aws-lc's DRBG: its first
+    // use seeds a jitter-entropy source (~35 ms), which the first request would wait for.
     let prefix = PREFIX.get_or_init(|| {
-        jotgate_core::random::bytes(8)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        use std::hash::{BuildHasher, Hasher};
+        let n = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        format!("{n:016x}")
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     HeaderValue::from_str(&format!("{prefix}-{n:x}"))
