@@ -15,6 +15,8 @@ no JOTGATE_* variable set. In a block:
 - `# => exit N` says the command must exit with N instead;
 - a command ending in `&` runs in the background (its output is dropped) until the
   file's blocks are done;
+- a line `<!-- doctest: COMMAND -->` outside the blocks (not rendered) runs COMMAND in
+  its place: set-up the reader has already done, such as starting the server;
 - any other comment is commentary.
 """
 
@@ -26,13 +28,19 @@ import sys
 import tempfile
 
 FENCE = re.compile(r"^```sh doctest\s*$")
+HIDDEN = re.compile(r"^<!-- doctest: (.*) -->\s*$")
 
 
 def blocks(text):
     out, cur = [], None
     for n, line in enumerate(text.splitlines(), 1):
         if cur is None:
-            if FENCE.match(line):
+            hidden = HIDDEN.match(line)
+            if hidden:
+                # A set-up command the reader does not need to see (an HTML comment: not
+                # rendered), e.g. starting the server the text says is running.
+                out.append([(n, hidden.group(1))])
+            elif FENCE.match(line):
                 cur = []
         elif line.startswith("```"):
             out.append(cur)
