@@ -313,6 +313,22 @@ impl AppState {
     }
 }
 
+/// How long a request that writes to the store may take before it is answered 503.
+pub const STORE_DEADLINE: Duration = Duration::from_secs(10);
+
+async fn store_deadline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(STORE_DEADLINE, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::StoreUnavailable(format!(
+            "the request did not finish within {} s",
+            STORE_DEADLINE.as_secs()
+        ))),
+    }
+}
+
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let limit = state.0.cfg.max_body_bytes;
@@ -320,11 +336,14 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .route("/signup", post(routes::signup))
         .route("/login", post(routes::login))
-        .route("/verify", post(routes::verify))
-        .route("/private", get(routes::private))
         .route("/refresh", post(routes::refresh))
         .route("/logout", post(routes::logout))
         .route("/logout-all", post(routes::logout_all))
+        // The routes that write to the store answer within STORE_DEADLINE, a slow store
+        // or not: 503 `store_unavailable` then, never a request left hanging.
+        .route_layer(axum::middleware::from_fn(store_deadline))
+        .route("/verify", post(routes::verify))
+        .route("/private", get(routes::private))
         .route("/api/v1/revocations", get(routes::revocation_feed))
         .route("/.well-known/jwks.json", get(routes::jwks))
         .route("/.well-known/openid-configuration", get(routes::discovery))

@@ -30,6 +30,8 @@ pub async fn issuer_app() -> TestApp {
     s.tokens.issuer = None;
     s.sessions.sync_interval = Some(1);
     s.feed.feed_token = Some(FEED_TOKEN.to_string().into());
+    // Tests sign up freely (one polls sign-ups until a rotated key signs).
+    s.login.signup_ip_limit = Some(10_000);
     TestApp::with(s, dir).await
 }
 

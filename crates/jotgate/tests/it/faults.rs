@@ -17,7 +17,32 @@ use crate::common::{PASSWORD, TestApp, error_code, settings, temp_dir};
 pub struct Relay {
     pub addr: std::net::SocketAddr,
     open: Arc<AtomicBool>,
+    /// Milliseconds every chunk waits before it is passed on (a slow network or store).
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+/// Copy `from` to `to`, each chunk after `delay_ms`.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let d = delay_ms.load(Ordering::SeqCst);
+        if d > 0 {
+            tokio::time::sleep(Duration::from_millis(d)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Relay {
@@ -25,26 +50,42 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(AtomicBool::new(true));
+        let delay_ms: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (o, c) = (open.clone(), conns.clone());
+        let (o, c, d) = (open.clone(), conns.clone(), delay_ms.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     return;
                 };
                 if !o.load(Ordering::SeqCst) {
                     continue;
                 }
-                let target = target.clone();
+                let (target, d) = (target.clone(), d.clone());
                 let task = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    if let Ok(out) = tokio::net::TcpStream::connect(target).await {
+                        let (ir, iw) = inbound.into_split();
+                        let (or, ow) = out.into_split();
+                        tokio::join!(pass(ir, ow, d.clone()), pass(or, iw, d));
                     }
                 });
                 c.lock().unwrap().push(task.abort_handle());
             }
         });
-        Self { addr, open, conns }
+        Self {
+            addr,
+            open,
+            delay_ms,
+            conns,
+        }
+    }
+
+    /// Hold every chunk this long, both ways (0: none).
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_ms.store(
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     pub fn cut(&self) {
@@ -421,4 +462,64 @@ async fn sqlite_on_a_full_disk_fails_clearly_and_recovers() {
         "{names:?}"
     );
     drop(app);
+}
+
+/// A PostgreSQL that answers slowly (every packet held 1 s): requests are bounded — those
+/// that find every connection busy get 503 after the pool's wait, the one that holds a
+/// connection gets 503 at the store deadline (10 s), none hangs or piles up — and the
+/// service is itself again once the store is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_postgresql_bounds_every_request() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    let parsed: reqwest::Url = url.parse().unwrap();
+    let target = format!(
+        "{}:{}",
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap_or(5432)
+    );
+    let relay = Relay::start(target.clone()).await;
+    let app = app_behind(&url, &target, &relay).await;
+    app.signup("slow").await;
+    relay.set_delay(Duration::from_secs(1));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (client, url) = (app.client.clone(), app.url("/login"));
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let res = client
+                .post(url)
+                .json(&json!({"username": "slow", "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap();
+            (res.status(), t.elapsed())
+        }));
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut fast_503 = 0;
+    for t in tasks {
+        let (status, took) = t.await.unwrap();
+        *statuses.entry(status.as_u16()).or_insert(0) += 1;
+        if status == StatusCode::SERVICE_UNAVAILABLE && took < Duration::from_secs(3) {
+            fast_503 += 1;
+        }
+    }
+    let all = started.elapsed();
+    assert!(
+        statuses.keys().all(|s| [200, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(fast_503 > 0, "nobody was told to come back: {statuses:?}");
+    assert!(all < Duration::from_secs(15), "requests piled up: {all:?}");
+    relay.set_delay(Duration::ZERO);
+    crate::edge::eventually("logins are fast again", async || {
+        let t = Instant::now();
+        app.login("slow", PASSWORD).await.status() == StatusCode::OK
+            && t.elapsed() < Duration::from_secs(1)
+    })
+    .await;
+    eprintln!("slow store: {statuses:?} in {all:?}, {fast_503} answered 503 within 3 s");
 }
