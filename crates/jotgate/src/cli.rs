@@ -464,12 +464,24 @@ pub struct Parsed {
 /// and secret files applied. Errors from clap (usage, `--help`, `--version`) come back as
 /// `clap::Error` inside the `anyhow::Error` so the caller can let clap print them.
 pub fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
-    let mut cmd = Cli::command();
-    if let Some(path) = config_path(&args) {
-        cmd = apply_config_file(cmd, &path)?;
-    }
-    let args = read_secret_files(&cmd, args)?;
-    let matches = cmd.clone().try_get_matches_from(args)?;
+    let mut config = config_path(&args);
+    let mut rounds = 0;
+    let (cmd, matches) = loop {
+        rounds += 1;
+        let mut cmd = Cli::command();
+        if let Some(path) = &config {
+            cmd = apply_config_file(cmd, path)?;
+        }
+        let argv = read_secret_files(&cmd, args.clone())?;
+        let matches = cmd.clone().try_get_matches_from(argv)?;
+        // The pre-scan reads only `-c FILE`, `--config FILE` and `--config=FILE`; a file
+        // that clap found another way (`-cFILE`) is applied too, by parsing again.
+        let found = matches.get_one::<PathBuf>("config").cloned();
+        if found == config || rounds > 2 {
+            break (cmd, matches);
+        }
+        config = found;
+    };
     check_environment(&cmd)?;
     refuse_password_flags(&matches)?;
     let remote_issuer = matches

@@ -12,6 +12,9 @@ use std::path::Path;
 use clap::{Arg, CommandFactory};
 use jotgate::cli::{self, Cli};
 
+/// The tests of this binary read and set the environment: one at a time.
+static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Three distinct valid values for a setting, by the kind of value it takes.
 fn samples(arg: &Arg, dir: &Path) -> [String; 3] {
     let possible: Vec<String> = arg
@@ -143,6 +146,7 @@ fn leaves(cmd: &clap::Command, path: &mut Vec<String>, out: &mut Vec<Vec<String>
 
 #[test]
 fn every_setting_of_every_command_goes_through_every_layer() {
+    let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
     for (k, _) in std::env::vars() {
         if k.starts_with("JOTGATE_") {
             unsafe { std::env::remove_var(k) };
@@ -220,4 +224,29 @@ fn every_setting_of_every_command_goes_through_every_layer() {
     // serve alone has 40 settings: the walk must have found them all.
     assert!(checked > 200, "only {checked} settings checked");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `-cFILE` (attached) reads the file as `-c FILE` does.
+#[test]
+fn every_spelling_of_the_config_flag_reads_the_file() {
+    let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("jotgate-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("c.toml");
+    std::fs::write(&f, "access_ttl = 77\n").unwrap();
+    let p = f.display().to_string();
+    for args in [
+        vec!["-c".to_string(), p.clone()],
+        vec![format!("-c{p}")],
+        vec!["--config".to_string(), p.clone()],
+        vec![format!("--config={p}")],
+    ] {
+        let mut argv: Vec<OsString> = vec!["jotgate".into(), "serve".into()];
+        argv.extend(args.iter().map(OsString::from));
+        let parsed = cli::parse(argv).unwrap();
+        let cli::Cmd::Serve(s) = parsed.cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(s.service.tokens.access_ttl, Some(77), "{args:?}");
+    }
 }
