@@ -80,13 +80,17 @@ pub fn sdk_config(region: &str, endpoint: Option<&str>) -> Result<SdkConfig, Aws
         )))
         .http_client(http)
         .timeout_config(timeouts)
-        // DynamoDB's own backoff base (25 ms), not the SDK's 1 s default: a store that is
-        // down is answered 503 within a second or so, not after seconds of backoff.
+        // Transient failures (a refused connection, a timeout, a 5xx) back off from 25 ms,
+        // DynamoDB's own base, so that a store that is down is answered 503 within about a
+        // second; throttling keeps the SDK's 1 s base (retry behaviour 2.1), so a hot
+        // partition is not hit three times in 75 ms.
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(3)
-                .with_initial_backoff(Duration::from_millis(25))
-                .with_max_backoff(Duration::from_millis(400)),
+                .with_retry_spec(
+                    aws_smithy_types::retry::RetrySpec::v2_1()
+                        .with_non_throttling_initial_backoff(Duration::from_millis(25)),
+                ),
         );
     if let Some(e) = endpoint {
         b = b.endpoint_url(e);

@@ -313,17 +313,26 @@ impl AppState {
     }
 }
 
-/// How long a request that writes to the store may take before it is answered 503.
-pub const STORE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a request that writes to the store may take before it is answered 503. Less
+/// than half the default refresh grace (10 s): a client that retries a refresh after the
+/// 503 (`Retry-After: 1`) presents its token again within the grace, and gets the same
+/// successor instead of being taken for a thief.
+pub const STORE_DEADLINE: Duration = Duration::from_secs(4);
 
+/// Answer 503 at [`STORE_DEADLINE`], but let the handler run to its end in the
+/// background: a rotation, an account or a login attempt it has begun is finished
+/// (released, revoked, recorded) as if the client had waited, never left half-done by a
+/// cancellation at some await point.
 async fn store_deadline(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    match tokio::time::timeout(STORE_DEADLINE, next.run(req)).await {
-        Ok(res) => res,
+    let mut work = tokio::spawn(next.run(req));
+    match tokio::time::timeout(STORE_DEADLINE, &mut work).await {
+        Ok(Ok(res)) => res,
+        Ok(Err(e)) => axum::response::IntoResponse::into_response(ApiError::internal(e)),
         Err(_) => axum::response::IntoResponse::into_response(ApiError::StoreUnavailable(format!(
-            "the request did not finish within {} s",
+            "the request did not finish within {} s (it goes on in the background)",
             STORE_DEADLINE.as_secs()
         ))),
     }

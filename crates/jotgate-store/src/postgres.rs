@@ -79,8 +79,15 @@ pub struct PostgresStore {
 
 /// A backend failure with its causes: tokio-postgres' own text for a server error is just
 /// "db error", the server's message is its source.
-fn backend(e: impl std::error::Error) -> StoreError {
-    StoreError::Backend(causes(&e))
+fn backend(e: impl std::error::Error + 'static) -> StoreError {
+    // A server error's SQLSTATE and message only: its DETAIL may quote a row.
+    let db = (&e as &dyn std::error::Error)
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.as_db_error());
+    match db {
+        Some(d) => StoreError::Backend(format!("{} ({})", d.message(), d.code().code())),
+        None => StoreError::Backend(causes(&e)),
+    }
 }
 
 fn failed(m: &str) -> StoreError {

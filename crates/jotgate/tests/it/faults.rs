@@ -466,8 +466,8 @@ async fn sqlite_on_a_full_disk_fails_clearly_and_recovers() {
 
 /// A PostgreSQL that answers slowly (every packet held 1 s): requests are bounded — those
 /// that find every connection busy get 503 after the pool's wait, the one that holds a
-/// connection gets 503 at the store deadline (10 s), none hangs or piles up — and the
-/// service is itself again once the store is.
+/// connection gets 503 at the store deadline (4 s; its work goes on in the background),
+/// none hangs or piles up — and the service is itself again once the store is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_postgresql_bounds_every_request() {
     let Some(url) = jotgate_store::contract::postgres_test_database().await else {
@@ -513,7 +513,7 @@ async fn a_slow_postgresql_bounds_every_request() {
         "{statuses:?}"
     );
     assert!(fast_503 > 0, "nobody was told to come back: {statuses:?}");
-    assert!(all < Duration::from_secs(15), "requests piled up: {all:?}");
+    assert!(all < Duration::from_secs(8), "requests piled up: {all:?}");
     relay.set_delay(Duration::ZERO);
     crate::edge::eventually("logins are fast again", async || {
         let t = Instant::now();
