@@ -134,7 +134,7 @@ impl From<jotgate_store::StoreError> for ApiError {
         use jotgate_store::StoreError;
         match e {
             // Unreachable, timed out, refused: the next attempt may succeed.
-            StoreError::Backend(_) | StoreError::Setup { .. } => {
+            StoreError::Unavailable(_) | StoreError::Setup { .. } => {
                 Self::StoreUnavailable(e.to_string())
             }
             e => Self::internal(e),

@@ -56,7 +56,28 @@ where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    StoreError::Backend(format!("DynamoDB: {}", DisplayErrorContext(&e)))
+    let text = format!("DynamoDB: {}", DisplayErrorContext(&e));
+    let transient = match &e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        // Throttling and DynamoDB's own failures (its 5xx error codes).
+        SdkError::ServiceError(_) => [
+            "Throttl",
+            "ProvisionedThroughputExceeded",
+            "RequestLimitExceeded",
+            "InternalServerError",
+            "ServiceUnavailable",
+        ]
+        .iter()
+        .any(|c| text.contains(c)),
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Backend(text)
+    }
 }
 
 /// Where the table is: parsed from `dynamodb://TABLE?region=R&endpoint=URL&create_table=true`.

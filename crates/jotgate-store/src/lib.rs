@@ -38,9 +38,13 @@ pub enum StoreError {
     /// store, never a password) and what to do.
     #[error("{what}; {todo}")]
     Setup { what: String, todo: String },
-    /// The backend failed (I/O, corruption, unreachable server). The message is for logs.
+    /// The backend failed (corruption, a refused statement, a bug). The message is for logs.
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The backend could not be reached or did not answer in time (a refused or dropped
+    /// connection, a timeout, a full disk, throttling): the next attempt may succeed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -85,8 +85,23 @@ fn backend(e: impl std::error::Error + 'static) -> StoreError {
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(|e| e.as_db_error());
     match db {
-        Some(d) => StoreError::Backend(format!("{} ({})", d.message(), d.code().code())),
-        None => StoreError::Backend(causes(&e)),
+        // Connection exceptions (08), insufficient resources (53), operator intervention
+        // (57: a shutdown, a cancelled statement), system errors (58), and serialization
+        // failures and deadlocks (40): the next attempt may succeed.
+        Some(d) => {
+            let code = d.code().code();
+            let text = format!("{} ({code})", d.message());
+            if ["08", "53", "57", "58", "40"]
+                .iter()
+                .any(|c| code.starts_with(c))
+            {
+                StoreError::Unavailable(text)
+            } else {
+                StoreError::Backend(text)
+            }
+        }
+        // No server error: the connection broke, or an I/O error.
+        None => StoreError::Unavailable(causes(&e)),
     }
 }
 
@@ -402,7 +417,7 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
-            StoreError::Backend(format!(
+            StoreError::Unavailable(format!(
                 "cannot connect to {}: {}",
                 self.describe,
                 causes(&e)

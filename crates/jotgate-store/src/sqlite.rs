@@ -73,7 +73,21 @@ pub struct SqliteStore {
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+    let text = e.to_string();
+    // sqlite3_errstr's words for the conditions that pass: a full disk, a busy or locked
+    // database, an I/O failure.
+    let transient = [
+        "database or disk is full",
+        "database is locked",
+        "database table is locked",
+        "disk I/O error",
+        "unable to open database file",
+    ];
+    if transient.iter().any(|t| text.contains(t)) {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Backend(text)
+    }
 }
 
 /// The database holds password hashes and (unless sealed) private keys: it is created
