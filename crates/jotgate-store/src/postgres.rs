@@ -370,6 +370,9 @@ impl PostgresStore {
         cfg.keepalives_idle(std::time::Duration::from_secs(5));
         cfg.keepalives_interval(std::time::Duration::from_secs(1));
         cfg.keepalives_retries(3);
+        // Keepalives do not fire while a query waits unanswered: data left unacknowledged
+        // this long breaks the connection, which the pool then drops.
+        cfg.tcp_user_timeout(std::time::Duration::from_secs(8));
         let describe = format!("{} (sslmode={})", redact(&cfg), mode_name(mode));
         if !mode.verifies() && !loopback(&cfg) {
             tracing::warn!(
