@@ -46,7 +46,7 @@ async fn pass(
 }
 
 impl Relay {
-    pub async fn start(target: String) -> Self {
+    async fn start(target: String) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(AtomicBool::new(true));
@@ -80,6 +80,26 @@ impl Relay {
         }
     }
 
+    /// A relay in front of the store `url` names (a PostgreSQL URL's host and port, or a
+    /// DynamoDB URL's `endpoint`), and the same URL through the relay.
+    pub async fn in_front_of(url: &str) -> (Self, String) {
+        let target = match url.split_once("endpoint=http://") {
+            Some((_, rest)) => rest.split(['&', '/']).next().unwrap().to_string(),
+            None => {
+                let parsed: reqwest::Url = url.parse().unwrap();
+                format!(
+                    "{}:{}",
+                    parsed.host_str().unwrap(),
+                    parsed.port().unwrap_or(5432)
+                )
+            }
+        };
+        let relay = Self::start(target.clone()).await;
+        let via = url.replacen(&target, &relay.addr.to_string(), 1);
+        assert_ne!(via, url, "the store URL names {target}");
+        (relay, via)
+    }
+
     /// Hold every chunk this long, both ways (0: none).
     pub fn set_delay(&self, d: Duration) {
         self.delay_ms.store(
@@ -100,11 +120,8 @@ impl Relay {
     }
 }
 
-/// A server whose store is reached through `relay`; `url` is the store URL with the
-/// relay's address in place of `target`.
-async fn app_behind(url: &str, target: &str, relay: &Relay) -> TestApp {
-    let via = url.replacen(target, &relay.addr.to_string(), 1);
-    assert_ne!(via, url, "the store URL names {target}");
+/// A server on the store URL `via` (through a relay).
+async fn app_on(via: String) -> TestApp {
     let dir = temp_dir();
     let mut s = settings(&dir);
     s.store.store = Some(via.into());
@@ -165,14 +182,8 @@ async fn postgresql_going_away_is_503_then_service_resumes() {
     let Some(url) = jotgate_store::contract::postgres_test_database().await else {
         return;
     };
-    let parsed: reqwest::Url = url.parse().unwrap();
-    let target = format!(
-        "{}:{}",
-        parsed.host_str().unwrap(),
-        parsed.port().unwrap_or(5432)
-    );
-    let relay = Relay::start(target.clone()).await;
-    let app = app_behind(&url, &target, &relay).await;
+    let (relay, via) = Relay::in_front_of(&url).await;
+    let app = app_on(via).await;
     store_goes_down_and_comes_back(&app, &relay).await;
 }
 
@@ -181,10 +192,8 @@ async fn the_dynamodb_emulator_going_away_is_503_then_service_resumes() {
     let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
         return;
     };
-    let endpoint = std::env::var("JOTGATE_TEST_DYNAMODB").unwrap();
-    let target = endpoint.trim_start_matches("http://").to_string();
-    let relay = Relay::start(target.clone()).await;
-    let app = app_behind(&url, &target, &relay).await;
+    let (relay, via) = Relay::in_front_of(&url).await;
+    let app = app_on(via).await;
     store_goes_down_and_comes_back(&app, &relay).await;
 }
 
@@ -195,14 +204,7 @@ async fn the_gateway_keeps_verifying_while_the_issuers_store_is_down() {
     let Some(url) = jotgate_store::contract::postgres_test_database().await else {
         return;
     };
-    let parsed: reqwest::Url = url.parse().unwrap();
-    let target = format!(
-        "{}:{}",
-        parsed.host_str().unwrap(),
-        parsed.port().unwrap_or(5432)
-    );
-    let relay = Relay::start(target.clone()).await;
-    let via = url.replacen(&target, &relay.addr.to_string(), 1);
+    let (relay, via) = Relay::in_front_of(&url).await;
     let dir = temp_dir();
     let mut s = settings(&dir);
     s.store.store = Some(via.into());
@@ -473,14 +475,8 @@ async fn a_slow_postgresql_bounds_every_request() {
     let Some(url) = jotgate_store::contract::postgres_test_database().await else {
         return;
     };
-    let parsed: reqwest::Url = url.parse().unwrap();
-    let target = format!(
-        "{}:{}",
-        parsed.host_str().unwrap(),
-        parsed.port().unwrap_or(5432)
-    );
-    let relay = Relay::start(target.clone()).await;
-    let app = app_behind(&url, &target, &relay).await;
+    let (relay, via) = Relay::in_front_of(&url).await;
+    let app = app_on(via).await;
     app.signup("slow").await;
     relay.set_delay(Duration::from_secs(1));
     let started = Instant::now();

@@ -98,6 +98,17 @@ async fn request_ids_are_echoed_only_when_safe() {
     };
     let res = get("trace-123_a.b").await.unwrap();
     assert_eq!(res.headers()["x-request-id"], "trace-123_a.b");
+    // Two ids (which would the log believe?): neither, a fresh one.
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "first-1")
+        .header("x-request-id", "second-2")
+        .send()
+        .await
+        .unwrap();
+    let id = res.headers()["x-request-id"].to_str().unwrap();
+    assert!(id != "first-1" && id != "second-2", "{id}");
     for bad in ["has space", "x\tINFO forged", "ünï", &"a".repeat(65)] {
         let res = app
             .client
@@ -207,14 +218,7 @@ async fn readiness_follows_the_store() {
     let Some(url) = jotgate_store::contract::postgres_test_database().await else {
         return;
     };
-    let parsed: reqwest::Url = url.parse().unwrap();
-    let target = format!(
-        "{}:{}",
-        parsed.host_str().unwrap(),
-        parsed.port().unwrap_or(5432)
-    );
-    let relay = crate::faults::Relay::start(target.clone()).await;
-    let via = url.replacen(&target, &relay.addr.to_string(), 1);
+    let (relay, via) = crate::faults::Relay::in_front_of(&url).await;
     let dir = temp_dir();
     let mut s = settings(&dir);
     s.store.store = Some(via.into());
