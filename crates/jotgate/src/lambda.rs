@@ -125,9 +125,101 @@ fn bad_body(event: &Value) -> bool {
             .is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_err())
 }
 
-/// The answer to an event whose body is not what it claims: 400 in the shape every
-/// API Gateway payload and function URLs accept.
-fn bad_body_response() -> Value {
+/// What the API function makes of one event: the request the Router is handed, with the
+/// stage stripped and the caller's address attached; or why the event is refused (`Err`
+/// holds the invocation's answer or error text). The path events take through
+/// [`run_api`], open to tests and the fuzzer (`fuzz/fuzz_targets/lambda_event.rs`).
+pub fn request_of(payload: Value) -> Result<Request<lambda_http::Body>, String> {
+    if bad_body(&payload) {
+        return Err(bad_body_response(BAD_BODY).to_string());
+    }
+    let request: LambdaRequest = serde_json::from_value(payload)
+        .map_err(|e| format!("the event is not an API Gateway or function URL request: {e}"))?;
+    if let Some(why) = unreadable(&request) {
+        return Err(bad_body_response(why).to_string());
+    }
+    Ok(source_ip(strip_stage(request.into())))
+}
+
+/// Why lambda_http could not make a request of this event, if it could not. It builds the
+/// URL from the `Host` header (or the domain name), `X-Forwarded-Proto`, the stage, the
+/// path and the raw query, and panics (an `unwrap` on `Url::parse`, an `expect` on the
+/// request builder) when that fails: a host such as `a>b` or `a..0`, a scheme such as
+/// `x y`, a path such as `:99999`, a query with a space. With `panic = "abort"` that ends
+/// the container. So the same steps are tried here first. Found by the fuzzer
+/// (`fuzz/fuzz_targets/lambda_event.rs`); API Gateway itself sends none of these.
+fn unreadable(request: &LambdaRequest) -> Option<&'static str> {
+    use axum::http::HeaderMap;
+    const WHY: &str = "the request's URL (host, scheme, path or query) cannot be read";
+    fn url_ok(
+        headers: &HeaderMap,
+        domain: Option<&str>,
+        stage: Option<&str>,
+        path: &str,
+        query: &str,
+    ) -> bool {
+        // lambda_http's `apigw_path_with_stage`.
+        let path = match stage {
+            _ if std::env::var_os("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").is_some() => {
+                path.to_string()
+            }
+            None | Some("$default") => path.to_string(),
+            Some(s) if path.starts_with(&format!("/{s}/")) => path.to_string(),
+            Some(s) => format!("/{s}{path}"),
+        };
+        // lambda_http's `build_request_uri`.
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(domain);
+        let url = match host {
+            None => {
+                url::Url::parse(&format!("http://localhost{path}")).map(|u| u.path().to_string())
+            }
+            Some(host) => {
+                let scheme = headers
+                    .get("x-forwarded-proto")
+                    .and_then(|s| s.to_str().ok())
+                    .unwrap_or("https");
+                url::Url::parse(&format!("{scheme}://{host}{path}")).map(|u| u.to_string())
+            }
+        };
+        let Ok(mut url) = url else {
+            return false;
+        };
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(query);
+        }
+        url.parse::<Uri>().is_ok()
+    }
+    let ok = match request {
+        LambdaRequest::ApiGatewayV1(r) => url_ok(
+            &r.headers,
+            r.request_context.domain_name.as_deref(),
+            r.request_context.stage.as_deref(),
+            r.path.as_deref().unwrap_or(""),
+            // The query is rebuilt from the parameter maps, encoded.
+            "",
+        ),
+        LambdaRequest::ApiGatewayV2(r) => url_ok(
+            &r.headers,
+            r.request_context.domain_name.as_deref(),
+            r.request_context.stage.as_deref(),
+            r.raw_path.as_deref().unwrap_or(""),
+            r.raw_query_string.as_deref().unwrap_or(""),
+        ),
+        // Kinds this build does not decode (ALB, WebSocket): lambda_http's own handling.
+        _ => true,
+    };
+    (!ok).then_some(WHY)
+}
+
+const BAD_BODY: &str = "the request body is marked base64 but is not valid base64";
+
+/// The answer to an event that lambda_http cannot make a request of: 400 in the shape
+/// every API Gateway payload and function URLs accept.
+fn bad_body_response(why: &str) -> Value {
     json!({
         "statusCode": 400,
         // Made outside the Router, so its layer's headers are written here.
@@ -140,8 +232,8 @@ fn bad_body_response() -> Value {
         "isBase64Encoded": false,
         "body": json!({
             "status": "error",
-            "error": "the request body is marked base64 but is not valid base64",
-            "code": "invalid_body",
+            "error": why,
+            "code": if why == BAD_BODY { "invalid_body" } else { "invalid_request" },
         }).to_string(),
     })
 }
@@ -170,7 +262,7 @@ where
     fn call(&mut self, event: LambdaEvent<Value>) -> Self::Future {
         let (payload, context) = event.into_parts();
         if bad_body(&payload) {
-            return Box::pin(async { Ok(bad_body_response()) });
+            return Box::pin(async { Ok(bad_body_response(BAD_BODY)) });
         }
         let request: LambdaRequest = match serde_json::from_value(payload) {
             Ok(r) => r,
@@ -180,6 +272,9 @@ where
                 return Box::pin(async move { Err(e) });
             }
         };
+        if let Some(why) = unreadable(&request) {
+            return Box::pin(async move { Ok(bad_body_response(why)) });
+        }
         let fut = self.0.call(LambdaEvent::new(request, context));
         Box::pin(async move {
             let res = fut
@@ -206,6 +301,63 @@ mod tests {
             &json!({"isBase64Encoded": false, "body": "not base64!"})
         ));
         assert!(!bad_body(&json!({"isBase64Encoded": true})));
-        assert_eq!(bad_body_response()["statusCode"], 400);
+        assert_eq!(bad_body_response(BAD_BODY)["statusCode"], 400);
+    }
+
+    /// What lambda_http would panic on is a 400 (each found by the fuzzer, or its kin).
+    #[test]
+    fn events_lambda_http_cannot_read_are_refused_not_panicked_on() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/regressions/lambda_event"
+        );
+        let mut found = 0;
+        for f in std::fs::read_dir(dir).unwrap() {
+            let event: Value =
+                serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
+            let _ = request_of(event);
+            found += 1;
+        }
+        assert!(found > 0);
+        let v2 = |host: &str, proto: &str, path: &str, query: &str| {
+            json!({
+                "version": "2.0", "routeKey": "$default", "rawPath": path,
+                "rawQueryString": query,
+                "headers": {"host": host, "x-forwarded-proto": proto},
+                "requestContext": {"http": {"method": "GET", "path": path}, "stage": "$default"},
+                "isBase64Encoded": false,
+            })
+        };
+        let v1 = |host: &str, path: &str| {
+            json!({
+                "resource": "/{proxy+}", "path": path, "httpMethod": "GET",
+                "headers": {"Host": host},
+                "requestContext": {"stage": "prod", "httpMethod": "GET"},
+                "isBase64Encoded": false,
+            })
+        };
+        for (event, why) in [
+            (v2("a>b", "https", "/x", ""), "host name"),
+            (v2("a.example:99999", "https", "/x", ""), "host name"),
+            (v2("a.example..0", "https", "/x", ""), "host name"),
+            (v2("[zz::1]", "https", "/x", ""), "host name"),
+            (v2("a.example", "x y", "/x", ""), "X-Forwarded-Proto"),
+            (v2("a.example", "https", ":99999", ""), "path"),
+            (v2("a.example", "https", "/x", "a b"), "query"),
+            (v1("a b", "/x"), "host name"),
+        ] {
+            let err = request_of(event).unwrap_err();
+            assert!(err.contains("cannot be read"), "{why}: {err}");
+            assert!(err.contains("\"statusCode\":400"), "{err}");
+        }
+        for (host, path) in [
+            ("a.example", "/x"),
+            ("[::1]:8443", "/"),
+            ("a.example:443", ""),
+        ] {
+            let req = request_of(v2(host, "HTTPS", path, "q=1&r")).unwrap();
+            assert_eq!(req.uri().query(), Some("q=1&r"));
+        }
+        assert!(request_of(v1("api.example.com", "/prod/x")).is_ok());
     }
 }

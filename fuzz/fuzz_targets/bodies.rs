@@ -1,0 +1,86 @@
+//! Every JSON request body, through the real Router on an in-memory SQLite store: the
+//! first byte picks the endpoint (sign-up, login, refresh, logout, verify), the rest is the
+//! body. Whatever arrives is answered below 500, as JSON, and an error names its `code`.
+#![no_main]
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, header};
+use http_body_util::BodyExt;
+use jotgate_core::{PasswordHasher, PasswordParams, SigningAlg};
+use jotgate_server::{AppState, KeySource, ServerConfig};
+use jotgate_store::Store;
+use jotgate_store::sqlite::SqliteStore;
+use libfuzzer_sys::fuzz_target;
+use tower::ServiceExt;
+
+const ENDPOINTS: [&str; 5] = ["/signup", "/login", "/refresh", "/logout", "/verify"];
+
+static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+});
+
+static APP: LazyLock<Router> = LazyLock::new(|| {
+    jotgate::init_crypto();
+    RT.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().expect("sqlite"));
+        // The cheapest argon2 there is: the target is the parsing, not the hashing.
+        let params = PasswordParams {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let hasher = PasswordHasher::new(params, None).expect("hasher");
+        let cfg = ServerConfig {
+            hash_workers: 1,
+            hash_queue: 64,
+            ..ServerConfig::default()
+        };
+        let state = AppState::new(
+            cfg,
+            store,
+            hasher,
+            KeySource::Stored {
+                generate: SigningAlg::ES256,
+            },
+        )
+        .await
+        .expect("state");
+        jotgate_server::router(state)
+    })
+});
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let path = ENDPOINTS[usize::from(pick) % ENDPOINTS.len()];
+    let mut req = Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_vec()))
+        .expect("request");
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
+    let app = APP.clone();
+    let (status, bytes) = RT.block_on(async {
+        let res = app.oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        (status, bytes)
+    });
+    assert!(status.as_u16() < 500, "{path} answered {status}: {bytes:?}");
+    if status.as_u16() == 204 {
+        return;
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("{path}: not JSON: {bytes:?}"));
+    if !status.is_success() {
+        assert!(json["code"].is_string(), "{path} {status}: {json}");
+    }
+});
