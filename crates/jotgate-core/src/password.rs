@@ -150,6 +150,18 @@ impl Default for PasswordParams {
 pub struct Workspace(Vec<Block>);
 
 impl Workspace {
+    /// Whether the working memory is held (after a first hash, until [`release`](Self::release)).
+    pub fn is_allocated(&self) -> bool {
+        self.0.capacity() > 0
+    }
+
+    /// Give the working memory back to the system. A block of this size is its own
+    /// mapping (glibc's mmap threshold follows the largest block freed, and the size never
+    /// changes), so freeing it lowers the resident size at once.
+    pub fn release(&mut self) {
+        self.0 = Vec::new();
+    }
+
     fn blocks(&mut self, n: usize) -> &mut [Block] {
         if self.0.len() < n {
             self.0.resize(n, Block::default());

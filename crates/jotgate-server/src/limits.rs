@@ -7,22 +7,46 @@ use std::time::Duration;
 
 use jotgate_core::{PasswordHasher, Workspace};
 use jotgate_store::{LoginFailures, Store};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::ApiError;
 
 type Job = Box<dyn FnOnce(&PasswordHasher, &mut Workspace) + Send>;
 
+/// A hashing thread that has had no job for this long gives its argon2 memory back: a
+/// server that only verifies tokens keeps no login memory, and a stream of logins keeps
+/// it (the first login after a quiet spell pays the page faults, ~2 ms of a ~30 ms hash).
+pub const HASH_MEMORY_IDLE: Duration = Duration::from_secs(5);
+
+struct Queue {
+    jobs: std::collections::VecDeque<Job>,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: std::sync::Condvar,
+    max_pending: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Runs argon2 on `workers` dedicated threads, with at most `max_pending` jobs waiting;
 /// past that a request gets 429 instead of queueing without bound.
 ///
 /// Each worker thread owns one argon2 [`Workspace`] (the whole memory cost, 19 MiB by
-/// default) and reuses it: hashing memory is `workers` × the cost, allocated once, with no
-/// page faults per login. (Allocating per hash on tokio's blocking pool instead was
-/// measured here at 1.3 GiB RSS after 150 logins — glibc kept the freed blocks in many
-/// threads' arenas — and forcing those blocks onto mmap cost ~40 % of login throughput.)
+/// default) and reuses it: hashing memory is at most `workers` × the cost, with no page
+/// faults per login while logins come; a worker idle for [`HASH_MEMORY_IDLE`] releases it.
+/// (Allocating per hash on tokio's blocking pool instead was measured here at 1.3 GiB RSS
+/// after 150 logins — glibc kept the freed blocks in many threads' arenas — and forcing
+/// those blocks onto mmap cost ~40 % of login throughput.) Idle workers all wait on one
+/// condition variable, each with its own timeout, so every one of them gets to release.
 pub struct HashPool {
-    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
 }
 
 impl HashPool {
@@ -31,28 +55,62 @@ impl HashPool {
         workers: usize,
         max_pending: usize,
     ) -> std::io::Result<Self> {
-        let (jobs, rx) = mpsc::channel::<Job>(max_pending.max(1));
-        let rx = Arc::new(Mutex::new(rx));
+        Self::with_idle(hasher, workers, max_pending, HASH_MEMORY_IDLE)
+    }
+
+    /// [`new`](Self::new), with the idle time after which a worker releases its memory.
+    pub fn with_idle(
+        hasher: PasswordHasher,
+        workers: usize,
+        max_pending: usize,
+        idle: Duration,
+    ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: std::collections::VecDeque::new(),
+                closed: false,
+            }),
+            ready: std::sync::Condvar::new(),
+            max_pending: max_pending.max(1),
+        });
         let hasher = Arc::new(hasher);
         for i in 0..workers.max(1) {
-            let rx = Arc::clone(&rx);
+            let shared = Arc::clone(&shared);
             let hasher = Arc::clone(&hasher);
             std::thread::Builder::new()
                 .name(format!("jotgate-hash-{i}"))
                 .spawn(move || {
                     let mut workspace = Workspace::default();
+                    let mut q = shared.lock();
                     loop {
-                        // One idle worker waits on the queue at a time; the others wait here.
-                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
-                        let Some(job) = job else { break }; // the pool was dropped
-                        let run = std::panic::AssertUnwindSafe(|| job(&hasher, &mut workspace));
-                        if std::panic::catch_unwind(run).is_err() {
-                            tracing::error!("a password-hashing job panicked");
+                        if let Some(job) = q.jobs.pop_front() {
+                            drop(q);
+                            let run = std::panic::AssertUnwindSafe(|| job(&hasher, &mut workspace));
+                            if std::panic::catch_unwind(run).is_err() {
+                                tracing::error!("a password-hashing job panicked");
+                            }
+                            q = shared.lock();
+                            continue;
+                        }
+                        if q.closed {
+                            break; // the pool was dropped
+                        }
+                        if workspace.is_allocated() {
+                            let (guard, waited) = shared
+                                .ready
+                                .wait_timeout(q, idle)
+                                .unwrap_or_else(|p| p.into_inner());
+                            q = guard;
+                            if waited.timed_out() && q.jobs.is_empty() {
+                                workspace.release();
+                            }
+                        } else {
+                            q = shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
                         }
                     }
                 })?;
         }
-        Ok(Self { jobs })
+        Ok(Self { shared })
     }
 
     pub async fn run<T, F>(&self, f: F) -> Result<T, ApiError>
@@ -64,12 +122,23 @@ impl HashPool {
         let job: Job = Box::new(move |h, ws| {
             let _ = tx.send(f(h, ws));
         });
-        self.jobs.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ApiError::Busy,
-            mpsc::error::TrySendError::Closed(_) => ApiError::internal("hashing pool stopped"),
-        })?;
+        {
+            let mut q = self.shared.lock();
+            if q.jobs.len() >= self.shared.max_pending {
+                return Err(ApiError::Busy);
+            }
+            q.jobs.push_back(job);
+        }
+        self.shared.ready.notify_one();
         rx.await
             .map_err(|_| ApiError::internal("a hashing job was dropped"))
+    }
+}
+
+impl Drop for HashPool {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
     }
 }
 
@@ -244,6 +313,96 @@ impl LoginLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every worker keeps its argon2 memory while jobs come and releases it once idle;
+    /// the queue bound holds; a job after the release hashes as before.
+    #[tokio::test]
+    async fn hashing_workers_release_their_memory_when_idle() {
+        let params = jotgate_core::PasswordParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let hasher = PasswordHasher::new(params, None).unwrap();
+        let idle = Duration::from_millis(300);
+        let pool = Arc::new(HashPool::with_idle(hasher, 2, 4, idle).unwrap());
+        // Both workers hash at once (each job waits for the other to have started).
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let jobs: Vec<_> = (0..2)
+            .map(|_| {
+                let (pool, barrier) = (Arc::clone(&pool), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    pool.run(move |h, ws| {
+                        barrier.wait();
+                        h.hash_in("correct horse battery", ws).unwrap();
+                        ws.is_allocated()
+                    })
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        for j in jobs {
+            assert!(j.await.unwrap(), "the workspace is held after a hash");
+        }
+        tokio::time::sleep(idle * 4).await;
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let jobs: Vec<_> = (0..2)
+            .map(|_| {
+                let (pool, barrier) = (Arc::clone(&pool), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    pool.run(move |h, ws| {
+                        barrier.wait();
+                        let held = ws.is_allocated();
+                        let phc = h.hash_in("correct horse battery", ws).unwrap();
+                        (held, h.verify_in("correct horse battery", &phc, ws))
+                    })
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        for j in jobs {
+            assert_eq!(
+                j.await.unwrap(),
+                (false, true),
+                "released when idle, then works"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_hashing_queue_is_bounded() {
+        let hasher = PasswordHasher::new(jotgate_core::PasswordParams::default(), None).unwrap();
+        let pool = Arc::new(HashPool::new(hasher, 1, 2).unwrap());
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let p = Arc::clone(&pool);
+        let first = tokio::spawn(async move {
+            p.run(move |_, _| {
+                started_tx.send(()).unwrap();
+                held.recv().unwrap();
+            })
+            .await
+        });
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        // The worker is busy: two jobs may wait, the third is refused at once.
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let p = Arc::clone(&pool);
+                tokio::spawn(async move { p.run(|_, _| ()).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(matches!(pool.run(|_, _| ()).await, Err(ApiError::Busy)));
+        hold.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+    }
 
     fn wait(r: Result<(), ApiError>) -> u64 {
         match r {
