@@ -13,6 +13,8 @@
 #   JOTGATE_TEST_DYNAMODB=http://… scripts/test.sh      # use a running DynamoDB-compatible endpoint
 #   JOTGATE_SKIP_CFN_LINT=1 scripts/test.sh       # without cfn-lint (the template check skips)
 #   JOTGATE_SKIP_DOCTEST=1 scripts/test.sh        # without running the docs' examples
+#   JOTGATE_SKIP_FUZZ=1 scripts/test.sh           # without the fuzzing smoke run
+#   JOTGATE_FUZZ_SECONDS=60 scripts/test.sh       # a longer smoke run per fuzz target (30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -136,4 +138,10 @@ cargo test --workspace --locked --features jotgate/dynamodb,jotgate/aws-secrets 
 # the tests just built: a documented command, default or output that changes fails here.
 if [ "${JOTGATE_SKIP_DOCTEST:-}" != 1 ]; then
   python3 scripts/doctest.py target/debug README.md docs/*.md
+fi
+
+# A short fuzzing run of every target (fuzz/run.sh: cargo-fuzz, installed when missing;
+# the nightly toolchain), from the committed corpus: a crash fails the suite.
+if [ "${JOTGATE_SKIP_FUZZ:-}" != 1 ]; then
+  fuzz/run.sh "${JOTGATE_FUZZ_SECONDS:-30}"
 fi
