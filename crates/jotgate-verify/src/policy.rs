@@ -150,12 +150,24 @@ impl PathPattern {
                         i + 1
                     ));
                 }
+                p if p.contains(['?', '#']) => {
+                    return Err(format!(
+                        "path pattern {s:?}, segment {}: a pattern is a path, without '?' or '#'",
+                        i + 1
+                    ));
+                }
                 p => {
                     // A literal is written as the decoded text a request's segment must
                     // have; its own spelling must already be canonical.
                     let c = crate::path::require_canonical(&format!("/{p}"))
                         .map_err(|m| format!("path pattern {s:?}, segment {}: {m}", i + 1))?;
-                    segments.push(Seg::Literal(c.segments()[0].to_ascii_lowercase()))
+                    let [one] = c.segments() else {
+                        return Err(format!(
+                            "path pattern {s:?}, segment {}: not one segment",
+                            i + 1
+                        ));
+                    };
+                    segments.push(Seg::Literal(one.to_ascii_lowercase()))
                 }
             }
         }
@@ -891,6 +903,21 @@ mod tests {
             "orders", "/a//b", "/a/*/b", "/a/x{y}", "/a/..", "/a;b", "/%61", "/a b",
         ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Found by the fuzzer (`fuzz/regressions/policy/`): a `?` in a pattern's segment
+    /// made its canonical form empty, and start-up panicked on it.
+    #[test]
+    fn a_pattern_with_a_query_or_fragment_is_an_error_not_a_panic() {
+        for bad in ["/?a", "/x/?:y/*", "/#a", "/a/b?c"] {
+            let e = PathPattern::parse(bad).unwrap_err();
+            assert!(e.contains(bad) || e.contains("'?'"), "{bad}: {e}");
+        }
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/regressions/policy");
+        for f in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+            assert!(PolicyFile::parse(&text, Path::new(".")).is_err());
         }
     }
 
