@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build the AWS Lambda package: target/lambda/jotgate.zip holding `bootstrap` (the jotgate
-# binary, `--profile dist`: fat LTO, stripped) for the provided.al2023 runtime on x86_64.
-# The same zip serves the API function and the authorizer (JOTGATE_LAMBDA_MODE); it has
-# the DynamoDB store (JOTGATE_STORE=dynamodb://TABLE) besides SQLite and PostgreSQL, and
-# reads secret settings given as Secrets Manager / SSM ARNs (feature aws-secrets).
+# binary, `--profile lambda`: the dist profile — fat LTO, stripped, panic=abort — optimised
+# for size) for the provided.al2023 runtime on x86_64. The same zip serves the API function
+# and the authorizer (JOTGATE_LAMBDA_MODE); its store is DynamoDB
+# (JOTGATE_STORE=dynamodb://TABLE) or SQLite, and it reads secret settings given as Secrets
+# Manager / SSM ARNs (feature aws-secrets). PostgreSQL (RDS) is left out of the package;
+# JOTGATE_LAMBDA_FEATURES=dynamodb,aws-secrets,postgres puts it back.
 #
 #   scripts/lambda-zip.sh                                # bootstrap only
 #   scripts/lambda-zip.sh --policy deploy/aws/policy.toml  # + policy.toml for the authorizer
@@ -17,9 +19,9 @@ if [ "${1:-}" = --policy ]; then
 elif [ $# -gt 0 ]; then
   echo "usage: scripts/lambda-zip.sh [--policy FILE]" >&2; exit 2
 fi
-cargo build --profile dist --locked -p jotgate --features dynamodb,aws-secrets
-mkdir -p target/lambda
-cp target/dist/jotgate target/lambda/bootstrap
+cargo build --profile lambda --locked -p jotgate --no-default-features \
+  --features "${JOTGATE_LAMBDA_FEATURES:-dynamodb,aws-secrets}"
+cp target/lambda/jotgate target/lambda/bootstrap
 POLICY="$policy" python3 - <<'PY'
 import os, zipfile
 def entry(name, mode):
