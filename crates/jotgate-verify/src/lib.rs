@@ -25,6 +25,8 @@ pub mod forwarding;
 pub mod gateway;
 pub mod http;
 pub mod keyset;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod layer;
 pub mod path;
 pub mod policy;

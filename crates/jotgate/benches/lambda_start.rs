@@ -211,6 +211,31 @@ async fn main() {
     )
     .await;
 
+    // The authorizer-only package's binary, when named (`JOTGATE_AUTHORIZER_BIN=
+    // target/lambda/jotgate-authorizer`, built by `scripts/lambda-zip.sh --authorizer-only`).
+    if let Ok(slim) = std::env::var("JOTGATE_AUTHORIZER_BIN") {
+        let p = policy.clone();
+        let spawn = move |api: &runtime_api::RuntimeApi| {
+            tokio::process::Command::new(&slim)
+                .envs(api.env())
+                .env("JOTGATE_POLICY", &p)
+                .env("JOTGATE_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        };
+        measure(
+            "authorizer-only package (jotgate-authorizer)",
+            "discovery + JWKS on loopback included",
+            &spawn,
+            event.clone(),
+            event.clone(),
+        )
+        .await;
+    }
+
     // The HTTP API: an existing database (its key made by a first start), a token from a
     // sign-up, then GET /private as function URL events.
     let db = dir.join("api.db").display().to_string();

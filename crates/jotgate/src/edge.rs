@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use jotgate_verify::authorizer::{Authorizer, V2Format};
+use jotgate_verify::authorizer::V2Format;
 use jotgate_verify::gateway::{self, GatewayConfig};
 use jotgate_verify::policy::PolicyFile;
 use jotgate_verify::{IssuerConfig, Verifier, VerifierConfig};
@@ -106,85 +106,24 @@ pub fn load_authorizer_policy(
     policy: &Path,
     feed_token: Option<&secrecy::SecretString>,
 ) -> anyhow::Result<(Arc<Verifier>, PolicyFile)> {
-    let token = feed_token.map(|t| secrecy::ExposeSecret::expose_secret(t).to_string());
-    let lookup = move |name: &str| {
-        (name == "JOTGATE_FEED_TOKEN")
-            .then(|| token.clone())
-            .flatten()
-    };
-    load_policy_with(policy, &lookup, false)
+    let token = feed_token.map(secrecy::ExposeSecret::expose_secret);
+    jotgate_verify::lambda::load_policy(policy, token).map_err(anyhow::Error::msg)
 }
 
-/// Run as an AWS Lambda authorizer: one event at a time from the Lambda Runtime API.
-/// `feed_token` (the `feed_token` setting, an ARN already resolved) answers a policy's
-/// `revocation_token_env = "JOTGATE_FEED_TOKEN"`.
+/// Run as an AWS Lambda authorizer: one event at a time from the Lambda Runtime API
+/// ([`jotgate_verify::lambda::run_authorizer`], which the authorizer-only package runs
+/// too). `feed_token` (the `feed_token` setting, an ARN already resolved) answers a
+/// policy's `revocation_token_env = "JOTGATE_FEED_TOKEN"`.
 pub async fn run_authorizer(
     policy: &Path,
     v2: V2Format,
     feed_token: Option<&secrecy::SecretString>,
 ) -> anyhow::Result<()> {
-    crate::lambda::require_lambda_env("jotgate authorizer")?;
     crate::init_crypto();
-    let (verifier, file) = load_authorizer_policy(policy, feed_token)?;
-    // Keys are fetched once per container, before the first event, and the revocation
-    // feeds read to their end.
-    let _background = verifier.start().await;
-    if let Err(e) = verifier
-        .bring_up_to_date(Duration::ZERO, Duration::from_secs(5))
+    let token = feed_token.map(secrecy::ExposeSecret::expose_secret);
+    jotgate_verify::lambda::run_authorizer(policy, v2, token, "jotgate authorizer")
         .await
-    {
-        tracing::warn!(error = %e, "revocations could not be read at start; retried at each decision");
-    }
-    let authorizer = Arc::new(Authorizer::with_options(
-        verifier,
-        file.policy,
-        v2,
-        file.authorizer,
-    ));
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<Value>| {
-            let a = authorizer.clone();
-            async move {
-                let started = std::time::Instant::now();
-                let out = a.handle(&event.payload).await;
-                log_decision(&event, out.as_ref().ok(), started.elapsed());
-                out.map_err(|e| -> lambda_runtime::Error { Box::new(e) })
-            }
-        },
-    ))
-    .await
-    .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
-}
-
-/// The authorizer's access-log line: one per event, at info. Method and path (never the
-/// query string, a header or the token), the decision and its code, the Lambda request id.
-fn log_decision(event: &lambda_runtime::LambdaEvent<Value>, out: Option<&Value>, took: Duration) {
-    let p = &event.payload;
-    let text = |v: &Value| v.as_str().map(str::to_string);
-    let method = text(&p["httpMethod"])
-        .or_else(|| text(&p["requestContext"]["http"]["method"]))
-        .unwrap_or_default();
-    let path = text(&p["rawPath"])
-        .or_else(|| text(&p["path"]))
-        .or_else(|| text(&p["methodArn"]))
-        .unwrap_or_default();
-    let allowed = out.is_some_and(|v| {
-        v["isAuthorized"] == Value::Bool(true)
-            || v["policyDocument"]["Statement"][0]["Effect"] == "Allow"
-    });
-    let code = out
-        .and_then(|v| v["context"]["code"].as_str())
-        .unwrap_or("");
-    tracing::info!(
-        target: "access",
-        request_id = %event.context.request_id.escape_debug(),
-        method = %method.escape_debug(),
-        path = %path.escape_debug(),
-        decision = if allowed { "allow" } else { "deny" },
-        code,
-        latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-        "decided"
-    );
+        .map_err(anyhow::Error::msg)
 }
 
 /// Verify `token` against any OpenID Connect issuer (discovery → JWKS) and print its claims.

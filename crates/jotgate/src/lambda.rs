@@ -16,27 +16,11 @@ use serde_json::{Value, json};
 
 use crate::settings::Settings;
 
-/// The variables the Lambda runtime sets; without them this is not a Lambda environment.
-pub const RUNTIME_VARS: [&str; 4] = [
-    "AWS_LAMBDA_RUNTIME_API",
-    "AWS_LAMBDA_FUNCTION_NAME",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-    "AWS_LAMBDA_FUNCTION_VERSION",
-];
+pub use jotgate_verify::lambda::RUNTIME_VARS;
 
 /// Fail with one line naming what is missing (lambda_runtime would panic instead).
 pub fn require_lambda_env(what: &str) -> anyhow::Result<()> {
-    let missing: Vec<&str> = RUNTIME_VARS
-        .into_iter()
-        .filter(|v| std::env::var_os(v).is_none())
-        .collect();
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "{what} runs inside AWS Lambda (or a local Lambda Runtime API); not set: {}",
-            missing.join(", ")
-        );
-    }
-    Ok(())
+    jotgate_verify::lambda::require_lambda_env(what).map_err(anyhow::Error::msg)
 }
 
 /// lambda_http puts the stage in front of the path for named stages (`/prod/login`); the
