@@ -73,6 +73,10 @@ fn main() {
             "invalid setting JOTGATE_AUTHORIZER_FORMAT {other:?}: expected simple or iam"
         )),
     };
+    // Before anything that may call AWS (an ARN-given feed token).
+    if let Err(e) = jotgate_verify::lambda::require_lambda_env("jotgate-authorizer") {
+        fail(e)
+    }
     let policy = setting("JOTGATE_POLICY")
         .map_or_else(|| PathBuf::from("/var/task/policy.toml"), PathBuf::from);
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -155,20 +155,32 @@ impl Workspace {
         self.0.capacity() > 0
     }
 
-    /// Give the working memory back to the system. A block of this size is its own
-    /// mapping (glibc's mmap threshold follows the largest block freed, and the size never
-    /// changes), so freeing it lowers the resident size at once.
+    /// Give the working memory back to the system: the resident size drops at once.
     pub fn release(&mut self) {
         self.0 = Vec::new();
     }
 
     fn blocks(&mut self, n: usize) -> &mut [Block] {
         if self.0.len() < n {
+            if self.0.capacity() == 0 {
+                // Reserve at least MAPPED_ALWAYS: glibc serves a block that large from its
+                // own mapping and unmaps it on free, every time. A smaller one (19 MiB)
+                // is mapped the first time only: freeing it raises glibc's dynamic mmap
+                // threshold to its size, the next one comes from the thread's heap, and
+                // freeing that returns nothing. Only the blocks used are touched, so the
+                // resident size stays the memory cost.
+                let at_least = MAPPED_ALWAYS.div_ceil(std::mem::size_of::<Block>());
+                self.0.reserve_exact(n.max(at_least));
+            }
             self.0.resize(n, Block::default());
         }
         &mut self.0[..n]
     }
 }
+
+/// More than glibc's largest dynamic mmap threshold (`DEFAULT_MMAP_THRESHOLD_MAX`, 32 MiB
+/// on 64-bit systems, mallopt(3)): allocations this large are always mapped on their own.
+const MAPPED_ALWAYS: usize = 33 << 20;
 
 /// Shortest pepper accepted, in bytes.
 pub const MIN_PEPPER_BYTES: usize = 32;

@@ -74,13 +74,16 @@ impl HashPool {
             max_pending: max_pending.max(1),
         });
         let hasher = Arc::new(hasher);
+        // Made first, so that a failed spawn below drops it and ends the workers started.
+        let pool = Self { shared };
         for i in 0..workers.max(1) {
-            let shared = Arc::clone(&shared);
+            let shared = Arc::clone(&pool.shared);
             let hasher = Arc::clone(&hasher);
             std::thread::Builder::new()
                 .name(format!("jotgate-hash-{i}"))
                 .spawn(move || {
                     let mut workspace = Workspace::default();
+                    let mut last_job = std::time::Instant::now();
                     let mut q = shared.lock();
                     loop {
                         if let Some(job) = q.jobs.pop_front() {
@@ -89,28 +92,34 @@ impl HashPool {
                             if std::panic::catch_unwind(run).is_err() {
                                 tracing::error!("a password-hashing job panicked");
                             }
+                            last_job = std::time::Instant::now();
                             q = shared.lock();
                             continue;
                         }
                         if q.closed {
                             break; // the pool was dropped
                         }
-                        if workspace.is_allocated() {
-                            let (guard, waited) = shared
-                                .ready
-                                .wait_timeout(q, idle)
-                                .unwrap_or_else(|p| p.into_inner());
-                            q = guard;
-                            if waited.timed_out() && q.jobs.is_empty() {
-                                workspace.release();
-                            }
-                        } else {
+                        if !workspace.is_allocated() {
                             q = shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                            continue;
                         }
+                        // Idle since the last job, not since the last wake-up.
+                        let Some(left) = idle.checked_sub(last_job.elapsed()) else {
+                            // Freed outside the lock: others queue and take jobs meanwhile.
+                            drop(q);
+                            workspace.release();
+                            q = shared.lock();
+                            continue;
+                        };
+                        q = shared
+                            .ready
+                            .wait_timeout(q, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
                     }
                 })?;
         }
-        Ok(Self { shared })
+        Ok(pool)
     }
 
     pub async fn run<T, F>(&self, f: F) -> Result<T, ApiError>

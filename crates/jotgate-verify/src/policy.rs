@@ -543,11 +543,11 @@ struct RouteToml {
     roles_all: Vec<String>,
 }
 
-/// Line (1-based) of a byte offset.
+/// Line (1-based) of a byte offset (bytes: an offset inside a character cannot panic).
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
         .count()
         + 1
 }

@@ -144,9 +144,7 @@ fn unreadable(request: &LambdaRequest) -> Option<&'static str> {
     ) -> bool {
         // lambda_http's `apigw_path_with_stage`.
         let path = match stage {
-            _ if std::env::var_os("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").is_some() => {
-                path.to_string()
-            }
+            _ if std::env::var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").is_ok() => path.to_string(),
             None | Some("$default") => path.to_string(),
             Some(s) if path.starts_with(&format!("/{s}/")) => path.to_string(),
             Some(s) => format!("/{s}{path}"),
@@ -178,14 +176,26 @@ fn unreadable(request: &LambdaRequest) -> Option<&'static str> {
         url.parse::<Uri>().is_ok()
     }
     let ok = match request {
-        LambdaRequest::ApiGatewayV1(r) => url_ok(
-            &r.headers,
-            r.request_context.domain_name.as_deref(),
-            r.request_context.stage.as_deref(),
-            r.path.as_deref().unwrap_or(""),
-            // The query is rebuilt from the parameter maps, encoded.
-            "",
-        ),
+        LambdaRequest::ApiGatewayV1(r) => {
+            // The query lambda_http rebuilds from the parameter maps, encoded (it may be
+            // three times as long as given, past what a URI may be).
+            let (mv, sv) = (
+                &r.multi_value_query_string_parameters,
+                &r.query_string_parameters,
+            );
+            let query = if !mv.is_empty() {
+                mv.to_query_string()
+            } else {
+                sv.to_query_string()
+            };
+            url_ok(
+                &r.headers,
+                r.request_context.domain_name.as_deref(),
+                r.request_context.stage.as_deref(),
+                r.path.as_deref().unwrap_or(""),
+                &query,
+            )
+        }
         LambdaRequest::ApiGatewayV2(r) => url_ok(
             &r.headers,
             r.request_context.domain_name.as_deref(),
@@ -329,6 +339,14 @@ mod tests {
             (v2("a.example", "https", ":99999", ""), "path"),
             (v2("a.example", "https", "/x", "a b"), "query"),
             (v1("a b", "/x"), "host name"),
+            (
+                {
+                    let mut e = v1("api.example.com", "/prod/x");
+                    e["queryStringParameters"] = json!({"q": "\u{e9}".repeat(12_000)});
+                    e
+                },
+                "query past the longest URI",
+            ),
         ] {
             let err = request_of(event).unwrap_err();
             assert!(err.contains("cannot be read"), "{why}: {err}");
