@@ -7,11 +7,14 @@
 #
 #   benches/http.sh            # needs wrk (apt-get install wrk) and python3
 #   DURATION=20 benches/http.sh
+#   PIN=1 benches/http.sh      # servers on CPU 0, wrk on CPU 1 (taskset): the issue's setup
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 PORT=${PORT:-18080}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+SRV="" LOAD=""
+if [ "${PIN:-}" = 1 ]; then SRV="taskset -c 0" LOAD="taskset -c 1"; fi
 
 cargo build --release --locked -q
 cargo build --release --locked -q -p jotgate-verify --example bare_axum --example bare_jwt
@@ -45,7 +48,7 @@ PY
 
 # Throttling raised so the timing comparison below is not cut short by 429s.
 # (and sessions, so 500 logins of one user keep 500 live tokens)
-JOTGATE_DATABASE=$work/db.sqlite $BIN serve --listen 127.0.0.1:$PORT \
+JOTGATE_DATABASE=$work/db.sqlite $SRV $BIN serve --listen 127.0.0.1:$PORT \
   --login-user-failures 100000 --login-ip-failures 100000 --max-sessions 1000 2>/dev/null & pid=$!
 until curl -sf localhost:$PORT/healthz >/dev/null; do sleep 0.05; done
 token=$(curl -sf localhost:$PORT/signup -H 'content-type: application/json' \
@@ -53,7 +56,7 @@ token=$(curl -sf localhost:$PORT/signup -H 'content-type: application/json' \
 
 wrk_line() { # $1 = label, rest = wrk args
   local label=$1; shift
-  local out; out=$(wrk --latency "$@")
+  local out; out=$($LOAD wrk --latency "$@")
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -77,8 +80,8 @@ wrk_line "GET /healthz, no auth: the stack's ceiling (wrk -t1 -c32)" -t1 -c32 -d
 
 # The comparison servers, same machine, same wrk settings, the same token.
 jwk=$(curl -sf localhost:$PORT/.well-known/jwks.json | python3 -c 'import json,sys; k=json.load(sys.stdin)["keys"][0]; print(k["n"], k["e"])')
-target/release/examples/bare_axum $((PORT + 1)) & bare_pids="$!"
-target/release/examples/bare_jwt $((PORT + 2)) "http://127.0.0.1:$PORT" $jwk & bare_pids="$bare_pids $!"
+$SRV target/release/examples/bare_axum $((PORT + 1)) & bare_pids="$!"
+$SRV target/release/examples/bare_jwt $((PORT + 2)) "http://127.0.0.1:$PORT" $jwk & bare_pids="$bare_pids $!"
 until curl -sf -o /dev/null localhost:$((PORT + 1))/private && \
       curl -sf -o /dev/null -H "Authorization: Bearer $token" localhost:$((PORT + 2))/private; do sleep 0.05; done
 # 500 tokens of 500 sessions, requested in turn.
