@@ -8,17 +8,11 @@ use jotgate_verify::Verifier;
 use jotgate_verify::authorizer::{Authorizer, V2Format};
 use jotgate_verify::policy::PolicyFile;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+use common::*;
 use serde_json::Value;
-
-const JWKS: &str = include_str!("../keys/jwks.json");
-const VALID: &str = include_str!("../keys/valid_tokens.txt");
-
-static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-});
 
 static AUTHORIZER: LazyLock<(Arc<Authorizer>, jotgate_verify::Background)> = LazyLock::new(|| {
     jotgate::init_crypto();

@@ -15,16 +15,13 @@ use jotgate_server::{AppState, KeySource, ServerConfig};
 use jotgate_store::Store;
 use jotgate_store::sqlite::SqliteStore;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+use common::*;
 use tower::ServiceExt;
 
 const ENDPOINTS: [&str; 5] = ["/signup", "/login", "/refresh", "/logout", "/verify"];
-
-static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-});
 
 static APP: LazyLock<Router> = LazyLock::new(|| {
     jotgate::init_crypto();

@@ -9,16 +9,9 @@ use jotgate_verify::Verifier;
 use jotgate_verify::verifier::{IssuerConfig, KeySource, VerifierConfig};
 use libfuzzer_sys::fuzz_target;
 
-const JWKS: &str = include_str!("../keys/jwks.json");
-const SECRET: &[u8] = include_bytes!("../keys/secret.txt");
-const VALID: &str = include_str!("../keys/valid_tokens.txt");
-
-static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-});
+#[path = "common.rs"]
+mod common;
+use common::*;
 
 static VERIFIER: LazyLock<(Arc<Verifier>, jotgate_verify::Background)> = LazyLock::new(|| {
     jotgate::init_crypto();

@@ -15,22 +15,10 @@ use jotgate_verify::policy::PolicyFile;
 use jotgate_verify::{IssuerConfig, Verifier, VerifierConfig};
 use serde_json::Value;
 
-/// Read a policy file and build its verifier (not started).
+/// Read a policy file and build its verifier (not started), following revocation feeds
+/// in the background. (The Lambda authorizer's: [`load_authorizer_policy`].)
 pub fn load_policy(path: &Path) -> anyhow::Result<(Arc<Verifier>, PolicyFile)> {
-    load_policy_with(path, &|_| None, true)
-}
-
-/// [`load_policy`], with `*_env` secrets resolved by `lookup` first (the feed token may be
-/// a Secrets Manager / SSM ARN that the settings resolved at start-up).
-pub fn load_policy_with(
-    path: &Path,
-    lookup: jotgate_verify::policy::SecretLookup,
-    follow_feeds: bool,
-) -> anyhow::Result<(Arc<Verifier>, PolicyFile)> {
-    let mut file = PolicyFile::load_with(path, lookup)
-        .map_err(|e| anyhow::anyhow!("invalid policy file {e}"))?;
-    // In Lambda no long poll outlives an invocation: each decision reads the feed itself.
-    file.verifier.follow_feeds = follow_feeds;
+    let file = PolicyFile::load(path).map_err(|e| anyhow::anyhow!("invalid policy file {e}"))?;
     let verifier = Verifier::new(file.verifier.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((verifier, file))
 }

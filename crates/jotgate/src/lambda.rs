@@ -109,20 +109,41 @@ fn bad_body(event: &Value) -> bool {
             .is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_err())
 }
 
+/// Why an event is not handed to lambda_http: an answer to give (400), or the
+/// invocation's error (not an API Gateway or function URL event at all).
+enum Refused {
+    Answer(Value),
+    Error(String),
+}
+
+/// The checks every event passes before lambda_http decodes it (it would panic on the
+/// rest): a body that is what it claims, the shape of an API Gateway or function URL
+/// request, a URL that can be made of it.
+fn checked(payload: Value) -> Result<LambdaRequest, Refused> {
+    if bad_body(&payload) {
+        return Err(Refused::Answer(refusal(BAD_BODY)));
+    }
+    let request: LambdaRequest = serde_json::from_value(payload).map_err(|e| {
+        Refused::Error(format!(
+            "the event is not an API Gateway or function URL request: {e}"
+        ))
+    })?;
+    match unreadable(&request) {
+        Some(why) => Err(Refused::Answer(refusal(why))),
+        None => Ok(request),
+    }
+}
+
 /// What the API function makes of one event: the request the Router is handed, with the
 /// stage stripped and the caller's address attached; or why the event is refused (`Err`
 /// holds the invocation's answer or error text). The path events take through
 /// [`run_api`], open to tests and the fuzzer (`fuzz/fuzz_targets/lambda_event.rs`).
 pub fn request_of(payload: Value) -> Result<Request<lambda_http::Body>, String> {
-    if bad_body(&payload) {
-        return Err(bad_body_response(BAD_BODY).to_string());
+    match checked(payload) {
+        Ok(request) => Ok(source_ip(strip_stage(request.into()))),
+        Err(Refused::Answer(v)) => Err(v.to_string()),
+        Err(Refused::Error(e)) => Err(e),
     }
-    let request: LambdaRequest = serde_json::from_value(payload)
-        .map_err(|e| format!("the event is not an API Gateway or function URL request: {e}"))?;
-    if let Some(why) = unreadable(&request) {
-        return Err(bad_body_response(why).to_string());
-    }
-    Ok(source_ip(strip_stage(request.into())))
 }
 
 /// Why lambda_http could not make a request of this event, if it could not. It builds the
@@ -213,7 +234,7 @@ const BAD_BODY: &str = "the request body is marked base64 but is not valid base6
 
 /// The answer to an event that lambda_http cannot make a request of: 400 in the shape
 /// every API Gateway payload and function URLs accept.
-fn bad_body_response(why: &str) -> Value {
+fn refusal(why: &str) -> Value {
     json!({
         "statusCode": 400,
         // Made outside the Router, so its layer's headers are written here.
@@ -255,20 +276,14 @@ where
 
     fn call(&mut self, event: LambdaEvent<Value>) -> Self::Future {
         let (payload, context) = event.into_parts();
-        if bad_body(&payload) {
-            return Box::pin(async { Ok(bad_body_response(BAD_BODY)) });
-        }
-        let request: LambdaRequest = match serde_json::from_value(payload) {
+        let request = match checked(payload) {
             Ok(r) => r,
-            Err(e) => {
-                let e: lambda_runtime::Error =
-                    format!("the event is not an API Gateway or function URL request: {e}").into();
+            Err(Refused::Answer(v)) => return Box::pin(async move { Ok(v) }),
+            Err(Refused::Error(e)) => {
+                let e: lambda_runtime::Error = e.into();
                 return Box::pin(async move { Err(e) });
             }
         };
-        if let Some(why) = unreadable(&request) {
-            return Box::pin(async move { Ok(bad_body_response(why)) });
-        }
         let fut = self.0.call(LambdaEvent::new(request, context));
         Box::pin(async move {
             let res = fut
@@ -295,7 +310,7 @@ mod tests {
             &json!({"isBase64Encoded": false, "body": "not base64!"})
         ));
         assert!(!bad_body(&json!({"isBase64Encoded": true})));
-        assert_eq!(bad_body_response(BAD_BODY)["statusCode"], 400);
+        assert_eq!(refusal(BAD_BODY)["statusCode"], 400);
     }
 
     /// What lambda_http would panic on is a 400 (each found by the fuzzer, or its kin).
@@ -309,7 +324,7 @@ mod tests {
         for f in std::fs::read_dir(dir).unwrap() {
             let event: Value =
                 serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
-            let _ = request_of(event);
+            assert!(request_of(event).is_err());
             found += 1;
         }
         assert!(found > 0);
