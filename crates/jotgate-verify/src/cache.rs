@@ -2,9 +2,10 @@
 //! check. Bounded; keyed by the whole token; an entry never outlives the token's `exp` (plus
 //! leeway) and is dropped when a revocation or a key withdrawal could affect it.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
+
+use hashbrown::HashTable;
 
 use crate::Principal;
 
@@ -20,19 +21,31 @@ pub(crate) struct Entry<T> {
     pub stamp: u64,
 }
 
+/// A cached token: its hash (computed once per lookup, shared by the shard choice and the
+/// table), the token itself (compared in full on a hit) and what verifying it gave.
+struct Slot<T> {
+    hash: u64,
+    token: Box<str>,
+    entry: Entry<T>,
+}
+
 pub(crate) struct TokenCache<T> {
-    shards: Vec<RwLock<HashMap<Box<str>, Entry<T>>>>,
+    shards: Vec<RwLock<HashTable<Slot<T>>>>,
     per_shard: usize,
-    hasher: RandomState,
+    /// foldhash with a per-process random seed: a token is ~800 bytes, which SipHash
+    /// (std's default) took ~4,600 instructions to hash, twice per lookup. Flooding is not
+    /// a concern for this table: only tokens whose signature verified are ever inserted,
+    /// and their bytes (signature included) are not the caller's to choose.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<T: Clone> TokenCache<T> {
     /// `capacity` 0 disables the cache.
     pub fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
             per_shard: capacity.div_ceil(SHARDS),
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -40,16 +53,22 @@ impl<T: Clone> TokenCache<T> {
         self.per_shard > 0
     }
 
-    fn shard(&self, token: &str) -> &RwLock<HashMap<Box<str>, Entry<T>>> {
-        &self.shards[(self.hasher.hash_one(token) as usize) % SHARDS]
+    /// The token's hash and its shard (from the hash's top bits: the table uses the low
+    /// ones).
+    fn locate(&self, token: &str) -> (u64, &RwLock<HashTable<Slot<T>>>) {
+        let hash = self.hasher.hash_one(token);
+        (hash, &self.shards[(hash >> 60) as usize % SHARDS])
     }
 
     pub fn get(&self, token: &str, now: i64) -> Option<(Arc<Principal>, T, u64)> {
         if !self.enabled() {
             return None;
         }
-        let shard = self.shard(token).read().unwrap_or_else(|p| p.into_inner());
-        let e = shard.get(token)?;
+        let (hash, shard) = self.locate(token);
+        let shard = shard.read().unwrap_or_else(|p| p.into_inner());
+        let e = &shard
+            .find(hash, |s| s.hash == hash && *s.token == *token)?
+            .entry;
         (now <= e.valid_until).then(|| (e.principal.clone(), e.tag.clone(), e.stamp))
     }
 
@@ -57,22 +76,31 @@ impl<T: Clone> TokenCache<T> {
         if !self.enabled() {
             return;
         }
-        let mut shard = self.shard(token).write().unwrap_or_else(|p| p.into_inner());
+        let (hash, shard) = self.locate(token);
+        let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
         if shard.len() >= self.per_shard {
-            shard.retain(|_, e| e.valid_until >= now);
+            shard.retain(|s| s.entry.valid_until >= now);
             if shard.len() >= self.per_shard {
-                // Still full of live tokens: drop an eighth, in the map's (random) order.
-                let drop: Vec<Box<str>> = shard
-                    .keys()
-                    .take((self.per_shard / 8).max(1))
-                    .cloned()
-                    .collect();
-                for k in drop {
-                    shard.remove(&k);
-                }
+                // Still full of live tokens: drop an eighth, in the table's (random) order.
+                let mut drop = (self.per_shard / 8).max(1);
+                shard.retain(|_| {
+                    let keep = drop == 0;
+                    drop = drop.saturating_sub(1);
+                    keep
+                });
             }
         }
-        shard.insert(token.into(), entry);
+        let slot = Slot {
+            hash,
+            token: token.into(),
+            entry,
+        };
+        match shard.entry(hash, |s| s.hash == hash && *s.token == *token, |s| s.hash) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = slot,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(slot);
+            }
+        }
     }
 
     /// Keep only entries for which `keep` holds.
@@ -80,7 +108,7 @@ impl<T: Clone> TokenCache<T> {
         for s in &self.shards {
             s.write()
                 .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, e| keep(e));
+                .retain(|s| keep(&s.entry));
         }
     }
 
@@ -89,5 +117,69 @@ impl<T: Clone> TokenCache<T> {
             .iter()
             .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(valid_until: i64) -> Entry<u8> {
+        Entry {
+            principal: Arc::new(Principal {
+                subject: "u".into(),
+                username: None,
+                roles: vec![],
+                scopes: vec![],
+                issuer: "i".into(),
+                expires_at: valid_until,
+                claims: Default::default(),
+                key_id: None,
+            }),
+            valid_until,
+            tag: 7,
+            stamp: 1,
+        }
+    }
+
+    #[test]
+    fn a_hit_needs_the_whole_token_and_a_live_entry() {
+        let c = TokenCache::new(64);
+        c.insert("a.b.c", entry(100), 0);
+        assert!(c.get("a.b.c", 100).is_some());
+        assert!(c.get("a.b.c", 101).is_none(), "expired");
+        assert!(c.get("a.b.", 50).is_none());
+        assert!(c.get("a.b.cd", 50).is_none());
+        // A second insert of the same token replaces the first.
+        c.insert("a.b.c", entry(200), 0);
+        assert_eq!(c.len(), 1);
+        assert!(c.get("a.b.c", 150).is_some());
+    }
+
+    #[test]
+    fn stays_bounded_when_full_of_live_tokens() {
+        let c = TokenCache::new(16 * 8);
+        for i in 0..10_000 {
+            c.insert(&format!("token-{i}"), entry(1_000), 0);
+            assert!(c.len() <= 16 * 8, "{} entries", c.len());
+        }
+        // The newest one is always there.
+        assert!(c.get("token-9999", 0).is_some());
+        // Expired entries go first: a full shard drops them before any live one.
+        let d = TokenCache::new(16 * 64);
+        for i in 0..2_000 {
+            d.insert(&format!("old-{i}"), entry(5), 0);
+        }
+        for i in 0..64 {
+            d.insert(&format!("new-{i}"), entry(100), 10);
+        }
+        assert!((0..64).all(|i| d.get(&format!("new-{i}"), 10).is_some()));
+    }
+
+    #[test]
+    fn capacity_zero_caches_nothing() {
+        let c = TokenCache::new(0);
+        c.insert("a.b.c", entry(100), 0);
+        assert!(c.get("a.b.c", 0).is_none());
     }
 }
