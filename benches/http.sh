@@ -103,8 +103,8 @@ with open(out, "w") as f:
 PY
 rps() { awk -F'|' -v l="$1" 'index($2, l) {gsub(/ /, "", $3); print $3}' "$work/rows"; }
 {
-wrk_line "bare axum, no verification: GET /private (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
-  http://127.0.0.1:$((PORT + 1))/private
+wrk_line "bare axum, no verification: GET /private, the same token sent (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
+  -H "Authorization: Bearer $token" http://127.0.0.1:$((PORT + 1))/private
 wrk_line "bare axum + jsonwebtoken RS256, the same token repeated (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \
   -H "Authorization: Bearer $token" http://127.0.0.1:$((PORT + 2))/private
 wrk_line "bare axum + jsonwebtoken RS256, 500 tokens in turn (wrk -t1 -c32)" -t1 -c32 -d${DURATION}s \

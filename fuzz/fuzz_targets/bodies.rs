@@ -1,20 +1,22 @@
-//! Every JSON request body, through the real Router on an in-memory SQLite store: the
+//! Every JSON request body, through the real router on an in-memory SQLite store: the
 //! first byte picks the endpoint (sign-up, login, refresh, logout, verify), the rest is the
 //! body. Whatever arrives is answered below 500, as JSON, and an error names its `code`.
 #![no_main]
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, header};
+use axum::response::Response;
 use http_body_util::BodyExt;
 use jotgate_core::{PasswordHasher, PasswordParams, SigningAlg};
 use jotgate_server::{AppState, KeySource, ServerConfig};
 use jotgate_store::Store;
 use jotgate_store::sqlite::SqliteStore;
 use libfuzzer_sys::fuzz_target;
+use tower::util::BoxCloneSyncService;
 
 #[path = "common.rs"]
 mod common;
@@ -23,7 +25,9 @@ use tower::ServiceExt;
 
 const ENDPOINTS: [&str; 5] = ["/signup", "/login", "/refresh", "/logout", "/verify"];
 
-static APP: LazyLock<Router> = LazyLock::new(|| {
+type App = BoxCloneSyncService<Request<Body>, Response, Infallible>;
+
+static APP: LazyLock<App> = LazyLock::new(|| {
     jotgate::init_crypto();
     RT.block_on(async {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().expect("sqlite"));
@@ -49,7 +53,7 @@ static APP: LazyLock<Router> = LazyLock::new(|| {
         )
         .await
         .expect("state");
-        jotgate_server::router(state)
+        BoxCloneSyncService::new(jotgate_server::router(state))
     })
 });
 

@@ -339,8 +339,20 @@ async fn store_deadline(
     }
 }
 
-/// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP API, framed (headers, request id, access log, panics answered) with its
+/// body limit and request timeout around the router as a whole (a `Router::layer` would
+/// box a copy of each layer per route and clone it per request).
+pub fn router(
+    state: AppState,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
     let limit = state.0.cfg.max_body_bytes;
     let hsts = state.0.cfg.hsts_max_age;
     let router = Router::new()
@@ -361,17 +373,15 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(routes::readyz))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(state);
+    let app = tower::ServiceBuilder::new()
         .layer(DefaultBodyLimit::max(limit))
-        // A bug must still answer with our JSON error, never a dropped connection.
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                axum::response::IntoResponse::into_response(ApiError::internal("handler panicked"))
-            },
-        ))
+        // A request (a body that trickles in, a slow store read) ends within 30 s. The
+        // timer is armed only if the first poll leaves the request pending.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
-        .with_state(state);
-    jotgate_verify::service::wrap(router, hsts)
+        .service(router);
+    jotgate_verify::service::wrap(app, hsts)
 }

@@ -102,7 +102,10 @@ fn header_name(field: &str, v: &str) -> Result<HeaderName, ConfigError> {
 }
 
 /// The gateway as an axum Router: every path is proxied.
-pub fn router(verifier: Arc<Verifier>, cfg: GatewayConfig) -> Result<Router, ConfigError> {
+pub fn router(
+    verifier: Arc<Verifier>,
+    cfg: GatewayConfig,
+) -> Result<crate::service::App, ConfigError> {
     let uri: Uri = cfg
         .upstream
         .parse()

@@ -32,7 +32,7 @@ pub struct Gateway {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     verifier: Arc<Verifier>,
-    router: axum::Router,
+    router: jotgate_verify::service::App,
     upstream: String,
     limits: crate::serve::ConnLimits,
 }

@@ -89,6 +89,7 @@ pub async fn run_api(settings: &Settings) -> anyhow::Result<()> {
     let app = tower::ServiceBuilder::new()
         .map_request(strip_stage::<lambda_http::Body>)
         .map_request(source_ip::<lambda_http::Body>)
+        .map_request(|r: lambda_http::Request| r.map(axum::body::Body::new))
         .service(jotgate_server::router(state));
     let adapter = lambda_http::Adapter::from(app);
     let result = lambda_runtime::run(BodyChecked(adapter))

@@ -200,7 +200,10 @@ fn main() -> ExitCode {
         Some(f) => f == LogFormat::Json,
         None => in_lambda,
     };
-    jotgate::logging::init(json);
+    // The long-running servers batch their log lines; the rest (and anything under
+    // Lambda, frozen once it has answered) write each line as it comes.
+    let batched = !in_lambda && matches!(cli.command, Cmd::Serve(_) | Cmd::Gateway(_));
+    jotgate::logging::init(json, batched);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -208,7 +211,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli, remote_issuer)) {
+    let result = rt.block_on(run(cli, remote_issuer));
+    jotgate::logging::flush();
+    match result {
         Ok(Some(out)) => {
             print!("{out}");
             if !out.ends_with('\n') {
