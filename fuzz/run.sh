@@ -39,7 +39,8 @@ for t in "${targets[@]}"; do
     echo "fuzz $t: ${runs:-?} inputs in $(( $(date +%s) - started )) s, no crash"
   else
     echo "fuzz $t: FAILED (input in fuzz/artifacts/$t/):"
-    grep -E -A8 'panicked|ERROR' "$scratch.log" | head -30
+    # A crash's message, or else (a build that failed, a timeout) the log's end.
+    grep -E -A8 'panicked|ERROR|^error' "$scratch.log" | head -30 || tail -20 "$scratch.log"
     status=1
   fi
   rm -rf "$scratch" "$scratch.log"

@@ -339,8 +339,8 @@ async fn store_deadline(
     }
 }
 
-/// The whole HTTP API, framed (headers, request id, access log, panics answered) with its
-/// body limit and request timeout around the router as a whole (a `Router::layer` would
+/// The whole HTTP API, framed (headers, request id, access log, panics answered, a request
+/// timeout) with its body limit around the router as a whole (a `Router::layer` would
 /// box a copy of each layer per route and clone it per request).
 pub fn router(
     state: AppState,
@@ -376,12 +376,7 @@ pub fn router(
         .with_state(state);
     let app = tower::ServiceBuilder::new()
         .layer(DefaultBodyLimit::max(limit))
-        // A request (a body that trickles in, a slow store read) ends within 30 s. The
-        // timer is armed only if the first poll leaves the request pending.
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
         .service(router);
-    jotgate_verify::service::wrap(app, hsts)
+    // A request (a body that trickles in, a slow store read) ends within 30 s.
+    jotgate_verify::service::wrap(app, hsts).with_timeout(Duration::from_secs(30))
 }

@@ -32,10 +32,13 @@ struct Slot<T> {
 pub(crate) struct TokenCache<T> {
     shards: Vec<RwLock<HashTable<Slot<T>>>>,
     per_shard: usize,
-    /// foldhash with a per-process random seed: a token is ~800 bytes, which SipHash
-    /// (std's default) took ~4,600 instructions to hash, twice per lookup. Flooding is not
-    /// a concern for this table: only tokens whose signature verified are ever inserted,
-    /// and their bytes (signature included) are not the caller's to choose.
+    /// foldhash with a per-process seed: a token is ~800 bytes, which SipHash (std's
+    /// default) took ~4,600 instructions to hash, twice per lookup. foldhash does not
+    /// claim to resist a flooding attacker, and anyone who can sign up can mint verified
+    /// tokens; but only verified tokens are inserted, their bytes (a fresh `jti`, the
+    /// signature) are not the caller's to choose, a shard holds at most capacity / 16
+    /// entries, and the worst a flood of minted tokens does is evict others, which any
+    /// flood of valid tokens does to a bounded cache.
     hasher: foldhash::fast::RandomState,
 }
 
@@ -53,11 +56,11 @@ impl<T: Clone> TokenCache<T> {
         self.per_shard > 0
     }
 
-    /// The token's hash and its shard (from the hash's top bits: the table uses the low
-    /// ones).
+    /// The token's hash and its shard (from middle bits: hashbrown takes its bucket from
+    /// the low bits and its 7-bit tag from the top ones).
     fn locate(&self, token: &str) -> (u64, &RwLock<HashTable<Slot<T>>>) {
         let hash = self.hasher.hash_one(token);
-        (hash, &self.shards[(hash >> 60) as usize % SHARDS])
+        (hash, &self.shards[(hash >> 32) as usize % SHARDS])
     }
 
     pub fn get(&self, token: &str, now: i64) -> Option<(Arc<Principal>, T, u64)> {

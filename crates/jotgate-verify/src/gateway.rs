@@ -101,7 +101,7 @@ fn header_name(field: &str, v: &str) -> Result<HeaderName, ConfigError> {
     })
 }
 
-/// The gateway as an axum Router: every path is proxied.
+/// The gateway as a framed service (headers, request id, access log): every path is proxied.
 pub fn router(
     verifier: Arc<Verifier>,
     cfg: GatewayConfig,

@@ -77,6 +77,7 @@ impl<S> tower::Layer<S> for Frame {
         Framed {
             inner,
             hsts: self.hsts.clone(),
+            timeout: None,
         }
     }
 }
@@ -86,6 +87,16 @@ impl<S> tower::Layer<S> for Frame {
 pub struct Framed<S> {
     inner: S,
     hsts: Option<HeaderValue>,
+    timeout: Option<std::time::Duration>,
+}
+
+impl<S> Framed<S> {
+    /// Answer 408 `request_timeout` to a request not answered within `limit` (a body that
+    /// trickles in, a slow store read).
+    pub fn with_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
 }
 
 impl<S> tower::Service<Request> for Framed<S>
@@ -110,49 +121,52 @@ where
             _ => new_request_id(),
         };
         req.headers_mut().insert(REQUEST_ID, id.clone());
-        // The request id on every line logged for the request; method and path only on
-        // its access line (a span's fields are formatted when it is made: one field is
-        // cheaper than three).
         let span = tracing::info_span!(
             target: "access",
             "request",
+            method = %req.method(),
+            path = %Escaped(req.uri().path()),
             request_id = %id.to_str().unwrap_or(""),
         );
         let started = Instant::now();
-        let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
-            .then(|| (req.method().clone(), req.uri().clone()));
+        // Asked inside the span: a filter may enable the line by its span
+        // (`JOTGATE_LOG=warn,[request]=info`).
+        let write = ACCESS_WRITER.get().copied().filter(|_| {
+            span.in_scope(|| tracing::enabled!(target: "access", tracing::Level::INFO))
+        });
+        let line = write.map(|w| (w, req.method().clone(), req.uri().clone()));
         // The clone that was made ready is the one to call (tower's contract).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let hsts = self.hsts.clone();
+        let timeout = self.timeout;
         Box::pin(
             async move {
-                let mut res = match AssertUnwindSafe(inner.call(req)).catch_unwind().await {
-                    Ok(res) => res?,
-                    Err(_) => panicked(),
+                // `call` inside the caught future: a panic there is answered too.
+                let answer = AssertUnwindSafe(async move { inner.call(req).await }).catch_unwind();
+                let answer = match timeout {
+                    // tokio's timeout polls the request first: its timer is registered only
+                    // when the request has to wait (not for a cached token).
+                    Some(limit) => tokio::time::timeout(limit, answer).await,
+                    None => Ok(answer.await),
+                };
+                let mut res = match answer {
+                    Ok(Ok(res)) => res?,
+                    Ok(Err(_)) => panicked(),
+                    Err(_) => timed_out(timeout.unwrap_or_default()),
                 };
                 secure(&mut res, hsts);
                 let status = res.status().as_u16();
                 let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                if let Some((method, uri)) = logged {
-                    let path = Escaped(uri.path());
-                    match ACCESS_WRITER.get() {
-                        Some(write) => write(&AccessLine {
-                            method: method.as_str(),
-                            path,
-                            request_id: id.to_str().unwrap_or(""),
-                            status,
-                            latency_us,
-                        }),
-                        None => tracing::info!(
-                            target: "access",
-                            method = %method,
-                            path = %path,
-                            status,
-                            latency_us,
-                            "answered"
-                        ),
-                    }
+                match line {
+                    Some((write, method, uri)) => write(&AccessLine {
+                        method: method.as_str(),
+                        path: Escaped(uri.path()),
+                        request_id: id.to_str().unwrap_or(""),
+                        status,
+                        latency_us,
+                    }),
+                    None => tracing::info!(target: "access", status, latency_us, "answered"),
                 }
                 if !res.headers().contains_key(&REQUEST_ID) {
                     res.headers_mut().insert(REQUEST_ID, id);
@@ -166,11 +180,25 @@ where
 
 /// The answer to a handler that panicked: 500 in the JSON error shape.
 fn panicked() -> Response {
-    tracing::error!(cause = "handler panicked", "request failed");
-    let mut res = Response::new(axum::body::Body::from(
+    tracing::error!(cause = %"handler panicked", "request failed");
+    json_error(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
         r#"{"status":"error","error":"internal server error","code":"internal"}"#,
-    ));
-    *res.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    )
+}
+
+/// The answer to a request that outlived its time: 408 in the JSON error shape.
+fn timed_out(limit: std::time::Duration) -> Response {
+    tracing::warn!(limit_s = limit.as_secs(), "request timed out");
+    json_error(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        r#"{"status":"error","error":"the request did not finish in time","code":"request_timeout"}"#,
+    )
+}
+
+fn json_error(status: axum::http::StatusCode, body: &'static str) -> Response {
+    let mut res = Response::new(axum::body::Body::from(body));
+    *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -220,7 +248,7 @@ pub struct AccessLine<'a> {
 }
 
 /// Writes access lines itself, in the text format the `tracing` subscriber would give them
-/// (`request{request_id=…}: access: answered method=… path=… status=… latency_us=…`),
+/// (`request{method=… path=… request_id=…}: access: answered status=… latency_us=…`),
 /// when the `access` target is enabled. Without one, the line is a `tracing` event.
 pub type AccessWriter = fn(&AccessLine<'_>);
 
@@ -312,6 +340,38 @@ mod tests {
         let mut one = [0u8; 1];
         hex(0, &mut one);
         assert_eq!(&one, b"0");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_its_time_gets_a_json_408() {
+        use tower::ServiceExt;
+        let app = wrap(
+            Router::new()
+                .route(
+                    "/slow",
+                    axum::routing::get(|| async {
+                        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                        "late"
+                    }),
+                )
+                .route("/fast", axum::routing::get(|| async { "ok" })),
+            None,
+        )
+        .with_timeout(std::time::Duration::from_secs(30));
+        let get = |path: &str| {
+            axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .expect("request")
+        };
+        let res = app.clone().oneshot(get("/slow")).await.expect("infallible");
+        assert_eq!(res.status(), 408);
+        assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+        let body = axum::body::to_bytes(res.into_body(), 1 << 10)
+            .await
+            .expect("body");
+        assert!(body.ends_with(br#""code":"request_timeout"}"#), "{body:?}");
+        let res = app.oneshot(get("/fast")).await.expect("infallible");
+        assert_eq!(res.status(), 200);
     }
 
     #[tokio::test]

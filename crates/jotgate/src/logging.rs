@@ -34,7 +34,6 @@ const TALKATIVE: &[&str] = &[
     "deadpool_postgres",
     "lambda_runtime",
     "lambda_http",
-    "tower_http",
 ];
 
 /// The filter for `spec` (the value of `JOTGATE_LOG`): [`TALKATIVE`] libraries capped at
@@ -133,16 +132,15 @@ mod tests {
             .finish();
         let path = "/a b\"\n";
         tracing::subscriber::with_default(sub, || {
-            let span = tracing::info_span!(target: "access", "request", request_id = %"abc-1");
-            let _in = span.enter();
-            tracing::info!(
+            let span = tracing::info_span!(
                 target: "access",
+                "request",
                 method = %"POST",
                 path = %Escaped(path),
-                status = 401u16,
-                latency_us = 12_345u64,
-                "answered"
+                request_id = %"abc-1",
             );
+            let _in = span.enter();
+            tracing::info!(target: "access", status = 401u16, latency_us = 12_345u64, "answered");
         });
         let traced = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let mut ours = String::new();
@@ -202,7 +200,11 @@ pub fn init(json: bool, batched: bool) {
         builder.with_ansi(true).init();
     } else {
         builder.with_ansi(false).fmt_fields(PlainFields).init();
-        jotgate_verify::service::set_access_writer(access_line);
+        // Only where the access line is the request's outermost span (not under
+        // lambda_runtime's invocation span).
+        if batched {
+            jotgate_verify::service::set_access_writer(access_line);
+        }
     }
 }
 
@@ -244,13 +246,13 @@ fn access_line(l: &jotgate_verify::service::AccessLine<'_>) {
 /// An access line after its timestamp, as `tracing` with [`PlainFields`] writes it.
 fn access_text(line: &mut String, l: &jotgate_verify::service::AccessLine<'_>) {
     let mut n = itoa::Buffer::new();
-    line.push_str("  INFO request{request_id=");
-    line.push_str(l.request_id);
-    line.push_str("}: access: answered method=");
+    line.push_str("  INFO request{method=");
     line.push_str(l.method);
     line.push_str(" path=");
     let _ = write!(line, "{}", l.path);
-    line.push_str(" status=");
+    line.push_str(" request_id=");
+    line.push_str(l.request_id);
+    line.push_str("}: access: answered status=");
     line.push_str(n.format(l.status));
     line.push_str(" latency_us=");
     line.push_str(n.format(l.latency_us));
@@ -393,7 +395,7 @@ struct Sink {
     out: Mutex<()>,
 }
 
-static SINK: OnceLock<Sink> = OnceLock::new();
+static SINK: OnceLock<&'static Sink> = OnceLock::new();
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -436,26 +438,25 @@ impl Sink {
 }
 
 impl Batched {
-    /// The writer, its thread started (once) and [`flush`] added to the panic hook.
+    /// The writer, its thread started (once) and [`flush`] added to the panic hook. Without
+    /// a thread, lines are written by the thread that logs them.
     pub fn start() -> Self {
-        let mut started = false;
-        let sink = SINK.get_or_init(|| {
-            started = true;
-            Sink {
-                waiting: Mutex::new(Vec::with_capacity(BATCH_BYTES)),
-                wake: Condvar::new(),
-                out: Mutex::new(()),
-            }
-        });
-        if started {
-            let spawned = std::thread::Builder::new()
-                .name("log-writer".into())
-                .spawn(move || sink.run());
-            if spawned.is_err() {
-                eprintln!("warning: no thread for the log writer; logging line by line");
-                // Every line urgent: written by the thread that logs it.
-                return Batched;
-            }
+        if SINK.get().is_some() {
+            return Batched;
+        }
+        let sink: &'static Sink = Box::leak(Box::new(Sink {
+            waiting: Mutex::new(Vec::with_capacity(BATCH_BYTES)),
+            wake: Condvar::new(),
+            out: Mutex::new(()),
+        }));
+        let spawned = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || sink.run());
+        if spawned.is_err() {
+            eprintln!("warning: no thread for the log writer; logging line by line");
+            return Batched;
+        }
+        if SINK.set(sink).is_ok() {
             let previous = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 flush();

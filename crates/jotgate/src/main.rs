@@ -212,6 +212,9 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(run(cli, remote_issuer));
+    // Tasks still running (connections past the drain, background work) log until the
+    // runtime is gone; then the last lines are written.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
     jotgate::logging::flush();
     match result {
         Ok(Some(out)) => {
