@@ -261,14 +261,34 @@ pub async fn verify(State(st): State<AppState>, body: JsonObject) -> Result<Json
     Ok(Json(json!({"status": "valid", "claims": principal.claims})))
 }
 
+/// `/private`'s answer, serialised straight from the principal (no `serde_json::Value` in
+/// between: this is the hot path of a cached token).
+pub struct Hello(std::sync::Arc<jotgate_verify::Principal>);
+
+impl serde::Serialize for Hello {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Message<'a>(&'a str);
+        impl serde::Serialize for Message<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&format_args!("Hello {}", self.0))
+            }
+        }
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(
+            "message",
+            &Message(self.0.username.as_deref().unwrap_or_default()),
+        )?;
+        m.end()
+    }
+}
+
 pub async fn private(
     State(st): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Hello>, ApiError> {
     let p = st.authenticate_request(&headers).await?;
-    Ok(Json(json!({
-        "message": format!("Hello {}", p.username.as_deref().unwrap_or_default())
-    })))
+    Ok(Json(Hello(p)))
 }
 
 pub async fn refresh(

@@ -287,14 +287,31 @@ fn date_time(secs: u64) -> String {
 pub struct PlainFields;
 
 impl<'w> FormatFields<'w> for PlainFields {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut v = PlainVisitor {
-            w: writer,
-            empty: true,
-            result: Ok(()),
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        use std::cell::RefCell;
+        thread_local! {
+            static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        let record = |w: Writer<'_>| {
+            let mut v = PlainVisitor {
+                w,
+                empty: true,
+                result: Ok(()),
+            };
+            fields.record(&mut v);
+            v.result
         };
-        fields.record(&mut v);
-        v.result
+        // Formatted in a scratch buffer first, then handed over in one piece: a span's
+        // fields go to a fresh String, which grew (and reallocated) field by field.
+        // A value whose formatting logs (re-entering here) formats straight through.
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                record(Writer::new(&mut *buf))?;
+                writer.write_str(&buf)
+            }
+            Err(_) => record(writer),
+        })
     }
 }
 
