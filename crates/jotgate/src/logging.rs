@@ -197,7 +197,9 @@ pub fn init(json: bool, batched: bool) {
             .with_span_list(false)
             .init();
     } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        builder.with_ansi(true).init();
+        // Colours for the level and the names, PlainFields for the values: escaped on a
+        // terminal too (`docker run -t`), where an escape sequence would do the most harm.
+        builder.with_ansi(true).fmt_fields(PlainFields).init();
     } else {
         builder.with_ansi(false).fmt_fields(PlainFields).init();
         // Only where the access line is the request's outermost span (not under
