@@ -398,8 +398,9 @@ const BATCH_DELAY: Duration = Duration::from_millis(2);
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// The log writer of `serve` and `gateway`: one `write(2)` per batch of lines instead of
-/// one per line (at 100,000 requests a second, the access log's own system calls cost a
-/// fifth of the server's time). A line waits at most [`BATCH_DELAY`]; a `warn` or `error`
+/// one per line, so the log's system calls stay a few hundred a second whatever the
+/// request rate, and off the request's thread. A line waits at most [`BATCH_DELAY`]; a
+/// `warn` or `error`
 /// line is written at once with everything before it, in order. [`flush`] at exit and
 /// in the panic hook, so no line is lost but to `kill -9` (the last 2 ms of `info`
 /// lines). Not for Lambda, which freezes the process as soon as it has answered.
