@@ -210,14 +210,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"status": "error", "error": message, "code": code})),
-    )
-        .into_response()
-}
-
 impl Gateway {
     fn set_identity(&self, h: &mut HeaderMap, p: Option<&Principal>) {
         let n = &self.names;
@@ -280,7 +272,7 @@ impl Refused {
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        error(self.0, self.1, self.2)
+        crate::http::error_response(self.0, self.1, self.2)
     }
 }
 
@@ -470,13 +462,13 @@ async fn proxy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "upstream request failed");
-            error(
+            crate::http::error_response(
                 StatusCode::BAD_GATEWAY,
                 "upstream_unavailable",
                 "the upstream service is unreachable",
             )
         }
-        Err(_) => error(
+        Err(_) => crate::http::error_response(
             StatusCode::GATEWAY_TIMEOUT,
             "upstream_timeout",
             "the upstream service did not answer in time",

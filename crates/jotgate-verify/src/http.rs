@@ -189,11 +189,7 @@ impl IntoResponse for Rejection {
                 None,
             ),
         };
-        let mut res = (
-            status,
-            axum::Json(json!({"status": "error", "error": message, "code": code})),
-        )
-            .into_response();
+        let mut res = error_response(status, code, &message);
         if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, c);
         }
@@ -203,4 +199,13 @@ impl IntoResponse for Rejection {
         }
         res
     }
+}
+
+/// An error answer in jotgate's JSON shape: `{"status":"error","error":…,"code":…}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"status": "error", "error": message, "code": code})),
+    )
+        .into_response()
 }

@@ -181,29 +181,21 @@ where
 /// The answer to a handler that panicked: 500 in the JSON error shape.
 fn panicked() -> Response {
     tracing::error!(cause = %"handler panicked", "request failed");
-    json_error(
+    crate::http::error_response(
         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        r#"{"status":"error","error":"internal server error","code":"internal"}"#,
+        "internal",
+        "internal server error",
     )
 }
 
 /// The answer to a request that outlived its time: 408 in the JSON error shape.
 fn timed_out(limit: std::time::Duration) -> Response {
     tracing::warn!(limit_s = limit.as_secs(), "request timed out");
-    json_error(
+    crate::http::error_response(
         axum::http::StatusCode::REQUEST_TIMEOUT,
-        r#"{"status":"error","error":"the request did not finish in time","code":"request_timeout"}"#,
+        "request_timeout",
+        "the request did not finish in time",
     )
-}
-
-fn json_error(status: axum::http::StatusCode, body: &'static str) -> Response {
-    let mut res = Response::new(axum::body::Body::from(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
 }
 
 /// A new request id: a random per-process prefix and a counter in hex (unique, cheap; an id

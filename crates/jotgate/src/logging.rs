@@ -236,12 +236,7 @@ fn access_line(l: &jotgate_verify::service::AccessLine<'_>) {
         line.push('Z');
         access_text(line, l);
         line.push('\n');
-        match SINK.get() {
-            Some(sink) => sink.push(line.as_bytes(), false),
-            None => {
-                let _ = std::io::stderr().write_all(line.as_bytes());
-            }
-        }
+        emit(line.as_bytes(), false);
     });
 }
 
@@ -487,6 +482,17 @@ impl Batched {
     }
 }
 
+/// One line to [`Batched`]'s buffer, or straight to stderr when it has no thread.
+fn emit(line: &[u8], urgent: bool) {
+    match SINK.get() {
+        Some(sink) => sink.push(line, urgent),
+        // Nowhere to report a failed write to stderr.
+        None => {
+            let _ = std::io::stderr().write_all(line);
+        }
+    }
+}
+
 /// Write the lines [`Batched`] holds.
 pub fn flush() {
     if let Some(sink) = SINK.get() {
@@ -501,10 +507,7 @@ pub struct BatchedLine {
 
 impl Write for BatchedLine {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match SINK.get() {
-            Some(sink) => sink.push(buf, self.urgent),
-            None => std::io::stderr().write_all(buf)?,
-        }
+        emit(buf, self.urgent);
         Ok(buf.len())
     }
 
