@@ -138,6 +138,7 @@ mod tests {
                 expires_at: valid_until,
                 claims: Default::default(),
                 key_id: None,
+                ids: Default::default(),
             }),
             valid_until,
             tag: 7,

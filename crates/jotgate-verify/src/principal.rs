@@ -22,6 +22,28 @@ pub struct Principal {
     pub claims: Map<String, Value>,
     /// The `kid` of the key that signed it.
     pub key_id: Option<String>,
+    /// `jti`, `sid` and `iat`, read from `claims` once, at verification: the revocation
+    /// check asks for them on every request, and a lookup in `claims` hashes with SipHash.
+    #[serde(skip)]
+    pub(crate) ids: Ids,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Ids {
+    jti: Option<Box<str>>,
+    sid: Option<Box<str>>,
+    iat: Option<i64>,
+}
+
+impl Ids {
+    fn of(claims: &Map<String, Value>) -> Self {
+        let string = |k: &str| claims.get(k).and_then(Value::as_str).map(Box::from);
+        Self {
+            jti: string("jti"),
+            sid: string("sid"),
+            iat: claims.get("iat").and_then(Value::as_i64),
+        }
+    }
 }
 
 impl Principal {
@@ -35,17 +57,17 @@ impl Principal {
 
     /// `jti`, when the token has one.
     pub fn token_id(&self) -> Option<&str> {
-        self.claims.get("jti").and_then(Value::as_str)
+        self.ids.jti.as_deref()
     }
 
     /// `sid` (jotgate: the login session), when present.
     pub fn session_id(&self) -> Option<&str> {
-        self.claims.get("sid").and_then(Value::as_str)
+        self.ids.sid.as_deref()
     }
 
     /// `iat`, when present.
     pub fn issued_at(&self) -> Option<i64> {
-        self.claims.get("iat").and_then(Value::as_i64)
+        self.ids.iat
     }
 
     /// Build from verified claims. `roles_claim` is a claim name, or a dotted path into
@@ -86,8 +108,37 @@ impl Principal {
             scopes,
             issuer: issuer.to_string(),
             expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
+            ids: Ids::of(&claims),
             claims,
             key_id: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_the_claims_and_absent_when_missing_or_mistyped() {
+        let claims = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let p = Principal::from_claims(
+            claims(serde_json::json!({"sub": "u", "jti": "t1", "sid": "s1", "iat": 1700000000})),
+            "iss",
+            "roles",
+        );
+        assert_eq!(
+            (p.token_id(), p.session_id(), p.issued_at()),
+            (Some("t1"), Some("s1"), Some(1_700_000_000))
+        );
+        let p = Principal::from_claims(
+            claims(serde_json::json!({"sub": "u", "jti": 5, "iat": "1700000000"})),
+            "iss",
+            "roles",
+        );
+        assert_eq!(
+            (p.token_id(), p.session_id(), p.issued_at()),
+            (None, None, None)
+        );
     }
 }
