@@ -456,6 +456,7 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jotgate_store::Keys;
 
     /// A slot taken earlier by a key that no longer exists (or no longer signs) leads to
     /// the next slot of the chain, not to a store where no instance can ever sign.

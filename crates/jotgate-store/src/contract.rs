@@ -1,8 +1,17 @@
-//! The contract every [`Store`](crate::Store) backend passes: one function per behaviour,
+//! The contract every [`Store`] backend passes: one function per behaviour,
 //! and [`store_contract_tests!`](crate::store_contract_tests) to run them all against a
 //! backend factory (`async fn() -> Arc<dyn Store>` returning a fresh, empty store).
 //!
-//! These are test helpers: they panic on the first broken promise.
+//! These are test helpers: they panic on the first broken promise. By trait:
+//!
+//! - [`Store`]: [`store_id`], [`two_handles_agree`];
+//! - [`Users`](crate::Users): [`users`];
+//! - [`Keys`](crate::Keys): [`keys`], [`key_slots`];
+//! - [`Sessions`](crate::Sessions): [`refresh_rotation`], [`refresh_reuse_revokes_family`],
+//!   [`refresh_expiry_and_logout`], [`revoke_user_sessions`], [`evict_sessions`],
+//!   [`concurrent_rotation_has_one_winner`];
+//! - [`Revocations`](crate::Revocations): [`revocations`], [`concurrent_revocations`];
+//! - [`Throttle`](crate::Throttle): [`login_failures`].
 
 use std::sync::Arc;
 

@@ -14,6 +14,7 @@
 //! `AWS_SESSION_TOKEN`, as Lambda sets them), so building it makes no network call and
 //! start-up stays fast.
 
+use crate::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -861,7 +862,10 @@ impl Store for DynamoStore {
             },
         }
     }
+}
 
+#[async_trait]
+impl Users for DynamoStore {
     async fn create_user(&self, user: NewUser) -> Result<User> {
         let mut by_id = item(user_pk(&user.id), "USER", user_attrs(&user));
         by_id.insert("g1pk".into(), s("USERS"));
@@ -964,7 +968,10 @@ impl Store for DynamoStore {
             ))),
         }
     }
+}
 
+#[async_trait]
+impl Keys for DynamoStore {
     async fn replace_key_material(&self, kid: &str, from: &[u8], to: Vec<u8>) -> Result<()> {
         use aws_sdk_dynamodb::primitives::Blob;
         let res = self
@@ -1081,7 +1088,10 @@ impl Store for DynamoStore {
             Err(e) => Err(sdk(e)),
         }
     }
+}
 
+#[async_trait]
+impl Sessions for DynamoStore {
     async fn insert_refresh(&self, t: NewRefresh) -> Result<()> {
         let cond = Some("attribute_not_exists(pk)");
         let family = item(
@@ -1319,7 +1329,10 @@ impl Store for DynamoStore {
             })
             .transpose()
     }
+}
 
+#[async_trait]
+impl Revocations for DynamoStore {
     async fn revoke_token(&self, id: &str, expires_at: i64, _now: i64) -> Result<()> {
         // No counter item that every logout must win: the feed position is the time of the
         // write (µs) and a random suffix, so concurrent revocations on any number of
@@ -1438,7 +1451,10 @@ impl Store for DynamoStore {
         }
         Ok(out)
     }
+}
 
+#[async_trait]
+impl Throttle for DynamoStore {
     async fn add_login_failure(
         &self,
         key: &str,

@@ -197,12 +197,17 @@ pub struct LoginFailures {
 
 /// Everything jotgate persists. Implementations must be safe to share across tasks and,
 /// for multi-instance backends, across processes: each method is atomic on its own.
+///
+/// The store is split by role, one trait each with its contract tests in [`contract`]:
+/// [`Users`], [`Keys`], [`Sessions`], [`Revocations`], [`Throttle`]. `Store` is all of
+/// them; code that needs one role can ask for just that trait. Bring the traits into scope
+/// with `use jotgate_store::prelude::*`.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Users + Keys + Sessions + Revocations + Throttle + Send + Sync + 'static {
     /// A short name for logs (`sqlite:///path`, never credentials).
     fn describe(&self) -> String;
 
-    /// How long a revocation may take to appear in [`Store::revocations_since`] after
+    /// How long a revocation may take to appear in [`Revocations::revocations_since`] after
     /// `revoke_token` returned (zero where positions are handed out in commit order).
     fn feed_settle(&self) -> std::time::Duration {
         std::time::Duration::ZERO
@@ -213,13 +218,21 @@ pub trait Store: Send + Sync + 'static {
     /// so a key moved to another store does not open there. `None` when there is none yet
     /// and `create` is false.
     async fn store_id(&self, create: bool) -> Result<Option<String>>;
+}
 
+/// Accounts.
+#[async_trait]
+pub trait Users: Send + Sync {
     async fn create_user(&self, user: NewUser) -> Result<User>;
     async fn user_by_key(&self, username_key: &str) -> Result<Option<UserRecord>>;
     async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
     async fn list_users(&self) -> Result<Vec<User>>;
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()>;
+}
 
+/// Signing keys: private material and life cycle.
+#[async_trait]
+pub trait Keys: Send + Sync {
     async fn insert_key(&self, key: StoredKey) -> Result<()>;
     /// Insert `key` only if no key was inserted for `slot` before, atomically across
     /// instances: of instances starting together on an empty store (slot `first`), or
@@ -238,7 +251,11 @@ pub trait Store: Send + Sync + 'static {
     /// Delete a key, private material and all (a key no token can need any more). Deleting
     /// a key that is gone already is not an error.
     async fn delete_key(&self, kid: &str) -> Result<()>;
+}
 
+/// Login sessions: refresh-token families and their rotation.
+#[async_trait]
+pub trait Sessions: Send + Sync {
     async fn insert_refresh(&self, token: NewRefresh) -> Result<()>;
     /// Rotate atomically: of concurrent presentations of one token, exactly one rotates.
     async fn rotate_refresh(&self, req: Rotate) -> Result<RotateOutcome>;
@@ -250,7 +267,11 @@ pub trait Store: Send + Sync + 'static {
     async fn evict_sessions(&self, user_id: &str, keep: usize, now: i64) -> Result<Vec<String>>;
     /// The session (refresh family) a refresh token belongs to, and its user.
     async fn family_of(&self, token_hash: &str) -> Result<Option<FamilyRef>>;
+}
 
+/// The revocation feed that edge verifiers follow.
+#[async_trait]
+pub trait Revocations: Send + Sync {
     /// Deny access tokens by id until `expires_at`. Idempotent. Ids are namespaced:
     /// `jti:<jti>` denies one token, `sid:<session>` every token of a login session, `usr:<sub>:<instant>` every token of
     /// a user issued before the instant.
@@ -265,7 +286,11 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         limit: usize,
     ) -> Result<Vec<Revocation>>;
+}
 
+/// Failed-login counters (login throttling), shared by every instance on the store.
+#[async_trait]
+pub trait Throttle: Send + Sync {
     /// Count one failed login against `key` at `now_ms`, atomically across instances. A
     /// counter whose last failure is `window_ms` or more in the past starts afresh at 1.
     async fn add_login_failure(
@@ -286,6 +311,12 @@ pub trait Store: Send + Sync + 'static {
     /// Take back one count of `key` (an attempt counted before it was evaluated that
     /// turned out to be a success, or was refused); never below zero.
     async fn release_login_failure(&self, key: &str) -> Result<()>;
+}
+
+/// The store's traits, for `use jotgate_store::prelude::*`: a method of a role trait is
+/// callable on a `dyn Store` only with its trait in scope.
+pub mod prelude {
+    pub use crate::{Keys, Revocations, Sessions, Store, Throttle, Users};
 }
 
 /// Whether a database holds `schema`'s tables, given the tables `present`: `false` for

@@ -4,6 +4,7 @@
 //! exactly one rotates. Revocations are written one at a time (a table lock around the
 //! insert) so that feed order is commit order and a reader's cursor never skips an entry.
 
+use crate::prelude::*;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
@@ -452,6 +453,13 @@ impl Store for PostgresStore {
         Ok(row.map(|r| r.get(0)))
     }
 
+    fn feed_settle(&self) -> std::time::Duration {
+        FEED_SETTLE
+    }
+}
+
+#[async_trait]
+impl Users for PostgresStore {
     async fn create_user(&self, user: NewUser) -> Result<User> {
         let c = self.client().await?;
         let res = c
@@ -530,7 +538,10 @@ impl Store for PostgresStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl Keys for PostgresStore {
     async fn replace_key_material(&self, kid: &str, from: &[u8], to: Vec<u8>) -> Result<()> {
         let c = self.client().await?;
         let n = c
@@ -625,7 +636,10 @@ impl Store for PostgresStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl Sessions for PostgresStore {
     async fn insert_refresh(&self, t: NewRefresh) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(backend)?;
@@ -769,7 +783,10 @@ impl Store for PostgresStore {
             user_id: r.get(1),
         }))
     }
+}
 
+#[async_trait]
+impl Revocations for PostgresStore {
     async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()> {
         // No table lock: the feed position is the writer's time (µs) and a random suffix,
         // and readers return only settled positions (crate::feedpos).
@@ -830,10 +847,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn feed_settle(&self) -> std::time::Duration {
-        FEED_SETTLE
-    }
-
     async fn revocations_since(
         &self,
         since: i64,
@@ -859,7 +872,10 @@ impl Store for PostgresStore {
             })
             .collect())
     }
+}
 
+#[async_trait]
+impl Throttle for PostgresStore {
     async fn add_login_failure(
         &self,
         key: &str,

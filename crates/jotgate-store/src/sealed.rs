@@ -10,6 +10,7 @@
 //! the key first, then marks the row, and a key reads as retired when either says so — so
 //! clearing `retired_at` in the database does not switch a retired key back on.
 
+use crate::prelude::*;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -160,7 +161,33 @@ impl Store for SealedKeys {
     async fn store_id(&self, create: bool) -> Result<Option<String>> {
         self.inner.store_id(create).await
     }
+}
 
+#[async_trait]
+impl Users for SealedKeys {
+    async fn create_user(&self, user: NewUser) -> Result<User> {
+        self.inner.create_user(user).await
+    }
+
+    async fn user_by_key(&self, username_key: &str) -> Result<Option<UserRecord>> {
+        self.inner.user_by_key(username_key).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        self.inner.user_by_id(id).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        self.inner.list_users().await
+    }
+
+    async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {
+        self.inner.set_password_hash(user_id, password_hash).await
+    }
+}
+
+#[async_trait]
+impl Keys for SealedKeys {
     async fn insert_key_once(&self, slot: &str, key: StoredKey) -> Result<bool> {
         let key = self.sealed_for_insert(key).await?;
         self.inner.insert_key_once(slot, key).await
@@ -240,21 +267,6 @@ impl Store for SealedKeys {
         Ok(keys)
     }
 
-    async fn create_user(&self, user: NewUser) -> Result<User> {
-        self.inner.create_user(user).await
-    }
-    async fn user_by_key(&self, username_key: &str) -> Result<Option<UserRecord>> {
-        self.inner.user_by_key(username_key).await
-    }
-    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
-        self.inner.user_by_id(id).await
-    }
-    async fn list_users(&self) -> Result<Vec<User>> {
-        self.inner.list_users().await
-    }
-    async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {
-        self.inner.set_password_hash(user_id, password_hash).await
-    }
     /// `from` and `to` are plaintext, as everywhere above this layer.
     async fn replace_key_material(&self, kid: &str, from: &[u8], to: Vec<u8>) -> Result<()> {
         let Some(m) = &self.master else {
@@ -294,9 +306,11 @@ impl Store for SealedKeys {
             .replace_key_material(kid, &stored.private_der, blob)
             .await
     }
+
     async fn delete_key(&self, kid: &str) -> Result<()> {
         self.inner.delete_key(kid).await
     }
+
     async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
         let Some(m) = &self.master else {
             return self.inner.retire_key(kid, at).await;
@@ -337,27 +351,41 @@ impl Store for SealedKeys {
         }
         Err(StoreError::Conflict("key material"))
     }
+}
+
+#[async_trait]
+impl Sessions for SealedKeys {
     async fn insert_refresh(&self, token: NewRefresh) -> Result<()> {
         self.inner.insert_refresh(token).await
     }
+
     async fn rotate_refresh(&self, req: Rotate) -> Result<RotateOutcome> {
         self.inner.rotate_refresh(req).await
     }
+
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()> {
         self.inner.revoke_family(family_id, now).await
     }
+
     async fn evict_sessions(&self, user_id: &str, keep: usize, now: i64) -> Result<Vec<String>> {
         self.inner.evict_sessions(user_id, keep, now).await
     }
+
     async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<String>> {
         self.inner.revoke_user_sessions(user_id, now).await
     }
+
     async fn family_of(&self, token_hash: &str) -> Result<Option<crate::FamilyRef>> {
         self.inner.family_of(token_hash).await
     }
+}
+
+#[async_trait]
+impl Revocations for SealedKeys {
     async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()> {
         self.inner.revoke_token(id, expires_at, now).await
     }
+
     async fn revocations_since(
         &self,
         since: i64,
@@ -366,6 +394,10 @@ impl Store for SealedKeys {
     ) -> Result<Vec<Revocation>> {
         self.inner.revocations_since(since, now, limit).await
     }
+}
+
+#[async_trait]
+impl Throttle for SealedKeys {
     async fn add_login_failure(
         &self,
         key: &str,
@@ -374,6 +406,7 @@ impl Store for SealedKeys {
     ) -> Result<LoginFailures> {
         self.inner.add_login_failure(key, now_ms, window_ms).await
     }
+
     async fn login_failures(
         &self,
         keys: &[String],
@@ -382,6 +415,7 @@ impl Store for SealedKeys {
     ) -> Result<Vec<LoginFailures>> {
         self.inner.login_failures(keys, now_ms, window_ms).await
     }
+
     async fn clear_login_failures(&self, key: &str) -> Result<()> {
         self.inner.clear_login_failures(key).await
     }

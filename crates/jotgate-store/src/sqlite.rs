@@ -1,6 +1,7 @@
 //! The embedded default backend: one SQLite file (WAL mode), safe to share between the
 //! server and the CLI running at the same time. Calls run on tokio's blocking pool.
 
+use crate::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -317,7 +318,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Users for SqliteStore {
     async fn create_user(&self, user: NewUser) -> Result<User> {
         self.with(move |c| {
             let roles = serde_json::to_string(&user.roles).map_err(backend)?;
@@ -413,7 +417,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Keys for SqliteStore {
     async fn replace_key_material(&self, kid: &str, from: &[u8], to: Vec<u8>) -> Result<()> {
         let (kid, from) = (kid.to_string(), from.to_vec());
         self.with(move |c| {
@@ -544,7 +551,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Sessions for SqliteStore {
     async fn insert_refresh(&self, t: NewRefresh) -> Result<()> {
         self.with(move |c| {
             let tx = c
@@ -715,7 +725,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Revocations for SqliteStore {
     async fn revoke_token(&self, id: &str, expires_at: i64, now: i64) -> Result<()> {
         let id = id.to_string();
         self.with(move |c| {
@@ -762,7 +775,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Throttle for SqliteStore {
     async fn add_login_failure(
         &self,
         key: &str,

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use jotgate_store::Store;
 use jotgate_store::contract::dynamodb_test_table;
 use jotgate_store::dynamodb::{DynamoConfig, DynamoStore};
+use jotgate_store::prelude::*;
 
 async fn open(url: &str) -> Arc<dyn Store> {
     Arc::new(

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use jotgate_store::Store;
 use jotgate_store::postgres::PostgresStore;
+use jotgate_store::prelude::*;
 
 use jotgate_store::contract::postgres_test_database as fresh_database;
 

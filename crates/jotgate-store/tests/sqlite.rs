@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use jotgate_store::Store;
+use jotgate_store::prelude::*;
 use jotgate_store::sqlite::SqliteStore;
 
 mod memory {
