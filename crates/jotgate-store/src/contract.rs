@@ -5,7 +5,8 @@
 //! These are test helpers: they panic on the first broken promise. By trait:
 //!
 //! - [`Store`]: [`store_id`], [`two_handles_agree`];
-//! - [`Users`](crate::Users): [`users`];
+//! - [`Users`](crate::Users): [`users`], [`user_roles`], [`concurrent_role_changes`];
+//! - [`Roles`](crate::Roles): [`roles`];
 //! - [`Keys`](crate::Keys): [`keys`], [`key_slots`];
 //! - [`Sessions`](crate::Sessions): [`refresh_rotation`], [`refresh_reuse_revokes_family`],
 //!   [`refresh_expiry_and_logout`], [`revoke_user_sessions`], [`evict_sessions`],
@@ -15,7 +16,7 @@
 
 use std::sync::Arc;
 
-use crate::{NewRefresh, NewUser, Rotate, RotateOutcome, Store, StoreError, StoredKey};
+use crate::{NewRefresh, NewUser, Role, Rotate, RotateOutcome, Store, StoreError, StoredKey};
 
 /// Generate one `#[tokio::test]` per contract item for the given store factory.
 #[macro_export]
@@ -27,7 +28,7 @@ macro_rules! store_contract_tests {
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
             revocations, concurrent_revocations, login_failures, store_id, key_slots,
-            evict_sessions);
+            evict_sessions, roles, user_roles, concurrent_role_changes);
     };
     (@each_optional $factory:path; $($name:ident),*) => {
         $(
@@ -44,7 +45,7 @@ macro_rules! store_contract_tests {
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
             revocations, concurrent_revocations, login_failures, store_id, key_slots,
-            evict_sessions);
+            evict_sessions, roles, user_roles, concurrent_role_changes);
     };
     (@each $factory:path; $($name:ident),*) => {
         $(
@@ -697,4 +698,105 @@ pub async fn login_failures(s: Arc<dyn Store>) {
         "{:?}",
         z.first().map(|f| f.count)
     );
+}
+
+fn role(name: &str, scopes: &[&str], at: i64) -> Role {
+    Role {
+        name: name.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        updated_at: at,
+    }
+}
+
+/// Roles are created, replaced (the old definition returned), listed by name and deleted
+/// (the deleted definition returned, `None` the second time).
+pub async fn roles(s: Arc<dyn Store>) {
+    assert!(s.roles().await.unwrap().is_empty());
+    assert_eq!(
+        s.put_role(role("paid", &["api:read", "reports:read"], 10))
+            .await
+            .unwrap(),
+        None
+    );
+    s.put_role(role("admin", &["read:users"], 11))
+        .await
+        .unwrap();
+    let before = s.put_role(role("paid", &["api:read"], 12)).await.unwrap();
+    assert_eq!(
+        before,
+        Some(role("paid", &["api:read", "reports:read"], 10))
+    );
+    assert_eq!(
+        s.roles().await.unwrap(),
+        vec![
+            role("admin", &["read:users"], 11),
+            role("paid", &["api:read"], 12)
+        ]
+    );
+    // A role with no scopes is a role.
+    s.put_role(role("free", &[], 13)).await.unwrap();
+    assert_eq!(s.roles().await.unwrap().len(), 3);
+    assert_eq!(
+        s.delete_role("paid").await.unwrap(),
+        Some(role("paid", &["api:read"], 12))
+    );
+    assert_eq!(s.delete_role("paid").await.unwrap(), None);
+    assert_eq!(
+        s.roles().await.unwrap(),
+        vec![role("admin", &["read:users"], 11), role("free", &[], 13)]
+    );
+}
+
+/// A user's roles are replaced, the old ones returned, on every copy the store keeps (by
+/// id and by login name); an unknown user is `NotFound`.
+pub async fn user_roles(s: Arc<dyn Store>) {
+    s.create_user(new_user("u1", "alice")).await.unwrap();
+    let before = s
+        .set_user_roles("u1", vec!["paid".into(), "support".into()])
+        .await
+        .unwrap();
+    assert_eq!(before, vec!["admin".to_string()]);
+    let want = vec!["paid".to_string(), "support".to_string()];
+    assert_eq!(s.user_by_id("u1").await.unwrap().unwrap().roles, want);
+    assert_eq!(
+        s.user_by_key("alice").await.unwrap().unwrap().user.roles,
+        want
+    );
+    assert_eq!(s.set_user_roles("u1", vec![]).await.unwrap(), want);
+    assert!(s.user_by_id("u1").await.unwrap().unwrap().roles.is_empty());
+    assert!(matches!(
+        s.set_user_roles("nobody", vec!["paid".into()]).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Role changes at once: each reports the roles it replaced, so the changes form one
+/// sequence (every value replaced exactly once) and none is lost.
+pub async fn concurrent_role_changes(s: Arc<dyn Store>) {
+    s.create_user(new_user("u1", "alice")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mine = vec![format!("r{i}")];
+            (mine.clone(), s.set_user_roles("u1", mine).await.unwrap())
+        }));
+    }
+    let mut replaced = Vec::new();
+    let mut written = Vec::new();
+    for t in tasks {
+        let (mine, before) = t.await.unwrap();
+        written.push(mine);
+        replaced.push(before);
+    }
+    let last = s.user_by_id("u1").await.unwrap().unwrap().roles;
+    // Every value written was replaced by another write, except the last one standing;
+    // the original value was replaced exactly once.
+    let mut chain = replaced.clone();
+    chain.push(last.clone());
+    chain.sort();
+    let mut all = written.clone();
+    all.push(vec!["admin".to_string()]);
+    all.sort();
+    assert_eq!(chain, all, "replaced {replaced:?}, last {last:?}");
 }

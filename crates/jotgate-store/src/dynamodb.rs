@@ -968,6 +968,129 @@ impl Users for DynamoStore {
             ))),
         }
     }
+
+    async fn set_user_roles(&self, user_id: &str, roles: Vec<String>) -> Result<Vec<String>> {
+        let list = AttributeValue::L(roles.iter().map(s).collect());
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(rec) = self.get(user_pk(user_id), "USER").await? else {
+                return Err(StoreError::NotFound("user"));
+            };
+            let before = user_of(&rec)?.roles;
+            let old = rec
+                .get("role_list")
+                .cloned()
+                .unwrap_or(AttributeValue::L(Vec::new()));
+            let username_key = get_s(&rec, "username_key")?;
+            // Both copies, on condition that the roles are still those read: of two changes
+            // at once one wins, and the other reads again and reports what it replaced.
+            let upd = |k: Item| Upd {
+                key: k,
+                expr: "SET role_list = :r",
+                condition: Some("role_list = :old"),
+                names: vec![],
+                values: vec![(":r", list.clone()), (":old", old.clone())],
+            };
+            let txn = self
+                .transact(vec![
+                    update(&self.table, upd(key(user_pk(user_id), "USER")))?,
+                    update(&self.table, upd(key(name_pk(&username_key), "NAME")))?,
+                ])
+                .await?;
+            match txn {
+                Txn::Done => return Ok(before),
+                Txn::Cancelled(codes) if Txn::lost_race(&codes) => continue,
+                Txn::Cancelled(codes) => {
+                    return Err(backend(format!(
+                        "DynamoDB refused the role change ({})",
+                        codes.join(", ")
+                    )));
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "DynamoDB: the user's roles kept changing; try again".into(),
+        ))
+    }
+}
+
+fn role_key(name: &str) -> Item {
+    key("ROLES", format!("ROLE#{name}"))
+}
+
+fn role_of(it: &Item) -> Result<crate::Role> {
+    let scopes = match it.get("scope_list") {
+        Some(AttributeValue::L(l)) => l
+            .iter()
+            .map(|v| match v {
+                AttributeValue::S(r) => Ok(r.clone()),
+                _ => Err(backend("DynamoDB scope_list holds a non-string")),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
+    Ok(crate::Role {
+        name: get_s(it, "role_name")?,
+        scopes,
+        updated_at: get_n(it, "updated_at")?,
+    })
+}
+
+#[async_trait]
+impl Roles for DynamoStore {
+    async fn put_role(&self, role: crate::Role) -> Result<Option<crate::Role>> {
+        let it = item(
+            "ROLES",
+            format!("ROLE#{}", role.name),
+            vec![
+                ("role_name", s(&role.name)),
+                (
+                    "scope_list",
+                    AttributeValue::L(role.scopes.iter().map(s).collect()),
+                ),
+                ("updated_at", n(role.updated_at)),
+            ],
+        );
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(it))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(sdk)?;
+        out.attributes()
+            .filter(|a| !a.is_empty())
+            .map(role_of)
+            .transpose()
+    }
+
+    async fn roles(&self) -> Result<Vec<crate::Role>> {
+        let mut roles = self
+            .query_partition("ROLES", "ROLE#")
+            .await?
+            .iter()
+            .map(role_of)
+            .collect::<Result<Vec<_>>>()?;
+        roles.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(roles)
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<Option<crate::Role>> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(role_key(name)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(sdk)?;
+        out.attributes()
+            .filter(|a| !a.is_empty())
+            .map(role_of)
+            .transpose()
+    }
 }
 
 #[async_trait]

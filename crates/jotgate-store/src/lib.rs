@@ -78,6 +78,16 @@ pub struct NewUser {
     pub created_at: i64,
 }
 
+/// A role: a named bag of scopes. A token carries its holder's role names in `roles` and
+/// the union of their scopes in `scope`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Role {
+    pub name: String,
+    /// Sorted, without duplicates.
+    pub scopes: Vec<String>,
+    pub updated_at: i64,
+}
+
 /// A signing key as stored: private material (PKCS#8 DER) and its life cycle.
 #[derive(Clone)]
 pub struct StoredKey {
@@ -199,11 +209,13 @@ pub struct LoginFailures {
 /// for multi-instance backends, across processes: each method is atomic on its own.
 ///
 /// The store is split by role, one trait each with its contract tests in [`contract`]:
-/// [`Users`], [`Keys`], [`Sessions`], [`Revocations`], [`Throttle`]. `Store` is all of
+/// [`Users`], [`Roles`], [`Keys`], [`Sessions`], [`Revocations`], [`Throttle`]. `Store` is all of
 /// them; code that needs one role can ask for just that trait. Bring the traits into scope
 /// with `use jotgate_store::prelude::*`.
 #[async_trait]
-pub trait Store: Users + Keys + Sessions + Revocations + Throttle + Send + Sync + 'static {
+pub trait Store:
+    Users + Roles + Keys + Sessions + Revocations + Throttle + Send + Sync + 'static
+{
     /// A short name for logs (`sqlite:///path`, never credentials).
     fn describe(&self) -> String;
 
@@ -228,6 +240,20 @@ pub trait Users: Send + Sync {
     async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
     async fn list_users(&self) -> Result<Vec<User>>;
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()>;
+    /// Replace a user's roles, atomically; returns the roles replaced (so the caller sees
+    /// what was lost even when two changes race). `NotFound` when there is no such user.
+    async fn set_user_roles(&self, user_id: &str, roles: Vec<String>) -> Result<Vec<String>>;
+}
+
+/// Roles: named bags of scopes.
+#[async_trait]
+pub trait Roles: Send + Sync {
+    /// Create or replace a role, atomically; returns the definition it replaced, if any.
+    async fn put_role(&self, role: Role) -> Result<Option<Role>>;
+    /// Every role, by name.
+    async fn roles(&self) -> Result<Vec<Role>>;
+    /// Delete a role, atomically; returns the definition deleted (`None`: there was none).
+    async fn delete_role(&self, name: &str) -> Result<Option<Role>>;
 }
 
 /// Signing keys: private material and life cycle.
@@ -316,13 +342,18 @@ pub trait Throttle: Send + Sync {
 /// The store's traits, for `use jotgate_store::prelude::*`: a method of a role trait is
 /// callable on a `dyn Store` only with its trait in scope.
 pub mod prelude {
-    pub use crate::{Keys, Revocations, Sessions, Store, Throttle, Users};
+    pub use crate::{Keys, Revocations, Roles, Sessions, Store, Throttle, Users};
 }
 
 /// Whether a database holds `schema`'s tables, given the tables `present`: `false` for
 /// none (a fresh store), `true` for all, an error naming the missing ones for some.
 pub(crate) fn schema_state(schema: &str, present: &[String], at: &str) -> Result<bool> {
-    let expected = schema_tables(schema);
+    // Tables a later version added: a store made before them lacks them until `serve`
+    // starts on it (`CREATE TABLE IF NOT EXISTS`), and is whole without them.
+    let expected: Vec<&str> = schema_tables(schema)
+        .into_iter()
+        .filter(|t| !ADDED_LATER.contains(t))
+        .collect();
     let missing: Vec<&str> = expected
         .iter()
         .filter(|t| !present.iter().any(|p| p == *t))
@@ -339,6 +370,9 @@ pub(crate) fn schema_state(schema: &str, present: &[String], at: &str) -> Result
     }
     Ok(true)
 }
+
+/// Tables added after the first release, in the order they came.
+const ADDED_LATER: &[&str] = &["roles"];
 
 /// The table names of a schema's `CREATE TABLE IF NOT EXISTS name` statements.
 pub(crate) fn schema_tables(schema: &str) -> Vec<&str> {

@@ -70,6 +70,11 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS roles (
+    name       TEXT PRIMARY KEY,
+    scopes     TEXT[] NOT NULL,
+    updated_at BIGINT NOT NULL
+);
 ";
 
 /// PostgreSQL-backed [`Store`].
@@ -537,6 +542,85 @@ impl Users for PostgresStore {
             return Err(StoreError::NotFound("user"));
         }
         Ok(())
+    }
+
+    async fn set_user_roles(&self, user_id: &str, roles: Vec<String>) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        // The old value from a row lock taken in the same statement: two changes at once
+        // each see the roles the other left.
+        let row = c
+            .query_opt(
+                "WITH old AS (SELECT id, roles FROM users WHERE id = $1 FOR UPDATE)
+                 UPDATE users SET roles = $2 FROM old WHERE users.id = old.id RETURNING old.roles",
+                &[&user_id, &roles],
+            )
+            .await
+            .map_err(backend)?;
+        row.map(|r| r.get(0)).ok_or(StoreError::NotFound("user"))
+    }
+}
+
+fn role_of(r: &tokio_postgres::Row) -> crate::Role {
+    crate::Role {
+        name: r.get(0),
+        scopes: r.get(1),
+        updated_at: r.get(2),
+    }
+}
+
+#[async_trait]
+impl Roles for PostgresStore {
+    async fn put_role(&self, role: crate::Role) -> Result<Option<crate::Role>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        // Puts and deletes of one role queue on a lock of its name (a row lock cannot
+        // cover a role that does not exist yet): each sees the definition the last left.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(7412, hashtext($1))",
+            &[&role.name],
+        )
+        .await
+        .map_err(backend)?;
+        let before = tx
+            .query_opt(
+                "SELECT name, scopes, updated_at FROM roles WHERE name = $1",
+                &[&role.name],
+            )
+            .await
+            .map_err(backend)?;
+        tx.execute(
+            "INSERT INTO roles (name, scopes, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET scopes = EXCLUDED.scopes, updated_at = EXCLUDED.updated_at",
+            &[&role.name, &role.scopes, &role.updated_at],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(before.as_ref().map(role_of))
+    }
+
+    async fn roles(&self) -> Result<Vec<crate::Role>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT name, scopes, updated_at FROM roles ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(role_of).collect())
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<Option<crate::Role>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "DELETE FROM roles WHERE name = $1 RETURNING name, scopes, updated_at",
+                &[&name],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.as_ref().map(role_of))
     }
 }
 

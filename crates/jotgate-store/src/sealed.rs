@@ -184,6 +184,25 @@ impl Users for SealedKeys {
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {
         self.inner.set_password_hash(user_id, password_hash).await
     }
+
+    async fn set_user_roles(&self, user_id: &str, roles: Vec<String>) -> Result<Vec<String>> {
+        self.inner.set_user_roles(user_id, roles).await
+    }
+}
+
+#[async_trait]
+impl Roles for SealedKeys {
+    async fn put_role(&self, role: crate::Role) -> Result<Option<crate::Role>> {
+        self.inner.put_role(role).await
+    }
+
+    async fn roles(&self) -> Result<Vec<crate::Role>> {
+        self.inner.roles().await
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<Option<crate::Role>> {
+        self.inner.delete_role(name).await
+    }
 }
 
 #[async_trait]

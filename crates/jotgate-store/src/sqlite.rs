@@ -62,6 +62,11 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS roles (
+    name       TEXT PRIMARY KEY,
+    scopes     TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 ";
 
 const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
@@ -414,6 +419,98 @@ impl Users for SqliteStore {
                 0 => Err(StoreError::NotFound("user")),
                 _ => Ok(()),
             }
+        })
+        .await
+    }
+
+    async fn set_user_roles(&self, user_id: &str, roles: Vec<String>) -> Result<Vec<String>> {
+        let id = user_id.to_string();
+        let json = serde_json::to_string(&roles).map_err(backend)?;
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let before: Option<String> = tx
+                .query_row("SELECT roles FROM users WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            let Some(before) = before else {
+                return Err(StoreError::NotFound("user"));
+            };
+            tx.execute(
+                "UPDATE users SET roles = ?1 WHERE id = ?2",
+                params![json, id],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            serde_json::from_str(&before).map_err(backend)
+        })
+        .await
+    }
+}
+
+fn role_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+fn role_of((name, scopes, updated_at): (String, String, i64)) -> Result<crate::Role> {
+    Ok(crate::Role {
+        name,
+        scopes: serde_json::from_str(&scopes).map_err(backend)?,
+        updated_at,
+    })
+}
+
+#[async_trait]
+impl Roles for SqliteStore {
+    async fn put_role(&self, role: crate::Role) -> Result<Option<crate::Role>> {
+        let scopes = serde_json::to_string(&role.scopes).map_err(backend)?;
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let before = tx
+                .query_row(
+                    "SELECT name, scopes, updated_at FROM roles WHERE name = ?1",
+                    [&role.name],
+                    role_row,
+                )
+                .optional()
+                .map_err(backend)?;
+            tx.execute(
+                "INSERT INTO roles (name, scopes, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET scopes = excluded.scopes, updated_at = excluded.updated_at",
+                params![role.name, scopes, role.updated_at],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            before.map(role_of).transpose()
+        })
+        .await
+    }
+
+    async fn roles(&self) -> Result<Vec<crate::Role>> {
+        self.with(|c| {
+            let mut st = c
+                .prepare("SELECT name, scopes, updated_at FROM roles ORDER BY name")
+                .map_err(backend)?;
+            let rows = st
+                .query_map([], role_row)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(backend)?;
+            rows.into_iter().map(role_of).collect()
+        })
+        .await
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<Option<crate::Role>> {
+        let name = name.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "DELETE FROM roles WHERE name = ?1 RETURNING name, scopes, updated_at",
+                [&name],
+                role_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .map(role_of)
+            .transpose()
         })
         .await
     }
