@@ -22,15 +22,35 @@ pub struct AccessClaims {
     pub sid: Option<String>,
 }
 
-/// Scopes granted by a set of roles: every account has `profile`; each role `r` grants the
-/// scope `r` itself (so `admin` grants `admin`). Sorted and de-duplicated, space-separated
-/// as RFC 6749 §3.3 requires.
-pub fn scopes_for_roles(roles: &[String]) -> String {
+/// Scopes granted by a set of roles: every account has `profile`; a role defined in the
+/// store (`jotgate roles set`) grants its bag of scopes (`bag` finds it), and a role never
+/// defined grants the scope of its own name (so an `admin` given at `users add` grants
+/// `admin`, as before roles had definitions). Sorted and de-duplicated, space-separated as
+/// RFC 6749 §3.3 requires.
+pub fn scopes_for_roles<'a, F>(roles: &'a [String], bag: F) -> String
+where
+    F: Fn(&str) -> Option<&'a [String]>,
+{
     let mut scopes: Vec<&str> = vec!["profile"];
-    scopes.extend(roles.iter().map(String::as_str));
+    for r in roles {
+        match bag(r) {
+            Some(b) => scopes.extend(b.iter().map(String::as_str)),
+            None => scopes.push(r),
+        }
+    }
     scopes.sort_unstable();
     scopes.dedup();
     scopes.join(" ")
+}
+
+/// A scope token (RFC 6749 §3.3: printable ASCII except space, `"` and `\`), at most
+/// 128 bytes.
+pub fn valid_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.len() <= 128
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 /// A role name: lowercase ASCII letters, digits, `-`, `_`, `:`; 1..=64 characters.
@@ -48,11 +68,24 @@ mod tests {
 
     #[test]
     fn roles_map_to_scopes() {
-        assert_eq!(scopes_for_roles(&[]), "profile");
+        let none = |_: &str| None;
+        assert_eq!(scopes_for_roles(&[], none), "profile");
         assert_eq!(
-            scopes_for_roles(&["admin".into(), "admin".into()]),
+            scopes_for_roles(&["admin".into(), "admin".into()], none),
             "admin profile"
         );
+        let paid = vec!["reports:read".to_string(), "api:read".to_string()];
+        let bag = |r: &str| (r == "paid").then_some(paid.as_slice());
+        assert_eq!(
+            scopes_for_roles(&["paid".into(), "legacy".into()], bag),
+            "api:read legacy profile reports:read"
+        );
+        assert!(valid_scope("read:users"));
+        assert!(valid_scope("https://api.example.com/orders.read"));
+        assert!(!valid_scope("a b"));
+        assert!(!valid_scope("a\\b"));
+        assert!(!valid_scope("quo\"te"));
+        assert!(!valid_scope(""));
         assert!(valid_role("billing:read"));
         assert!(!valid_role("Admin"));
         assert!(!valid_role(""));

@@ -6,6 +6,7 @@
 //! does those. Not for: cryptography or storage details — see jotgate-core and
 //! jotgate-store.
 
+pub mod accounts;
 pub mod error;
 pub mod extract;
 pub mod keyring;

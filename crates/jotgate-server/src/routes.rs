@@ -53,7 +53,19 @@ async fn issuing_second(st: &AppState, user_id: &str) -> i64 {
     }
 }
 
-fn access_token(st: &AppState, user: &User, sid: &str, t: i64) -> Result<String, ApiError> {
+async fn access_token(st: &AppState, user: &User, sid: &str, t: i64) -> Result<String, ApiError> {
+    // The roles' current definitions, read at each issue: a role changed a moment ago (by
+    // another instance, or the CLI) is in the next token. No read for a user with none.
+    let defs = if user.roles.is_empty() {
+        Vec::new()
+    } else {
+        st.0.store.roles().await?
+    };
+    let bag = |r: &str| {
+        defs.iter()
+            .find(|d| d.name == r)
+            .map(|d| d.scopes.as_slice())
+    };
     let p = &st.0.cfg.policy;
     let claims = AccessClaims {
         iss: p.issuer.clone(),
@@ -65,7 +77,7 @@ fn access_token(st: &AppState, user: &User, sid: &str, t: i64) -> Result<String,
         jti: uuid::Uuid::new_v4().to_string(),
         username: user.username.clone(),
         roles: user.roles.clone(),
-        scope: scopes_for_roles(&user.roles),
+        scope: scopes_for_roles(&user.roles, bag),
         sid: Some(sid.to_string()),
     };
     st.0.keys
@@ -118,7 +130,7 @@ async fn new_session(st: &AppState, user: &User) -> Result<Value, ApiError> {
         }
         Err(e) => tracing::warn!(error = %e, "could not bound the user's sessions"),
     }
-    let access = access_token(st, user, &family, t)?;
+    let access = access_token(st, user, &family, t).await?;
     Ok(token_body(st, user, access, refresh_token))
 }
 
@@ -334,7 +346,7 @@ pub async fn refresh(
             .ok_or(ApiError::InvalidRefreshToken)?;
     // Issued at the rotation's second, never later: a refresh racing "log out everywhere"
     // must not wait its way past the user's "not before".
-    let access = access_token(&st, &user, &family, t)?;
+    let access = access_token(&st, &user, &family, t).await?;
     Ok(Json(token_body(&st, &user, access, next)))
 }
 

@@ -298,6 +298,90 @@ pub async fn users_revoke(s: &Settings, name: &str) -> anyhow::Result<String> {
     ))
 }
 
+/// How a role or user change reads on the command line: what happened to sessions.
+fn ended(r: &jotgate_server::accounts::Revoking) -> String {
+    match r.users {
+        0 => String::new(),
+        1 => "; 1 user's sessions ended (their access tokens issued until now are refused)".into(),
+        n => format!(
+            "; {n} users' sessions ended (their access tokens issued until now are refused)"
+        ),
+    }
+}
+
+/// Replace a user's roles (`jotgate users set-roles`).
+pub async fn users_set_roles(s: &Settings, name: &str, roles: &[String]) -> anyhow::Result<String> {
+    let lookup = jotgate_core::username::lookup_key(name)
+        .map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
+    let store = open_store(s).await?;
+    let record = jotgate_server::find_user(&*store, &lookup)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user named {name:?}"))?;
+    let done = jotgate_server::accounts::set_user_roles(
+        &*store,
+        &s.policy()?,
+        &record.user.id,
+        roles,
+        now(),
+    )
+    .await?;
+    Ok(format!(
+        "{}: roles [{}] (were [{}]){}\n",
+        record.user.username,
+        done.after.join(", "),
+        done.before.join(", "),
+        ended(&done.revoking)
+    ))
+}
+
+/// Create or replace a role (`jotgate roles set`).
+pub async fn roles_set(s: &Settings, name: &str, scopes: &[String]) -> anyhow::Result<String> {
+    let store = open_store(s).await?;
+    let done =
+        jotgate_server::accounts::set_role(&*store, &s.policy()?, name, scopes, now()).await?;
+    Ok(format!(
+        "role {} {}: {}{}\n",
+        done.role.name,
+        if done.previous.is_some() {
+            "replaced"
+        } else {
+            "created"
+        },
+        if done.role.scopes.is_empty() {
+            "no scopes".to_string()
+        } else {
+            done.role.scopes.join(" ")
+        },
+        ended(&done.revoking)
+    ))
+}
+
+/// `jotgate roles list`.
+pub async fn roles_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
+    let roles = open_store(s).await?.roles().await?;
+    if as_json {
+        return Ok(serde_json::to_string_pretty(&roles)? + "\n");
+    }
+    let mut out = format!("{:<24}  {}\n", "ROLE", "SCOPES");
+    for r in roles {
+        out.push_str(&format!("{:<24}  {}\n", r.name, r.scopes.join(" ")));
+    }
+    Ok(out)
+}
+
+/// Delete a role (`jotgate roles delete`).
+pub async fn roles_delete(s: &Settings, name: &str) -> anyhow::Result<String> {
+    let store = open_store(s).await?;
+    let (role, revoking) =
+        match jotgate_server::accounts::delete_role(&*store, &s.policy()?, name, now()).await {
+            Err(jotgate_server::accounts::AccountError::NotFound(_)) => {
+                bail!("no role named {name:?}")
+            }
+            r => r?,
+        };
+    Ok(format!("role {} deleted{}\n", role.name, ended(&revoking)))
+}
+
 /// Verify an access token against this store's keys and revocations; print its claims.
 pub async fn token_verify(s: &Settings, token: &str) -> anyhow::Result<String> {
     let policy = s.policy()?;

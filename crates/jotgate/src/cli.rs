@@ -79,6 +79,9 @@ pub enum Cmd {
     /// Manage accounts
     #[command(subcommand)]
     Users(UsersCmd),
+    /// Manage roles: named bags of scopes that tokens carry
+    #[command(subcommand)]
+    Roles(RolesCmd),
     /// Manage signing keys
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -365,6 +368,55 @@ pub enum UsersCmd {
         json: bool,
         #[command(flatten)]
         store: StoreSettings,
+    },
+    /// Replace a user's roles. Losing a role or a scope ends the user's sessions and
+    /// refuses their access tokens issued so far; the next login carries the new roles
+    SetRoles {
+        /// Username
+        username: String,
+        /// Role the user holds afterwards (repeatable; none: no roles)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        tokens: TokenSettings,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RolesCmd {
+    /// Create or replace a role. A token carries its holder's role names in `roles` and
+    /// the union of their scopes in `scope`; when a role loses a scope, its holders'
+    /// sessions end
+    Set {
+        /// Role name (lowercase letters, digits, '-', '_', ':')
+        name: String,
+        /// The role's scopes, space-separated (e.g. --scopes "reports:read api:read");
+        /// repeatable
+        #[arg(long, value_name = "SCOPES", required = true)]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        tokens: TokenSettings,
+    },
+    /// List roles and their scopes
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreSettings,
+    },
+    /// Delete a role: it is taken from every user holding it, and their sessions end
+    Delete {
+        /// Role name
+        name: String,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        tokens: TokenSettings,
     },
 }
 

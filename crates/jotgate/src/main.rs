@@ -3,7 +3,9 @@
 
 use std::process::ExitCode;
 
-use jotgate::cli::{self, Cli, Cmd, KeysCmd, LambdaMode, LogFormat, Parsed, TokenCmd, UsersCmd};
+use jotgate::cli::{
+    self, Cli, Cmd, KeysCmd, LambdaMode, LogFormat, Parsed, RolesCmd, TokenCmd, UsersCmd,
+};
 use jotgate::settings::Settings;
 use jotgate::{Application, admin, edge, shutdown_signal};
 
@@ -59,6 +61,59 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             .resolve_secret_refs()
             .await?;
             admin::users_list(&s, json).await?
+        }
+        Cmd::Users(UsersCmd::SetRoles {
+            username,
+            roles,
+            store,
+            tokens,
+        }) => {
+            let s = Settings {
+                store,
+                tokens,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            admin::users_set_roles(&s, &username, &roles).await?
+        }
+        Cmd::Roles(RolesCmd::Set {
+            name,
+            scopes,
+            store,
+            tokens,
+        }) => {
+            let s = Settings {
+                store,
+                tokens,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            admin::roles_set(&s, &name, &scopes).await?
+        }
+        Cmd::Roles(RolesCmd::List { json, store }) => {
+            let s = Settings {
+                store,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            admin::roles_list(&s, json).await?
+        }
+        Cmd::Roles(RolesCmd::Delete {
+            name,
+            store,
+            tokens,
+        }) => {
+            let s = Settings {
+                store,
+                tokens,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            admin::roles_delete(&s, &name).await?
         }
         Cmd::Users(UsersCmd::Revoke {
             username,

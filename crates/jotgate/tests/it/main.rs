@@ -22,3 +22,4 @@ mod limits;
 mod oidc;
 mod postgres;
 mod refresh;
+mod roles;

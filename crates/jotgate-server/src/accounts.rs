@@ -1,0 +1,227 @@
+//! Account changes that reach into tokens: roles (named bags of scopes) and the roles a user
+//! holds. A change that takes a role or a scope away from someone ends that user's sessions
+//! and refuses the access tokens issued to them until now ([`revocation::revoke_user`]), so
+//! neither a refresh nor a token in flight keeps what was taken; a change that only adds
+//! shows up in the next token. Used by `jotgate roles …` / `jotgate users set-roles` and,
+//! with the same rules, by the management API.
+
+use std::collections::BTreeSet;
+
+use jotgate_core::TokenPolicy;
+use jotgate_core::claims::{scopes_for_roles, valid_role, valid_scope};
+use jotgate_store::{Role, Store, StoreError};
+use jotgate_verify::Revoked;
+
+use crate::revocation;
+
+/// Most scopes in one role.
+pub const MAX_SCOPES_PER_ROLE: usize = 100;
+/// Most roles one user holds.
+pub const MAX_ROLES_PER_USER: usize = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The request is malformed: the message says what to change.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a change did to tokens: users whose sessions ended, and the revocations stored
+/// (for a server to apply at once; other instances and verifiers read them from the feed).
+#[derive(Debug, Default)]
+pub struct Revoking {
+    pub users: usize,
+    pub entries: Vec<Revoked>,
+}
+
+impl Revoking {
+    async fn user(
+        &mut self,
+        store: &dyn Store,
+        policy: &TokenPolicy,
+        user_id: &str,
+        t: i64,
+    ) -> Result<(), AccountError> {
+        let done = revocation::revoke_user(store, policy, user_id, t).await?;
+        self.users += 1;
+        self.entries.extend(done.entries);
+        Ok(())
+    }
+}
+
+/// A role name, checked.
+pub fn role_name(name: &str) -> Result<&str, AccountError> {
+    if valid_role(name) {
+        Ok(name)
+    } else {
+        Err(AccountError::Invalid(format!(
+            "invalid role name {name:?}: 1 to 64 of lowercase letters, digits, '-', '_' or ':'"
+        )))
+    }
+}
+
+/// Scopes as given (each item may hold several, space-separated), checked, sorted and
+/// without duplicates.
+pub fn scope_set(given: &[String]) -> Result<Vec<String>, AccountError> {
+    let mut out = BTreeSet::new();
+    for s in given.iter().flat_map(|g| g.split_ascii_whitespace()) {
+        if !valid_scope(s) {
+            return Err(AccountError::Invalid(format!(
+                "invalid scope {s:?}: 1 to 128 printable ASCII characters, no space, '\"' or '\\'"
+            )));
+        }
+        out.insert(s.to_string());
+    }
+    if out.len() > MAX_SCOPES_PER_ROLE {
+        return Err(AccountError::Invalid(format!(
+            "a role holds at most {MAX_SCOPES_PER_ROLE} scopes"
+        )));
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Role names as given, checked, sorted and without duplicates.
+pub fn role_set(given: &[String]) -> Result<Vec<String>, AccountError> {
+    let mut out = BTreeSet::new();
+    for r in given.iter().flat_map(|g| g.split([',', ' '])) {
+        if !r.is_empty() {
+            out.insert(role_name(r)?.to_string());
+        }
+    }
+    if out.len() > MAX_ROLES_PER_USER {
+        return Err(AccountError::Invalid(format!(
+            "a user holds at most {MAX_ROLES_PER_USER} roles"
+        )));
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// The scopes `roles` grant under the definitions `defs`.
+fn granted(roles: &[String], defs: &[Role]) -> BTreeSet<String> {
+    let bag = |r: &str| {
+        defs.iter()
+            .find(|d| d.name == r)
+            .map(|d| d.scopes.as_slice())
+    };
+    scopes_for_roles(roles, bag)
+        .split(' ')
+        .map(str::to_string)
+        .collect()
+}
+
+/// The ids of the users holding `role`.
+async fn holders(store: &dyn Store, role: &str) -> Result<Vec<String>, AccountError> {
+    Ok(store
+        .list_users()
+        .await?
+        .into_iter()
+        .filter(|u| u.roles.iter().any(|r| r == role))
+        .map(|u| u.id)
+        .collect())
+}
+
+/// The outcome of [`set_role`].
+#[derive(Debug)]
+pub struct RoleSet {
+    pub role: Role,
+    /// The definition replaced (`None`: the role is new).
+    pub previous: Option<Role>,
+    pub revoking: Revoking,
+}
+
+/// Create or replace a role. When it loses a scope — or, newly defined, no longer grants
+/// the scope of its own name that it granted undefined — its holders' sessions end.
+pub async fn set_role(
+    store: &dyn Store,
+    policy: &TokenPolicy,
+    name: &str,
+    scopes: &[String],
+    t: i64,
+) -> Result<RoleSet, AccountError> {
+    let role = Role {
+        name: role_name(name)?.to_string(),
+        scopes: scope_set(scopes)?,
+        updated_at: t,
+    };
+    let previous = store.put_role(role.clone()).await?;
+    let before: BTreeSet<&str> = match &previous {
+        Some(p) => p.scopes.iter().map(String::as_str).collect(),
+        None => BTreeSet::from([role.name.as_str()]),
+    };
+    let lost = before.iter().any(|s| !role.scopes.iter().any(|n| n == s));
+    let mut revoking = Revoking::default();
+    if lost {
+        for id in holders(store, &role.name).await? {
+            revoking.user(store, policy, &id, t).await?;
+        }
+    }
+    Ok(RoleSet {
+        role,
+        previous,
+        revoking,
+    })
+}
+
+/// Delete a role: it is taken from every user holding it, and their sessions end.
+/// `NotFound` when no such role is defined.
+pub async fn delete_role(
+    store: &dyn Store,
+    policy: &TokenPolicy,
+    name: &str,
+    t: i64,
+) -> Result<(Role, Revoking), AccountError> {
+    let Some(role) = store.delete_role(role_name(name)?).await? else {
+        return Err(AccountError::NotFound("role"));
+    };
+    let mut revoking = Revoking::default();
+    for id in holders(store, &role.name).await? {
+        if let Some(u) = store.user_by_id(&id).await? {
+            let kept: Vec<String> = u.roles.into_iter().filter(|r| *r != role.name).collect();
+            match store.set_user_roles(&id, kept).await {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        revoking.user(store, policy, &id, t).await?;
+    }
+    Ok((role, revoking))
+}
+
+/// The outcome of [`set_user_roles`].
+#[derive(Debug)]
+pub struct UserRolesSet {
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+    pub revoking: Revoking,
+}
+
+/// Replace a user's roles. When the user loses a role or a scope, their sessions end.
+pub async fn set_user_roles(
+    store: &dyn Store,
+    policy: &TokenPolicy,
+    user_id: &str,
+    roles: &[String],
+    t: i64,
+) -> Result<UserRolesSet, AccountError> {
+    let after = role_set(roles)?;
+    let before = match store.set_user_roles(user_id, after.clone()).await {
+        Err(StoreError::NotFound(_)) => return Err(AccountError::NotFound("user")),
+        r => r?,
+    };
+    let defs = store.roles().await?;
+    let lost_role = before.iter().any(|r| !after.contains(r));
+    let (had, has) = (granted(&before, &defs), granted(&after, &defs));
+    let mut revoking = Revoking::default();
+    if lost_role || !had.is_subset(&has) {
+        revoking.user(store, policy, user_id, t).await?;
+    }
+    Ok(UserRolesSet {
+        before,
+        after,
+        revoking,
+    })
+}
