@@ -11,6 +11,7 @@
 //! is rejected before any signature work.
 
 pub mod claims;
+pub mod email;
 pub mod keys;
 pub mod password;
 pub mod random;

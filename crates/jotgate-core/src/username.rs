@@ -27,6 +27,10 @@ pub enum UsernameError {
         "username may contain only letters, digits and the characters . _ - @ + (no spaces or control characters)"
     )]
     InvalidCharacter,
+    #[error(
+        "username must not contain '@': usernames and email addresses share one namespace (give the address as \"email\")"
+    )]
+    ContainsAt,
 }
 
 /// A validated username: its canonical key and the spelling the user chose.
@@ -80,6 +84,17 @@ impl Username {
             display,
             key,
         })
+    }
+
+    /// A name for a new account: as [`Username::parse`], and without `@` (or a character
+    /// that normalises to it), so that no username is also an email address. Accounts made
+    /// before this rule keep their names.
+    pub fn parse_new(raw: &str) -> Result<Self, UsernameError> {
+        let u = Self::parse(raw)?;
+        if u.display.contains('@') {
+            return Err(UsernameError::ContainsAt);
+        }
+        Ok(u)
     }
 
     /// The store key: unique per account, shared by every confusable spelling.
@@ -205,5 +220,28 @@ mod tests {
         assert!(Username::parse("émile").is_ok());
         assert!(Username::parse("\u{432}\u{43b}\u{430}\u{434}").is_ok()); // влад
         assert!(Username::parse("山田").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod new_names {
+    use super::*;
+
+    #[test]
+    fn a_new_name_holds_no_at_sign_in_any_spelling() {
+        assert!(Username::parse_new("alice").is_ok());
+        assert_eq!(
+            Username::parse_new("alice@example.com"),
+            Err(UsernameError::ContainsAt)
+        );
+        // FULLWIDTH COMMERCIAL AT normalises (NFKC) to '@'.
+        assert_eq!(
+            Username::parse_new("alice\u{ff20}example.com"),
+            Err(UsernameError::ContainsAt)
+        );
+        assert!(
+            Username::parse("alice@example.com").is_ok(),
+            "old names still parse"
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use jotgate_core::TokenPolicy;
 use jotgate_core::claims::{scopes_for_roles, valid_role, valid_scope};
-use jotgate_store::{Role, Store, StoreError};
+use jotgate_store::{Role, Store, StoreError, User, UserPatch};
 use jotgate_verify::Revoked;
 
 use crate::revocation;
@@ -220,6 +220,66 @@ pub async fn set_user_roles(
         revoking.user(store, policy, user_id, t).await?;
     }
     Ok(UserRolesSet {
+        before,
+        after,
+        revoking,
+    })
+}
+
+/// Most bytes of a user's `app_metadata`, as JSON: what tokens may carry of it must keep a
+/// token well under 8 KiB.
+pub const MAX_APP_METADATA_BYTES: usize = 4096;
+
+/// An address as given, normalised.
+pub fn email(raw: &str) -> Result<String, AccountError> {
+    jotgate_core::email::normalise(raw).map_err(|e| AccountError::Invalid(e.to_string()))
+}
+
+/// The outcome of [`update_user`].
+#[derive(Debug)]
+pub struct UserUpdated {
+    pub before: User,
+    pub after: User,
+    pub revoking: Revoking,
+}
+
+/// Change a user's address, its verification, the block or `app_metadata`. Blocking ends
+/// the user's sessions. `Conflict` (a [`StoreError`]) when the address names another
+/// account.
+pub async fn update_user(
+    store: &dyn Store,
+    policy: &TokenPolicy,
+    user_id: &str,
+    mut patch: UserPatch,
+    t: i64,
+) -> Result<UserUpdated, AccountError> {
+    if let Some(Some(e)) = &patch.email {
+        let e = email(e)?;
+        // An account made before addresses may hold it as its username.
+        if let Some(other) = crate::find_account(store, &e).await?
+            && other.user.id != user_id
+        {
+            return Err(AccountError::Store(StoreError::Conflict("email")));
+        }
+        patch.email = Some(Some(e));
+    }
+    if let Some(m) = &patch.app_metadata {
+        let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > MAX_APP_METADATA_BYTES {
+            return Err(AccountError::Invalid(format!(
+                "app_metadata is {size} bytes as JSON; at most {MAX_APP_METADATA_BYTES}"
+            )));
+        }
+    }
+    let (before, after) = match store.update_user(user_id, patch).await {
+        Err(StoreError::NotFound(_)) => return Err(AccountError::NotFound("user")),
+        r => r?,
+    };
+    let mut revoking = Revoking::default();
+    if after.blocked && !before.blocked {
+        revoking.user(store, policy, user_id, t).await?;
+    }
+    Ok(UserUpdated {
         before,
         after,
         revoking,

@@ -276,6 +276,21 @@ pub async fn find_user(
     }
 }
 
+/// The account an email address names: its address, or — for accounts made before
+/// addresses, whose usernames could hold '@' — its username.
+pub async fn find_account(
+    store: &dyn jotgate_store::Store,
+    email: &str,
+) -> Result<Option<jotgate_store::UserRecord>, jotgate_store::StoreError> {
+    if let Some(r) = store.user_by_email(email).await? {
+        return Ok(Some(r));
+    }
+    match jotgate_core::username::lookup_key(email) {
+        Ok(l) => find_user(store, &l).await,
+        Err(_) => Ok(None),
+    }
+}
+
 impl AppState {
     /// Ready to serve logins: the store answered a read within 2 s. Checked at most once a
     /// second, however often probes come; the verdict in between is the last one. Two

@@ -150,8 +150,15 @@ pub async fn signup(
     if let Some(ip) = ip {
         st.0.limiter.begin(&[format!("signup:{ip}")]).await?;
     }
-    let name = Username::parse(body.string("username")?)
+    let name = Username::parse_new(body.string("username")?)
         .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
+    let email = match body.0.get("email") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(
+            jotgate_core::email::normalise(body.string("email")?)
+                .map_err(|e| ApiError::BadRequest("invalid_email", e.to_string()))?,
+        ),
+    };
     let pw = body.take_secret("password")?;
     password::check_policy_min(&pw, name.canonical(), st.0.cfg.password_min_length)
         .map_err(|e| ApiError::BadRequest("weak_password", e.to_string()))?;
@@ -163,6 +170,12 @@ pub async fn signup(
         .is_some()
     {
         return Err(taken());
+    }
+    let email_taken = || ApiError::Conflict("email_taken", "email is already in use".into());
+    if let Some(e) = &email
+        && crate::find_account(&*st.0.store, e).await?.is_some()
+    {
+        return Err(email_taken());
     }
     let hash =
         st.0.pool
@@ -178,9 +191,11 @@ pub async fn signup(
                 password_hash: hash,
                 roles: vec![],
                 created_at: now(),
+                email,
             })
             .await
             .map_err(|e| match e {
+                StoreError::Conflict("email") => email_taken(),
                 StoreError::Conflict(_) => taken(),
                 e => e.into(),
             })?;
@@ -194,16 +209,33 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     mut body: JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let typed = body.string("username")?.to_string();
+    // A username or an email address, as `username` (what OAuth clients send) or `email`.
+    let field = if body.0.contains_key("email") && !body.0.contains_key("username") {
+        "email"
+    } else {
+        "username"
+    };
+    let typed = body.string(field)?.to_string();
     let pw = body.take_secret("password")?;
     let lookup = username::lookup_key(&typed)
         .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
-    // Counted by the account's key, whatever the spelling (a confusable one counts for the
-    // account it imitates), and by digest: a long name must not grow the table by as much.
-    let user_key = format!(
-        "user:{}",
-        jotgate_core::sha256_b64url(lookup.key.as_bytes())
-    );
+    // The account first, then the count: an account is counted under its id, whatever
+    // the identifier (username, address, a confusable spelling); an identifier that names
+    // none, under its own key. Both by digest: a long name must not grow the table by as
+    // much. Known and unknown identifiers are counted and answered alike.
+    let found = if typed.contains('@') {
+        match jotgate_core::email::normalise(&typed) {
+            Ok(e) => crate::find_account(&*st.0.store, &e).await?,
+            Err(_) => crate::find_user(&*st.0.store, &lookup).await?,
+        }
+    } else {
+        crate::find_user(&*st.0.store, &lookup).await?
+    };
+    let counted = match &found {
+        Some(r) => format!("id:{}", r.user.id),
+        None => format!("name:{}", lookup.key),
+    };
+    let user_key = format!("user:{}", jotgate_core::sha256_b64url(counted.as_bytes()));
     let ip_key = ip.map(|ip| format!("ip:{ip}"));
     let mut keys = vec![user_key];
     keys.extend(ip_key);
@@ -214,13 +246,7 @@ pub async fn login(
     let record = if pw.len() > password::MAX_BYTES {
         None
     } else {
-        match crate::find_user(&*st.0.store, &lookup).await {
-            Ok(r) => r,
-            Err(e) => {
-                st.0.limiter.release(&keys).await;
-                return Err(e.into());
-            }
-        }
+        found
     };
     // Known and unknown users cost one argon2 verification each.
     let evaluated =
@@ -253,6 +279,16 @@ pub async fn login(
         _ => return Err(ApiError::BadCredentials),
     };
     st.0.limiter.succeeded(&keys).await;
+    // Only after the password matched: a guesser learns nothing about the block.
+    if record.user.blocked {
+        return Err(ApiError::Forbidden(
+            "user_blocked",
+            "this account is blocked; ask an administrator".into(),
+        ));
+    }
+    if let Err(e) = st.0.store.record_login(&record.user.id, now()).await {
+        tracing::warn!(error = %e, "could not record the login time");
+    }
     if let Some(new_hash) = rehash
         && let Err(e) =
             st.0.store
@@ -343,6 +379,7 @@ pub async fn refresh(
         st.0.store
             .user_by_id(&user_id)
             .await?
+            .filter(|u| !u.blocked)
             .ok_or(ApiError::InvalidRefreshToken)?;
     // Issued at the rotation's second, never later: a refresh racing "log out everywhere"
     // must not wait its way past the user's "not before".

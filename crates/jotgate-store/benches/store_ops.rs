@@ -35,6 +35,7 @@ async fn measure(name: &str, s: Arc<dyn Store>) {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
         roles: vec!["admin".into()],
         created_at: 1,
+        email: None,
     })
     .await
     .unwrap();

@@ -5,7 +5,8 @@
 //! These are test helpers: they panic on the first broken promise. By trait:
 //!
 //! - [`Store`]: [`store_id`], [`two_handles_agree`];
-//! - [`Users`](crate::Users): [`users`], [`user_roles`], [`concurrent_role_changes`];
+//! - [`Users`](crate::Users): [`users`], [`user_roles`], [`concurrent_role_changes`],
+//!   [`user_profile`], [`concurrent_email_claims`];
 //! - [`Roles`](crate::Roles): [`roles`];
 //! - [`Keys`](crate::Keys): [`keys`], [`key_slots`];
 //! - [`Sessions`](crate::Sessions): [`refresh_rotation`], [`refresh_reuse_revokes_family`],
@@ -16,7 +17,9 @@
 
 use std::sync::Arc;
 
-use crate::{NewRefresh, NewUser, Role, Rotate, RotateOutcome, Store, StoreError, StoredKey};
+use crate::{
+    NewRefresh, NewUser, Role, Rotate, RotateOutcome, Store, StoreError, StoredKey, UserPatch,
+};
 
 /// Generate one `#[tokio::test]` per contract item for the given store factory.
 #[macro_export]
@@ -28,7 +31,8 @@ macro_rules! store_contract_tests {
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
             revocations, concurrent_revocations, login_failures, store_id, key_slots,
-            evict_sessions, roles, user_roles, concurrent_role_changes);
+            evict_sessions, roles, user_roles, concurrent_role_changes, user_profile,
+            concurrent_email_claims);
     };
     (@each_optional $factory:path; $($name:ident),*) => {
         $(
@@ -45,7 +49,8 @@ macro_rules! store_contract_tests {
             users, keys, refresh_rotation, refresh_reuse_revokes_family,
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
             revocations, concurrent_revocations, login_failures, store_id, key_slots,
-            evict_sessions, roles, user_roles, concurrent_role_changes);
+            evict_sessions, roles, user_roles, concurrent_role_changes, user_profile,
+            concurrent_email_claims);
     };
     (@each $factory:path; $($name:ident),*) => {
         $(
@@ -255,6 +260,7 @@ fn new_user(id: &str, key: &str) -> NewUser {
         password_hash: "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
         roles: vec!["admin".into()],
         created_at: 100,
+        email: None,
     }
 }
 
@@ -799,4 +805,244 @@ pub async fn concurrent_role_changes(s: Arc<dyn Store>) {
     all.push(vec!["admin".to_string()]);
     all.sort();
     assert_eq!(chain, all, "replaced {replaced:?}, last {last:?}");
+}
+
+fn with_email(id: &str, key: &str, email: &str) -> NewUser {
+    NewUser {
+        email: Some(email.into()),
+        ..new_user(id, key)
+    }
+}
+
+/// Email addresses: unique, never another account's username, found by address, freed by a
+/// change or a deletion; a new address is unverified. Blocking, app_metadata and the last
+/// login are kept on every copy the store reads.
+pub async fn user_profile(s: Arc<dyn Store>) {
+    let a = s
+        .create_user(with_email("u1", "alice", "alice@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(a.email.as_deref(), Some("alice@example.com"));
+    assert!(!a.email_verified && !a.blocked && a.last_login.is_none());
+    let dup = s
+        .create_user(with_email("u2", "bob", "alice@example.com"))
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict("email"))), "{dup:?}");
+    assert!(
+        s.user_by_id("u2").await.unwrap().is_none(),
+        "nothing written"
+    );
+    assert!(
+        s.user_by_key("bob").await.unwrap().is_none(),
+        "nothing written"
+    );
+    // A username from before addresses, holding '@': no account may take it as address.
+    s.create_user(new_user("u3", "carol@example.com"))
+        .await
+        .unwrap();
+    let clash = s
+        .create_user(with_email("u4", "dave", "carol@example.com"))
+        .await;
+    assert!(
+        matches!(clash, Err(StoreError::Conflict("email"))),
+        "{clash:?}"
+    );
+    let rec = s.user_by_email("alice@example.com").await.unwrap().unwrap();
+    assert_eq!(rec.user, a);
+    assert!(
+        s.user_by_email("nobody@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Verified, blocked and metadata set; then a new address is unverified again.
+    let meta: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"plan":"pro","seats":3}"#).unwrap();
+    let (before, after) = s
+        .update_user(
+            "u1",
+            UserPatch {
+                email_verified: Some(true),
+                blocked: Some(true),
+                app_metadata: Some(meta.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(before, a);
+    assert!(after.email_verified && after.blocked && after.app_metadata == meta);
+    for u in [
+        s.user_by_id("u1").await.unwrap().unwrap(),
+        s.user_by_key("alice").await.unwrap().unwrap().user,
+        s.user_by_email("alice@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .user,
+    ] {
+        assert_eq!(u, after, "every copy");
+    }
+    let (_, moved) = s
+        .update_user(
+            "u1",
+            UserPatch {
+                email: Some(Some("alice@new.example".into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!moved.email_verified, "a new address is unverified");
+    assert!(
+        s.user_by_email("alice@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.user_by_key("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .user
+            .email
+            .as_deref(),
+        Some("alice@new.example")
+    );
+    // The old address is free for another account; taking someone's is a conflict that
+    // changes nothing.
+    s.create_user(with_email("u5", "erin", "alice@example.com"))
+        .await
+        .unwrap();
+    let taken = s
+        .update_user(
+            "u5",
+            UserPatch {
+                email: Some(Some("alice@new.example".into())),
+                blocked: Some(true),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(taken, Err(StoreError::Conflict("email"))),
+        "{taken:?}"
+    );
+    let erin = s.user_by_id("u5").await.unwrap().unwrap();
+    assert_eq!(erin.email.as_deref(), Some("alice@example.com"));
+    assert!(!erin.blocked, "a refused change changes nothing");
+    let legacy = s
+        .update_user(
+            "u5",
+            UserPatch {
+                email: Some(Some("carol@example.com".into())),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(legacy, Err(StoreError::Conflict("email"))),
+        "{legacy:?}"
+    );
+    // Removing the address.
+    let (_, none) = s
+        .update_user(
+            "u5",
+            UserPatch {
+                email: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(none.email.is_none() && !none.email_verified);
+    assert!(
+        s.user_by_email("alice@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        s.update_user("nobody", UserPatch::default()).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    s.record_login("u1", 12345).await.unwrap();
+    assert_eq!(
+        s.user_by_id("u1").await.unwrap().unwrap().last_login,
+        Some(12345)
+    );
+    s.record_login("nobody", 1).await.unwrap();
+    assert!(
+        s.user_by_id("nobody").await.unwrap().is_none(),
+        "not recreated"
+    );
+
+    // Deletion: gone by id, name and address; the name and address are free again.
+    let gone = s.delete_user("u1").await.unwrap().unwrap();
+    assert_eq!(gone.id, "u1");
+    assert!(s.user_by_id("u1").await.unwrap().is_none());
+    assert!(s.user_by_key("alice").await.unwrap().is_none());
+    assert!(
+        s.user_by_email("alice@new.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(s.delete_user("u1").await.unwrap(), None);
+    s.create_user(with_email("u6", "alice", "alice@new.example"))
+        .await
+        .unwrap();
+}
+
+/// Two accounts claiming one address at once: exactly one gets it.
+pub async fn concurrent_email_claims(s: Arc<dyn Store>) {
+    for (id, key) in [
+        ("u1", "alice"),
+        ("u2", "bob"),
+        ("u3", "carol"),
+        ("u4", "dave"),
+    ] {
+        s.create_user(new_user(id, key)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for id in ["u1", "u2", "u3", "u4"] {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.update_user(
+                id,
+                UserPatch {
+                    email: Some(Some("shared@example.com".into())),
+                    ..Default::default()
+                },
+            )
+            .await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::Conflict("email")) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let owner = s
+        .user_by_email("shared@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let holders = s
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.email.as_deref() == Some("shared@example.com"))
+        .count();
+    let _ = owner;
+    // The users index may lag on DynamoDB: at most one, never two.
+    assert!(holders <= 1);
 }

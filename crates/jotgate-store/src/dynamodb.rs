@@ -32,7 +32,7 @@ use aws_sdk_dynamodb::types::{
 use crate::feedpos::{FEED_SETTLE, feed_position, micros_now, settled_horizon};
 use crate::{
     FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
-    Store, StoreError, StoredKey, User, UserRecord,
+    Store, StoreError, StoredKey, User, UserPatch, UserRecord,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -240,6 +240,9 @@ fn user_attrs(u: &NewUser) -> Vec<(&'static str, AttributeValue)> {
         ),
         ("created_at", n(u.created_at)),
     ]
+    .into_iter()
+    .chain(u.email.as_ref().map(|e| ("email", s(e))))
+    .collect()
 }
 
 /// The user an item shows (a user item, or its projection in the users index).
@@ -254,11 +257,21 @@ fn user_of(it: &Item) -> Result<User> {
             .collect::<Result<Vec<_>>>()?,
         _ => Vec::new(),
     };
+    let flag = |name: &str| matches!(it.get(name), Some(AttributeValue::Bool(true)));
+    let app_metadata = match it.get("app_metadata") {
+        Some(AttributeValue::S(m)) => serde_json::from_str(m).map_err(backend)?,
+        _ => Default::default(),
+    };
     Ok(User {
         id: get_s(it, "user_id")?,
         username: get_s(it, "username_display")?,
         roles,
         created_at: get_n(it, "created_at")?,
+        email: get_opt_s(it, "email"),
+        email_verified: flag("email_verified"),
+        blocked: flag("blocked"),
+        app_metadata,
+        last_login: get_opt_n(it, "last_login")?,
     })
 }
 
@@ -372,6 +385,40 @@ fn update(table: &str, u: Upd<'_>) -> Result<TransactWriteItem> {
     Ok(TransactWriteItem::builder()
         .update(b.build().map_err(backend)?)
         .build())
+}
+
+/// A transaction item that deletes `key` (on `condition`, with `values`).
+fn delete(
+    table: &str,
+    key: Item,
+    condition: Option<&str>,
+    values: Vec<(&str, AttributeValue)>,
+) -> Result<TransactWriteItem> {
+    let mut b = aws_sdk_dynamodb::types::Delete::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .set_condition_expression(condition.map(str::to_string));
+    for (k, v) in values {
+        b = b.expression_attribute_values(k, v);
+    }
+    Ok(TransactWriteItem::builder()
+        .delete(b.build().map_err(backend)?)
+        .build())
+}
+
+/// A transaction item that writes nothing and holds only if `key` does not exist.
+fn absent(table: &str, key: Item) -> Result<TransactWriteItem> {
+    let c = aws_sdk_dynamodb::types::ConditionCheck::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .map_err(backend)?;
+    Ok(TransactWriteItem::builder().condition_check(c).build())
+}
+
+fn email_pk(email: &str) -> String {
+    format!("EMAIL#{email}")
 }
 
 impl DynamoStore {
@@ -875,12 +922,21 @@ impl Users for DynamoStore {
         );
         let by_name = item(name_pk(&user.username_key), "NAME", user_attrs(&user));
         let cond = Some("attribute_not_exists(pk)");
-        let txn = self
-            .transact(vec![
-                put(&self.table, by_id, cond)?,
-                put(&self.table, by_name, cond)?,
-            ])
-            .await?;
+        let mut items = vec![
+            put(&self.table, by_id, cond)?,
+            put(&self.table, by_name, cond)?,
+        ];
+        if let Some(email) = &user.email {
+            // The address is an item of its own, so that it is unique; and it must not be
+            // an account's username (usernames made before addresses could hold '@').
+            items.push(put(
+                &self.table,
+                item(email_pk(email), "EMAIL", vec![("user_id", s(&user.id))]),
+                cond,
+            )?);
+            items.push(absent(&self.table, key(name_pk(email), "NAME"))?);
+        }
+        let txn = self.transact(items).await?;
         match txn {
             Txn::Done => {}
             // Both items exist: the name is taken — or our own attempt committed though its
@@ -895,6 +951,9 @@ impl Users for DynamoStore {
             Txn::Cancelled(codes) if Txn::failed(&codes, 0) => {
                 return Err(StoreError::Conflict("user id"));
             }
+            Txn::Cancelled(codes) if Txn::failed(&codes, 2) || Txn::failed(&codes, 3) => {
+                return Err(StoreError::Conflict("email"));
+            }
             Txn::Cancelled(codes) => {
                 return Err(backend(format!(
                     "DynamoDB refused the new user ({})",
@@ -902,12 +961,7 @@ impl Users for DynamoStore {
                 )));
             }
         }
-        Ok(User {
-            id: user.id,
-            username: user.username_display,
-            roles: user.roles,
-            created_at: user.created_at,
-        })
+        Ok(User::new(&user))
     }
 
     async fn user_by_key(&self, username_key: &str) -> Result<Option<UserRecord>> {
@@ -1010,6 +1064,162 @@ impl Users for DynamoStore {
         Err(StoreError::Unavailable(
             "DynamoDB: the user's roles kept changing; try again".into(),
         ))
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        let Some(it) = self.get(email_pk(email), "EMAIL").await? else {
+            return Ok(None);
+        };
+        let id = get_s(&it, "user_id")?;
+        self.get(user_pk(&id), "USER")
+            .await?
+            .as_ref()
+            .map(user_record)
+            .transpose()
+    }
+
+    async fn update_user(&self, user_id: &str, patch: UserPatch) -> Result<(User, User)> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(rec) = self.get(user_pk(user_id), "USER").await? else {
+                return Err(StoreError::NotFound("user"));
+            };
+            let before = user_of(&rec)?;
+            let after = patch.apply(&before);
+            let username_key = get_s(&rec, "username_key")?;
+            // Optimistic: on condition that the item is still the version read.
+            let version = get_opt_n(&rec, "user_ver")?.unwrap_or(0);
+            let meta = serde_json::to_string(&after.app_metadata).map_err(backend)?;
+            let expr = if after.email.is_some() {
+                "SET email_verified = :v, blocked = :b, app_metadata = :m, user_ver = :nv, email = :e"
+            } else {
+                "SET email_verified = :v, blocked = :b, app_metadata = :m, user_ver = :nv REMOVE email"
+            };
+            let mut values = vec![
+                (":v", AttributeValue::Bool(after.email_verified)),
+                (":b", AttributeValue::Bool(after.blocked)),
+                (":m", s(&meta)),
+                (":nv", n(version + 1)),
+            ];
+            if let Some(e) = &after.email {
+                values.push((":e", s(e)));
+            }
+            let mut by_id_values = values.clone();
+            by_id_values.push((":ov", n(version)));
+            let mut items = vec![
+                update(
+                    &self.table,
+                    Upd {
+                        key: key(user_pk(user_id), "USER"),
+                        expr,
+                        condition: Some("attribute_not_exists(user_ver) OR user_ver = :ov"),
+                        names: vec![],
+                        values: by_id_values,
+                    },
+                )?,
+                update(
+                    &self.table,
+                    Upd {
+                        key: key(name_pk(&username_key), "NAME"),
+                        expr,
+                        condition: Some("attribute_exists(pk)"),
+                        names: vec![],
+                        values,
+                    },
+                )?,
+            ];
+            let email_changed = after.email != before.email;
+            if email_changed {
+                if let Some(new) = &after.email {
+                    items.push(put(
+                        &self.table,
+                        item(email_pk(new), "EMAIL", vec![("user_id", s(user_id))]),
+                        Some("attribute_not_exists(pk)"),
+                    )?);
+                    items.push(absent(&self.table, key(name_pk(new), "NAME"))?);
+                }
+                if let Some(old) = &before.email {
+                    items.push(delete(
+                        &self.table,
+                        key(email_pk(old), "EMAIL"),
+                        Some("user_id = :me"),
+                        vec![(":me", s(user_id))],
+                    )?);
+                }
+            }
+            match self.transact(items).await? {
+                Txn::Done => return Ok((before, after)),
+                Txn::Cancelled(codes)
+                    if email_changed
+                        && after.email.is_some()
+                        && (Txn::failed(&codes, 2) || Txn::failed(&codes, 3)) =>
+                {
+                    return Err(StoreError::Conflict("email"));
+                }
+                Txn::Cancelled(codes) if Txn::lost_race(&codes) => continue,
+                Txn::Cancelled(codes) => {
+                    return Err(backend(format!(
+                        "DynamoDB refused the user change ({})",
+                        codes.join(", ")
+                    )));
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "DynamoDB: the user kept changing; try again".into(),
+        ))
+    }
+
+    async fn record_login(&self, user_id: &str, at: i64) -> Result<()> {
+        // On the id item only (what user_by_id and the users index show); a missing user
+        // is not recreated.
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), "USER")))
+            .update_expression("SET last_login = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", n(at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<Option<User>> {
+        let Some(rec) = self.get(user_pk(user_id), "USER").await? else {
+            return Ok(None);
+        };
+        let user = user_of(&rec)?;
+        let username_key = get_s(&rec, "username_key")?;
+        // Its sessions' items expire by TTL; a refresh finds no user and is refused.
+        let mut items = vec![
+            delete(&self.table, key(user_pk(user_id), "USER"), None, vec![])?,
+            delete(
+                &self.table,
+                key(name_pk(&username_key), "NAME"),
+                None,
+                vec![],
+            )?,
+        ];
+        if let Some(e) = &user.email {
+            items.push(delete(
+                &self.table,
+                key(email_pk(e), "EMAIL"),
+                Some("user_id = :me"),
+                vec![(":me", s(user_id))],
+            )?);
+        }
+        match self.transact(items).await? {
+            Txn::Done => Ok(Some(user)),
+            Txn::Cancelled(codes) => Err(backend(format!(
+                "DynamoDB refused the user's deletion ({})",
+                codes.join(", ")
+            ))),
+        }
     }
 }
 

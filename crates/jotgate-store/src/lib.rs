@@ -57,6 +57,75 @@ pub struct User {
     pub username: String,
     pub roles: Vec<String>,
     pub created_at: i64,
+    /// Normalised (see `jotgate_core::email`); unique across accounts, and never an
+    /// account's username.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// False at sign-up and after every change of address, until verified.
+    pub email_verified: bool,
+    /// A blocked user cannot log in, and their sessions were ended when blocked.
+    pub blocked: bool,
+    /// Set by administrators only (the management API); a documented mapping puts chosen
+    /// keys into tokens.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub app_metadata: serde_json::Map<String, serde_json::Value>,
+    /// The last successful login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_login: Option<i64>,
+}
+
+impl User {
+    /// A new account's view, as `create_user` stores it.
+    pub fn new(u: &NewUser) -> Self {
+        Self {
+            id: u.id.clone(),
+            username: u.username_display.clone(),
+            roles: u.roles.clone(),
+            created_at: u.created_at,
+            email: u.email.clone(),
+            email_verified: false,
+            blocked: false,
+            app_metadata: Default::default(),
+            last_login: None,
+        }
+    }
+}
+
+/// A change to an account's profile; `None` fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserPatch {
+    /// `Some(None)` removes the address.
+    pub email: Option<Option<String>>,
+    pub email_verified: Option<bool>,
+    pub blocked: Option<bool>,
+    pub app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl UserPatch {
+    /// `before` with the patch applied. A new address is unverified unless the patch says
+    /// it is verified; without an address nothing is verified.
+    pub fn apply(&self, before: &User) -> User {
+        let mut u = before.clone();
+        if let Some(email) = &self.email {
+            if *email != before.email {
+                u.email_verified = false;
+            }
+            u.email = email.clone();
+        }
+        if let Some(v) = self.email_verified {
+            u.email_verified = v;
+        }
+        if u.email.is_none() {
+            u.email_verified = false;
+        }
+        if let Some(b) = self.blocked {
+            u.blocked = b;
+        }
+        if let Some(m) = &self.app_metadata {
+            u.app_metadata = m.clone();
+        }
+        u
+    }
 }
 
 /// An account with its credential, for the login path only.
@@ -76,6 +145,8 @@ pub struct NewUser {
     pub password_hash: String,
     pub roles: Vec<String>,
     pub created_at: i64,
+    /// Normalised; unverified at creation.
+    pub email: Option<String>,
 }
 
 /// A role: a named bag of scopes. A token carries its holder's role names in `roles` and
@@ -243,6 +314,17 @@ pub trait Users: Send + Sync {
     /// Replace a user's roles, atomically; returns the roles replaced (so the caller sees
     /// what was lost even when two changes race). `NotFound` when there is no such user.
     async fn set_user_roles(&self, user_id: &str, roles: Vec<String>) -> Result<Vec<String>>;
+    /// The account with this (normalised) email address.
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
+    /// Apply `patch` atomically ([`UserPatch::apply`]); returns the user before and after.
+    /// `Conflict("email")` when another account has the address or it is an account's
+    /// username key; `NotFound` when there is no such user.
+    async fn update_user(&self, user_id: &str, patch: UserPatch) -> Result<(User, User)>;
+    /// Record a successful login at `at`.
+    async fn record_login(&self, user_id: &str, at: i64) -> Result<()>;
+    /// Delete an account (its address is free again); returns it. Its sessions are the
+    /// caller's to end first.
+    async fn delete_user(&self, user_id: &str) -> Result<Option<User>>;
 }
 
 /// Roles: named bags of scopes.

@@ -13,7 +13,7 @@ use tokio_postgres::error::SqlState;
 use crate::feedpos::{FEED_SETTLE, feed_position, micros_now, settled_horizon};
 use crate::{
     FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
-    Store, StoreError, StoredKey, User, UserRecord,
+    Store, StoreError, StoredKey, User, UserPatch, UserRecord,
 };
 
 const SCHEMA: &str = "
@@ -70,6 +70,12 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+ALTER TABLE users ADD COLUMN IF NOT EXISTS email TEXT;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS email_verified BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS blocked BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS app_metadata TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE users ADD COLUMN IF NOT EXISTS last_login BIGINT;
+CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users(email);
 CREATE TABLE IF NOT EXISTS roles (
     name       TEXT PRIMARY KEY,
     scopes     TEXT[] NOT NULL,
@@ -304,20 +310,51 @@ fn redact(cfg: &tokio_postgres::Config) -> String {
     )
 }
 
-fn user_record(r: &Row) -> UserRecord {
-    UserRecord {
+fn user_record(r: &Row) -> Result<UserRecord> {
+    Ok(UserRecord {
         user: User {
             id: r.get("id"),
             username: r.get("username"),
             roles: r.get("roles"),
             created_at: r.get("created_at"),
+            email: r.get("email"),
+            email_verified: r.get("email_verified"),
+            blocked: r.get("blocked"),
+            app_metadata: serde_json::from_str(r.get("app_metadata")).map_err(backend)?,
+            last_login: r.get("last_login"),
         },
         username_key: r.get("username_key"),
         password_hash: r.get("password_hash"),
-    }
+    })
 }
 
-const USER_COLS: &str = "id, username, roles, created_at, username_key, password_hash";
+const USER_COLS: &str = "id, username, roles, created_at, username_key, password_hash, email, email_verified, blocked, app_metadata, last_login";
+
+/// Whether `email` names an account other than `id`: as its address, or as its username key
+/// (usernames made before addresses could contain '@').
+async fn email_taken(
+    c: &impl deadpool_postgres::GenericClient,
+    email: &str,
+    id: &str,
+) -> Result<bool> {
+    let row = c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE (email = $1 OR username_key = $1) AND id <> $2)",
+            &[&email, &id],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(row.get(0))
+}
+
+/// The conflict a unique violation on `users` means.
+fn users_conflict(e: &tokio_postgres::Error) -> StoreError {
+    match e.as_db_error().and_then(|d| d.constraint()) {
+        Some("users_email") => StoreError::Conflict("email"),
+        Some(c) if c.contains("pkey") => StoreError::Conflict("user id"),
+        _ => StoreError::Conflict("username"),
+    }
+}
 
 impl PostgresStore {
     /// Connect (a pool of up to `max_connections`) and apply the schema.
@@ -467,10 +504,15 @@ impl Store for PostgresStore {
 impl Users for PostgresStore {
     async fn create_user(&self, user: NewUser) -> Result<User> {
         let c = self.client().await?;
+        if let Some(email) = &user.email
+            && email_taken(&c, email, &user.id).await?
+        {
+            return Err(StoreError::Conflict("email"));
+        }
         let res = c
             .execute(
-                "INSERT INTO users (id, username_key, username, password_hash, roles, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO users (id, username_key, username, password_hash, roles, created_at, email)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &user.id,
                     &user.username_key,
@@ -478,17 +520,13 @@ impl Users for PostgresStore {
                     &user.password_hash,
                     &user.roles,
                     &user.created_at,
+                    &user.email,
                 ],
             )
             .await;
         match res {
-            Ok(_) => Ok(User {
-                id: user.id,
-                username: user.username_display,
-                roles: user.roles,
-                created_at: user.created_at,
-            }),
-            Err(e) if unique_violation(&e) => Err(StoreError::Conflict("username")),
+            Ok(_) => Ok(User::new(&user)),
+            Err(e) if unique_violation(&e) => Err(users_conflict(&e)),
             Err(e) => Err(backend(e)),
         }
     }
@@ -502,7 +540,7 @@ impl Users for PostgresStore {
             )
             .await
             .map_err(backend)?;
-        Ok(row.as_ref().map(user_record))
+        row.as_ref().map(user_record).transpose()
     }
 
     async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
@@ -514,7 +552,7 @@ impl Users for PostgresStore {
             )
             .await
             .map_err(backend)?;
-        Ok(row.as_ref().map(|r| user_record(r).user))
+        Ok(row.as_ref().map(user_record).transpose()?.map(|r| r.user))
     }
 
     async fn list_users(&self) -> Result<Vec<User>> {
@@ -526,7 +564,9 @@ impl Users for PostgresStore {
             )
             .await
             .map_err(backend)?;
-        Ok(rows.iter().map(|r| user_record(r).user).collect())
+        rows.iter()
+            .map(|r| user_record(r).map(|r| r.user))
+            .collect()
     }
 
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {
@@ -557,6 +597,92 @@ impl Users for PostgresStore {
             .await
             .map_err(backend)?;
         row.map(|r| r.get(0)).ok_or(StoreError::NotFound("user"))
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {USER_COLS} FROM users WHERE email = $1"),
+                &[&email],
+            )
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(user_record).transpose()
+    }
+
+    async fn update_user(&self, user_id: &str, patch: UserPatch) -> Result<(User, User)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let Some(row) = tx
+            .query_opt(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = $1 FOR UPDATE"),
+                &[&user_id],
+            )
+            .await
+            .map_err(backend)?
+        else {
+            return Err(StoreError::NotFound("user"));
+        };
+        let before = user_record(&row)?.user;
+        let after = patch.apply(&before);
+        if let Some(email) = &after.email
+            && after.email != before.email
+            && email_taken(&tx, email, user_id).await?
+        {
+            return Err(StoreError::Conflict("email"));
+        }
+        let meta = serde_json::to_string(&after.app_metadata).map_err(backend)?;
+        let res = tx
+            .execute(
+                "UPDATE users SET email = $1, email_verified = $2, blocked = $3, app_metadata = $4 WHERE id = $5",
+                &[&after.email, &after.email_verified, &after.blocked, &meta, &user_id],
+            )
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if unique_violation(&e) => return Err(users_conflict(&e)),
+            Err(e) => return Err(backend(e)),
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok((before, after))
+    }
+
+    async fn record_login(&self, user_id: &str, at: i64) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE users SET last_login = $1 WHERE id = $2",
+            &[&at, &user_id],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<Option<User>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let Some(row) = tx
+            .query_opt(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = $1 FOR UPDATE"),
+                &[&user_id],
+            )
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let before = user_record(&row)?.user;
+        // Its sessions' rows name it; they go with it (they were ended first).
+        for sql in [
+            "DELETE FROM refresh_tokens WHERE family_id IN (SELECT family_id FROM refresh_families WHERE user_id = $1)",
+            "DELETE FROM refresh_families WHERE user_id = $1",
+            "DELETE FROM users WHERE id = $1",
+        ] {
+            tx.execute(sql, &[&user_id]).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(before))
     }
 }
 

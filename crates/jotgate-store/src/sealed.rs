@@ -188,6 +188,22 @@ impl Users for SealedKeys {
     async fn set_user_roles(&self, user_id: &str, roles: Vec<String>) -> Result<Vec<String>> {
         self.inner.set_user_roles(user_id, roles).await
     }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        self.inner.user_by_email(email).await
+    }
+
+    async fn update_user(&self, user_id: &str, patch: crate::UserPatch) -> Result<(User, User)> {
+        self.inner.update_user(user_id, patch).await
+    }
+
+    async fn record_login(&self, user_id: &str, at: i64) -> Result<()> {
+        self.inner.record_login(user_id, at).await
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<Option<User>> {
+        self.inner.delete_user(user_id).await
+    }
 }
 
 #[async_trait]

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
     FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
-    Store, StoreError, StoredKey, User, UserRecord,
+    Store, StoreError, StoredKey, User, UserPatch, UserRecord,
 };
 
 const SCHEMA: &str = "
@@ -68,6 +68,20 @@ CREATE TABLE IF NOT EXISTS roles (
     updated_at INTEGER NOT NULL
 );
 ";
+
+/// Columns of `users` added after the first release: added to an older file at start
+/// (`ALTER TABLE … ADD COLUMN`), inside one write transaction so two processes opening the
+/// file at once do not both add them.
+const USER_COLUMNS_ADDED: &[(&str, &str)] = &[
+    ("email", "email TEXT"),
+    (
+        "email_verified",
+        "email_verified INTEGER NOT NULL DEFAULT 0",
+    ),
+    ("blocked", "blocked INTEGER NOT NULL DEFAULT 0"),
+    ("app_metadata", "app_metadata TEXT NOT NULL DEFAULT '{}'"),
+    ("last_login", "last_login INTEGER"),
+];
 
 const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
      VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -241,7 +255,27 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(backend)?;
-        conn.execute_batch(SCHEMA).map_err(backend)
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+        let added = (|| {
+            let present: Vec<String> = conn
+                .prepare("SELECT name FROM pragma_table_info('users')")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (col, ddl) in USER_COLUMNS_ADDED {
+                if !present.iter().any(|p| p == col) {
+                    conn.execute_batch(&format!("ALTER TABLE users ADD COLUMN {ddl}"))?;
+                }
+            }
+            conn.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users(email)")
+        })();
+        match added {
+            Ok(()) => conn.execute_batch("COMMIT").map_err(backend),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(backend(e))
+            }
+        }
     }
 
     /// Run `f` with the connection on the blocking pool.
@@ -269,9 +303,14 @@ struct UserRow {
     created_at: i64,
     username_key: String,
     password_hash: String,
+    email: Option<String>,
+    email_verified: bool,
+    blocked: bool,
+    app_metadata: String,
+    last_login: Option<i64>,
 }
 
-const USER_COLS: &str = "id, username, roles, created_at, username_key, password_hash";
+const USER_COLS: &str = "id, username, roles, created_at, username_key, password_hash, email, email_verified, blocked, app_metadata, last_login";
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     Ok(UserRow {
@@ -281,7 +320,24 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
         created_at: r.get(3)?,
         username_key: r.get(4)?,
         password_hash: r.get(5)?,
+        email: r.get(6)?,
+        email_verified: r.get(7)?,
+        blocked: r.get(8)?,
+        app_metadata: r.get(9)?,
+        last_login: r.get(10)?,
     })
+}
+
+fn user_where(c: &Connection, cond: &str, arg: &str) -> Result<Option<UserRecord>> {
+    c.query_row(
+        &format!("SELECT {USER_COLS} FROM users WHERE {cond} = ?1"),
+        params![arg],
+        user_row,
+    )
+    .optional()
+    .map_err(backend)?
+    .map(UserRow::into_record)
+    .transpose()
 }
 
 impl UserRow {
@@ -292,6 +348,11 @@ impl UserRow {
                 username: self.username,
                 roles: serde_json::from_str(&self.roles_json).map_err(backend)?,
                 created_at: self.created_at,
+                email: self.email,
+                email_verified: self.email_verified,
+                blocked: self.blocked,
+                app_metadata: serde_json::from_str(&self.app_metadata).map_err(backend)?,
+                last_login: self.last_login,
             },
             username_key: self.username_key,
             password_hash: self.password_hash,
@@ -330,25 +391,30 @@ impl Users for SqliteStore {
     async fn create_user(&self, user: NewUser) -> Result<User> {
         self.with(move |c| {
             let roles = serde_json::to_string(&user.roles).map_err(backend)?;
-            let res = c.execute(
-                "INSERT INTO users (id, username_key, username, password_hash, roles, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            let tx = c.transaction().map_err(backend)?;
+            if let Some(email) = &user.email
+                && email_taken(&tx, email, &user.id)?
+            {
+                return Err(StoreError::Conflict("email"));
+            }
+            let res = tx.execute(
+                "INSERT INTO users (id, username_key, username, password_hash, roles, created_at, email)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     user.id,
                     user.username_key,
                     user.username_display,
                     user.password_hash,
                     roles,
-                    user.created_at
+                    user.created_at,
+                    user.email,
                 ],
             );
             match res {
-                Ok(_) => Ok(User {
-                    id: user.id,
-                    username: user.username_display,
-                    roles: user.roles,
-                    created_at: user.created_at,
-                }),
+                Ok(_) => {
+                    tx.commit().map_err(backend)?;
+                    Ok(User::new(&user))
+                }
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::ConstraintViolation =>
                 {
@@ -445,6 +511,84 @@ impl Users for SqliteStore {
         })
         .await
     }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        let email = email.to_string();
+        self.with(move |c| user_where(c, "email", &email)).await
+    }
+
+    async fn update_user(&self, user_id: &str, patch: UserPatch) -> Result<(User, User)> {
+        let id = user_id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let Some(before) = user_where(&tx, "id", &id)? else {
+                return Err(StoreError::NotFound("user"));
+            };
+            let after = patch.apply(&before.user);
+            if let Some(email) = &after.email
+                && after.email != before.user.email
+                && email_taken(&tx, email, &id)?
+            {
+                return Err(StoreError::Conflict("email"));
+            }
+            let meta = serde_json::to_string(&after.app_metadata).map_err(backend)?;
+            tx.execute(
+                "UPDATE users SET email = ?1, email_verified = ?2, blocked = ?3, app_metadata = ?4 WHERE id = ?5",
+                params![after.email, after.email_verified, after.blocked, meta, id],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok((before.user, after))
+        })
+        .await
+    }
+
+    async fn record_login(&self, user_id: &str, at: i64) -> Result<()> {
+        let id = user_id.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE users SET last_login = ?1 WHERE id = ?2",
+                params![at, id],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<Option<User>> {
+        let id = user_id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let Some(before) = user_where(&tx, "id", &id)? else {
+                return Ok(None);
+            };
+            // Its sessions' rows name it; they go with it (they were ended first).
+            tx.execute(
+                "DELETE FROM refresh_tokens WHERE family_id IN (SELECT family_id FROM refresh_families WHERE user_id = ?1)",
+                params![id],
+            )
+            .map_err(backend)?;
+            tx.execute("DELETE FROM refresh_families WHERE user_id = ?1", params![id])
+                .map_err(backend)?;
+            tx.execute("DELETE FROM users WHERE id = ?1", params![id])
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(Some(before.user))
+        })
+        .await
+    }
+}
+
+/// Whether `email` names an account other than `id`: as its address, or as its username key
+/// (usernames made before addresses could contain '@').
+fn email_taken(c: &Connection, email: &str, id: &str) -> Result<bool> {
+    c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE (email = ?1 OR username_key = ?1) AND id <> ?2)",
+        params![email, id],
+        |r| r.get(0),
+    )
+    .map_err(backend)
 }
 
 fn role_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64)> {

@@ -215,3 +215,63 @@ async fn two_connections_on_one_file_agree() {
     jotgate_store::contract::two_handles_agree(a, b).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A file made by a release before emails and roles: opened by this one, it gains the new
+/// columns and tables, and its users keep their accounts; `open_existing` (what `jotgate
+/// check` reads) finds it whole before that.
+#[tokio::test]
+async fn a_file_from_before_accounts_is_upgraded_in_place() {
+    let dir = std::env::temp_dir().join(format!("jotgate-store-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("old.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE users (id TEXT PRIMARY KEY, username_key TEXT NOT NULL UNIQUE,
+                username TEXT NOT NULL, password_hash TEXT NOT NULL, roles TEXT NOT NULL,
+                created_at INTEGER NOT NULL);
+             CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, alg TEXT NOT NULL,
+                private_der BLOB NOT NULL, created_at INTEGER NOT NULL, retired_at INTEGER);
+             CREATE TABLE refresh_families (family_id TEXT PRIMARY KEY, user_id TEXT NOT NULL,
+                created_at INTEGER NOT NULL, revoked_at INTEGER);
+             CREATE TABLE refresh_tokens (token_hash TEXT PRIMARY KEY, family_id TEXT NOT NULL,
+                created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, used_at INTEGER,
+                rotation_nonce TEXT);
+             CREATE TABLE revoked_tokens (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                token_id TEXT NOT NULL UNIQUE, expires_at INTEGER NOT NULL,
+                revoked_at INTEGER NOT NULL);
+             CREATE TABLE login_failures (key TEXT PRIMARY KEY, failures INTEGER NOT NULL,
+                last_ms INTEGER NOT NULL);
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO users VALUES ('u1', 'alice', 'Alice', '$argon2id$x', '[\"admin\"]', 7);",
+        )
+        .unwrap();
+    }
+    assert!(SqliteStore::open_existing(&path).unwrap().is_some());
+    let s = SqliteStore::open(&path).unwrap();
+    let alice = s.user_by_id("u1").await.unwrap().unwrap();
+    assert_eq!(
+        (alice.username.as_str(), alice.roles.clone()),
+        ("Alice", vec!["admin".to_string()])
+    );
+    assert!(alice.email.is_none() && !alice.blocked && alice.app_metadata.is_empty());
+    s.update_user(
+        "u1",
+        jotgate_store::UserPatch {
+            email: Some(Some("alice@example.com".into())),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(s.roles().await.unwrap().is_empty());
+    drop(s);
+    // Opened again: nothing to add, nothing lost.
+    let s = SqliteStore::open(&path).unwrap();
+    assert!(
+        s.user_by_email("alice@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

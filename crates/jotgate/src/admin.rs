@@ -33,9 +33,15 @@ pub async fn users_add(
     s: &Settings,
     name: &str,
     roles: &[String],
+    email: Option<&str>,
     pw: String,
 ) -> anyhow::Result<String> {
-    let username = Username::parse(name).map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
+    let username =
+        Username::parse_new(name).map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
+    let email = email
+        .map(jotgate_core::email::normalise)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("invalid email: {e}"))?;
     for r in roles {
         if !jotgate_core::claims::valid_role(r) {
             bail!("invalid role {r:?}: use lowercase letters, digits, '-', '_' or ':'");
@@ -51,6 +57,11 @@ pub async fn users_add(
     {
         bail!("username {name:?} is already taken");
     }
+    if let Some(e) = &email
+        && jotgate_server::find_account(&*store, e).await?.is_some()
+    {
+        bail!("email {e:?} is already in use");
+    }
     let hasher = s.password_hasher()?;
     let hash = hasher.hash(&pw)?;
     let mut roles = roles.to_vec();
@@ -64,9 +75,11 @@ pub async fn users_add(
             password_hash: hash,
             roles,
             created_at: now(),
+            email,
         })
         .await
         .map_err(|e| match e {
+            StoreError::Conflict("email") => anyhow::anyhow!("email is already in use"),
             StoreError::Conflict(_) => anyhow::anyhow!("username {name:?} is already taken"),
             e => e.into(),
         })?;
@@ -311,12 +324,8 @@ fn ended(r: &jotgate_server::accounts::Revoking) -> String {
 
 /// Replace a user's roles (`jotgate users set-roles`).
 pub async fn users_set_roles(s: &Settings, name: &str, roles: &[String]) -> anyhow::Result<String> {
-    let lookup = jotgate_core::username::lookup_key(name)
-        .map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
     let store = open_store(s).await?;
-    let record = jotgate_server::find_user(&*store, &lookup)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no user named {name:?}"))?;
+    let record = account(&*store, name).await?;
     let done = jotgate_server::accounts::set_user_roles(
         &*store,
         &s.policy()?,
@@ -330,6 +339,46 @@ pub async fn users_set_roles(s: &Settings, name: &str, roles: &[String]) -> anyh
         record.user.username,
         done.after.join(", "),
         done.before.join(", "),
+        ended(&done.revoking)
+    ))
+}
+
+/// The account a username or an email address names.
+async fn account(
+    store: &dyn jotgate_store::Store,
+    name: &str,
+) -> anyhow::Result<jotgate_store::UserRecord> {
+    let found = match jotgate_core::email::normalise(name) {
+        Ok(e) if name.contains('@') => jotgate_server::find_account(store, &e).await?,
+        _ => {
+            let lookup = jotgate_core::username::lookup_key(name)
+                .map_err(|e| anyhow::anyhow!("invalid username: {e}"))?;
+            jotgate_server::find_user(store, &lookup).await?
+        }
+    };
+    found.ok_or_else(|| anyhow::anyhow!("no user named {name:?}"))
+}
+
+/// Change a user's address, its verification or the block (`jotgate users update`).
+pub async fn users_update(
+    s: &Settings,
+    name: &str,
+    patch: jotgate_store::UserPatch,
+) -> anyhow::Result<String> {
+    let store = open_store(s).await?;
+    let record = account(&*store, name).await?;
+    let done =
+        jotgate_server::accounts::update_user(&*store, &s.policy()?, &record.user.id, patch, now())
+            .await
+            .map_err(|e| match e {
+                jotgate_server::accounts::AccountError::Store(StoreError::Conflict(_)) => {
+                    anyhow::anyhow!("that email address is already in use")
+                }
+                e => e.into(),
+            })?;
+    Ok(format!(
+        "{}{}\n",
+        serde_json::to_string_pretty(&done.after)?,
         ended(&done.revoking)
     ))
 }

@@ -347,10 +347,35 @@ pub enum UsersCmd {
         /// Role to grant (repeatable), e.g. --role admin
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
+        /// Email address (unverified until --email-verified true is set with `users update`)
+        #[arg(long)]
+        email: Option<String>,
         #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
         passwords: PasswordSettings,
+    },
+    /// Change a user's email address, its verification or the block. Blocking ends the
+    /// user's sessions and refuses their login (403 user_blocked)
+    Update {
+        /// Username or email address
+        username: String,
+        /// New email address (unverified unless --email-verified true is given too)
+        #[arg(long, conflicts_with = "no_email")]
+        email: Option<String>,
+        /// Remove the email address
+        #[arg(long)]
+        no_email: bool,
+        /// Mark the address verified (true) or not (false)
+        #[arg(long, value_name = "BOOL")]
+        email_verified: Option<bool>,
+        /// Block (true) or unblock (false) the account
+        #[arg(long, value_name = "BOOL")]
+        blocked: Option<bool>,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        tokens: TokenSettings,
     },
     /// Log a user out everywhere: end all sessions, refuse all access tokens issued so far
     Revoke {

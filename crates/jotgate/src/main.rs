@@ -40,6 +40,7 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
         Cmd::Users(UsersCmd::Add {
             username,
             roles,
+            email,
             store,
             passwords,
         }) => {
@@ -51,7 +52,35 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             .resolve_secret_refs()
             .await?;
             let pw = admin::read_password(std::io::stdin())?;
-            admin::users_add(&s, &username, &roles, pw).await?
+            admin::users_add(&s, &username, &roles, email.as_deref(), pw).await?
+        }
+        Cmd::Users(UsersCmd::Update {
+            username,
+            email,
+            no_email,
+            email_verified,
+            blocked,
+            store,
+            tokens,
+        }) => {
+            let s = Settings {
+                store,
+                tokens,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            let patch = jotgate_store::UserPatch {
+                email: if no_email {
+                    Some(None)
+                } else {
+                    email.map(Some)
+                },
+                email_verified,
+                blocked,
+                app_metadata: None,
+            };
+            admin::users_update(&s, &username, patch).await?
         }
         Cmd::Users(UsersCmd::List { json, store }) => {
             let s = Settings {

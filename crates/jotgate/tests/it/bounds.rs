@@ -272,6 +272,7 @@ async fn accounts_keyed_before_skeletons_still_work() {
             password_hash: hasher.hash(PASSWORD).unwrap(),
             roles: vec![],
             created_at: 0,
+            email: None,
         })
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a random port, spoken to over HTTP; the real
 //! binary for the CLI, restarts and TLS. One test binary, so the workspace links once.
 
+mod accounts;
 mod attacks;
 mod authorizer;
 mod bounds;

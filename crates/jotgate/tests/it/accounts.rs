@@ -1,0 +1,236 @@
+//! Accounts with email addresses: sign-up with an address, login by username or address,
+//! one namespace for both, throttling by account whatever the identifier, blocking. The
+//! same scenario on SQLite, PostgreSQL and the DynamoDB emulator.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{PASSWORD, TestApp, error_code, settings, temp_dir};
+use crate::edge::eventually;
+
+fn login_body(field: &str, id: &str, pw: &str) -> Value {
+    json!({ field: id, "password": pw })
+}
+
+async fn scenario(app: &TestApp) {
+    let res = app
+        .post(
+            "/signup",
+            json!({"username": "alice", "email": " Alice@Example.COM", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["user"]["email"], "alice@example.com");
+    assert_eq!(body["user"]["email_verified"], false);
+    assert_eq!(body["user"]["blocked"], false);
+
+    // One address, one account; an address is not a username, nor a username an address.
+    let taken = app
+        .post(
+            "/signup",
+            json!({"username": "bob", "email": "ALICE@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(error_code(taken, StatusCode::CONFLICT).await, "email_taken");
+    let at = app
+        .post(
+            "/signup",
+            json!({"username": "bob@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        error_code(at, StatusCode::BAD_REQUEST).await,
+        "invalid_username"
+    );
+    for bad in [
+        "not-an-email",
+        "a@b",
+        "a b@example.com",
+        "\"q\"@example.com",
+    ] {
+        let res = app
+            .post(
+                "/signup",
+                json!({"username": "bob", "email": bad, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(
+            error_code(res, StatusCode::BAD_REQUEST).await,
+            "invalid_email",
+            "{bad}"
+        );
+    }
+    let res = app
+        .post(
+            "/signup",
+            json!({"username": "bob", "email": 5, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        error_code(res, StatusCode::BAD_REQUEST).await,
+        "invalid_field"
+    );
+
+    // Login by username, by address in `username` (any case), by address in `email`.
+    for (field, id) in [
+        ("username", "alice"),
+        ("username", "ALICE@example.com"),
+        ("email", "alice@example.com"),
+    ] {
+        let res = app.post("/login", login_body(field, id, PASSWORD)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{field} {id}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["user"]["username"], "alice");
+    }
+    let res = app
+        .post(
+            "/login",
+            login_body("email", "nobody@example.com", PASSWORD),
+        )
+        .await;
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "bad_credentials"
+    );
+
+    // Failures count against the account, whichever identifier they name it by: the
+    // limit (3) is reached by alternating username and address.
+    for id in ["alice", "alice@example.com", "Alice"] {
+        let res = app
+            .post("/login", login_body("username", id, "wrong one"))
+            .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = app
+        .post(
+            "/login",
+            login_body("username", "ALICE@EXAMPLE.COM", PASSWORD),
+        )
+        .await;
+    assert_eq!(
+        error_code(res, StatusCode::TOO_MANY_REQUESTS).await,
+        "rate_limited"
+    );
+}
+
+async fn blocking(app: &TestApp) {
+    let s = &app.settings;
+    let res = app
+        .post(
+            "/signup",
+            json!({"username": "carol", "email": "carol@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let body: Value = res.json().await.unwrap();
+    let token = body["token"].as_str().unwrap().to_string();
+    let refresh = body["refresh_token"].as_str().unwrap().to_string();
+    let patch = jotgate_store::UserPatch {
+        blocked: Some(true),
+        ..Default::default()
+    };
+    let out = jotgate::admin::users_update(s, "carol@example.com", patch)
+        .await
+        .unwrap();
+    assert!(
+        out.contains("\"blocked\": true") && out.contains("sessions ended"),
+        "{out}"
+    );
+    eventually("a blocked user's token is refused", async || {
+        app.private(&token).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    let res = app
+        .post("/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // The right password is told the account is blocked; a wrong one learns nothing.
+    let res = app.login("carol", PASSWORD).await;
+    assert_eq!(error_code(res, StatusCode::FORBIDDEN).await, "user_blocked");
+    let res = app.login("carol", "wrong password").await;
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "bad_credentials"
+    );
+    let unblock = jotgate_store::UserPatch {
+        blocked: Some(false),
+        email: Some(Some("Carol@New.Example".into())),
+        ..Default::default()
+    };
+    let out = jotgate::admin::users_update(s, "carol", unblock)
+        .await
+        .unwrap();
+    assert!(
+        out.contains("carol@new.example") && !out.contains("ended"),
+        "{out}"
+    );
+    eventually(
+        "an unblocked user logs in with the new address",
+        async || {
+            app.post("/login", login_body("email", "carol@new.example", PASSWORD))
+                .await
+                .status()
+                == StatusCode::OK
+        },
+    )
+    .await;
+    let res = app
+        .post("/login", login_body("email", "carol@example.com", PASSWORD))
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "the old address names no one"
+    );
+    let taken = jotgate_store::UserPatch {
+        email: Some(Some("alice@example.com".into())),
+        ..Default::default()
+    };
+    let err = jotgate::admin::users_update(s, "carol", taken)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already in use"), "{err}");
+}
+
+fn limited(dir: &std::path::Path) -> jotgate::settings::Settings {
+    let mut s = settings(dir);
+    s.login.login_user_failures = Some(3);
+    s.login.login_delay = Some(30);
+    s.sessions.sync_interval = Some(1);
+    s
+}
+
+#[tokio::test]
+async fn accounts_with_addresses_on_sqlite() {
+    let dir = temp_dir();
+    let app = TestApp::with(limited(&dir), dir).await;
+    scenario(&app).await;
+    blocking(&app).await;
+}
+
+#[tokio::test]
+async fn accounts_with_addresses_on_postgres() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    let dir = temp_dir();
+    let mut s = limited(&dir);
+    s.store.store = Some(url.into());
+    let app = TestApp::with(s, dir).await;
+    scenario(&app).await;
+    blocking(&app).await;
+}
+
+#[cfg(feature = "dynamodb")]
+#[tokio::test]
+async fn accounts_with_addresses_on_dynamodb() {
+    let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
+        return;
+    };
+    let dir = temp_dir();
+    let mut s = limited(&dir);
+    s.store.store = Some(url.into());
+    let app = TestApp::with(s, dir).await;
+    scenario(&app).await;
+    blocking(&app).await;
+}
