@@ -194,7 +194,7 @@ impl TokenSigner {
     }
 
     /// A compact JWS (RFC 7515 §7.1) of `claims`: `b64url(header).b64url(claims).b64url(sig)`.
-    pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
+    pub fn sign<C: serde::Serialize>(&self, claims: &C) -> Result<String, KeyError> {
         let claims = serde_json::to_vec(claims).map_err(|e| KeyError::Malformed(e.to_string()))?;
         let mut token = String::with_capacity(self.header.len() + claims.len() * 2 + 400);
         token.push_str(&self.header);

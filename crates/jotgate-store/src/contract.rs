@@ -8,6 +8,7 @@
 //! - [`Users`](crate::Users): [`users`], [`user_roles`], [`concurrent_role_changes`],
 //!   [`user_profile`], [`concurrent_email_claims`];
 //! - [`Roles`](crate::Roles): [`roles`];
+//! - [`Clients`](crate::Clients): [`clients`];
 //! - [`Keys`](crate::Keys): [`keys`], [`key_slots`];
 //! - [`Sessions`](crate::Sessions): [`refresh_rotation`], [`refresh_reuse_revokes_family`],
 //!   [`refresh_expiry_and_logout`], [`revoke_user_sessions`], [`evict_sessions`],
@@ -32,7 +33,7 @@ macro_rules! store_contract_tests {
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
             revocations, concurrent_revocations, login_failures, store_id, key_slots,
             evict_sessions, roles, user_roles, concurrent_role_changes, user_profile,
-            concurrent_email_claims);
+            concurrent_email_claims, clients);
     };
     (@each_optional $factory:path; $($name:ident),*) => {
         $(
@@ -50,7 +51,7 @@ macro_rules! store_contract_tests {
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
             revocations, concurrent_revocations, login_failures, store_id, key_slots,
             evict_sessions, roles, user_roles, concurrent_role_changes, user_profile,
-            concurrent_email_claims);
+            concurrent_email_claims, clients);
     };
     (@each $factory:path; $($name:ident),*) => {
         $(
@@ -1045,4 +1046,56 @@ pub async fn concurrent_email_claims(s: Arc<dyn Store>) {
     let _ = owner;
     // The users index may lag on DynamoDB: at most one, never two.
     assert!(holders <= 1);
+}
+
+/// Machine clients: created once per id, read, listed by id, a new secret, deleted.
+pub async fn clients(s: Arc<dyn Store>) {
+    let c = crate::ClientRecord {
+        id: "cl_b".into(),
+        name: "purchases".into(),
+        secret_hash: "h1".into(),
+        scopes: vec!["read:users".into(), "update:users".into()],
+        audiences: vec![
+            "https://id.example/api/v1/".into(),
+            "https://api.example".into(),
+        ],
+        created_at: 10,
+        secret_set_at: 10,
+    };
+    s.create_client(c.clone()).await.unwrap();
+    assert!(matches!(
+        s.create_client(c.clone()).await,
+        Err(StoreError::Conflict("client"))
+    ));
+    s.create_client(crate::ClientRecord {
+        id: "cl_a".into(),
+        scopes: vec![],
+        audiences: vec![],
+        ..c.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.client("cl_b").await.unwrap(), Some(c.clone()));
+    assert_eq!(s.client("cl_x").await.unwrap(), None);
+    let ids: Vec<String> = s
+        .clients()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, ["cl_a", "cl_b"]);
+    s.set_client_secret("cl_b", "h2", 20).await.unwrap();
+    let got = s.client("cl_b").await.unwrap().unwrap();
+    assert_eq!((got.secret_hash.as_str(), got.secret_set_at), ("h2", 20));
+    assert!(matches!(
+        s.set_client_secret("cl_x", "h", 1).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        s.delete_client("cl_b").await.unwrap().map(|c| c.id),
+        Some("cl_b".into())
+    );
+    assert_eq!(s.delete_client("cl_b").await.unwrap(), None);
+    assert_eq!(s.clients().await.unwrap().len(), 1);
 }

@@ -31,8 +31,8 @@ use aws_sdk_dynamodb::types::{
 
 use crate::feedpos::{FEED_SETTLE, feed_position, micros_now, settled_horizon};
 use crate::{
-    FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
-    Store, StoreError, StoredKey, User, UserPatch, UserRecord,
+    ClientRecord, FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate,
+    RotateOutcome, Store, StoreError, StoredKey, User, UserPatch, UserRecord,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -1956,5 +1956,121 @@ mod tests {
             let e = DynamoConfig::parse(bad).unwrap_err().to_string();
             assert!(!e.is_empty(), "{bad}");
         }
+    }
+}
+
+fn strings(it: &Item, name: &str) -> Result<Vec<String>> {
+    match it.get(name) {
+        Some(AttributeValue::L(l)) => l
+            .iter()
+            .map(|v| match v {
+                AttributeValue::S(r) => Ok(r.clone()),
+                _ => Err(backend(format!("DynamoDB {name} holds a non-string"))),
+            })
+            .collect(),
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn client_key(id: &str) -> Item {
+    key("CLIENTS", format!("CLIENT#{id}"))
+}
+
+fn client_of(it: &Item) -> Result<ClientRecord> {
+    Ok(ClientRecord {
+        id: get_s(it, "client_id")?,
+        name: get_s(it, "client_name")?,
+        secret_hash: get_s(it, "secret_hash")?,
+        scopes: strings(it, "scope_list")?,
+        audiences: strings(it, "audience_list")?,
+        created_at: get_n(it, "created_at")?,
+        secret_set_at: get_n(it, "secret_set_at")?,
+    })
+}
+
+#[async_trait]
+impl Clients for DynamoStore {
+    async fn create_client(&self, c: ClientRecord) -> Result<()> {
+        let list = |v: &[String]| AttributeValue::L(v.iter().map(s).collect());
+        let it = item(
+            "CLIENTS",
+            format!("CLIENT#{}", c.id),
+            vec![
+                ("client_id", s(&c.id)),
+                ("client_name", s(&c.name)),
+                ("secret_hash", s(&c.secret_hash)),
+                ("scope_list", list(&c.scopes)),
+                ("audience_list", list(&c.audiences)),
+                ("created_at", n(c.created_at)),
+                ("secret_set_at", n(c.secret_set_at)),
+            ],
+        );
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(it))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict("client")),
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>> {
+        self.get("CLIENTS".into(), &format!("CLIENT#{id}"))
+            .await?
+            .as_ref()
+            .map(client_of)
+            .transpose()
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>> {
+        let mut all = self
+            .query_partition("CLIENTS", "CLIENT#")
+            .await?
+            .iter()
+            .map(client_of)
+            .collect::<Result<Vec<_>>>()?;
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+
+    async fn set_client_secret(&self, id: &str, secret_hash: &str, at: i64) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(client_key(id)))
+            .update_expression("SET secret_hash = :h, secret_set_at = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":h", s(secret_hash))
+            .expression_attribute_values(":t", n(at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::NotFound("client")),
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    async fn delete_client(&self, id: &str) -> Result<Option<ClientRecord>> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(client_key(id)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(sdk)?;
+        out.attributes()
+            .filter(|a| !a.is_empty())
+            .map(client_of)
+            .transpose()
     }
 }

@@ -159,6 +159,25 @@ pub struct Role {
     pub updated_at: i64,
 }
 
+/// A machine client (OAuth 2.0 client credentials, RFC 6749 §4.4) as stored: its secret
+/// only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientRecord {
+    /// `cl_…`: never a user id (RFC 9068 §5).
+    pub id: String,
+    pub name: String,
+    /// SHA-256 of the secret (base64url): secrets are 256 random bits, not passwords.
+    #[serde(skip)]
+    pub secret_hash: String,
+    /// What the client may ask for; sorted.
+    pub scopes: Vec<String>,
+    /// The audiences it may ask tokens for; the first is its default.
+    pub audiences: Vec<String>,
+    pub created_at: i64,
+    /// When the secret last changed (creation, then each rotation).
+    pub secret_set_at: i64,
+}
+
 /// A signing key as stored: private material (PKCS#8 DER) and its life cycle.
 #[derive(Clone)]
 pub struct StoredKey {
@@ -280,12 +299,12 @@ pub struct LoginFailures {
 /// for multi-instance backends, across processes: each method is atomic on its own.
 ///
 /// The store is split by role, one trait each with its contract tests in [`contract`]:
-/// [`Users`], [`Roles`], [`Keys`], [`Sessions`], [`Revocations`], [`Throttle`]. `Store` is all of
+/// [`Users`], [`Roles`], [`Clients`], [`Keys`], [`Sessions`], [`Revocations`], [`Throttle`]. `Store` is all of
 /// them; code that needs one role can ask for just that trait. Bring the traits into scope
 /// with `use jotgate_store::prelude::*`.
 #[async_trait]
 pub trait Store:
-    Users + Roles + Keys + Sessions + Revocations + Throttle + Send + Sync + 'static
+    Users + Roles + Clients + Keys + Sessions + Revocations + Throttle + Send + Sync + 'static
 {
     /// A short name for logs (`sqlite:///path`, never credentials).
     fn describe(&self) -> String;
@@ -336,6 +355,20 @@ pub trait Roles: Send + Sync {
     async fn roles(&self) -> Result<Vec<Role>>;
     /// Delete a role, atomically; returns the definition deleted (`None`: there was none).
     async fn delete_role(&self, name: &str) -> Result<Option<Role>>;
+}
+
+/// Machine clients.
+#[async_trait]
+pub trait Clients: Send + Sync {
+    /// `Conflict("client")` when the id exists.
+    async fn create_client(&self, client: ClientRecord) -> Result<()>;
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>>;
+    /// Every client, by id.
+    async fn clients(&self) -> Result<Vec<ClientRecord>>;
+    /// Replace a client's secret hash; `NotFound` when there is no such client.
+    async fn set_client_secret(&self, id: &str, secret_hash: &str, at: i64) -> Result<()>;
+    /// Delete a client; returns it (`None`: there was none).
+    async fn delete_client(&self, id: &str) -> Result<Option<ClientRecord>>;
 }
 
 /// Signing keys: private material and life cycle.
@@ -424,7 +457,7 @@ pub trait Throttle: Send + Sync {
 /// The store's traits, for `use jotgate_store::prelude::*`: a method of a role trait is
 /// callable on a `dyn Store` only with its trait in scope.
 pub mod prelude {
-    pub use crate::{Keys, Revocations, Roles, Sessions, Store, Throttle, Users};
+    pub use crate::{Clients, Keys, Revocations, Roles, Sessions, Store, Throttle, Users};
 }
 
 /// Whether a database holds `schema`'s tables, given the tables `present`: `false` for
@@ -454,7 +487,7 @@ pub(crate) fn schema_state(schema: &str, present: &[String], at: &str) -> Result
 }
 
 /// Tables added after the first release, in the order they came.
-const ADDED_LATER: &[&str] = &["roles"];
+const ADDED_LATER: &[&str] = &["roles", "clients"];
 
 /// The table names of a schema's `CREATE TABLE IF NOT EXISTS name` statements.
 pub(crate) fn schema_tables(schema: &str) -> Vec<&str> {

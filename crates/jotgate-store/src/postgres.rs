@@ -12,8 +12,8 @@ use tokio_postgres::error::SqlState;
 
 use crate::feedpos::{FEED_SETTLE, feed_position, micros_now, settled_horizon};
 use crate::{
-    FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
-    Store, StoreError, StoredKey, User, UserPatch, UserRecord,
+    ClientRecord, FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate,
+    RotateOutcome, Store, StoreError, StoredKey, User, UserPatch, UserRecord,
 };
 
 const SCHEMA: &str = "
@@ -80,6 +80,15 @@ CREATE TABLE IF NOT EXISTS roles (
     name       TEXT PRIMARY KEY,
     scopes     TEXT[] NOT NULL,
     updated_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clients (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    secret_hash   TEXT NOT NULL,
+    scopes        TEXT[] NOT NULL,
+    audiences     TEXT[] NOT NULL,
+    created_at    BIGINT NOT NULL,
+    secret_set_at BIGINT NOT NULL
 );
 ";
 
@@ -1162,5 +1171,96 @@ impl Throttle for PostgresStore {
         .await
         .map_err(backend)?;
         Ok(())
+    }
+}
+
+const CLIENT_COLS: &str = "id, name, secret_hash, scopes, audiences, created_at, secret_set_at";
+
+fn client_of(r: &Row) -> ClientRecord {
+    ClientRecord {
+        id: r.get(0),
+        name: r.get(1),
+        secret_hash: r.get(2),
+        scopes: r.get(3),
+        audiences: r.get(4),
+        created_at: r.get(5),
+        secret_set_at: r.get(6),
+    }
+}
+
+#[async_trait]
+impl Clients for PostgresStore {
+    async fn create_client(&self, c: ClientRecord) -> Result<()> {
+        let conn = self.client().await?;
+        let res = conn
+            .execute(
+                &format!("INSERT INTO clients ({CLIENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+                &[
+                    &c.id,
+                    &c.name,
+                    &c.secret_hash,
+                    &c.scopes,
+                    &c.audiences,
+                    &c.created_at,
+                    &c.secret_set_at,
+                ],
+            )
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if unique_violation(&e) => Err(StoreError::Conflict("client")),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {CLIENT_COLS} FROM clients WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.as_ref().map(client_of))
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {CLIENT_COLS} FROM clients ORDER BY id"),
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(client_of).collect())
+    }
+
+    async fn set_client_secret(&self, id: &str, secret_hash: &str, at: i64) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE clients SET secret_hash = $1, secret_set_at = $2 WHERE id = $3",
+                &[&secret_hash, &at, &id],
+            )
+            .await
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound("client"));
+        }
+        Ok(())
+    }
+
+    async fn delete_client(&self, id: &str) -> Result<Option<ClientRecord>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!("DELETE FROM clients WHERE id = $1 RETURNING {CLIENT_COLS}"),
+                &[&id],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.as_ref().map(client_of))
     }
 }

@@ -222,6 +222,29 @@ impl Roles for SealedKeys {
 }
 
 #[async_trait]
+impl Clients for SealedKeys {
+    async fn create_client(&self, c: crate::ClientRecord) -> Result<()> {
+        self.inner.create_client(c).await
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<crate::ClientRecord>> {
+        self.inner.client(id).await
+    }
+
+    async fn clients(&self) -> Result<Vec<crate::ClientRecord>> {
+        self.inner.clients().await
+    }
+
+    async fn set_client_secret(&self, id: &str, secret_hash: &str, at: i64) -> Result<()> {
+        self.inner.set_client_secret(id, secret_hash, at).await
+    }
+
+    async fn delete_client(&self, id: &str) -> Result<Option<crate::ClientRecord>> {
+        self.inner.delete_client(id).await
+    }
+}
+
+#[async_trait]
 impl Keys for SealedKeys {
     async fn insert_key_once(&self, slot: &str, key: StoredKey) -> Result<bool> {
         let key = self.sealed_for_insert(key).await?;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate, RotateOutcome,
-    Store, StoreError, StoredKey, User, UserPatch, UserRecord,
+    ClientRecord, FamilyRef, LoginFailures, NewRefresh, NewUser, Result, Revocation, Rotate,
+    RotateOutcome, Store, StoreError, StoredKey, User, UserPatch, UserRecord,
 };
 
 const SCHEMA: &str = "
@@ -66,6 +66,15 @@ CREATE TABLE IF NOT EXISTS roles (
     name       TEXT PRIMARY KEY,
     scopes     TEXT NOT NULL,
     updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clients (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    secret_hash   TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    audiences     TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    secret_set_at INTEGER NOT NULL
 );
 ";
 
@@ -1108,6 +1117,131 @@ impl Throttle for SqliteStore {
             )
             .map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+}
+
+const CLIENT_COLS: &str = "id, name, secret_hash, scopes, audiences, created_at, secret_set_at";
+
+type ClientRow = (String, String, String, String, String, i64, i64);
+
+fn client_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn client_of(
+    (id, name, secret_hash, scopes, audiences, created_at, secret_set_at): ClientRow,
+) -> Result<ClientRecord> {
+    Ok(ClientRecord {
+        id,
+        name,
+        secret_hash,
+        scopes: serde_json::from_str(&scopes).map_err(backend)?,
+        audiences: serde_json::from_str(&audiences).map_err(backend)?,
+        created_at,
+        secret_set_at,
+    })
+}
+
+#[async_trait]
+impl Clients for SqliteStore {
+    async fn create_client(&self, c: ClientRecord) -> Result<()> {
+        let scopes = serde_json::to_string(&c.scopes).map_err(backend)?;
+        let audiences = serde_json::to_string(&c.audiences).map_err(backend)?;
+        self.with(move |conn| {
+            let res = conn.execute(
+                &format!("INSERT INTO clients ({CLIENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![
+                    c.id,
+                    c.name,
+                    c.secret_hash,
+                    scopes,
+                    audiences,
+                    c.created_at,
+                    c.secret_set_at
+                ],
+            );
+            match res {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::Conflict("client"))
+                }
+                Err(e) => Err(backend(e)),
+            }
+        })
+        .await
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>> {
+        let id = id.to_string();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {CLIENT_COLS} FROM clients WHERE id = ?1"),
+                [&id],
+                client_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .map(client_of)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>> {
+        self.with(|c| {
+            let mut st = c
+                .prepare(&format!("SELECT {CLIENT_COLS} FROM clients ORDER BY id"))
+                .map_err(backend)?;
+            let rows = st
+                .query_map([], client_row)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(backend)?;
+            rows.into_iter().map(client_of).collect()
+        })
+        .await
+    }
+
+    async fn set_client_secret(&self, id: &str, secret_hash: &str, at: i64) -> Result<()> {
+        let (id, hash) = (id.to_string(), secret_hash.to_string());
+        self.with(move |c| {
+            match c
+                .execute(
+                    "UPDATE clients SET secret_hash = ?1, secret_set_at = ?2 WHERE id = ?3",
+                    params![hash, at, id],
+                )
+                .map_err(backend)?
+            {
+                0 => Err(StoreError::NotFound("client")),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn delete_client(&self, id: &str) -> Result<Option<ClientRecord>> {
+        let id = id.to_string();
+        self.with(move |c| {
+            c.query_row(
+                &format!("DELETE FROM clients WHERE id = ?1 RETURNING {CLIENT_COLS}"),
+                [&id],
+                client_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .map(client_of)
+            .transpose()
         })
         .await
     }
