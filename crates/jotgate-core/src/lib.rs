@@ -35,6 +35,12 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(data).into()
 }
 
+/// Whether two secrets (or their digests) are equal, in time that does not depend on
+/// where they differ.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 pub fn sha256_b64url(data: &[u8]) -> String {
     use base64::Engine;
     use sha2::Digest;

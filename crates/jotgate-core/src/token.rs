@@ -10,7 +10,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Header;
 
-use crate::claims::AccessClaims;
 use crate::keys::{KeyError, KeyMaterial, SigningAlg};
 
 /// The media type of access tokens (RFC 9068 §2.1).

@@ -7,6 +7,7 @@
 //! jotgate-store.
 
 pub mod accounts;
+pub mod clients;
 pub mod error;
 pub mod extract;
 pub mod keyring;
@@ -377,6 +378,7 @@ pub fn router(
         .route("/refresh", post(routes::refresh))
         .route("/logout", post(routes::logout))
         .route("/logout-all", post(routes::logout_all))
+        .route("/oauth/token", post(clients::token))
         // The routes that write to the store answer within STORE_DEADLINE, a slow store
         // or not: 503 `store_unavailable` then, never a request left hanging.
         .route_layer(axum::middleware::from_fn(store_deadline))

@@ -620,11 +620,14 @@ pub async fn discovery(State(st): State<AppState>) -> Response {
     let mut res = Json(json!({
         "issuer": st.0.cfg.policy.issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "token_endpoint": format!("{issuer}/oauth/token"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ring.algorithms(),
         "access_token_signing_alg_values_supported": ring.algorithms(),
         "scopes_supported": ["profile"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "username", "roles", "scope", "sid"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "username", "roles", "scope", "sid", "client_id"],
     }))
     .into_response();
     res.headers_mut().insert(

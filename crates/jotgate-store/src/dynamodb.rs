@@ -1926,39 +1926,6 @@ impl Throttle for DynamoStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::DynamoConfig;
-
-    #[test]
-    fn urls() {
-        let c = DynamoConfig::parse(
-            "dynamodb://jotgate?region=eu-west-1&endpoint=http://127.0.0.1:5000&create_table=true",
-        )
-        .unwrap();
-        assert_eq!(c.table, "jotgate");
-        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
-        assert!(c.create_table);
-        let plain = DynamoConfig::parse("dynamodb://my-table.v2").unwrap();
-        assert_eq!(plain.region, None);
-        assert!(!plain.create_table);
-        for bad in [
-            "dynamodb://",
-            "dynamodb://ab",
-            "dynamodb://a b c",
-            "dynamodb://t123?color=red",
-            "dynamodb://t123?endpoint=ftp://x",
-            "dynamodb://t123?region=",
-            "dynamodb://t123?create_table=yes",
-            "postgres://x",
-        ] {
-            let e = DynamoConfig::parse(bad).unwrap_err().to_string();
-            assert!(!e.is_empty(), "{bad}");
-        }
-    }
-}
-
 fn strings(it: &Item, name: &str) -> Result<Vec<String>> {
     match it.get(name) {
         Some(AttributeValue::L(l)) => l
@@ -2072,5 +2039,38 @@ impl Clients for DynamoStore {
             .filter(|a| !a.is_empty())
             .map(client_of)
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DynamoConfig;
+
+    #[test]
+    fn urls() {
+        let c = DynamoConfig::parse(
+            "dynamodb://jotgate?region=eu-west-1&endpoint=http://127.0.0.1:5000&create_table=true",
+        )
+        .unwrap();
+        assert_eq!(c.table, "jotgate");
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert!(c.create_table);
+        let plain = DynamoConfig::parse("dynamodb://my-table.v2").unwrap();
+        assert_eq!(plain.region, None);
+        assert!(!plain.create_table);
+        for bad in [
+            "dynamodb://",
+            "dynamodb://ab",
+            "dynamodb://a b c",
+            "dynamodb://t123?color=red",
+            "dynamodb://t123?endpoint=ftp://x",
+            "dynamodb://t123?region=",
+            "dynamodb://t123?create_table=yes",
+            "postgres://x",
+        ] {
+            let e = DynamoConfig::parse(bad).unwrap_err().to_string();
+            assert!(!e.is_empty(), "{bad}");
+        }
     }
 }

@@ -383,6 +383,74 @@ pub async fn users_update(
     ))
 }
 
+fn secret_out(id: &str, secret: &str, json: bool) -> anyhow::Result<String> {
+    Ok(if json {
+        serde_json::to_string(&json!({"client_id": id, "client_secret": secret}))?
+    } else {
+        format!(
+            "client_id:     {id}\nclient_secret: {secret}\n(the secret is shown once; only its hash is kept)\n"
+        )
+    })
+}
+
+/// Register a machine client (`jotgate clients add`).
+pub async fn clients_add(
+    s: &Settings,
+    name: &str,
+    scopes: &[String],
+    audiences: &[String],
+    json: bool,
+) -> anyhow::Result<String> {
+    let store = open_store(s).await?;
+    let (c, secret) =
+        jotgate_server::clients::create(&*store, &s.policy()?, name, scopes, audiences, now())
+            .await?;
+    secret_out(&c.id, &secret, json)
+}
+
+/// `jotgate clients list`.
+pub async fn clients_list(s: &Settings, as_json: bool) -> anyhow::Result<String> {
+    let clients = open_store(s).await?.clients().await?;
+    if as_json {
+        return Ok(serde_json::to_string_pretty(&clients)?);
+    }
+    let mut out = format!(
+        "{:<25}  {:<20}  {:<40}  {}\n",
+        "CLIENT_ID", "NAME", "SCOPES", "AUDIENCES"
+    );
+    for c in clients {
+        out.push_str(&format!(
+            "{:<25}  {:<20}  {:<40}  {}\n",
+            c.id,
+            c.name,
+            c.scopes.join(" "),
+            c.audiences.join(" ")
+        ));
+    }
+    Ok(out)
+}
+
+/// `jotgate clients rotate-secret`.
+pub async fn clients_rotate_secret(s: &Settings, id: &str, json: bool) -> anyhow::Result<String> {
+    let store = open_store(s).await?;
+    match jotgate_server::clients::rotate_secret(&*store, &s.policy()?, id, now()).await {
+        Err(jotgate_server::accounts::AccountError::NotFound(_)) => bail!("no client {id:?}"),
+        r => secret_out(id, &r?.0, json),
+    }
+}
+
+/// `jotgate clients delete`.
+pub async fn clients_delete(s: &Settings, id: &str) -> anyhow::Result<String> {
+    let store = open_store(s).await?;
+    match jotgate_server::clients::delete(&*store, &s.policy()?, id, now()).await {
+        Err(jotgate_server::accounts::AccountError::NotFound(_)) => bail!("no client {id:?}"),
+        r => Ok(format!(
+            "client {} ({}) deleted; the tokens it holds are refused\n",
+            id, r?.0.name
+        )),
+    }
+}
+
 /// Create or replace a role (`jotgate roles set`).
 pub async fn roles_set(s: &Settings, name: &str, scopes: &[String]) -> anyhow::Result<String> {
     let store = open_store(s).await?;

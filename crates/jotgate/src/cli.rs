@@ -82,6 +82,9 @@ pub enum Cmd {
     /// Manage roles: named bags of scopes that tokens carry
     #[command(subcommand)]
     Roles(RolesCmd),
+    /// Manage machine clients (OAuth 2.0 client credentials at POST /oauth/token)
+    #[command(subcommand)]
+    Clients(ClientsCmd),
     /// Manage signing keys
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -402,6 +405,67 @@ pub enum UsersCmd {
         /// Role the user holds afterwards (repeatable; none: no roles)
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        tokens: TokenSettings,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientsCmd {
+    /// Register a machine client; prints its client_id and client_secret (shown once: only
+    /// a hash is kept). With management scopes (read:users, …) the management audience
+    /// (ISSUER/api/v1/) is registered and, unless --audience comes first, its default
+    Add {
+        /// A name for people (e.g. "purchase webhook")
+        name: String,
+        /// Scopes the client may ask for, space-separated; repeatable
+        #[arg(long, value_name = "SCOPES")]
+        scopes: Vec<String>,
+        /// An audience the client may ask tokens for (repeatable; the first is its default;
+        /// default: the configured audience)
+        #[arg(long = "audience", value_name = "URL")]
+        audiences: Vec<String>,
+        /// Output: text, or one JSON object with client_id and client_secret
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        tokens: TokenSettings,
+    },
+    /// List machine clients (never their secrets)
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreSettings,
+    },
+    /// Give a client a new secret (printed once); the old one stops working and the tokens
+    /// it holds are refused
+    RotateSecret {
+        /// Client id (cl_…)
+        client_id: String,
+        /// Output: text, or one JSON object with client_id and client_secret
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        tokens: TokenSettings,
+    },
+    /// Delete a client; the tokens it holds are refused
+    Delete {
+        /// Client id (cl_…)
+        client_id: String,
         #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use jotgate::cli::{
-    self, Cli, Cmd, KeysCmd, LambdaMode, LogFormat, Parsed, RolesCmd, TokenCmd, UsersCmd,
+    self, Cli, ClientsCmd, Cmd, KeysCmd, LambdaMode, LogFormat, OutputFormat, Parsed, RolesCmd,
+    TokenCmd, UsersCmd,
 };
 use jotgate::settings::Settings;
 use jotgate::{Application, admin, edge, shutdown_signal};
@@ -120,6 +121,61 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             .resolve_secret_refs()
             .await?;
             admin::roles_set(&s, &name, &scopes).await?
+        }
+        Cmd::Clients(ClientsCmd::Add {
+            name,
+            scopes,
+            audiences,
+            format,
+            store,
+            tokens,
+        }) => {
+            let s = Settings {
+                store,
+                tokens,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            admin::clients_add(&s, &name, &scopes, &audiences, format == OutputFormat::Json).await?
+        }
+        Cmd::Clients(ClientsCmd::List { json, store }) => {
+            let s = Settings {
+                store,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            admin::clients_list(&s, json).await?
+        }
+        Cmd::Clients(ClientsCmd::RotateSecret {
+            client_id,
+            format,
+            store,
+            tokens,
+        }) => {
+            let s = Settings {
+                store,
+                tokens,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            admin::clients_rotate_secret(&s, &client_id, format == OutputFormat::Json).await?
+        }
+        Cmd::Clients(ClientsCmd::Delete {
+            client_id,
+            store,
+            tokens,
+        }) => {
+            let s = Settings {
+                store,
+                tokens,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            admin::clients_delete(&s, &client_id).await?
         }
         Cmd::Roles(RolesCmd::List { json, store }) => {
             let s = Settings {

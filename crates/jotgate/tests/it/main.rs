@@ -7,6 +7,7 @@ mod authorizer;
 mod bounds;
 mod bypass;
 mod cli;
+mod clients;
 mod common;
 mod edge;
 mod errors;
