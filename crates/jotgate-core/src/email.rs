@@ -1,12 +1,14 @@
 //! Email addresses: parsed once at the boundary and normalised, so that `Alice@Example.COM`
 //! and `alice@example.com` are one address.
 //!
-//! The normal form is NFC, trimmed and lower-cased whole (the local part too: the big
+//! The normal form is trimmed, NFKC and case-folded whole (the local part too: the big
 //! providers treat it case-insensitively, and an address that two accounts could claim by
-//! case alone would name two accounts). Accepted: a dot-atom local part (RFC 5322 §3.2.3,
-//! with UTF-8 letters as RFC 6531 allows), `@`, and a domain of at least two labels of
-//! letters, digits and inner hyphens. Quoted local parts and address literals are refused:
-//! no mail system a sign-up form meets needs them, and they are a parser's playground.
+//! case or by a compatibility form alone would name two accounts), with the domain put
+//! through IDNA (UTS #46: `bücher.example` and `xn--bcher-kva.example` are one domain,
+//! shown in Unicode). Accepted: a dot-atom local part (RFC 5322 §3.2.3, with UTF-8
+//! letters as RFC 6531 allows), `@`, and a domain of at least two labels of letters,
+//! digits and inner hyphens. Quoted local parts and address literals are refused: no mail
+//! system a sign-up form meets needs them, and they are a parser's playground.
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -26,11 +28,18 @@ pub fn normalise(raw: &str) -> Result<String, EmailError> {
     if raw.len() > 4 * MAX_LEN {
         return Err(EmailError::TooLong);
     }
-    let s: String = raw.trim().nfc().flat_map(char::to_lowercase).collect();
-    if s.len() > MAX_LEN {
+    let s: String = raw.trim().nfkc().collect();
+    let s: String = caseless::default_case_fold_str(&s).nfkc().collect();
+    let (local, domain) = s.rsplit_once('@').ok_or(EmailError::Malformed)?;
+    // UTS #46: one domain, however written; shown in Unicode.
+    let ascii = idna::domain_to_ascii(domain).map_err(|_| EmailError::Malformed)?;
+    let (domain, ok) = idna::domain_to_unicode(&ascii);
+    ok.map_err(|_| EmailError::Malformed)?;
+    let s = format!("{local}@{domain}");
+    if s.len() > MAX_LEN || ascii.len() > 253 {
         return Err(EmailError::TooLong);
     }
-    let (local, domain) = s.rsplit_once('@').ok_or(EmailError::Malformed)?;
+    let domain = domain.as_str();
     let atext =
         |c: char| c.is_alphanumeric() || (c.is_ascii_graphic() && !"()<>[]:;@\\,\".".contains(c));
     let local_ok = !local.is_empty()
@@ -49,7 +58,7 @@ pub fn normalise(raw: &str) -> Result<String, EmailError> {
                 && l.chars().all(|c| c.is_alphanumeric() || c == '-')
         });
     if local_ok && domain_ok {
-        Ok(s)
+        Ok(s.clone())
     } else {
         Err(EmailError::Malformed)
     }
@@ -73,10 +82,24 @@ mod tests {
             normalise("JÖRG@bücher.example").unwrap(),
             "jörg@bücher.example"
         );
-        // Composed and decomposed ö are one address.
+        // Composed and decomposed ö are one address; so are compatibility forms, case
+        // folding beyond lower case, and a domain in Punycode.
         assert_eq!(
             normalise("jo\u{308}rg@x.example").unwrap(),
             normalise("jörg@x.example").unwrap()
+        );
+        assert_eq!(normalise("alice@ｃｏｒｐ.com").unwrap(), "alice@corp.com");
+        assert_eq!(
+            normalise("ΟΔΟΣ@x.example").unwrap(),
+            normalise("οδος@x.example").unwrap()
+        );
+        assert_eq!(
+            normalise("a@xn--bcher-kva.example").unwrap(),
+            normalise("a@BÜCHER.example").unwrap()
+        );
+        assert_eq!(
+            normalise("a@xn--bcher-kva.example").unwrap(),
+            "a@bücher.example"
         );
     }
 

@@ -128,6 +128,18 @@ pub fn canonical_key(raw: &str) -> String {
     caseless::default_case_fold_str(&display).nfkc().collect()
 }
 
+/// The throttling bucket of an identifier typed at login (a username or an email
+/// address): its confusable skeleton, with no length limit but [`MAX_RAW_BYTES`]. Every
+/// spelling that looks alike shares it, whether it names an account or not, so that a
+/// locked bucket says nothing about existence.
+pub fn bucket_key(raw: &str) -> String {
+    let raw = match raw.char_indices().nth(MAX_RAW_BYTES) {
+        Some((i, _)) => &raw[..i],
+        None => raw,
+    };
+    skeleton_key(&canonical_key(raw))
+}
+
 /// Longest raw username accepted anywhere, in bytes, before normalisation.
 pub const MAX_RAW_BYTES: usize = 1024;
 

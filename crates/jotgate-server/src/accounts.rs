@@ -166,27 +166,62 @@ pub async fn set_role(
     })
 }
 
+/// Take `role` from user `id`, keeping whatever else a concurrent change gave them: the
+/// store returns the roles it replaced, and a write that replaced something other than
+/// what was read is made again from that. `false` when the user did not hold it.
+async fn take_role(store: &dyn Store, id: &str, role: &str) -> Result<bool, AccountError> {
+    let Some(u) = store.user_by_id(id).await? else {
+        return Ok(false);
+    };
+    let mut read = u.roles;
+    if !read.iter().any(|r| r == role) {
+        return Ok(false);
+    }
+    for _ in 0..8 {
+        let kept: Vec<String> = read.iter().filter(|r| *r != role).cloned().collect();
+        let replaced = match store.set_user_roles(id, kept).await {
+            Err(StoreError::NotFound(_)) => return Ok(true),
+            r => r?,
+        };
+        if replaced == read {
+            return Ok(true);
+        }
+        read = replaced;
+    }
+    Err(AccountError::Store(StoreError::Unavailable(
+        "the user's roles kept changing; try again".into(),
+    )))
+}
+
 /// Delete a role: it is taken from every user holding it, and their sessions end.
 /// `NotFound` when no such role is defined.
+///
+/// Holders lose it before the definition goes, so a failure part-way leaves the role
+/// defined and the command can be run again; and once more after, for a user given the
+/// role meanwhile (an undefined role would grant the scope of its own name).
 pub async fn delete_role(
     store: &dyn Store,
     policy: &TokenPolicy,
     name: &str,
     t: i64,
 ) -> Result<(Role, Revoking), AccountError> {
-    let Some(role) = store.delete_role(role_name(name)?).await? else {
+    let name = role_name(name)?;
+    if !store.roles().await?.iter().any(|r| r.name == name) {
+        return Err(AccountError::NotFound("role"));
+    }
+    let mut revoking = Revoking::default();
+    for id in holders(store, name).await? {
+        if take_role(store, &id, name).await? {
+            revoking.user(store, policy, &id, t).await?;
+        }
+    }
+    let Some(role) = store.delete_role(name).await? else {
         return Err(AccountError::NotFound("role"));
     };
-    let mut revoking = Revoking::default();
-    for id in holders(store, &role.name).await? {
-        if let Some(u) = store.user_by_id(&id).await? {
-            let kept: Vec<String> = u.roles.into_iter().filter(|r| *r != role.name).collect();
-            match store.set_user_roles(&id, kept).await {
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+    for id in holders(store, name).await? {
+        if take_role(store, &id, name).await? {
+            revoking.user(store, policy, &id, t).await?;
         }
-        revoking.user(store, policy, &id, t).await?;
     }
     Ok((role, revoking))
 }
@@ -244,7 +279,7 @@ pub struct UserUpdated {
 }
 
 /// Change a user's address, its verification, the block or `app_metadata`. Blocking ends
-/// the user's sessions. `Conflict` (a [`StoreError`]) when the address names another
+/// the user's sessions (again, when asked again). `Conflict` (a [`StoreError`]) when the address names another
 /// account.
 pub async fn update_user(
     store: &dyn Store,
@@ -271,12 +306,15 @@ pub async fn update_user(
             )));
         }
     }
+    let blocking = patch.blocked == Some(true);
     let (before, after) = match store.update_user(user_id, patch).await {
         Err(StoreError::NotFound(_)) => return Err(AccountError::NotFound("user")),
         r => r?,
     };
     let mut revoking = Revoking::default();
-    if after.blocked && !before.blocked {
+    // Every time a block is asked for, blocked already or not: ending sessions is
+    // idempotent, and a block whose revocation failed is completed by asking again.
+    if blocking {
         revoking.user(store, policy, user_id, t).await?;
     }
     Ok(UserUpdated {

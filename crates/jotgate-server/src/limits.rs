@@ -305,17 +305,17 @@ impl LoginLimiter {
         self.release_keys(&keys).await;
     }
 
-    /// A successful login clears the username's count (the first key) and takes back its
-    /// attempt from the others (the address).
+    /// A successful login clears the account's counts (every key but the address's) and
+    /// takes back its attempt from the address.
     pub async fn succeeded(&self, keys: &[String]) {
-        let Some((user, others)) = keys.split_first() else {
-            return;
-        };
-        if let Err(e) = self.store.clear_login_failures(user).await {
-            tracing::warn!(error = %e, "could not clear a login failure count");
+        let (addresses, accounts): (Vec<&String>, Vec<&String>) =
+            keys.iter().partition(|k| k.starts_with("ip:"));
+        for k in accounts {
+            if let Err(e) = self.store.clear_login_failures(k).await {
+                tracing::warn!(error = %e, "could not clear a login failure count");
+            }
         }
-        let others: Vec<&String> = others.iter().collect();
-        self.release_keys(&others).await;
+        self.release_keys(&addresses).await;
     }
 }
 

@@ -111,6 +111,26 @@ async fn new_session(st: &AppState, user: &User) -> Result<Value, ApiError> {
             expires_at: t + st.0.cfg.refresh_ttl,
         })
         .await?;
+    // The account again, now that the session exists: a block or a role change that
+    // committed before this read is seen here, and one that commits after it ends this
+    // session with the others (its revocation comes after its write).
+    let fresh = match st.0.store.user_by_id(&user.id).await {
+        Ok(Some(u)) if !u.blocked => u,
+        other => {
+            if let Err(e) = st.0.store.revoke_family(&family, t).await {
+                tracing::warn!(error = %e, "could not end a session opened for a blocked user");
+            }
+            return Err(match other {
+                Ok(Some(_)) => ApiError::Forbidden(
+                    "user_blocked",
+                    "this account is blocked; ask an administrator".into(),
+                ),
+                Ok(None) => ApiError::BadCredentials,
+                Err(e) => e.into(),
+            });
+        }
+    };
+    let user = &fresh;
     // Sessions per user are bounded: the oldest beyond `max_sessions` end, their access
     // tokens with them. A failure here is logged, never the login's.
     match st
@@ -217,28 +237,33 @@ pub async fn login(
     };
     let typed = body.string(field)?.to_string();
     let pw = body.take_secret("password")?;
-    let lookup = username::lookup_key(&typed)
-        .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
-    // The account first, then the count: an account is counted under its id, whatever
-    // the identifier (username, address, a confusable spelling); an identifier that names
-    // none, under its own key. Both by digest: a long name must not grow the table by as
-    // much. Known and unknown identifiers are counted and answered alike.
-    let found = if typed.contains('@') {
-        match jotgate_core::email::normalise(&typed) {
-            Ok(e) => crate::find_account(&*st.0.store, &e).await?,
-            Err(_) => crate::find_user(&*st.0.store, &lookup).await?,
-        }
-    } else {
-        crate::find_user(&*st.0.store, &lookup).await?
+    let email = typed
+        .contains('@')
+        .then(|| jotgate_core::email::normalise(&typed).ok())
+        .flatten();
+    let lookup = match (&email, username::lookup_key(&typed)) {
+        (_, Ok(l)) => Some(l),
+        // An address longer than any username: looked up as an address only.
+        (Some(_), Err(_)) => None,
+        (None, Err(e)) => return Err(ApiError::BadRequest("invalid_username", e.to_string())),
     };
-    let counted = match &found {
-        Some(r) => format!("id:{}", r.user.id),
-        None => format!("name:{}", lookup.key),
+    // The account first, then the count. Every attempt counts in the bucket of what was
+    // typed (its confusable skeleton, known or not: a locked bucket says nothing about
+    // existence), and an attempt on an account also under its id, whatever identifier
+    // named it (username, address, another spelling): no spelling adds guesses. Keys are
+    // digests, so a long name does not grow the table by as much.
+    let found = match (&email, &lookup) {
+        (Some(e), _) => crate::find_account(&*st.0.store, e).await?,
+        (None, Some(l)) => crate::find_user(&*st.0.store, l).await?,
+        (None, None) => None,
     };
-    let user_key = format!("user:{}", jotgate_core::sha256_b64url(counted.as_bytes()));
-    let ip_key = ip.map(|ip| format!("ip:{ip}"));
-    let mut keys = vec![user_key];
-    keys.extend(ip_key);
+    let digest = |k: String| format!("user:{}", jotgate_core::sha256_b64url(k.as_bytes()));
+    let mut keys = Vec::with_capacity(3);
+    if let Some(r) = &found {
+        keys.push(digest(format!("id:{}", r.user.id)));
+    }
+    keys.push(digest(format!("name:{}", username::bucket_key(&typed))));
+    keys.extend(ip.map(|ip| format!("ip:{ip}")));
     // The attempt is counted before any hashing: concurrent guesses cannot all be
     // evaluated under the limit. It stays counted as a failure unless it succeeds.
     st.0.limiter.begin(&keys).await?;

@@ -885,6 +885,12 @@ pub async fn user_profile(s: Arc<dyn Store>) {
     ] {
         assert_eq!(u, after, "every copy");
     }
+    let listed = s.list_users().await.unwrap();
+    assert_eq!(
+        listed.iter().find(|u| u.id == "u1"),
+        Some(&after),
+        "the list too"
+    );
     let (_, moved) = s
         .update_user(
             "u1",

@@ -756,6 +756,49 @@ impl DynamoStore {
             .map_err(sdk)
     }
 
+    /// The items at `keys` that exist, strongly consistent: `BatchGetItem`, 100 keys at a
+    /// time, asking again for keys DynamoDB did not get to.
+    async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(backend)?,
+            );
+            for attempt in 0..MAX_ATTEMPTS {
+                let Some(req) = request.take() else { break };
+                let res = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, req)
+                    .send()
+                    .await
+                    .map_err(sdk)?;
+                out.extend(
+                    res.responses
+                        .and_then(|mut r| r.remove(&self.table))
+                        .unwrap_or_default(),
+                );
+                request = res
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .filter(|k| !k.keys().is_empty());
+                if request.is_some() {
+                    backoff(attempt).await;
+                }
+            }
+            if request.is_some() {
+                return Err(StoreError::Unavailable(
+                    "DynamoDB kept leaving keys of a batch read unprocessed".into(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every item of one partition with a sort-key prefix, strongly consistent.
     async fn query_partition(&self, pk: &str, sk_prefix: &str) -> Result<Vec<Item>> {
         let q = self
@@ -983,8 +1026,9 @@ impl Users for DynamoStore {
     }
 
     async fn list_users(&self) -> Result<Vec<User>> {
-        // The index projects no password hash; it is eventually consistent, so a user
-        // created a moment ago may be missing for a moment.
+        // The index says who (in order of creation); it is eventually consistent, so a user
+        // created a moment ago may be missing for a moment. What each user is now comes
+        // from their item: the index projects only what the first release had.
         let q = self
             .client
             .query()
@@ -992,7 +1036,21 @@ impl Users for DynamoStore {
             .index_name(USERS_INDEX)
             .key_condition_expression("g1pk = :u")
             .expression_attribute_values(":u", s("USERS"));
-        self.query_all(q).await?.iter().map(user_of).collect()
+        let ids: Vec<String> = self
+            .query_all(q)
+            .await?
+            .iter()
+            .map(|it| get_s(it, "user_id"))
+            .collect::<Result<_>>()?;
+        let items = self
+            .batch_get(ids.iter().map(|id| key(user_pk(id), "USER")).collect())
+            .await?;
+        let mut by_id: HashMap<String, User> = items
+            .iter()
+            .map(|it| user_of(it).map(|u| (u.id.clone(), u)))
+            .collect::<Result<_>>()?;
+        // In the index's order; a user deleted since is left out.
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
     }
 
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {
@@ -1135,7 +1193,10 @@ impl Users for DynamoStore {
                         item(email_pk(new), "EMAIL", vec![("user_id", s(user_id))]),
                         Some("attribute_not_exists(pk)"),
                     )?);
-                    items.push(absent(&self.table, key(name_pk(new), "NAME"))?);
+                    // (Its own name item is updated above: one operation per item.)
+                    if *new != username_key {
+                        items.push(absent(&self.table, key(name_pk(new), "NAME"))?);
+                    }
                 }
                 if let Some(old) = &before.email {
                     items.push(delete(

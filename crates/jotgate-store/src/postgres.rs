@@ -70,12 +70,19 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-ALTER TABLE users ADD COLUMN IF NOT EXISTS email TEXT;
-ALTER TABLE users ADD COLUMN IF NOT EXISTS email_verified BOOLEAN NOT NULL DEFAULT false;
-ALTER TABLE users ADD COLUMN IF NOT EXISTS blocked BOOLEAN NOT NULL DEFAULT false;
-ALTER TABLE users ADD COLUMN IF NOT EXISTS app_metadata TEXT NOT NULL DEFAULT '{}';
-ALTER TABLE users ADD COLUMN IF NOT EXISTS last_login BIGINT;
-CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users(email);
+-- Columns added after the first release: only when missing, since ALTER TABLE needs the
+-- table's owner, and a runtime role that may only read and write must still start.
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                 AND table_name = 'users' AND column_name = 'last_login') THEN
+    ALTER TABLE users ADD COLUMN IF NOT EXISTS email TEXT;
+    ALTER TABLE users ADD COLUMN IF NOT EXISTS email_verified BOOLEAN NOT NULL DEFAULT false;
+    ALTER TABLE users ADD COLUMN IF NOT EXISTS blocked BOOLEAN NOT NULL DEFAULT false;
+    ALTER TABLE users ADD COLUMN IF NOT EXISTS app_metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE users ADD COLUMN IF NOT EXISTS last_login BIGINT;
+    CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users(email);
+  END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS roles (
     name       TEXT PRIMARY KEY,
     scopes     TEXT[] NOT NULL,

@@ -424,12 +424,7 @@ impl Users for SqliteStore {
                     tx.commit().map_err(backend)?;
                     Ok(User::new(&user))
                 }
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    Err(StoreError::Conflict("username"))
-                }
-                Err(e) => Err(backend(e)),
+                Err(e) => Err(users_conflict(e)),
             }
         })
         .await
@@ -545,7 +540,7 @@ impl Users for SqliteStore {
                 "UPDATE users SET email = ?1, email_verified = ?2, blocked = ?3, app_metadata = ?4 WHERE id = ?5",
                 params![after.email, after.email_verified, after.blocked, meta, id],
             )
-            .map_err(backend)?;
+            .map_err(users_conflict)?;
             tx.commit().map_err(backend)?;
             Ok((before.user, after))
         })
@@ -586,6 +581,23 @@ impl Users for SqliteStore {
             Ok(Some(before.user))
         })
         .await
+    }
+}
+
+/// The conflict a refused write to `users` means (another process may have taken the
+/// name or the address between the check and the write).
+fn users_conflict(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            match msg.as_deref() {
+                Some(m) if m.contains("users.email") => StoreError::Conflict("email"),
+                Some(m) if m.contains("users.id") => StoreError::Conflict("user id"),
+                _ => StoreError::Conflict("username"),
+            }
+        }
+        _ => backend(e),
     }
 }
 

@@ -234,3 +234,52 @@ async fn accounts_with_addresses_on_dynamodb() {
     scenario(&app).await;
     blocking(&app).await;
 }
+
+/// A lookalike of an address fills the same throttling bucket as the address, whether the
+/// address names an account or not: the 429 that follows says nothing about existence.
+#[tokio::test]
+async fn a_lookalike_address_tells_nothing_about_existence() {
+    let dir = temp_dir();
+    let app = TestApp::with(limited(&dir), dir).await;
+    let res = app
+        .post(
+            "/signup",
+            json!({"username": "alice", "email": "alice@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // `a1ice@…` is another address (unknown), with alice's skeleton; `b0b@…` likewise
+    // for `bob@…`, which names no one.
+    for (decoy, target) in [
+        ("a1ice@example.com", "alice@example.com"),
+        ("b0b@example.com", "bob@example.com"),
+    ] {
+        for _ in 0..3 {
+            let res = app
+                .post("/login", login_body("email", decoy, "wrong one"))
+                .await;
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{decoy}");
+        }
+        let res = app
+            .post("/login", login_body("email", target, "wrong one"))
+            .await;
+        assert_eq!(
+            error_code(res, StatusCode::TOO_MANY_REQUESTS).await,
+            "rate_limited",
+            "{target}"
+        );
+    }
+    // An address longer than any username still logs in.
+    let long = format!("{}@example.com", "l".repeat(60));
+    let res = app
+        .post(
+            "/signup",
+            json!({"username": "longmail", "email": long, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = app
+        .post("/login", login_body("username", &long, PASSWORD))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
