@@ -323,3 +323,58 @@ pub async fn update_user(
         revoking,
     })
 }
+
+/// Add and remove roles of a user, keeping what a concurrent change gave them (the store
+/// returns the roles it replaced; a write that replaced something other than what was read
+/// is made again from that). When the user loses a role or a scope, their sessions end.
+pub async fn edit_user_roles(
+    store: &dyn Store,
+    policy: &TokenPolicy,
+    user_id: &str,
+    add: &[String],
+    remove: &[String],
+    t: i64,
+) -> Result<UserRolesSet, AccountError> {
+    let (add, remove) = (role_set(add)?, role_set(remove)?);
+    let Some(u) = store.user_by_id(user_id).await? else {
+        return Err(AccountError::NotFound("user"));
+    };
+    let mut read = u.roles;
+    for _ in 0..8 {
+        let mut after: Vec<String> = read
+            .iter()
+            .filter(|r| !remove.contains(r))
+            .cloned()
+            .chain(add.iter().cloned())
+            .collect();
+        after.sort();
+        after.dedup();
+        if after.len() > MAX_ROLES_PER_USER {
+            return Err(AccountError::Invalid(format!(
+                "a user holds at most {MAX_ROLES_PER_USER} roles"
+            )));
+        }
+        let replaced = match store.set_user_roles(user_id, after.clone()).await {
+            Err(StoreError::NotFound(_)) => return Err(AccountError::NotFound("user")),
+            r => r?,
+        };
+        if replaced != read {
+            read = replaced;
+            continue;
+        }
+        let defs = store.roles().await?;
+        let lost_role = read.iter().any(|r| !after.contains(r));
+        let mut revoking = Revoking::default();
+        if lost_role || !granted(&read, &defs).is_subset(&granted(&after, &defs)) {
+            revoking.user(store, policy, user_id, t).await?;
+        }
+        return Ok(UserRolesSet {
+            before: read,
+            after,
+            revoking,
+        });
+    }
+    Err(AccountError::Store(StoreError::Unavailable(
+        "the user's roles kept changing; try again".into(),
+    )))
+}

@@ -30,6 +30,10 @@ pub enum ApiError {
     Conflict(&'static str, String),
     /// 403 with a code and a sentence.
     Forbidden(&'static str, String),
+    /// 403 `insufficient_scope`: the token lacks this scope (RFC 6750 §3.1).
+    InsufficientScope(String),
+    /// 404 `not_found` for a resource: the sentence names what.
+    Missing(String),
     /// 429: too many failures for this username or address.
     RateLimited {
         retry_after_secs: u64,
@@ -58,6 +62,12 @@ impl ApiError {
         match self {
             BadRequest(code, msg) => (StatusCode::BAD_REQUEST, code, msg.clone()),
             Forbidden(code, msg) => (StatusCode::FORBIDDEN, code, msg.clone()),
+            InsufficientScope(scope) => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("the token lacks the scope {scope}"),
+            ),
+            Missing(what) => (StatusCode::NOT_FOUND, "not_found", what.clone()),
             UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -190,6 +200,15 @@ impl IntoResponse for ApiError {
             }
             ApiError::Busy | ApiError::StoreUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::InsufficientScope(scope) => {
+                // Scopes are RFC 6749 scope tokens: nothing to escape in a quoted string.
+                let v = format!(
+                    "Bearer realm=\"jotgate\", error=\"insufficient_scope\", scope=\"{scope}\""
+                );
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
             }
             _ => {}
         }

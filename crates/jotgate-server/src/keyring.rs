@@ -351,8 +351,14 @@ pub fn own_verifier(
             .map(SigningAlg::jwt)
             .to_vec()
     };
+    // The application's audience and the management API's: each route then asks for its
+    // own (`AppState::authenticate`, `management::Caller`).
     let issuer = IssuerConfig {
         algorithms,
+        audiences: vec![
+            policy.audience.clone(),
+            crate::clients::management_audience(policy),
+        ],
         ..IssuerConfig::jotgate(&policy.issuer, &policy.audience)
     }
     .with_keys(jotgate_verify::KeySource::Given(Arc::clone(

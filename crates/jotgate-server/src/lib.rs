@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod keyring;
 pub mod limits;
+pub mod management;
 pub mod revocation;
 mod routes;
 
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use jotgate_core::{KeyMaterial, PasswordHasher, SigningAlg, TokenPolicy};
 use jotgate_store::Store;
 use jotgate_verify::Principal;
@@ -180,8 +181,28 @@ impl AppState {
     /// Verify an access token the way every edge verifier of this issuer does (the same
     /// [`jotgate_verify::Verifier`]: policy, revocations, verified-token cache). No store
     /// read.
+    /// A token for the application's API (not a management token), verified.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, ApiError> {
-        Ok(self.0.keys.verifier().verify(token).await?)
+        let p = self.0.keys.verifier().verify(token).await?;
+        if !p.has_audience(&self.0.cfg.policy.audience) {
+            return Err(wrong_audience());
+        }
+        Ok(p)
+    }
+
+    /// A management token (`aud` = the management audience), verified.
+    pub async fn authenticate_management(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Arc<Principal>, ApiError> {
+        let Some(token) = jotgate_verify::http::bearer(headers, false)? else {
+            return Err(ApiError::missing_token());
+        };
+        let p = self.0.keys.verifier().verify(token).await?;
+        if !p.has_audience(&clients::management_audience(&self.0.cfg.policy)) {
+            return Err(wrong_audience());
+        }
+        Ok(p)
     }
 
     /// The access token of a request (`Authorization: Bearer`, or `x-access-token` when
@@ -275,6 +296,13 @@ pub async fn find_user(
             Ok(exact?.or(by_skeleton?))
         }
     }
+}
+
+fn wrong_audience() -> ApiError {
+    jotgate_verify::VerifyError::new(jotgate_verify::VerifyErrorKind::Token(
+        jotgate_core::token::TokenErrorKind::WrongAudience,
+    ))
+    .into()
 }
 
 /// The account an email address names: its address, or — for accounts made before
@@ -379,6 +407,42 @@ pub fn router(
         .route("/logout", post(routes::logout))
         .route("/logout-all", post(routes::logout_all))
         .route("/oauth/token", post(clients::token))
+        .route(
+            "/api/v1/users",
+            get(management::list_users).post(management::create_user),
+        )
+        .route(
+            "/api/v1/users/{id}",
+            get(management::get_user)
+                .patch(management::patch_user)
+                .delete(management::delete_user),
+        )
+        .route(
+            "/api/v1/users/{id}/roles",
+            get(management::user_roles)
+                .post(management::add_user_roles)
+                .delete(management::remove_user_roles),
+        )
+        .route(
+            "/api/v1/users/{id}/revoke-sessions",
+            post(management::revoke_sessions),
+        )
+        .route("/api/v1/roles", get(management::list_roles))
+        .route(
+            "/api/v1/roles/{name}",
+            get(management::get_role)
+                .put(management::put_role)
+                .delete(management::delete_role),
+        )
+        .route(
+            "/api/v1/clients",
+            get(management::list_clients).post(management::create_client),
+        )
+        .route("/api/v1/clients/{id}", delete(management::delete_client))
+        .route(
+            "/api/v1/clients/{id}/rotate-secret",
+            post(management::rotate_client_secret),
+        )
         // The routes that write to the store answer within STORE_DEADLINE, a slow store
         // or not: 503 `store_unavailable` then, never a request left hanging.
         .route_layer(axum::middleware::from_fn(store_deadline))

@@ -33,6 +33,8 @@ pub(crate) struct Ids {
     jti: Option<Box<str>>,
     sid: Option<Box<str>>,
     iat: Option<i64>,
+    /// `aud`, a string or an array of them (RFC 7519 §4.1.3).
+    aud: Box<[Box<str>]>,
 }
 
 impl Ids {
@@ -42,6 +44,13 @@ impl Ids {
             jti: string("jti"),
             sid: string("sid"),
             iat: claims.get("iat").and_then(Value::as_i64),
+            aud: match claims.get("aud") {
+                Some(Value::String(a)) => Box::new([Box::from(a.as_str())]),
+                Some(Value::Array(a)) => {
+                    a.iter().filter_map(Value::as_str).map(Box::from).collect()
+                }
+                _ => Box::new([]),
+            },
         }
     }
 }
@@ -63,6 +72,11 @@ impl Principal {
     /// `sid` (jotgate: the login session), when present.
     pub fn session_id(&self) -> Option<&str> {
         self.ids.sid.as_deref()
+    }
+
+    /// Whether `aud` names `audience`.
+    pub fn has_audience(&self, audience: &str) -> bool {
+        self.ids.aud.iter().any(|a| &**a == audience)
     }
 
     /// `iat`, when present.

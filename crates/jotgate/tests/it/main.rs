@@ -21,6 +21,7 @@ mod issuers;
 mod keys;
 mod lambda;
 mod limits;
+mod management;
 mod oidc;
 mod postgres;
 mod refresh;

@@ -1,0 +1,605 @@
+//! The management API (`/api/v1`): users, their roles, roles and machine clients, for a
+//! caller holding a management token — a token whose `aud` is the management audience
+//! (`ISSUER/api/v1/`), from the client-credentials grant. Each endpoint asks for one scope,
+//! named as Auth0's management API names it (`read:users`, `update:users`, …): 401 without
+//! a token, 403 `insufficient_scope` naming the one missing.
+//!
+//! No escalation: a caller cannot put into a role, grant through a role, or give a client
+//! a management scope it does not hold itself. Application scopes (`reports:read`) are
+//! granted with `update:users`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use jotgate_core::{Username, password};
+use jotgate_store::{ClientRecord, NewUser, Role, StoreError, User, UserPatch};
+use jotgate_verify::Principal;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::accounts::{self, AccountError, Revoking};
+use crate::clients::{self, is_management};
+use crate::error::ApiError;
+use crate::extract::{JsonObject, OptionalJsonObject};
+use crate::{AppState, now, revocation};
+
+/// The verified caller of a management endpoint.
+pub struct Caller(pub Arc<Principal>);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        st.authenticate_management(&parts.headers).await.map(Caller)
+    }
+}
+
+impl Caller {
+    fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if self.0.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::InsufficientScope(scope.into()))
+        }
+    }
+
+    /// Refuse to hand out a management scope the caller does not hold.
+    fn may_grant<'a>(&self, scopes: impl IntoIterator<Item = &'a String>) -> Result<(), ApiError> {
+        for s in scopes {
+            if is_management(s) && !self.0.has_scope(s) {
+                return Err(ApiError::Forbidden(
+                    "escalation",
+                    format!("cannot grant the management scope {s}: the caller does not hold it"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::Invalid(m) => ApiError::BadRequest("invalid_request", m),
+            AccountError::NotFound(what) => ApiError::Missing(format!("no such {what}")),
+            AccountError::Store(StoreError::Conflict("email")) => {
+                ApiError::Conflict("email_taken", "email is already in use".into())
+            }
+            AccountError::Store(StoreError::Conflict(_)) => {
+                ApiError::Conflict("username_taken", "username is already taken".into())
+            }
+            AccountError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A JSON body as a typed request: unknown fields and wrong types are a 400 naming them.
+fn typed<T: DeserializeOwned>(body: Map<String, Value>) -> Result<T, ApiError> {
+    serde_json::from_value(Value::Object(body))
+        .map_err(|e| ApiError::BadRequest("invalid_request", e.to_string()))
+}
+
+/// Query parameters, each at most once and among `known`.
+fn query(raw: Option<String>, known: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    let raw = raw.unwrap_or_default();
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    for (i, (k, _)) in params.iter().enumerate() {
+        if !known.contains(&k.as_str()) {
+            return Err(ApiError::BadRequest(
+                "invalid_query",
+                format!(
+                    "unknown query parameter {k:?} (known: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        if params[..i].iter().any(|(p, _)| p == k) {
+            return Err(ApiError::BadRequest(
+                "invalid_query",
+                format!("query parameter {k:?} is given more than once"),
+            ));
+        }
+    }
+    Ok(params)
+}
+
+/// Apply revocations here at once (the feed carries them to the others).
+fn applied(st: &AppState, r: Revoking) -> usize {
+    let users = r.users;
+    st.0.denylist.record(r.entries);
+    users
+}
+
+fn no_store(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+async fn user_or_404(st: &AppState, id: &str) -> Result<User, ApiError> {
+    st.0.store
+        .user_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::Missing("no such user".into()))
+}
+
+/// The scopes that `roles` would grant, for the escalation check.
+async fn scopes_of_roles(st: &AppState, roles: &[String]) -> Result<Vec<String>, ApiError> {
+    let defs = st.0.store.roles().await?;
+    Ok(defs
+        .into_iter()
+        .filter(|d| roles.contains(&d.name))
+        .flat_map(|d| d.scopes)
+        .collect())
+}
+
+/// Roles named in a request must be defined (the CLI alone may give a legacy role).
+async fn defined(st: &AppState, roles: &[String]) -> Result<(), ApiError> {
+    let defs = st.0.store.roles().await?;
+    for r in roles {
+        if !defs.iter().any(|d| &d.name == r) {
+            return Err(ApiError::BadRequest(
+                "unknown_role",
+                format!("no role named {r:?}; define it first (PUT /api/v1/roles/{r})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---- users ----
+
+/// `GET /api/v1/users?q=&email=&limit=&cursor=`: by creation, `limit` (1–100, default 50)
+/// at a time; `next` is the cursor of the page after, `null` on the last.
+pub async fn list_users(
+    State(st): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    caller.require("read:users")?;
+    let params = query(raw, &["q", "email", "limit", "cursor"])?;
+    let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
+    let limit = match get("limit") {
+        None => 50,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| {
+                ApiError::BadRequest("invalid_query", "limit is a number from 1 to 100".into())
+            })?,
+    };
+    let email = get("email")
+        .map(jotgate_core::email::normalise)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest("invalid_query", e.to_string()))?;
+    let q = get("q").map(jotgate_core::username::canonical_key);
+    let users = st.0.store.list_users().await?;
+    let matches = |u: &User| {
+        email.as_ref().is_none_or(|e| u.email.as_ref() == Some(e))
+            && q.as_ref().is_none_or(|q| {
+                jotgate_core::username::canonical_key(&u.username).starts_with(q.as_str())
+                    || u.email.as_ref().is_some_and(|e| e.starts_with(q.as_str()))
+            })
+    };
+    let start = match get("cursor") {
+        None => 0,
+        Some(c) => {
+            users.iter().position(|u| u.id == c).ok_or_else(|| {
+                ApiError::BadRequest("invalid_query", "the cursor names no user".into())
+            })? + 1
+        }
+    };
+    let page: Vec<&User> = users[start..]
+        .iter()
+        .filter(|u| matches(u))
+        .take(limit + 1)
+        .collect();
+    let next = (page.len() > limit).then(|| page[limit - 1].id.clone());
+    let page = &page[..page.len().min(limit)];
+    Ok(Json(json!({"users": page, "next": next})))
+}
+
+pub async fn get_user(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<User>, ApiError> {
+    caller.require("read:users")?;
+    Ok(Json(user_or_404(&st, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    username: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    email_verified: Option<bool>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    app_metadata: Option<Map<String, Value>>,
+}
+
+/// `POST /api/v1/users`: `{"username","password"}` and optionally `email`,
+/// `email_verified`, `roles` (defined roles), `app_metadata`.
+pub async fn create_user(
+    State(st): State<AppState>,
+    caller: Caller,
+    mut body: JsonObject,
+) -> Result<Response, ApiError> {
+    caller.require("create:users")?;
+    let pw = body.take_secret("password")?;
+    let req: CreateUser = typed(body.0)?;
+    let name = Username::parse_new(&req.username)
+        .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
+    password::check_policy_min(&pw, name.canonical(), st.0.cfg.password_min_length)
+        .map_err(|e| ApiError::BadRequest("weak_password", e.to_string()))?;
+    let roles = accounts::role_set(&req.roles)?;
+    defined(&st, &roles).await?;
+    if !roles.is_empty() {
+        caller.require("update:users")?;
+        caller.may_grant(&scopes_of_roles(&st, &roles).await?)?;
+    }
+    let email = req.email.as_deref().map(accounts::email).transpose()?;
+    if crate::find_user(&*st.0.store, &name.lookup())
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::Conflict(
+            "username_taken",
+            "username is already taken".into(),
+        ));
+    }
+    if let Some(e) = &email
+        && crate::find_account(&*st.0.store, e).await?.is_some()
+    {
+        return Err(ApiError::Conflict(
+            "email_taken",
+            "email is already in use".into(),
+        ));
+    }
+    let hash =
+        st.0.pool
+            .run(move |h, ws| h.hash_in(&pw, ws))
+            .await?
+            .map_err(ApiError::internal)?;
+    let user =
+        st.0.store
+            .create_user(NewUser {
+                id: uuid::Uuid::new_v4().to_string(),
+                username_key: name.key().to_string(),
+                username_display: name.display().to_string(),
+                password_hash: hash,
+                roles,
+                created_at: now(),
+                email,
+            })
+            .await
+            .map_err(|e| ApiError::from(AccountError::Store(e)))?;
+    let user = if req.email_verified.is_some() || req.app_metadata.is_some() {
+        let patch = UserPatch {
+            email_verified: req.email_verified,
+            app_metadata: req.app_metadata,
+            ..UserPatch::default()
+        };
+        let t = now();
+        accounts::update_user(&*st.0.store, &st.0.cfg.policy, &user.id, patch, t)
+            .await?
+            .after
+    } else {
+        user
+    };
+    tracing::info!(user_id = %user.id, client_id = %caller.0.subject, "account created by the management API");
+    Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchUser {
+    /// `null` removes the address.
+    #[serde(default, with = "double_option")]
+    email: Option<Option<String>>,
+    #[serde(default)]
+    email_verified: Option<bool>,
+    #[serde(default)]
+    blocked: Option<bool>,
+    #[serde(default)]
+    app_metadata: Option<Map<String, Value>>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
+    }
+}
+
+/// `PATCH /api/v1/users/{id}`: any of `email` (`null` removes it), `email_verified`,
+/// `blocked`, `app_metadata`, `password`. Blocking or a new password ends the user's
+/// sessions.
+pub async fn patch_user(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    mut body: JsonObject,
+) -> Result<Json<User>, ApiError> {
+    caller.require("update:users")?;
+    let pw = match body.0.contains_key("password") {
+        true => Some(body.take_secret("password")?),
+        false => None,
+    };
+    let req: PatchUser = typed(body.0)?;
+    let user = user_or_404(&st, &id).await?;
+    let t = now();
+    if let Some(pw) = pw {
+        let canonical = jotgate_core::username::canonical_key(&user.username);
+        password::check_policy_min(&pw, &canonical, st.0.cfg.password_min_length)
+            .map_err(|e| ApiError::BadRequest("weak_password", e.to_string()))?;
+        let hash =
+            st.0.pool
+                .run(move |h, ws| h.hash_in(&pw, ws))
+                .await?
+                .map_err(ApiError::internal)?;
+        st.0.store.set_password_hash(&id, &hash).await?;
+        let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &id, t).await?;
+        st.0.denylist.record(done.entries);
+    }
+    let patch = UserPatch {
+        email: req.email,
+        email_verified: req.email_verified,
+        blocked: req.blocked,
+        app_metadata: req.app_metadata,
+    };
+    let done = accounts::update_user(&*st.0.store, &st.0.cfg.policy, &id, patch, t).await?;
+    applied(&st, done.revoking);
+    Ok(Json(done.after))
+}
+
+/// `DELETE /api/v1/users/{id}`: its sessions end, then the account goes.
+pub async fn delete_user(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require("delete:users")?;
+    user_or_404(&st, &id).await?;
+    let t = now();
+    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &id, t).await?;
+    st.0.denylist.record(done.entries);
+    st.0.store.delete_user(&id).await?;
+    tracing::info!(user_id = %id, client_id = %caller.0.subject, "account deleted by the management API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/users/{id}/revoke-sessions`: log the user out everywhere.
+pub async fn revoke_sessions(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require("update:users")?;
+    user_or_404(&st, &id).await?;
+    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &id, now()).await?;
+    st.0.denylist.record(done.entries);
+    Ok(Json(json!({"sessions_ended": done.sessions})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleNames {
+    roles: Vec<String>,
+}
+
+pub async fn user_roles(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require("read:users")?;
+    Ok(Json(json!({"roles": user_or_404(&st, &id).await?.roles})))
+}
+
+/// `POST /api/v1/users/{id}/roles` `{"roles":[…]}`: give roles (defined ones).
+pub async fn add_user_roles(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    caller.require("update:users")?;
+    let req: RoleNames = typed(body.0)?;
+    let roles = accounts::role_set(&req.roles)?;
+    defined(&st, &roles).await?;
+    caller.may_grant(&scopes_of_roles(&st, &roles).await?)?;
+    let done =
+        accounts::edit_user_roles(&*st.0.store, &st.0.cfg.policy, &id, &roles, &[], now()).await?;
+    applied(&st, done.revoking);
+    Ok(Json(json!({"roles": done.after})))
+}
+
+/// `DELETE /api/v1/users/{id}/roles` `{"roles":[…]}`: take roles; the user's sessions end.
+pub async fn remove_user_roles(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonObject(body): OptionalJsonObject,
+) -> Result<Json<Value>, ApiError> {
+    caller.require("update:users")?;
+    let Some(body) = body else {
+        return Err(ApiError::BadRequest(
+            "missing_field",
+            "field \"roles\" is required".into(),
+        ));
+    };
+    let req: RoleNames = typed(body.0)?;
+    let done =
+        accounts::edit_user_roles(&*st.0.store, &st.0.cfg.policy, &id, &[], &req.roles, now())
+            .await?;
+    applied(&st, done.revoking);
+    Ok(Json(json!({"roles": done.after})))
+}
+
+// ---- roles ----
+
+pub async fn list_roles(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require("read:roles")?;
+    Ok(Json(json!({"roles": st.0.store.roles().await?})))
+}
+
+pub async fn get_role(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Role>, ApiError> {
+    caller.require("read:roles")?;
+    st.0.store
+        .roles()
+        .await?
+        .into_iter()
+        .find(|r| r.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::Missing("no such role".into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleScopes {
+    scopes: Vec<String>,
+}
+
+/// `PUT /api/v1/roles/{name}` `{"scopes":[…]}`: create (`create:roles`, 201) or replace
+/// (`update:roles`, 200). When the role loses a scope, its holders' sessions end.
+pub async fn put_role(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    let req: RoleScopes = typed(body.0)?;
+    let exists = st.0.store.roles().await?.iter().any(|r| r.name == name);
+    caller.require(if exists {
+        "update:roles"
+    } else {
+        "create:roles"
+    })?;
+    let scopes = accounts::scope_set(&req.scopes)?;
+    caller.may_grant(&scopes)?;
+    let done = accounts::set_role(&*st.0.store, &st.0.cfg.policy, &name, &scopes, now()).await?;
+    let created = done.previous.is_none();
+    applied(&st, done.revoking);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(done.role)).into_response())
+}
+
+/// `DELETE /api/v1/roles/{name}`: taken from its holders, whose sessions end.
+pub async fn delete_role(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require("delete:roles")?;
+    let (_, revoking) = accounts::delete_role(&*st.0.store, &st.0.cfg.policy, &name, now()).await?;
+    applied(&st, revoking);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- clients ----
+
+pub async fn list_clients(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require("read:clients")?;
+    Ok(Json(json!({"clients": st.0.store.clients().await?})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateClient {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+}
+
+fn with_secret(c: &ClientRecord, secret: &str) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or_else(|_| json!({}));
+    if let Value::Object(m) = &mut v {
+        m.insert("client_id".into(), json!(c.id));
+        m.insert("client_secret".into(), json!(secret));
+    }
+    v
+}
+
+/// `POST /api/v1/clients` `{"name","scopes","audiences"}`: 201 with `client_secret`,
+/// shown once.
+pub async fn create_client(
+    State(st): State<AppState>,
+    caller: Caller,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    caller.require("create:clients")?;
+    let req: CreateClient = typed(body.0)?;
+    let scopes = accounts::scope_set(&req.scopes)?;
+    caller.may_grant(&scopes)?;
+    let (c, secret) = clients::create(
+        &*st.0.store,
+        &st.0.cfg.policy,
+        &req.name,
+        &scopes,
+        &req.audiences,
+        now(),
+    )
+    .await?;
+    tracing::info!(client_id = %c.id, by = %caller.0.subject, "client created by the management API");
+    Ok(no_store(
+        (StatusCode::CREATED, Json(with_secret(&c, &secret))).into_response(),
+    ))
+}
+
+/// `POST /api/v1/clients/{id}/rotate-secret`: a new secret (shown once); the old one and
+/// the tokens the client holds are refused.
+pub async fn rotate_client_secret(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require("update:clients")?;
+    let (secret, r) = clients::rotate_secret(&*st.0.store, &st.0.cfg.policy, &id, now()).await?;
+    st.0.denylist.record([r]);
+    Ok(no_store(
+        Json(json!({"client_id": id, "client_secret": secret})).into_response(),
+    ))
+}
+
+/// `DELETE /api/v1/clients/{id}`: the tokens it holds are refused.
+pub async fn delete_client(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require("delete:clients")?;
+    let (_, r) = clients::delete(&*st.0.store, &st.0.cfg.policy, &id, now()).await?;
+    st.0.denylist.record([r]);
+    Ok(StatusCode::NO_CONTENT)
+}
