@@ -430,16 +430,32 @@ pub enum ClientsCmd {
         #[arg(long, value_name = "SCOPES")]
         scopes: Vec<String>,
         /// An audience the client may ask tokens for (repeatable; the first is its default;
-        /// default: the configured audience)
+        /// default: the application's audience)
         #[arg(long = "audience", value_name = "URL")]
         audiences: Vec<String>,
         /// Output: text, or one JSON object with client_id and client_secret
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        /// Issuer of tokens (names the management audience, ISSUER/api/v1/)
+        /// [default: http(s)://<listen address>]
+        #[arg(
+            long,
+            env = "JOTGATE_ISSUER",
+            value_name = "URL",
+            help_heading = "Tokens"
+        )]
+        issuer: Option<String>,
+        /// The application's audience (`audience` in the config file; the flag is named
+        /// apart from the client's --audience) [default: jotgate]
+        #[arg(
+            long = "app-audience",
+            env = "JOTGATE_AUDIENCE",
+            value_name = "AUDIENCE",
+            help_heading = "Tokens"
+        )]
+        app_audience: Option<String>,
         #[command(flatten)]
         store: StoreSettings,
-        #[command(flatten)]
-        tokens: TokenSettings,
     },
     /// List machine clients (never their secrets)
     List {

@@ -127,12 +127,17 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             scopes,
             audiences,
             format,
+            issuer,
+            app_audience,
             store,
-            tokens,
         }) => {
             let s = Settings {
                 store,
-                tokens,
+                tokens: jotgate::settings::TokenSettings {
+                    issuer,
+                    audience: app_audience,
+                    ..Default::default()
+                },
                 ..Settings::default()
             }
             .resolve_secret_refs()

@@ -120,7 +120,11 @@ impl Case<'_> {
 fn required_positionals(path: &[String]) -> Vec<OsString> {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     match p.as_slice() {
-        ["users", "add" | "revoke"] => vec!["ann".into()],
+        ["users", "add" | "revoke" | "update" | "set-roles"] => vec!["ann".into()],
+        ["roles", "delete"] => vec!["paid".into()],
+        ["roles", "set"] => vec!["paid".into(), "--scopes".into(), "a".into()],
+        ["clients", "add"] => vec!["svc".into()],
+        ["clients", "rotate-secret" | "delete"] => vec!["cl_x".into()],
         ["keys", "retire" | "revoke"] => vec!["kid1".into()],
         ["keys", "import"] => vec!["key.pem".into()],
         ["token", "verify"] => vec!["a.b.c".into()],
