@@ -265,6 +265,19 @@ pub async fn set_user_roles(
 /// token well under 8 KiB.
 pub const MAX_APP_METADATA_BYTES: usize = 4096;
 
+/// `app_metadata` within its size cap.
+pub fn check_app_metadata(
+    m: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), AccountError> {
+    let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_APP_METADATA_BYTES {
+        return Err(AccountError::Invalid(format!(
+            "app_metadata is {size} bytes as JSON; at most {MAX_APP_METADATA_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
 /// An address as given, normalised.
 pub fn email(raw: &str) -> Result<String, AccountError> {
     jotgate_core::email::normalise(raw).map_err(|e| AccountError::Invalid(e.to_string()))
@@ -299,12 +312,7 @@ pub async fn update_user(
         patch.email = Some(Some(e));
     }
     if let Some(m) = &patch.app_metadata {
-        let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
-        if size > MAX_APP_METADATA_BYTES {
-            return Err(AccountError::Invalid(format!(
-                "app_metadata is {size} bytes as JSON; at most {MAX_APP_METADATA_BYTES}"
-            )));
-        }
+        check_app_metadata(m)?;
     }
     let blocking = patch.blocked == Some(true);
     let (before, after) = match store.update_user(user_id, patch).await {

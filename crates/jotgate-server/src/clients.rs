@@ -164,10 +164,15 @@ pub async fn delete(
     id: &str,
     t: i64,
 ) -> Result<(ClientRecord, Revoked), AccountError> {
+    if store.client(id).await?.is_none() {
+        return Err(AccountError::NotFound("client"));
+    }
+    // Its tokens first: a failure leaves the client there, and the delete can be asked
+    // again; never a deleted client whose tokens still work.
+    let r = revoke_tokens(store, policy, id, t).await?;
     let Some(c) = store.delete_client(id).await? else {
         return Err(AccountError::NotFound("client"));
     };
-    let r = revoke_tokens(store, policy, id, t).await?;
     Ok((c, r))
 }
 
@@ -349,8 +354,9 @@ fn credentials(
                 .map_err(|_| OAuthError::client())?;
             let raw = String::from_utf8(raw).map_err(|_| OAuthError::client())?;
             let (id, secret) = raw.split_once(':').ok_or_else(OAuthError::client)?;
+            // Each part form-urlencoded (§2.3.1); a raw '&' is itself, not a separator.
             let dec = |s: &str| {
-                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                url::form_urlencoded::parse(format!("x={}", s.replace('&', "%26")).as_bytes())
                     .next()
                     .map(|(_, v)| v.into_owned())
                     .unwrap_or_default()
@@ -405,7 +411,7 @@ async fn issue(
         }
     }
     let (id, secret) = credentials(headers, &params)?;
-    if id.is_empty() || id.len() > 128 || secret.len() > 256 {
+    if !crate::management::plausible_id(&id) || secret.len() > 256 {
         return Err(OAuthError::client());
     }
     // Counted before the check, like a password: a secret cannot be guessed faster than
@@ -480,7 +486,14 @@ async fn issue(
         }
     };
     let scope = scope.join(" ");
-    let t = now();
+    // Issued in a second no rotation's "not before" refuses (waiting for it, as a login
+    // does), then the client read again: a rotation or deletion that committed before this
+    // read is seen here, and one after it refuses this token (its "not before" is later).
+    let t = crate::routes::issuing_second(st, &client.id).await;
+    match st.0.store.client(&client.id).await? {
+        Some(now_c) if now_c.secret_hash == client.secret_hash => {}
+        _ => return Err(OAuthError::client()),
+    }
     let claims = ClientClaims {
         iss: &policy.issuer,
         sub: &client.id,

@@ -65,7 +65,7 @@ impl ApiError {
             InsufficientScope(scope) => (
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",
-                format!("the token lacks the scope {scope}"),
+                format!("the token lacks the scope this endpoint needs: {scope}"),
             ),
             Missing(what) => (StatusCode::NOT_FOUND, "not_found", what.clone()),
             UnsupportedMediaType => (

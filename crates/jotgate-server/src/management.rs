@@ -122,7 +122,17 @@ fn no_store(mut res: Response) -> Response {
     res
 }
 
+/// An id a store could hold (users' UUIDs, `cl_…` client ids): 1–128 bytes, no control
+/// characters. Anything else names nothing, and never reaches a store (PostgreSQL refuses
+/// a NUL with an error; DynamoDB keys are bounded).
+pub fn plausible_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && !id.chars().any(char::is_control)
+}
+
 async fn user_or_404(st: &AppState, id: &str) -> Result<User, ApiError> {
+    if !plausible_id(id) {
+        return Err(ApiError::Missing("no such user".into()));
+    }
     st.0.store
         .user_by_id(id)
         .await?
@@ -244,12 +254,15 @@ pub async fn create_user(
     password::check_policy_min(&pw, name.canonical(), st.0.cfg.password_min_length)
         .map_err(|e| ApiError::BadRequest("weak_password", e.to_string()))?;
     let roles = accounts::role_set(&req.roles)?;
-    defined(&st, &roles).await?;
     if !roles.is_empty() {
         caller.require("update:users")?;
+        defined(&st, &roles).await?;
         caller.may_grant(&scopes_of_roles(&st, &roles).await?)?;
     }
     let email = req.email.as_deref().map(accounts::email).transpose()?;
+    if let Some(m) = &req.app_metadata {
+        accounts::check_app_metadata(m)?;
+    }
     if crate::find_user(&*st.0.store, &name.lookup())
         .await?
         .is_some()
@@ -342,6 +355,21 @@ pub async fn patch_user(
     };
     let req: PatchUser = typed(body.0)?;
     let user = user_or_404(&st, &id).await?;
+    // Everything checked before the first write: a refused change changes nothing.
+    if let Some(Some(e)) = &req.email {
+        let e = accounts::email(e)?;
+        if let Some(other) = crate::find_account(&*st.0.store, &e).await?
+            && other.user.id != id
+        {
+            return Err(ApiError::Conflict(
+                "email_taken",
+                "email is already in use".into(),
+            ));
+        }
+    }
+    if let Some(m) = &req.app_metadata {
+        accounts::check_app_metadata(m)?;
+    }
     let t = now();
     if let Some(pw) = pw {
         let canonical = jotgate_core::username::canonical_key(&user.username);
@@ -419,6 +447,9 @@ pub async fn add_user_roles(
     body: JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     caller.require("update:users")?;
+    if !plausible_id(&id) {
+        return Err(ApiError::Missing("no such user".into()));
+    }
     let req: RoleNames = typed(body.0)?;
     let roles = accounts::role_set(&req.roles)?;
     defined(&st, &roles).await?;
@@ -437,6 +468,9 @@ pub async fn remove_user_roles(
     OptionalJsonObject(body): OptionalJsonObject,
 ) -> Result<Json<Value>, ApiError> {
     caller.require("update:users")?;
+    if !plausible_id(&id) {
+        return Err(ApiError::Missing("no such user".into()));
+    }
     let Some(body) = body else {
         return Err(ApiError::BadRequest(
             "missing_field",
@@ -490,6 +524,12 @@ pub async fn put_role(
     Path(name): Path<String>,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
+    // A caller with neither scope learns nothing about which roles exist.
+    if !caller.0.has_scope("create:roles") && !caller.0.has_scope("update:roles") {
+        return Err(ApiError::InsufficientScope(
+            "create:roles update:roles".into(),
+        ));
+    }
     let req: RoleScopes = typed(body.0)?;
     let exists = st.0.store.roles().await?.iter().any(|r| r.name == name);
     caller.require(if exists {
@@ -542,6 +582,16 @@ struct CreateClient {
     audiences: Vec<String>,
 }
 
+async fn client_or_404(st: &AppState, id: &str) -> Result<ClientRecord, ApiError> {
+    if !plausible_id(id) {
+        return Err(ApiError::Missing("no such client".into()));
+    }
+    st.0.store
+        .client(id)
+        .await?
+        .ok_or_else(|| ApiError::Missing("no such client".into()))
+}
+
 fn with_secret(c: &ClientRecord, secret: &str) -> Value {
     let mut v = serde_json::to_value(c).unwrap_or_else(|_| json!({}));
     if let Value::Object(m) = &mut v {
@@ -585,6 +635,9 @@ pub async fn rotate_client_secret(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require("update:clients")?;
+    // A new secret is the client's powers in the caller's hands: only for a client whose
+    // management scopes the caller holds itself.
+    caller.may_grant(&client_or_404(&st, &id).await?.scopes)?;
     let (secret, r) = clients::rotate_secret(&*st.0.store, &st.0.cfg.policy, &id, now()).await?;
     st.0.denylist.record([r]);
     Ok(no_store(
@@ -599,6 +652,7 @@ pub async fn delete_client(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require("delete:clients")?;
+    caller.may_grant(&client_or_404(&st, &id).await?.scopes)?;
     let (_, r) = clients::delete(&*st.0.store, &st.0.cfg.policy, &id, now()).await?;
     st.0.denylist.record([r]);
     Ok(StatusCode::NO_CONTENT)

@@ -33,7 +33,7 @@ impl FromRequestParts<AppState> for ClientIp {
 /// (or the logout fold) set the user's "not before" to the next second, which refuses every
 /// token of this second: then wait for it (at most about two seconds), so the new token is
 /// valid. Only for new sessions: a refresh is issued at its rotation's second.
-async fn issuing_second(st: &AppState, user_id: &str) -> i64 {
+pub(crate) async fn issuing_second(st: &AppState, user_id: &str) -> i64 {
     let t = now();
     let nb =
         st.0.keys
@@ -551,6 +551,14 @@ pub async fn logout_all(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let p = st.authenticate_request(&headers).await?;
+    // A user's act: a machine client's token (RFC 9068 `client_id`, no session) has no
+    // sessions to end; its tokens end when the client is deleted or its secret rotated.
+    if p.claims.contains_key("client_id") && !p.claims.contains_key("sid") {
+        return Err(ApiError::Forbidden(
+            "client_token",
+            "log out everywhere is for users; a machine client's tokens end with `jotgate clients rotate-secret`".into(),
+        ));
+    }
     let t = now();
     let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &p.subject, t).await?;
     st.0.denylist.record(done.entries);

@@ -465,6 +465,12 @@ impl Settings {
         if !(0..=300).contains(&p.leeway) {
             bail!("invalid setting leeway (JOTGATE_LEEWAY): must be between 0 and 300 seconds");
         }
+        if p.audience == jotgate_server::clients::management_audience(&p) {
+            bail!(
+                "invalid setting audience: {:?} is the management API's audience; the application's must differ",
+                p.audience
+            );
+        }
         if p.audience.is_empty() || p.issuer.is_empty() {
             bail!("invalid setting issuer/audience: must not be empty");
         }

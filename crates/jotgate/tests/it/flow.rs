@@ -26,7 +26,14 @@ async fn signup_login_private_verify() {
     // Login is case-insensitive on the username and returns the same shape.
     let res = app.login("ALICE", PASSWORD).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let login: Value = res.json().await.unwrap();
+    let mut login: Value = res.json().await.unwrap();
+    // The same account; the login is recorded in it.
+    let last = login["user"]
+        .as_object_mut()
+        .unwrap()
+        .remove("last_login")
+        .expect("last_login after a login");
+    assert!(last.as_i64().unwrap() >= body["user"]["created_at"].as_i64().unwrap());
     assert_eq!(login["user"], body["user"]);
     for k in ["token", "refresh_token", "expires_in", "user"] {
         assert!(login.get(k).is_some(), "login response lacks {k}");

@@ -184,13 +184,13 @@ async fn scenario(app: &TestApp) {
             Method::PUT,
             "/api/v1/roles/paid".to_string(),
             Some(json!({"scopes": []})),
-            "update:roles",
+            "create:roles update:roles",
         ),
         (
             Method::PUT,
             "/api/v1/roles/new".to_string(),
             Some(json!({"scopes": []})),
-            "create:roles",
+            "create:roles update:roles",
         ),
         (
             Method::DELETE,
@@ -318,6 +318,39 @@ async fn scenario(app: &TestApp) {
     )
     .await;
     assert_eq!(v["code"], "unknown_role");
+    // A new secret, or the end, of a client holding more than the caller: refused.
+    let admin_id = token_part(&admin, 1)["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rotator = mgmt_token(app, "update:clients delete:clients").await;
+    for (method, path) in [
+        (
+            Method::POST,
+            format!("/api/v1/clients/{admin_id}/rotate-secret"),
+        ),
+        (Method::DELETE, format!("/api/v1/clients/{admin_id}")),
+    ] {
+        let v = ok_json(
+            call(app, method, &path, &rotator, None).await,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+        assert_eq!(v["code"], "escalation", "{path}");
+    }
+    for path in ["/api/v1/users/%00", "/api/v1/clients/%00/rotate-secret"] {
+        let method = if path.ends_with("secret") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let res = call(app, method, path, &admin, None).await;
+        assert_eq!(
+            error_code(res, StatusCode::NOT_FOUND).await,
+            "not_found",
+            "{path}"
+        );
+    }
 
     // Taking a role ends the user's sessions.
     ok_json(
