@@ -57,6 +57,20 @@ if [ "${JOTGATE_SKIP_OIDC_PROVIDER:-}" != 1 ]; then
   fi
 fi
 
+# The CORS test drives Debian's headless Chromium with npm's playwright-core.
+if [ "${JOTGATE_SKIP_BROWSER:-}" != 1 ]; then
+  if [ ! -x /usr/bin/chromium ] && [ -z "${JOTGATE_CHROMIUM:-}" ]; then
+    echo "test.sh: installing chromium"
+    need_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq chromium >/dev/null
+  fi
+  bd=crates/jotgate/tests/browser
+  if [ ! -d $bd/node_modules/playwright-core ]; then
+    echo "test.sh: installing playwright-core from npm"
+    (cd $bd && npm ci --no-audit --no-fund --silent)
+  fi
+fi
+
 # PostgreSQL: a throwaway cluster (Debian's packages), on a free port, stopped at exit.
 if [ "${JOTGATE_SKIP_POSTGRES:-}" != 1 ] && [ -z "${JOTGATE_TEST_POSTGRES:-}" ]; then
   pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod clients;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod keyring;
@@ -82,6 +83,8 @@ pub struct ServerConfig {
     pub feed_token: Option<secrecy::SecretString>,
     /// `Strict-Transport-Security` max-age on every answer, when reached over HTTPS.
     pub hsts_max_age: Option<u64>,
+    /// Browser origins allowed to call the API (CORS); `None`: none.
+    pub cors: Option<cors::CorsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
             sync_interval: Duration::from_secs(5),
             feed_token: None,
             hsts_max_age: None,
+            cors: None,
         }
     }
 }
@@ -400,6 +404,7 @@ pub fn router(
 + 'static {
     let limit = state.0.cfg.max_body_bytes;
     let hsts = state.0.cfg.hsts_max_age;
+    let cors_cfg = state.0.cfg.cors.clone();
     let router = Router::new()
         .route("/signup", post(routes::signup))
         .route("/login", post(routes::login))
@@ -456,9 +461,12 @@ pub fn router(
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state);
-    let app = tower::ServiceBuilder::new()
-        .layer(DefaultBodyLimit::max(limit))
-        .service(router);
+    let app = cors::wrap(
+        tower::ServiceBuilder::new()
+            .layer(DefaultBodyLimit::max(limit))
+            .service(router),
+        cors_cfg,
+    );
     // A request (a body that trickles in, a slow store read) ends within 30 s.
     jotgate_verify::service::wrap(app, hsts).with_timeout(Duration::from_secs(30))
 }

@@ -202,6 +202,17 @@ pub struct ApiSettings {
     /// --trust-forwarded-for, else 0]
     #[arg(long, env = "JOTGATE_FORWARDED_HOPS", value_name = "N")]
     pub forwarded_hops: Option<u8>,
+
+    /// Browser origins allowed to call the API (CORS), comma-separated, each
+    /// scheme://host[:port] (e.g. https://app.example.com) [default: none]
+    #[arg(long, env = "JOTGATE_CORS_ORIGINS", value_name = "URL")]
+    pub cors_origins: Option<String>,
+
+    /// Let those origins send credentials (cookies, HTTP auth): Access-Control-Allow-
+    /// Credentials [default: false]
+    #[arg(long, env = "JOTGATE_CORS_CREDENTIALS", num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub cors_credentials: Option<bool>,
 }
 
 /// Login and sign-up throttling, and the hashing pool that bounds them.
@@ -497,6 +508,23 @@ impl Settings {
         }
     }
 
+    /// The CORS allowlist, each origin checked.
+    pub fn cors(&self) -> anyhow::Result<Option<jotgate_server::cors::CorsConfig>> {
+        let Some(list) = &self.api.cors_origins else {
+            return Ok(None);
+        };
+        let origins = list
+            .split([',', ' '])
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| jotgate_server::cors::parse_origin(o).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<String>>>()
+            .context("invalid setting cors_origins")?;
+        Ok(Some(jotgate_server::cors::CorsConfig {
+            origins,
+            credentials: self.api.cors_credentials.unwrap_or(false),
+        }))
+    }
+
     pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
         let d = ServerConfig::default();
         let r = RateLimitConfig::default();
@@ -545,6 +573,7 @@ impl Settings {
             } else {
                 None
             },
+            cors: self.cors()?,
         };
         if cfg
             .feed_token

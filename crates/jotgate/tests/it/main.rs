@@ -9,6 +9,7 @@ mod bypass;
 mod cli;
 mod clients;
 mod common;
+mod cors;
 mod edge;
 mod errors;
 mod faults;
