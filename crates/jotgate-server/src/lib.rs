@@ -432,6 +432,11 @@ pub fn router(
             "/api/v1/users/{id}/revoke-sessions",
             post(management::revoke_sessions),
         )
+        .route(
+            "/api/v1/me",
+            get(management::me).delete(management::delete_me),
+        )
+        .route("/api/v1/me/password", post(management::change_my_password))
         .route("/api/v1/roles", get(management::list_roles))
         .route(
             "/api/v1/roles/{name}",

@@ -657,3 +657,136 @@ pub async fn delete_client(
     st.0.denylist.record([r]);
     Ok(StatusCode::NO_CONTENT)
 }
+
+// ---- self-service (a signed-in user's own account) ----
+
+/// A signed-in user: an application token of a login session (a client's token has no
+/// session and is refused: these are a person's acts).
+pub struct Me(pub Arc<Principal>);
+
+impl FromRequestParts<AppState> for Me {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let p = st.authenticate_request(&parts.headers).await?;
+        if p.session_id().is_none() || p.claims.contains_key("client_id") {
+            return Err(ApiError::Forbidden(
+                "client_token",
+                "this endpoint is for a signed-in user, not a machine client".into(),
+            ));
+        }
+        Ok(Me(p))
+    }
+}
+
+/// Check the user's current password, counted like a login (a stolen access token must not
+/// become a password-guessing oracle). `Err(BadCredentials)` when it is wrong.
+async fn check_current_password(
+    st: &AppState,
+    user_id: &str,
+    ip: Option<std::net::IpAddr>,
+    pw: zeroize::Zeroizing<String>,
+) -> Result<(), ApiError> {
+    let mut keys = vec![format!(
+        "user:{}",
+        jotgate_core::sha256_b64url(format!("id:{user_id}").as_bytes())
+    )];
+    keys.extend(ip.map(|ip| format!("ip:{ip}")));
+    st.0.limiter.begin(&keys).await?;
+    let record = match st.0.store.user_by_id(user_id).await {
+        Ok(Some(u)) => match crate::find_user(
+            &*st.0.store,
+            &jotgate_core::username::lookup_key(&u.username).map_err(ApiError::internal)?,
+        )
+        .await
+        {
+            Ok(r) => r.filter(|r| r.user.id == user_id),
+            Err(e) => {
+                st.0.limiter.release(&keys).await;
+                return Err(e.into());
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            st.0.limiter.release(&keys).await;
+            return Err(e.into());
+        }
+    };
+    let Some(record) = record else {
+        return Err(ApiError::BadCredentials);
+    };
+    let hash = record.password_hash;
+    let matched = match st
+        .0
+        .pool
+        .run(move |h, ws| h.check_in(&pw, &hash, ws).matched)
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            st.0.limiter.release(&keys).await;
+            return Err(e);
+        }
+    };
+    if !matched {
+        return Err(ApiError::BadCredentials);
+    }
+    st.0.limiter.succeeded(&keys).await;
+    Ok(())
+}
+
+/// `GET /api/v1/me`: the signed-in user's account.
+pub async fn me(State(st): State<AppState>, Me(p): Me) -> Result<Json<User>, ApiError> {
+    Ok(Json(user_or_404(&st, &p.subject).await?))
+}
+
+/// `POST /api/v1/me/password` `{"current_password","new_password"}`: every session ends,
+/// and the answer is a new session's tokens (this device stays signed in).
+pub async fn change_my_password(
+    State(st): State<AppState>,
+    crate::routes::ClientIp(ip): crate::routes::ClientIp,
+    Me(p): Me,
+    mut body: JsonObject,
+) -> Result<Response, ApiError> {
+    let current = body.take_secret("current_password")?;
+    let new = body.take_secret("new_password")?;
+    if let Some(k) = body.0.keys().next() {
+        return Err(ApiError::BadRequest(
+            "invalid_request",
+            format!("unknown field `{k}`"),
+        ));
+    }
+    let user = user_or_404(&st, &p.subject).await?;
+    let canonical = jotgate_core::username::canonical_key(&user.username);
+    password::check_policy_min(&new, &canonical, st.0.cfg.password_min_length)
+        .map_err(|e| ApiError::BadRequest("weak_password", e.to_string()))?;
+    check_current_password(&st, &user.id, ip, current).await?;
+    let hash =
+        st.0.pool
+            .run(move |h, ws| h.hash_in(&new, ws))
+            .await?
+            .map_err(ApiError::internal)?;
+    st.0.store.set_password_hash(&user.id, &hash).await?;
+    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &user.id, now()).await?;
+    st.0.denylist.record(done.entries);
+    tracing::info!(user_id = %user.id, "password changed by its user; sessions ended");
+    let body = crate::routes::new_session(&st, &user).await?;
+    Ok(no_store(Json(body).into_response()))
+}
+
+/// `DELETE /api/v1/me` `{"password"}`: the account and its sessions end.
+pub async fn delete_me(
+    State(st): State<AppState>,
+    crate::routes::ClientIp(ip): crate::routes::ClientIp,
+    Me(p): Me,
+    mut body: JsonObject,
+) -> Result<StatusCode, ApiError> {
+    let pw = body.take_secret("password")?;
+    let user = user_or_404(&st, &p.subject).await?;
+    check_current_password(&st, &user.id, ip, pw).await?;
+    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &user.id, now()).await?;
+    st.0.denylist.record(done.entries);
+    st.0.store.delete_user(&user.id).await?;
+    tracing::info!(user_id = %user.id, "account deleted by its user");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -98,7 +98,7 @@ fn token_body(st: &AppState, user: &User, access: String, refresh: String) -> Va
 }
 
 /// A new login session: a refresh-token family and its first pair of tokens.
-async fn new_session(st: &AppState, user: &User) -> Result<Value, ApiError> {
+pub(crate) async fn new_session(st: &AppState, user: &User) -> Result<Value, ApiError> {
     let t = issuing_second(st, &user.id).await;
     let family = uuid::Uuid::new_v4().to_string();
     let refresh_token = refresh::generate();

@@ -192,6 +192,126 @@ async fn blocking(app: &TestApp) {
     assert!(err.to_string().contains("already in use"), "{err}");
 }
 
+/// Self-service: the signed-in user reads their account, changes their password (every
+/// other session ends; this one gets new tokens) and deletes their account; a machine
+/// client's token is refused.
+async fn self_service(app: &TestApp) {
+    let res = app
+        .post(
+            "/signup",
+            json!({"username": "dora", "email": "dora@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let body: Value = res.json().await.unwrap();
+    let token = body["token"].as_str().unwrap().to_string();
+    let other = app
+        .login("dora", PASSWORD)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let me = |t: &str| {
+        app.client
+            .get(app.url("/api/v1/me"))
+            .bearer_auth(t.to_string())
+            .send()
+    };
+    let v: Value = me(&token).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (v["username"].as_str(), v["email"].as_str()),
+        (Some("dora"), Some("dora@example.com"))
+    );
+    let out =
+        jotgate::admin::clients_add(&app.settings, "svc", &["reports:read".into()], &[], true)
+            .await
+            .unwrap();
+    let c: Value = serde_json::from_str(&out).unwrap();
+    let res = app
+        .client
+        .post(app.url("/oauth/token"))
+        .basic_auth(
+            c["client_id"].as_str().unwrap(),
+            c["client_secret"].as_str(),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let client_token = res.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        error_code(me(&client_token).await.unwrap(), StatusCode::FORBIDDEN).await,
+        "client_token"
+    );
+
+    let change = |cur: &str, new: &str| {
+        app.client
+            .post(app.url("/api/v1/me/password"))
+            .bearer_auth(token.clone())
+            .json(&json!({"current_password": cur, "new_password": new}))
+            .send()
+    };
+    let res = change("wrong password", "a brand new password")
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "bad_credentials"
+    );
+    let res = change(PASSWORD, "short").await.unwrap();
+    assert_eq!(
+        error_code(res, StatusCode::BAD_REQUEST).await,
+        "weak_password"
+    );
+    let res = change(PASSWORD, "a brand new password").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let fresh: Value = res.json().await.unwrap();
+    let fresh_token = fresh["token"].as_str().unwrap().to_string();
+    eventually("the other session's token is refused", async || {
+        app.private(other["token"].as_str().unwrap()).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    let res = app
+        .post("/refresh", json!({"refresh_token": other["refresh_token"]}))
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.private(&fresh_token).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.login("dora", PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login("dora", "a brand new password").await.status(),
+        StatusCode::OK
+    );
+
+    let delete = |pw: &str| {
+        app.client
+            .delete(app.url("/api/v1/me"))
+            .bearer_auth(fresh_token.clone())
+            .json(&json!({"password": pw}))
+            .send()
+    };
+    let res = delete("wrong password").await.unwrap();
+    assert_eq!(
+        error_code(res, StatusCode::UNAUTHORIZED).await,
+        "bad_credentials"
+    );
+    let res = delete("a brand new password").await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.login("dora", "a brand new password").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.private(&fresh_token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 fn limited(dir: &std::path::Path) -> jotgate::settings::Settings {
     let mut s = settings(dir);
     s.login.login_user_failures = Some(3);
@@ -206,6 +326,7 @@ async fn accounts_with_addresses_on_sqlite() {
     let app = TestApp::with(limited(&dir), dir).await;
     scenario(&app).await;
     blocking(&app).await;
+    self_service(&app).await;
 }
 
 #[tokio::test]
@@ -219,6 +340,7 @@ async fn accounts_with_addresses_on_postgres() {
     let app = TestApp::with(s, dir).await;
     scenario(&app).await;
     blocking(&app).await;
+    self_service(&app).await;
 }
 
 #[cfg(feature = "dynamodb")]
@@ -233,6 +355,7 @@ async fn accounts_with_addresses_on_dynamodb() {
     let app = TestApp::with(s, dir).await;
     scenario(&app).await;
     blocking(&app).await;
+    self_service(&app).await;
 }
 
 /// A lookalike of an address fills the same throttling bucket as the address, whether the
