@@ -9,6 +9,7 @@
 //!   [`user_profile`], [`concurrent_email_claims`];
 //! - [`Roles`](crate::Roles): [`roles`];
 //! - [`Clients`](crate::Clients): [`clients`];
+//! - [`Audit`](crate::Audit): [`audit`];
 //! - [`Keys`](crate::Keys): [`keys`], [`key_slots`];
 //! - [`Sessions`](crate::Sessions): [`refresh_rotation`], [`refresh_reuse_revokes_family`],
 //!   [`refresh_expiry_and_logout`], [`revoke_user_sessions`], [`evict_sessions`],
@@ -33,7 +34,7 @@ macro_rules! store_contract_tests {
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
             revocations, concurrent_revocations, login_failures, store_id, key_slots,
             evict_sessions, roles, user_roles, concurrent_role_changes, user_profile,
-            concurrent_email_claims, clients);
+            concurrent_email_claims, clients, audit);
     };
     (@each_optional $factory:path; $($name:ident),*) => {
         $(
@@ -51,7 +52,7 @@ macro_rules! store_contract_tests {
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
             revocations, concurrent_revocations, login_failures, store_id, key_slots,
             evict_sessions, roles, user_roles, concurrent_role_changes, user_profile,
-            concurrent_email_claims, clients);
+            concurrent_email_claims, clients, audit);
     };
     (@each $factory:path; $($name:ident),*) => {
         $(
@@ -1104,4 +1105,84 @@ pub async fn clients(s: Arc<dyn Store>) {
     );
     assert_eq!(s.delete_client("cl_b").await.unwrap(), None);
     assert_eq!(s.clients().await.unwrap().len(), 1);
+}
+
+/// The audit log: read newest first, filtered by type and user, paged by time, pruned by
+/// age (DynamoDB: read past its time to keep, never).
+pub async fn audit(s: Arc<dyn Store>) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let now = now_ms / 1000;
+    let ev = |dt: i64, kind: &str, user: &str| crate::AuditEvent {
+        at_ms: now_ms - dt,
+        kind: kind.into(),
+        user: Some(user.into()),
+        actor: None,
+        ip: Some("127.0.0.1".into()),
+        detail: serde_json::from_str(r#"{"k":"v"}"#).unwrap(),
+    };
+    s.append_audit(ev(3000, "login.failed", "u1"), now + 3600)
+        .await
+        .unwrap();
+    s.append_audit(ev(2000, "login.succeeded", "u1"), now + 3600)
+        .await
+        .unwrap();
+    s.append_audit(ev(1000, "login.succeeded", "u2"), now + 3600)
+        .await
+        .unwrap();
+    // Past its time to keep.
+    s.append_audit(ev(500, "login.failed", "u9"), now - 10)
+        .await
+        .unwrap();
+    let q = |kind: Option<&str>, user: Option<&str>| crate::AuditQuery {
+        since_ms: now_ms - 60_000,
+        before_ms: None,
+        kind: kind.map(str::to_string),
+        user: user.map(str::to_string),
+        limit: 10,
+    };
+    s.prune_audit(now).await.unwrap();
+    let all = s.audit_events(q(None, None)).await.unwrap();
+    let users: Vec<_> = all.iter().map(|e| e.user.clone().unwrap()).collect();
+    assert_eq!(
+        users,
+        ["u2", "u1", "u1"],
+        "newest first, the expired one gone"
+    );
+    assert_eq!(all[0].detail["k"], "v");
+    assert_eq!(all[0].ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        s.audit_events(q(Some("login.succeeded"), None))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(s.audit_events(q(None, Some("u1"))).await.unwrap().len(), 2);
+    assert_eq!(
+        s.audit_events(q(Some("login.failed"), Some("u1")))
+            .await
+            .unwrap()[0]
+            .at_ms,
+        now_ms - 3000
+    );
+    let page = s
+        .audit_events(crate::AuditQuery {
+            limit: 1,
+            ..q(None, None)
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    let next = s
+        .audit_events(crate::AuditQuery {
+            before_ms: Some(page[0].at_ms),
+            limit: 5,
+            ..q(None, None)
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 2, "the page after the first");
 }

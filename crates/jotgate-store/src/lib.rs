@@ -178,6 +178,39 @@ pub struct ClientRecord {
     pub secret_set_at: i64,
 }
 
+/// One security event of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
+    /// `login.succeeded`, `login.failed`, `role.changed`, … (docs/accounts.md lists them).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The user (or client) it is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Who did it, when not the user: a management client, `cli`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The client address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// What else the event says (never a secret).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Which audit events to read: at or after `since_ms`, newest first, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub since_ms: i64,
+    /// Only events older than this (for the next page), when set.
+    pub before_ms: Option<i64>,
+    pub kind: Option<String>,
+    pub user: Option<String>,
+    pub limit: usize,
+}
+
 /// A signing key as stored: private material (PKCS#8 DER) and its life cycle.
 #[derive(Clone)]
 pub struct StoredKey {
@@ -299,12 +332,12 @@ pub struct LoginFailures {
 /// for multi-instance backends, across processes: each method is atomic on its own.
 ///
 /// The store is split by role, one trait each with its contract tests in [`contract`]:
-/// [`Users`], [`Roles`], [`Clients`], [`Keys`], [`Sessions`], [`Revocations`], [`Throttle`]. `Store` is all of
+/// [`Users`], [`Roles`], [`Clients`], [`Audit`], [`Keys`], [`Sessions`], [`Revocations`], [`Throttle`]. `Store` is all of
 /// them; code that needs one role can ask for just that trait. Bring the traits into scope
 /// with `use jotgate_store::prelude::*`.
 #[async_trait]
 pub trait Store:
-    Users + Roles + Clients + Keys + Sessions + Revocations + Throttle + Send + Sync + 'static
+    Users + Roles + Clients + Audit + Keys + Sessions + Revocations + Throttle + Send + Sync + 'static
 {
     /// A short name for logs (`sqlite:///path`, never credentials).
     fn describe(&self) -> String;
@@ -369,6 +402,18 @@ pub trait Clients: Send + Sync {
     async fn set_client_secret(&self, id: &str, secret_hash: &str, at: i64) -> Result<()>;
     /// Delete a client; returns it (`None`: there was none).
     async fn delete_client(&self, id: &str) -> Result<Option<ClientRecord>>;
+}
+
+/// The audit log: appended, read newest first, pruned by age.
+#[async_trait]
+pub trait Audit: Send + Sync {
+    /// Append an event; `keep_until` (epoch seconds) is when it may be pruned.
+    async fn append_audit(&self, event: AuditEvent, keep_until: i64) -> Result<()>;
+    /// Events matching `q`, newest first.
+    async fn audit_events(&self, q: AuditQuery) -> Result<Vec<AuditEvent>>;
+    /// Delete events whose time to keep has passed (`now` in epoch seconds); how many
+    /// went. DynamoDB's TTL does it by itself there.
+    async fn prune_audit(&self, now: i64) -> Result<u64>;
 }
 
 /// Signing keys: private material and life cycle.
@@ -457,7 +502,7 @@ pub trait Throttle: Send + Sync {
 /// The store's traits, for `use jotgate_store::prelude::*`: a method of a role trait is
 /// callable on a `dyn Store` only with its trait in scope.
 pub mod prelude {
-    pub use crate::{Clients, Keys, Revocations, Roles, Sessions, Store, Throttle, Users};
+    pub use crate::{Audit, Clients, Keys, Revocations, Roles, Sessions, Store, Throttle, Users};
 }
 
 /// Whether a database holds `schema`'s tables, given the tables `present`: `false` for
@@ -487,7 +532,7 @@ pub(crate) fn schema_state(schema: &str, present: &[String], at: &str) -> Result
 }
 
 /// Tables added after the first release, in the order they came.
-const ADDED_LATER: &[&str] = &["roles", "clients"];
+const ADDED_LATER: &[&str] = &["roles", "clients", "audit_log"];
 
 /// The table names of a schema's `CREATE TABLE IF NOT EXISTS name` statements.
 pub(crate) fn schema_tables(schema: &str) -> Vec<&str> {

@@ -88,6 +88,19 @@ CREATE TABLE IF NOT EXISTS roles (
     scopes     TEXT[] NOT NULL,
     updated_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq        BIGSERIAL PRIMARY KEY,
+    at_ms      BIGINT NOT NULL,
+    kind       TEXT NOT NULL,
+    user_id    TEXT,
+    actor      TEXT,
+    ip         TEXT,
+    detail     TEXT NOT NULL,
+    keep_until BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at_ms);
+CREATE INDEX IF NOT EXISTS audit_log_user ON audit_log(user_id, at_ms);
+CREATE INDEX IF NOT EXISTS audit_log_keep ON audit_log(keep_until);
 CREATE TABLE IF NOT EXISTS clients (
     id            TEXT PRIMARY KEY,
     name          TEXT NOT NULL,
@@ -1269,5 +1282,68 @@ impl Clients for PostgresStore {
             .await
             .map_err(backend)?;
         Ok(row.as_ref().map(client_of))
+    }
+}
+
+#[async_trait]
+impl Audit for PostgresStore {
+    async fn append_audit(&self, e: crate::AuditEvent, keep_until: i64) -> Result<()> {
+        let detail = serde_json::to_string(&e.detail).map_err(backend)?;
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO audit_log (at_ms, kind, user_id, actor, ip, detail, keep_until)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &e.at_ms,
+                &e.kind,
+                &e.user,
+                &e.actor,
+                &e.ip,
+                &detail,
+                &keep_until,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, q: crate::AuditQuery) -> Result<Vec<crate::AuditEvent>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT at_ms, kind, user_id, actor, ip, detail FROM audit_log
+                 WHERE at_ms >= $1 AND at_ms < $2 AND ($3::TEXT IS NULL OR kind = $3)
+                   AND ($4::TEXT IS NULL OR user_id = $4)
+                 ORDER BY at_ms DESC, seq DESC LIMIT $5",
+                &[
+                    &q.since_ms,
+                    &q.before_ms.unwrap_or(i64::MAX),
+                    &q.kind,
+                    &q.user,
+                    &(q.limit as i64),
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::AuditEvent {
+                    at_ms: r.get(0),
+                    kind: r.get(1),
+                    user: r.get(2),
+                    actor: r.get(3),
+                    ip: r.get(4),
+                    detail: serde_json::from_str(r.get(5)).map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_audit(&self, now: i64) -> Result<u64> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM audit_log WHERE keep_until < $1", &[&now])
+            .await
+            .map_err(backend)
     }
 }

@@ -245,6 +245,21 @@ impl Clients for SealedKeys {
 }
 
 #[async_trait]
+impl Audit for SealedKeys {
+    async fn append_audit(&self, e: crate::AuditEvent, keep_until: i64) -> Result<()> {
+        self.inner.append_audit(e, keep_until).await
+    }
+
+    async fn audit_events(&self, q: crate::AuditQuery) -> Result<Vec<crate::AuditEvent>> {
+        self.inner.audit_events(q).await
+    }
+
+    async fn prune_audit(&self, now: i64) -> Result<u64> {
+        self.inner.prune_audit(now).await
+    }
+}
+
+#[async_trait]
 impl Keys for SealedKeys {
     async fn insert_key_once(&self, slot: &str, key: StoredKey) -> Result<bool> {
         let key = self.sealed_for_insert(key).await?;

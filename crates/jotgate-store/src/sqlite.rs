@@ -67,6 +67,19 @@ CREATE TABLE IF NOT EXISTS roles (
     scopes     TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms      INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    user_id    TEXT,
+    actor      TEXT,
+    ip         TEXT,
+    detail     TEXT NOT NULL,
+    keep_until INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at_ms);
+CREATE INDEX IF NOT EXISTS audit_log_user ON audit_log(user_id, at_ms);
+CREATE INDEX IF NOT EXISTS audit_log_keep ON audit_log(keep_until);
 CREATE TABLE IF NOT EXISTS clients (
     id            TEXT PRIMARY KEY,
     name          TEXT NOT NULL,
@@ -1254,6 +1267,80 @@ impl Clients for SqliteStore {
             .map_err(backend)?
             .map(client_of)
             .transpose()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Audit for SqliteStore {
+    async fn append_audit(&self, e: crate::AuditEvent, keep_until: i64) -> Result<()> {
+        let detail = serde_json::to_string(&e.detail).map_err(backend)?;
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO audit_log (at_ms, kind, user_id, actor, ip, detail, keep_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![e.at_ms, e.kind, e.user, e.actor, e.ip, detail, keep_until],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_events(&self, q: crate::AuditQuery) -> Result<Vec<crate::AuditEvent>> {
+        self.with(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT at_ms, kind, user_id, actor, ip, detail FROM audit_log
+                     WHERE at_ms >= ?1 AND at_ms < ?2 AND (?3 IS NULL OR kind = ?3)
+                       AND (?4 IS NULL OR user_id = ?4)
+                     ORDER BY at_ms DESC, seq DESC LIMIT ?5",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(
+                    params![
+                        q.since_ms,
+                        q.before_ms.unwrap_or(i64::MAX),
+                        q.kind,
+                        q.user,
+                        q.limit as i64
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, String>(5)?,
+                        ))
+                    },
+                )
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|(at_ms, kind, user, actor, ip, detail)| {
+                    Ok(crate::AuditEvent {
+                        at_ms,
+                        kind,
+                        user,
+                        actor,
+                        ip,
+                        detail: serde_json::from_str(&detail).map_err(backend)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn prune_audit(&self, now: i64) -> Result<u64> {
+        self.with(move |c| {
+            c.execute("DELETE FROM audit_log WHERE keep_until < ?1", params![now])
+                .map(|n| n as u64)
+                .map_err(backend)
         })
         .await
     }
