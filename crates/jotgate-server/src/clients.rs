@@ -511,7 +511,14 @@ async fn issue(
             .signer()
             .sign(&claims)
             .map_err(ApiError::internal)?;
-    tracing::info!(client_id = %client.id, %aud, "client token issued");
+    st.audit(
+        crate::audit::Event::new(crate::audit::kind::CLIENT_TOKEN)
+            .user(&client.id)
+            .ip(ip)
+            .with("aud", aud.as_str())
+            .with("scope", scope.as_str()),
+    )
+    .await;
     let mut res = axum::Json(json!({
         "access_token": token,
         "token_type": "Bearer",

@@ -7,6 +7,7 @@
 //! jotgate-store.
 
 pub mod accounts;
+pub mod audit;
 pub mod clients;
 pub mod cors;
 pub mod error;
@@ -85,6 +86,8 @@ pub struct ServerConfig {
     pub hsts_max_age: Option<u64>,
     /// Browser origins allowed to call the API (CORS); `None`: none.
     pub cors: Option<cors::CorsConfig>,
+    /// Days an audit event is kept.
+    pub audit_retention_days: i64,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +110,7 @@ impl Default for ServerConfig {
             feed_token: None,
             hsts_max_age: None,
             cors: None,
+            audit_retention_days: audit::DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -221,6 +225,11 @@ impl AppState {
         }
     }
 
+    /// Record a security event ([`audit::record`]).
+    pub async fn audit(&self, e: audit::Event<'_>) {
+        audit::record(&*self.0.store, self.0.cfg.audit_retention_days, e).await
+    }
+
     /// One refresh of keys and revocations from the store.
     pub async fn sync(&self) {
         let t = now();
@@ -248,9 +257,19 @@ impl AppState {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             let mut keys_due = tokio::time::Instant::now() + state.0.cfg.sync_interval;
+            let mut prune_due = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 let t = now();
+                // Audit events past their time, once an hour.
+                if tokio::time::Instant::now() >= prune_due {
+                    prune_due = tokio::time::Instant::now() + Duration::from_secs(3600);
+                    match state.0.store.prune_audit(t).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(events = n, "old audit events pruned"),
+                        Err(e) => tracing::warn!(error = %e, "could not prune the audit log"),
+                    }
+                }
                 let news = match state.0.denylist.sync(&*state.0.store, t).await {
                     Ok(s) => s,
                     Err(e) => {
@@ -437,6 +456,7 @@ pub fn router(
             get(management::me).delete(management::delete_me),
         )
         .route("/api/v1/me/password", post(management::change_my_password))
+        .route("/api/v1/audit", get(management::audit_events))
         .route("/api/v1/roles", get(management::list_roles))
         .route(
             "/api/v1/roles/{name}",

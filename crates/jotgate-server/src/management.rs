@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::accounts::{self, AccountError, Revoking};
+use crate::audit::{Event, kind};
 use crate::clients::{self, is_management};
 use crate::error::ApiError;
 use crate::extract::{JsonObject, OptionalJsonObject};
@@ -311,7 +312,12 @@ pub async fn create_user(
     } else {
         user
     };
-    tracing::info!(user_id = %user.id, client_id = %caller.0.subject, "account created by the management API");
+    st.audit(
+        Event::new(kind::USER_CREATED)
+            .user(&user.id)
+            .actor(&caller.0.subject),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }
 
@@ -371,6 +377,7 @@ pub async fn patch_user(
         accounts::check_app_metadata(m)?;
     }
     let t = now();
+    let changed_password = pw.is_some();
     if let Some(pw) = pw {
         let canonical = jotgate_core::username::canonical_key(&user.username);
         password::check_policy_min(&pw, &canonical, st.0.cfg.password_min_length)
@@ -391,6 +398,29 @@ pub async fn patch_user(
         app_metadata: req.app_metadata,
     };
     let done = accounts::update_user(&*st.0.store, &st.0.cfg.policy, &id, patch, t).await?;
+    let fields: Vec<&str> = [
+        ("email", done.before.email != done.after.email),
+        (
+            "email_verified",
+            done.before.email_verified != done.after.email_verified,
+        ),
+        ("blocked", done.before.blocked != done.after.blocked),
+        (
+            "app_metadata",
+            done.before.app_metadata != done.after.app_metadata,
+        ),
+        ("password", changed_password),
+    ]
+    .into_iter()
+    .filter_map(|(f, c)| c.then_some(f))
+    .collect();
+    st.audit(
+        Event::new(kind::USER_UPDATED)
+            .user(&id)
+            .actor(&caller.0.subject)
+            .with("changed", fields),
+    )
+    .await;
     applied(&st, done.revoking);
     Ok(Json(done.after))
 }
@@ -407,7 +437,12 @@ pub async fn delete_user(
     let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &id, t).await?;
     st.0.denylist.record(done.entries);
     st.0.store.delete_user(&id).await?;
-    tracing::info!(user_id = %id, client_id = %caller.0.subject, "account deleted by the management API");
+    st.audit(
+        Event::new(kind::USER_DELETED)
+            .user(&id)
+            .actor(&caller.0.subject),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -421,6 +456,12 @@ pub async fn revoke_sessions(
     user_or_404(&st, &id).await?;
     let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &id, now()).await?;
     st.0.denylist.record(done.entries);
+    st.audit(
+        Event::new(kind::USER_SESSIONS_REVOKED)
+            .user(&id)
+            .actor(&caller.0.subject),
+    )
+    .await;
     Ok(Json(json!({"sessions_ended": done.sessions})))
 }
 
@@ -456,6 +497,14 @@ pub async fn add_user_roles(
     caller.may_grant(&scopes_of_roles(&st, &roles).await?)?;
     let done =
         accounts::edit_user_roles(&*st.0.store, &st.0.cfg.policy, &id, &roles, &[], now()).await?;
+    st.audit(
+        Event::new(kind::USER_ROLES)
+            .user(&id)
+            .actor(&caller.0.subject)
+            .with("before", done.before.clone())
+            .with("after", done.after.clone()),
+    )
+    .await;
     applied(&st, done.revoking);
     Ok(Json(json!({"roles": done.after})))
 }
@@ -481,6 +530,14 @@ pub async fn remove_user_roles(
     let done =
         accounts::edit_user_roles(&*st.0.store, &st.0.cfg.policy, &id, &[], &req.roles, now())
             .await?;
+    st.audit(
+        Event::new(kind::USER_ROLES)
+            .user(&id)
+            .actor(&caller.0.subject)
+            .with("before", done.before.clone())
+            .with("after", done.after.clone()),
+    )
+    .await;
     applied(&st, done.revoking);
     Ok(Json(json!({"roles": done.after})))
 }
@@ -541,6 +598,14 @@ pub async fn put_role(
     caller.may_grant(&scopes)?;
     let done = accounts::set_role(&*st.0.store, &st.0.cfg.policy, &name, &scopes, now()).await?;
     let created = done.previous.is_none();
+    st.audit(
+        Event::new(kind::ROLE_CHANGED)
+            .actor(&caller.0.subject)
+            .with("role", done.role.name.as_str())
+            .with("scopes", done.role.scopes.clone())
+            .with("users_revoked", done.revoking.users),
+    )
+    .await;
     applied(&st, done.revoking);
     let status = if created {
         StatusCode::CREATED
@@ -558,6 +623,13 @@ pub async fn delete_role(
 ) -> Result<StatusCode, ApiError> {
     caller.require("delete:roles")?;
     let (_, revoking) = accounts::delete_role(&*st.0.store, &st.0.cfg.policy, &name, now()).await?;
+    st.audit(
+        Event::new(kind::ROLE_DELETED)
+            .actor(&caller.0.subject)
+            .with("role", name.as_str())
+            .with("users_revoked", revoking.users),
+    )
+    .await;
     applied(&st, revoking);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -621,7 +693,13 @@ pub async fn create_client(
         now(),
     )
     .await?;
-    tracing::info!(client_id = %c.id, by = %caller.0.subject, "client created by the management API");
+    st.audit(
+        Event::new(kind::CLIENT_CREATED)
+            .user(&c.id)
+            .actor(&caller.0.subject)
+            .with("scopes", c.scopes.clone()),
+    )
+    .await;
     Ok(no_store(
         (StatusCode::CREATED, Json(with_secret(&c, &secret))).into_response(),
     ))
@@ -640,6 +718,12 @@ pub async fn rotate_client_secret(
     caller.may_grant(&client_or_404(&st, &id).await?.scopes)?;
     let (secret, r) = clients::rotate_secret(&*st.0.store, &st.0.cfg.policy, &id, now()).await?;
     st.0.denylist.record([r]);
+    st.audit(
+        Event::new(kind::CLIENT_SECRET_ROTATED)
+            .user(&id)
+            .actor(&caller.0.subject),
+    )
+    .await;
     Ok(no_store(
         Json(json!({"client_id": id, "client_secret": secret})).into_response(),
     ))
@@ -655,6 +739,12 @@ pub async fn delete_client(
     caller.may_grant(&client_or_404(&st, &id).await?.scopes)?;
     let (_, r) = clients::delete(&*st.0.store, &st.0.cfg.policy, &id, now()).await?;
     st.0.denylist.record([r]);
+    st.audit(
+        Event::new(kind::CLIENT_DELETED)
+            .user(&id)
+            .actor(&caller.0.subject),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -769,7 +859,8 @@ pub async fn change_my_password(
     st.0.store.set_password_hash(&user.id, &hash).await?;
     let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &user.id, now()).await?;
     st.0.denylist.record(done.entries);
-    tracing::info!(user_id = %user.id, "password changed by its user; sessions ended");
+    st.audit(Event::new(kind::PASSWORD_CHANGED).user(&user.id).ip(ip))
+        .await;
     let body = crate::routes::new_session(&st, &user).await?;
     Ok(no_store(Json(body).into_response()))
 }
@@ -787,6 +878,58 @@ pub async fn delete_me(
     let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &user.id, now()).await?;
     st.0.denylist.record(done.entries);
     st.0.store.delete_user(&user.id).await?;
-    tracing::info!(user_id = %user.id, "account deleted by its user");
+    st.audit(
+        Event::new(kind::USER_DELETED)
+            .user(&user.id)
+            .actor(&user.id)
+            .ip(ip),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- audit ----
+
+/// `GET /api/v1/audit?since=&before=&type=&user=&limit=`: events newest first; `since` and
+/// `before` in milliseconds since the epoch (default: the last 24 hours); `next` is the
+/// `before` of the page after, `null` on the last.
+pub async fn audit_events(
+    State(st): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    caller.require("read:audit")?;
+    let params = query(raw, &["since", "before", "type", "user", "limit"])?;
+    let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
+    let number = |k: &str| -> Result<Option<i64>, ApiError> {
+        get(k)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::BadRequest("invalid_query", format!("{k} is a number")))
+            })
+            .transpose()
+    };
+    let now_ms = now() * 1000;
+    let limit = match number("limit")? {
+        None => 100,
+        Some(l) if (1..=1000).contains(&l) => l as usize,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "invalid_query",
+                "limit is a number from 1 to 1000".into(),
+            ));
+        }
+    };
+    let q = jotgate_store::AuditQuery {
+        since_ms: number("since")?.unwrap_or(now_ms - 86_400_000),
+        before_ms: number("before")?,
+        kind: get("type").map(str::to_string),
+        user: get("user").map(str::to_string),
+        limit,
+    };
+    let events = st.0.store.audit_events(q).await?;
+    let next = (events.len() == limit)
+        .then(|| events.last().map(|e| e.at_ms))
+        .flatten();
+    Ok(Json(json!({"events": events, "next": next})))
 }

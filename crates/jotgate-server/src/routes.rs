@@ -220,6 +220,12 @@ pub async fn signup(
                 e => e.into(),
             })?;
     tracing::info!(user_id = %user.id, "account created");
+    st.audit(
+        crate::audit::Event::new(crate::audit::kind::SIGNUP)
+            .user(&user.id)
+            .ip(ip),
+    )
+    .await;
     let body = new_session(&st, &user).await?;
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -266,7 +272,19 @@ pub async fn login(
     keys.extend(ip.map(|ip| format!("ip:{ip}")));
     // The attempt is counted before any hashing: concurrent guesses cannot all be
     // evaluated under the limit. It stays counted as a failure unless it succeeds.
-    st.0.limiter.begin(&keys).await?;
+    // The account's id for the audit log: never what was typed (it may be a password
+    // typed in the wrong field).
+    let known: Option<String> = found.as_ref().map(|r| r.user.id.clone());
+    if let Err(e) = st.0.limiter.begin(&keys).await {
+        if matches!(e, ApiError::RateLimited { .. }) {
+            let mut ev = crate::audit::Event::new(crate::audit::kind::LOGIN_THROTTLED).ip(ip);
+            if let Some(id) = &known {
+                ev = ev.user(id);
+            }
+            st.audit(ev).await;
+        }
+        return Err(e);
+    }
 
     let record = if pw.len() > password::MAX_BYTES {
         None
@@ -301,11 +319,24 @@ pub async fn login(
     let record = match (ok, record) {
         (true, Some(r)) => r,
         // The attempt was counted as a failure before it was evaluated.
-        _ => return Err(ApiError::BadCredentials),
+        _ => {
+            let mut ev = crate::audit::Event::new(crate::audit::kind::LOGIN_FAILED).ip(ip);
+            if let Some(id) = &known {
+                ev = ev.user(id);
+            }
+            st.audit(ev).await;
+            return Err(ApiError::BadCredentials);
+        }
     };
     st.0.limiter.succeeded(&keys).await;
     // Only after the password matched: a guesser learns nothing about the block.
     if record.user.blocked {
+        st.audit(
+            crate::audit::Event::new(crate::audit::kind::LOGIN_BLOCKED)
+                .user(&record.user.id)
+                .ip(ip),
+        )
+        .await;
         return Err(ApiError::Forbidden(
             "user_blocked",
             "this account is blocked; ask an administrator".into(),
@@ -322,7 +353,14 @@ pub async fn login(
     {
         tracing::warn!(error = %e, "could not upgrade a password hash; will retry at next login");
     }
-    Ok(Json(new_session(&st, &record.user).await?))
+    let body = new_session(&st, &record.user).await?;
+    st.audit(
+        crate::audit::Event::new(crate::audit::kind::LOGIN_SUCCEEDED)
+            .user(&record.user.id)
+            .ip(ip),
+    )
+    .await;
+    Ok(Json(body))
 }
 
 pub async fn verify(State(st): State<AppState>, body: JsonObject) -> Result<Json<Value>, ApiError> {
@@ -395,6 +433,11 @@ pub async fn refresh(
         } => (refresh::successor(presented, &nonce), user_id, family_id),
         RotateOutcome::Reused { family_id } => {
             tracing::warn!(session = %family_id, "refresh token reuse detected; session revoked");
+            st.audit(
+                crate::audit::Event::new(crate::audit::kind::REFRESH_REUSE)
+                    .with("session", family_id.as_str()),
+            )
+            .await;
             revoke_session(&st, &family_id, None, t).await?;
             return Err(ApiError::InvalidRefreshToken);
         }
@@ -562,6 +605,8 @@ pub async fn logout_all(
     let t = now();
     let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &p.subject, t).await?;
     st.0.denylist.record(done.entries);
+    st.audit(crate::audit::Event::new(crate::audit::kind::LOGOUT_ALL).user(&p.subject))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -334,6 +334,14 @@ pub async fn users_set_roles(s: &Settings, name: &str, roles: &[String]) -> anyh
         now(),
     )
     .await?;
+    audited(
+        &*store,
+        jotgate_server::audit::Event::new(jotgate_server::audit::kind::USER_ROLES)
+            .user(&record.user.id)
+            .with("before", done.before.clone())
+            .with("after", done.after.clone()),
+    )
+    .await;
     Ok(format!(
         "{}: roles [{}] (were [{}]){}\n",
         record.user.username,
@@ -376,6 +384,13 @@ pub async fn users_update(
                 }
                 e => e.into(),
             })?;
+    audited(
+        &*store,
+        jotgate_server::audit::Event::new(jotgate_server::audit::kind::USER_UPDATED)
+            .user(&record.user.id)
+            .with("blocked", done.after.blocked),
+    )
+    .await;
     Ok(format!(
         "{}{}\n",
         serde_json::to_string_pretty(&done.after)?,
@@ -405,6 +420,13 @@ pub async fn clients_add(
     let (c, secret) =
         jotgate_server::clients::create(&*store, &s.policy()?, name, scopes, audiences, now())
             .await?;
+    audited(
+        &*store,
+        jotgate_server::audit::Event::new(jotgate_server::audit::kind::CLIENT_CREATED)
+            .user(&c.id)
+            .with("scopes", c.scopes.clone()),
+    )
+    .await;
     secret_out(&c.id, &secret, json)
 }
 
@@ -451,11 +473,69 @@ pub async fn clients_delete(s: &Settings, id: &str) -> anyhow::Result<String> {
     }
 }
 
+/// `jotgate audit tail`.
+pub async fn audit_tail(
+    s: &Settings,
+    since_secs: i64,
+    kind: Option<String>,
+    user: Option<String>,
+    limit: usize,
+    as_json: bool,
+) -> anyhow::Result<String> {
+    let store = open_store(s).await?;
+    let events = store
+        .audit_events(jotgate_store::AuditQuery {
+            since_ms: (now() - since_secs.max(0)) * 1000,
+            before_ms: None,
+            kind,
+            user,
+            limit: limit.clamp(1, 10_000),
+        })
+        .await?;
+    if as_json {
+        return Ok(serde_json::to_string_pretty(&events)?);
+    }
+    let mut out = format!(
+        "{:<24}  {:<24}  {:<38}  {:<26}  {}\n",
+        "AT", "TYPE", "USER", "ACTOR", "DETAIL"
+    );
+    for e in events {
+        out.push_str(&format!(
+            "{:<24}  {:<24}  {:<38}  {:<26}  {}{}\n",
+            crate::logging::date_time_ms(e.at_ms),
+            e.kind,
+            e.user.as_deref().unwrap_or("-"),
+            e.actor.as_deref().unwrap_or("-"),
+            e.ip.map(|i| format!("ip={i} ")).unwrap_or_default(),
+            serde_json::Value::Object(e.detail),
+        ));
+    }
+    Ok(out)
+}
+
+/// Record what the command line did (actor `cli`).
+async fn audited(store: &dyn jotgate_store::Store, e: jotgate_server::audit::Event<'_>) {
+    jotgate_server::audit::record(
+        store,
+        jotgate_server::audit::DEFAULT_RETENTION_DAYS,
+        e.actor("cli"),
+    )
+    .await
+}
+
 /// Create or replace a role (`jotgate roles set`).
 pub async fn roles_set(s: &Settings, name: &str, scopes: &[String]) -> anyhow::Result<String> {
     let store = open_store(s).await?;
     let done =
         jotgate_server::accounts::set_role(&*store, &s.policy()?, name, scopes, now()).await?;
+    audited(
+        &*store,
+        jotgate_server::audit::Event::new(jotgate_server::audit::kind::ROLE_CHANGED)
+            .with("role", done.role.name.as_str())
+            .with("scopes", done.role.scopes.clone())
+            .with("users_revoked", done.revoking.users),
+    )
+    .await;
     Ok(format!(
         "role {} {}: {}{}\n",
         done.role.name,
@@ -496,6 +576,13 @@ pub async fn roles_delete(s: &Settings, name: &str) -> anyhow::Result<String> {
             }
             r => r?,
         };
+    audited(
+        &*store,
+        jotgate_server::audit::Event::new(jotgate_server::audit::kind::ROLE_DELETED)
+            .with("role", role.name.as_str())
+            .with("users_revoked", revoking.users),
+    )
+    .await;
     Ok(format!("role {} deleted{}\n", role.name, ended(&revoking)))
 }
 

@@ -85,6 +85,9 @@ pub enum Cmd {
     /// Manage machine clients (OAuth 2.0 client credentials at POST /oauth/token)
     #[command(subcommand)]
     Clients(ClientsCmd),
+    /// Read the audit log (security events)
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Manage signing keys
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -486,6 +489,30 @@ pub enum ClientsCmd {
         store: StoreSettings,
         #[command(flatten)]
         tokens: TokenSettings,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// The latest security events, newest first
+    Tail {
+        /// How far back, in seconds [default: 86400]
+        #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+        since: i64,
+        /// Only events of this type (login.failed, role.changed, …)
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+        /// Only events about this user (or client) id
+        #[arg(long, value_name = "ID")]
+        user: Option<String>,
+        /// At most this many events
+        #[arg(long, value_name = "COUNT", default_value_t = 50)]
+        limit: usize,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreSettings,
     },
 }
 

@@ -255,6 +255,12 @@ fn access_text(line: &mut String, l: &jotgate_verify::service::AccessLine<'_>) {
     line.push_str(n.format(l.latency_us));
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC) of a time in milliseconds since the epoch.
+pub fn date_time_ms(ms: i64) -> String {
+    let ms = ms.max(0) as u64;
+    format!("{}{:03}Z", date_time(ms / 1000), ms % 1000)
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.` (UTC) of a Unix time (days to a civil date: Howard Hinnant's
 /// algorithm).
 fn date_time(secs: u64) -> String {

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use jotgate::cli::{
-    self, Cli, ClientsCmd, Cmd, KeysCmd, LambdaMode, LogFormat, OutputFormat, Parsed, RolesCmd,
-    TokenCmd, UsersCmd,
+    self, AuditCmd, Cli, ClientsCmd, Cmd, KeysCmd, LambdaMode, LogFormat, OutputFormat, Parsed,
+    RolesCmd, TokenCmd, UsersCmd,
 };
 use jotgate::settings::Settings;
 use jotgate::{Application, admin, edge, shutdown_signal};
@@ -181,6 +181,22 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             .resolve_secret_refs()
             .await?;
             admin::clients_delete(&s, &client_id).await?
+        }
+        Cmd::Audit(AuditCmd::Tail {
+            since,
+            kind,
+            user,
+            limit,
+            json,
+            store,
+        }) => {
+            let s = Settings {
+                store,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            admin::audit_tail(&s, since, kind, user, limit, json).await?
         }
         Cmd::Roles(RolesCmd::List { json, store }) => {
             let s = Settings {

@@ -208,6 +208,11 @@ pub struct ApiSettings {
     #[arg(long, env = "JOTGATE_CORS_ORIGINS", value_name = "URL")]
     pub cors_origins: Option<String>,
 
+    /// Days a security event is kept in the audit log [default: 90]
+    #[arg(long, env = "JOTGATE_AUDIT_RETENTION_DAYS", value_name = "N",
+          value_parser = clap::value_parser!(i64).range(1..=3650))]
+    pub audit_retention_days: Option<i64>,
+
     /// Let those origins send credentials (cookies, HTTP auth): Access-Control-Allow-
     /// Credentials [default: false]
     #[arg(long, env = "JOTGATE_CORS_CREDENTIALS", num_args = 0..=1,
@@ -574,6 +579,10 @@ impl Settings {
                 None
             },
             cors: self.cors()?,
+            audit_retention_days: self
+                .api
+                .audit_retention_days
+                .unwrap_or(jotgate_server::audit::DEFAULT_RETENTION_DAYS),
         };
         if cfg
             .feed_token

@@ -12,7 +12,7 @@ use crate::common::{PASSWORD, TestApp, error_code, settings, temp_dir, token_par
 use crate::edge::eventually;
 
 const ALL: &str = "read:users create:users update:users delete:users read:roles create:roles \
-                   update:roles delete:roles read:clients create:clients update:clients delete:clients";
+                   update:roles delete:roles read:clients create:clients update:clients delete:clients read:audit";
 
 /// A management token for a new client holding `scopes`.
 async fn mgmt_token(app: &TestApp, scopes: &str) -> String {
@@ -578,6 +578,92 @@ async fn scenario(app: &TestApp) {
     assert_eq!(error_code(res, StatusCode::NOT_FOUND).await, "not_found");
     let res = call(app, Method::DELETE, "/api/v1/roles/paid", &admin, None).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    // The audit log: who did what, newest first, by type and by user; read:audit only.
+    let admin_id = token_part(&admin, 1)["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = ok_json(
+        call(app, Method::GET, "/api/v1/audit?limit=1000", &admin, None).await,
+        StatusCode::OK,
+    )
+    .await;
+    let events = log["events"].as_array().unwrap();
+    let has = |kind: &str, user: Option<&str>, actor: Option<&str>| {
+        events.iter().any(|e| {
+            e["type"] == kind
+                && user.is_none_or(|u| e["user"] == u)
+                && actor.is_none_or(|a| e["actor"] == a)
+        })
+    };
+    assert!(has("signup", Some(&id), None), "{log}");
+    assert!(has("login.succeeded", Some(&id), None), "{log}");
+    assert!(has("role.changed", None, Some(&admin_id)), "{log}");
+    assert!(
+        has("user.roles_changed", Some(&id), Some(&admin_id)),
+        "{log}"
+    );
+    assert!(has("user.deleted", Some(&bob_id), Some(&admin_id)), "{log}");
+    assert!(has("login.blocked", Some(&bob_id), None), "{log}");
+    assert!(has("client.token_issued", Some(&admin_id), None), "{log}");
+    assert!(has("client.created", Some(&cid), Some(&admin_id)), "{log}");
+    assert!(has("role.deleted", None, Some(&admin_id)), "{log}");
+    let times: Vec<i64> = events
+        .iter()
+        .map(|e| e["at_ms"].as_i64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let logins = ok_json(
+        call(
+            app,
+            Method::GET,
+            &format!("/api/v1/audit?type=login.succeeded&user={id}"),
+            &admin,
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let only = logins["events"].as_array().unwrap();
+    assert!(
+        !only.is_empty()
+            && only
+                .iter()
+                .all(|e| e["type"] == "login.succeeded" && e["user"] == id.as_str())
+    );
+    let res = call(app, Method::GET, "/api/v1/audit", &reader, None).await;
+    assert_eq!(
+        error_code(res, StatusCode::FORBIDDEN).await,
+        "insufficient_scope"
+    );
+    let res = call(
+        app,
+        Method::GET,
+        "/api/v1/audit?since=yesterday",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(
+        error_code(res, StatusCode::BAD_REQUEST).await,
+        "invalid_query"
+    );
+    let out = jotgate::admin::audit_tail(
+        &app.settings,
+        3600,
+        Some("role.changed".into()),
+        None,
+        10,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains("role.changed") && out.contains(&admin_id),
+        "{out}"
+    );
     let res = call(app, Method::GET, "/api/v1/roles/paid", &admin, None).await;
     assert_eq!(error_code(res, StatusCode::NOT_FOUND).await, "not_found");
 }
