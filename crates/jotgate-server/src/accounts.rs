@@ -261,6 +261,71 @@ pub async fn set_user_roles(
     })
 }
 
+/// Most bytes of custom claims (`app_metadata_claims`) in one token, as JSON: a token stays
+/// well under 8 KiB.
+pub const MAX_CUSTOM_CLAIMS_BYTES: usize = 2048;
+
+/// Claims a custom claim may never be: registered (RFC 7519, RFC 9068, OIDC) and jotgate's.
+const RESERVED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "scope",
+    "scp",
+    "roles",
+    "client_id",
+    "sid",
+    "username",
+    "typ",
+    "azp",
+    "auth_time",
+    "acr",
+    "amr",
+    "nonce",
+    "cnf",
+    "act",
+    "may_act",
+    "groups",
+    "entitlements",
+    "email",
+    "email_verified",
+];
+
+/// `app_metadata_claims`, checked: `key=claim` pairs (comma-separated), each claim a
+/// namespaced name — an `http(s)://` URL or a `urn:` — never a registered or jotgate claim.
+pub fn app_metadata_claims(spec: &str) -> Result<Vec<(String, String)>, AccountError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, claim) = pair.split_once('=').ok_or_else(|| {
+            AccountError::Invalid(format!(
+                "{pair:?}: write key=claim (plan=https://example.com/plan)"
+            ))
+        })?;
+        let (key, claim) = (key.trim(), claim.trim());
+        let namespaced = (claim.starts_with("https://")
+            || claim.starts_with("http://")
+            || claim.starts_with("urn:"))
+            && claim.len() <= 256
+            && claim.bytes().all(|b| b.is_ascii_graphic());
+        if key.is_empty() || !namespaced || RESERVED_CLAIMS.contains(&claim) {
+            return Err(AccountError::Invalid(format!(
+                "{pair:?}: the claim must be a namespaced name (https://example.com/{key} or urn:…), never a registered or jotgate claim"
+            )));
+        }
+        if out.iter().any(|(_, c)| c == claim) {
+            return Err(AccountError::Invalid(format!(
+                "claim {claim:?} is mapped twice"
+            )));
+        }
+        out.push((key.to_string(), claim.to_string()));
+    }
+    Ok(out)
+}
+
 /// Most bytes of a user's `app_metadata`, as JSON: what tokens may carry of it must keep a
 /// token well under 8 KiB.
 pub const MAX_APP_METADATA_BYTES: usize = 4096;

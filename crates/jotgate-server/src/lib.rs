@@ -88,6 +88,8 @@ pub struct ServerConfig {
     pub cors: Option<cors::CorsConfig>,
     /// Days an audit event is kept.
     pub audit_retention_days: i64,
+    /// `app_metadata` keys put into access tokens, and the namespaced claim of each.
+    pub app_metadata_claims: Vec<(String, String)>,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +113,7 @@ impl Default for ServerConfig {
             hsts_max_age: None,
             cors: None,
             audit_retention_days: audit::DEFAULT_RETENTION_DAYS,
+            app_metadata_claims: Vec::new(),
         }
     }
 }

@@ -80,10 +80,35 @@ async fn access_token(st: &AppState, user: &User, sid: &str, t: i64) -> Result<S
         scope: scopes_for_roles(&user.roles, bag),
         sid: Some(sid.to_string()),
     };
+    // Chosen keys of app_metadata, as namespaced custom claims (`app_metadata_claims`).
+    let mut extra = serde_json::Map::new();
+    let mut budget = crate::accounts::MAX_CUSTOM_CLAIMS_BYTES;
+    for (key, claim) in &st.0.cfg.app_metadata_claims {
+        let Some(v) = user.app_metadata.get(key) else {
+            continue;
+        };
+        let size = serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
+        if size > budget {
+            tracing::warn!(user_id = %user.id, %key, size, "app_metadata value left out of the token: over the custom claims' size cap");
+            continue;
+        }
+        budget -= size;
+        extra.insert(claim.clone(), v.clone());
+    }
+    #[derive(serde::Serialize)]
+    struct WithCustom<'a> {
+        #[serde(flatten)]
+        claims: &'a AccessClaims,
+        #[serde(flatten)]
+        custom: &'a serde_json::Map<String, Value>,
+    }
     st.0.keys
         .current()
         .signer()
-        .sign(&claims)
+        .sign(&WithCustom {
+            claims: &claims,
+            custom: &extra,
+        })
         .map_err(ApiError::internal)
 }
 

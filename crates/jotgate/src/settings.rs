@@ -208,6 +208,11 @@ pub struct ApiSettings {
     #[arg(long, env = "JOTGATE_CORS_ORIGINS", value_name = "URL")]
     pub cors_origins: Option<String>,
 
+    /// app_metadata keys to put into access tokens, as key=claim pairs, comma-separated;
+    /// each claim namespaced (plan=https://example.com/plan) [default: none]
+    #[arg(long, env = "JOTGATE_APP_METADATA_CLAIMS", value_name = "PAIRS")]
+    pub app_metadata_claims: Option<String>,
+
     /// Days a security event is kept in the audit log [default: 90]
     #[arg(long, env = "JOTGATE_AUDIT_RETENTION_DAYS", value_name = "N",
           value_parser = clap::value_parser!(i64).range(1..=3650))]
@@ -583,6 +588,12 @@ impl Settings {
                 .api
                 .audit_retention_days
                 .unwrap_or(jotgate_server::audit::DEFAULT_RETENTION_DAYS),
+            app_metadata_claims: match &self.api.app_metadata_claims {
+                None => Vec::new(),
+                Some(spec) => jotgate_server::accounts::app_metadata_claims(spec)
+                    .map_err(anyhow::Error::msg)
+                    .context("invalid setting app_metadata_claims")?,
+            },
         };
         if cfg
             .feed_token

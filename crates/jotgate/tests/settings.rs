@@ -48,6 +48,7 @@ fn samples(arg: &Arg, dir: &Path) -> [String; 3] {
         "ALG" => ["ES256".into(), "EdDSA".into(), "RS256".into()],
         "BOOL" => ["true".into(), "false".into(), "true".into()],
         "AUDIENCE" | "" => three(&|i| format!("word{i}")),
+        "PAIRS" => three(&|i| format!("k{i}=https://claims.example/k{i}")),
         other => panic!(
             "setting {} takes a kind of value ({other}) with no sample here: add one",
             arg.get_id()

@@ -406,3 +406,71 @@ async fn a_lookalike_address_tells_nothing_about_existence() {
         .await;
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+/// Chosen keys of app_metadata go into tokens as namespaced claims; other keys, and a value
+/// over the size cap, do not. A claim that is not namespaced, or is a registered one, is
+/// refused at start-up.
+#[tokio::test]
+async fn app_metadata_keys_become_namespaced_claims() {
+    let dir = temp_dir();
+    let mut s = limited(&dir);
+    s.api.app_metadata_claims = Some(
+        "plan=https://example.com/plan, seats=urn:example:seats, big=https://x.example/big".into(),
+    );
+    let app = TestApp::with(s, dir).await;
+    let body: Value = app
+        .post("/signup", json!({"username": "erin", "password": PASSWORD}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = body["user"]["id"].as_str().unwrap().to_string();
+    let meta: serde_json::Map<String, Value> = serde_json::from_value(json!({
+        "plan": "pro", "seats": 3, "internal": "not for tokens", "big": "x".repeat(3000)
+    }))
+    .unwrap();
+    app.store()
+        .await
+        .update_user(
+            &id,
+            jotgate_store::UserPatch {
+                app_metadata: Some(meta),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let login: Value = app.login("erin", PASSWORD).await.json().await.unwrap();
+    let claims = crate::common::token_part(login["token"].as_str().unwrap(), 1);
+    assert_eq!(claims["https://example.com/plan"], "pro");
+    assert_eq!(claims["urn:example:seats"], 3);
+    assert!(
+        claims.get("https://x.example/big").is_none(),
+        "over the cap"
+    );
+    assert!(claims.get("internal").is_none() && claims.get("plan").is_none());
+    assert_eq!(
+        claims["sub"],
+        id.as_str(),
+        "the registered claims are intact"
+    );
+    assert_eq!(
+        app.private(login["token"].as_str().unwrap()).await.status(),
+        StatusCode::OK
+    );
+
+    for bad in [
+        "plan=plan",
+        "plan=sub",
+        "plan=https://a.example/p,seats=https://a.example/p",
+        "plan",
+    ] {
+        let mut s = settings(&temp_dir());
+        s.api.app_metadata_claims = Some(bad.into());
+        let e = s.server_config().unwrap_err();
+        assert!(
+            format!("{e:#}").contains("app_metadata_claims"),
+            "{bad}: {e:#}"
+        );
+    }
+}
