@@ -15,6 +15,7 @@ pub mod extract;
 pub mod keyring;
 pub mod limits;
 pub mod management;
+pub mod metrics;
 pub mod revocation;
 mod routes;
 
@@ -144,6 +145,8 @@ pub(crate) struct Inner {
     pub denylist: Denylist,
     /// The last readiness check of the store.
     pub ready: tokio::sync::Mutex<Option<ReadyCheck>>,
+    /// When revocations were last read from the store (epoch seconds; 0: not yet).
+    pub last_sync: std::sync::atomic::AtomicI64,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -186,6 +189,7 @@ impl AppState {
             keys,
             denylist,
             ready: tokio::sync::Mutex::new(None),
+            last_sync: std::sync::atomic::AtomicI64::new(t),
         })))
     }
 
@@ -194,11 +198,41 @@ impl AppState {
     /// read.
     /// A token for the application's API (not a management token), verified.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, ApiError> {
-        let p = self.0.keys.verifier().verify(token).await?;
-        if !p.has_audience(&self.0.cfg.policy.audience) {
-            return Err(wrong_audience());
-        }
+        let verified = self.0.keys.verifier().verify(token).await;
+        let p = match verified {
+            Ok(p) if p.has_audience(&self.0.cfg.policy.audience) => p,
+            Ok(_) => {
+                metrics::verification("token_wrong_audience");
+                return Err(wrong_audience());
+            }
+            Err(e) => {
+                metrics::verification(e.code());
+                return Err(e.into());
+            }
+        };
+        metrics::verification("valid");
         Ok(p)
+    }
+
+    /// Set the gauges read from state (the hashing queue, cache hits, revocation sync
+    /// age) and encode every metric.
+    pub fn metrics_text(&self) -> String {
+        use std::sync::atomic::Ordering;
+        let m = &metrics::METRICS;
+        m.hash_queue.set(self.0.pool.queued() as i64);
+        let hits = self
+            .0
+            .keys
+            .verifier()
+            .stats()
+            .cache_hits
+            .load(Ordering::Relaxed);
+        m.cache_hits.inc_by(hits.saturating_sub(m.cache_hits.get()));
+        let last = self.0.last_sync.load(Ordering::Relaxed);
+        if last > 0 {
+            m.feed_lag_seconds.set(now() - last);
+        }
+        metrics::encode()
     }
 
     /// A management token (`aud` = the management audience), verified.
@@ -273,8 +307,17 @@ impl AppState {
                         Err(e) => tracing::warn!(error = %e, "could not prune the audit log"),
                     }
                 }
-                let news = match state.0.denylist.sync(&*state.0.store, t).await {
-                    Ok(s) => s,
+                let synced =
+                    metrics::timed("revocation_sync", state.0.denylist.sync(&*state.0.store, t))
+                        .await;
+                let news = match synced {
+                    Ok(s) => {
+                        state
+                            .0
+                            .last_sync
+                            .store(t, std::sync::atomic::Ordering::Relaxed);
+                        s
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "revocation sync failed; keeping the last list");
                         Default::default()

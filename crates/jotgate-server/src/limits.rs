@@ -122,6 +122,11 @@ impl HashPool {
         Ok(pool)
     }
 
+    /// Hashes waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().jobs.len()
+    }
+
     pub async fn run<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
@@ -134,6 +139,7 @@ impl HashPool {
         {
             let mut q = self.shared.lock();
             if q.jobs.len() >= self.shared.max_pending {
+                crate::metrics::METRICS.hash_rejected.inc();
                 return Err(ApiError::Busy);
             }
             q.jobs.push_back(job);

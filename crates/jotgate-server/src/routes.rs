@@ -127,15 +127,17 @@ pub(crate) async fn new_session(st: &AppState, user: &User) -> Result<Value, Api
     let t = issuing_second(st, &user.id).await;
     let family = uuid::Uuid::new_v4().to_string();
     let refresh_token = refresh::generate();
-    st.0.store
-        .insert_refresh(NewRefresh {
+    crate::metrics::timed(
+        "session_insert",
+        st.0.store.insert_refresh(NewRefresh {
             token_hash: refresh::hash(&refresh_token),
             family_id: family.clone(),
             user_id: user.id.clone(),
             created_at: t,
             expires_at: t + st.0.cfg.refresh_ttl,
-        })
-        .await?;
+        }),
+    )
+    .await?;
     // The account again, now that the session exists: a block or a role change that
     // committed before this read is seen here, and one that commits after it ends this
     // session with the others (its revocation comes after its write).
@@ -283,11 +285,14 @@ pub async fn login(
     // existence), and an attempt on an account also under its id, whatever identifier
     // named it (username, address, another spelling): no spelling adds guesses. Keys are
     // digests, so a long name does not grow the table by as much.
-    let found = match (&email, &lookup) {
-        (Some(e), _) => crate::find_account(&*st.0.store, e).await?,
-        (None, Some(l)) => crate::find_user(&*st.0.store, l).await?,
-        (None, None) => None,
-    };
+    let found = crate::metrics::timed("user_lookup", async {
+        match (&email, &lookup) {
+            (Some(e), _) => crate::find_account(&*st.0.store, e).await,
+            (None, Some(l)) => crate::find_user(&*st.0.store, l).await,
+            (None, None) => Ok(None),
+        }
+    })
+    .await?;
     let digest = |k: String| format!("user:{}", jotgate_core::sha256_b64url(k.as_bytes()));
     let mut keys = Vec::with_capacity(3);
     if let Some(r) = &found {
@@ -302,6 +307,7 @@ pub async fn login(
     let known: Option<String> = found.as_ref().map(|r| r.user.id.clone());
     if let Err(e) = st.0.limiter.begin(&keys).await {
         if matches!(e, ApiError::RateLimited { .. }) {
+            crate::metrics::login("throttled");
             let mut ev = crate::audit::Event::new(crate::audit::kind::LOGIN_THROTTLED).ip(ip);
             if let Some(id) = &known {
                 ev = ev.user(id);
@@ -336,6 +342,9 @@ pub async fn login(
     let (ok, rehash, record) = match evaluated {
         Ok(e) => e,
         Err(e) => {
+            if matches!(e, ApiError::Busy) {
+                crate::metrics::login("busy");
+            }
             // Not evaluated (the pool is full): the attempt does not count.
             st.0.limiter.release(&keys).await;
             return Err(e);
@@ -345,6 +354,7 @@ pub async fn login(
         (true, Some(r)) => r,
         // The attempt was counted as a failure before it was evaluated.
         _ => {
+            crate::metrics::login("failed");
             let mut ev = crate::audit::Event::new(crate::audit::kind::LOGIN_FAILED).ip(ip);
             if let Some(id) = &known {
                 ev = ev.user(id);
@@ -356,6 +366,7 @@ pub async fn login(
     st.0.limiter.succeeded(&keys).await;
     // Only after the password matched: a guesser learns nothing about the block.
     if record.user.blocked {
+        crate::metrics::login("blocked");
         st.audit(
             crate::audit::Event::new(crate::audit::kind::LOGIN_BLOCKED)
                 .user(&record.user.id)
@@ -379,6 +390,7 @@ pub async fn login(
         tracing::warn!(error = %e, "could not upgrade a password hash; will retry at next login");
     }
     let body = new_session(&st, &record.user).await?;
+    crate::metrics::login("succeeded");
     st.audit(
         crate::audit::Event::new(crate::audit::kind::LOGIN_SUCCEEDED)
             .user(&record.user.id)
@@ -438,17 +450,18 @@ pub async fn refresh(
     let t = now();
     let nonce = refresh::nonce();
     let successor = refresh::successor(presented, &nonce);
-    let outcome =
-        st.0.store
-            .rotate_refresh(Rotate {
-                presented_hash: refresh::hash(presented),
-                nonce,
-                successor_hash: refresh::hash(&successor),
-                successor_expires_at: t + st.0.cfg.refresh_ttl,
-                now: t,
-                grace_secs: st.0.cfg.refresh_grace,
-            })
-            .await?;
+    let outcome = crate::metrics::timed(
+        "refresh_rotate",
+        st.0.store.rotate_refresh(Rotate {
+            presented_hash: refresh::hash(presented),
+            nonce,
+            successor_hash: refresh::hash(&successor),
+            successor_expires_at: t + st.0.cfg.refresh_ttl,
+            now: t,
+            grace_secs: st.0.cfg.refresh_grace,
+        }),
+    )
+    .await?;
     let (next, user_id, family) = match outcome {
         RotateOutcome::Rotated { user_id, family_id } => (successor, user_id, family_id),
         RotateOutcome::Repeat {

@@ -134,7 +134,9 @@ where
         let write = ACCESS_WRITER.get().copied().filter(|_| {
             span.in_scope(|| tracing::enabled!(target: "access", tracing::Level::INFO))
         });
-        let line = write.map(|w| (w, req.method().clone(), req.uri().clone()));
+        let observe = OBSERVER.get().copied();
+        let seen = (write.is_some() || observe.is_some())
+            .then(|| (req.method().clone(), req.uri().clone()));
         // The clone that was made ready is the one to call (tower's contract).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -158,15 +160,18 @@ where
                 secure(&mut res, hsts);
                 let status = res.status().as_u16();
                 let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                match line {
-                    Some((write, method, uri)) => write(&AccessLine {
+                match (write, &seen) {
+                    (Some(write), Some((method, uri))) => write(&AccessLine {
                         method: method.as_str(),
                         path: Escaped(uri.path()),
                         request_id: id.to_str().unwrap_or(""),
                         status,
                         latency_us,
                     }),
-                    None => tracing::info!(target: "access", status, latency_us, "answered"),
+                    _ => tracing::info!(target: "access", status, latency_us, "answered"),
+                }
+                if let (Some(observe), Some((method, uri))) = (observe, &seen) {
+                    observe(method, uri.path(), status, latency_us);
                 }
                 if !res.headers().contains_key(&REQUEST_ID) {
                     res.headers_mut().insert(REQUEST_ID, id);
@@ -245,6 +250,17 @@ pub struct AccessLine<'a> {
 pub type AccessWriter = fn(&AccessLine<'_>);
 
 static ACCESS_WRITER: OnceLock<AccessWriter> = OnceLock::new();
+
+/// Sees every answered request (method, path, status, latency in µs): the server's
+/// metrics. Installed once per process with [`set_observer`].
+pub type Observer = fn(&axum::http::Method, &str, u16, u64);
+
+static OBSERVER: OnceLock<Observer> = OnceLock::new();
+
+/// Install the [`Observer`] (once per process; later calls are ignored).
+pub fn set_observer(observer: Observer) {
+    let _ = OBSERVER.set(observer);
+}
 
 /// Install the [`AccessWriter`] (once per process; later calls are ignored): a plain-text
 /// log pays for formatting one line, not for a `tracing` event (a fifth of a cached

@@ -194,6 +194,7 @@ pub async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
 /// A configured, bound, not yet running server.
 pub struct Application {
     listener: std::net::TcpListener,
+    metrics: Option<std::net::TcpListener>,
     addr: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: serve::ConnLimits,
@@ -217,6 +218,15 @@ impl Application {
             None => None,
         };
         let limits = settings.conn_limits()?;
+        let metrics = match settings.listen.metrics_listen {
+            None => None,
+            Some(a) => {
+                let l = std::net::TcpListener::bind(a)
+                    .with_context(|| format!("cannot listen on {a} for metrics"))?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
+        };
         let state = build_state(settings).await?;
 
         if tls.is_none() && !addr.ip().is_loopback() {
@@ -228,6 +238,7 @@ impl Application {
         }
         Ok(Self {
             listener,
+            metrics,
             addr,
             tls,
             limits,
@@ -237,6 +248,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where metrics are served, when they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn port(&self) -> u16 {
@@ -249,6 +265,36 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sync = self.state.spawn_sync();
+        let metrics = match self.metrics {
+            None => None,
+            Some(l) => {
+                jotgate_server::metrics::enable();
+                let addr = l.local_addr()?;
+                let listener = tokio::net::TcpListener::from_std(l)?;
+                let state = self.state.clone();
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let text = state.metrics_text();
+                        async move {
+                            (
+                                [(
+                                    axum::http::header::CONTENT_TYPE,
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )],
+                                text,
+                            )
+                        }
+                    }),
+                );
+                tracing::info!("metrics on http://{addr}/metrics");
+                Some(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::warn!(error = %e, "the metrics listener stopped");
+                    }
+                }))
+            }
+        };
         let issuer = self.state.config().policy.issuer.clone();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(%issuer, "jotgate listening on {scheme}://{}", self.addr);
@@ -263,6 +309,9 @@ impl Application {
         .await
         .map_err(Into::into);
         sync.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         result
     }
 }

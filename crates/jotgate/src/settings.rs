@@ -271,6 +271,11 @@ pub struct ListenSettings {
     #[arg(long, env = "JOTGATE_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics, on their own address (keep it
+    /// private: it is not the API's) [default: none, nothing is counted]
+    #[arg(long, env = "JOTGATE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// TLS certificate chain (PEM); with --tls-key, serve HTTPS
     #[arg(long, env = "JOTGATE_TLS_CERT", value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,

@@ -23,6 +23,7 @@ mod keys;
 mod lambda;
 mod limits;
 mod management;
+mod metrics;
 mod oidc;
 mod postgres;
 mod refresh;
