@@ -79,6 +79,30 @@ impl<'a> Event<'a> {
     }
 }
 
+/// Whether `key` has not been seen in the last minute (and remember it): for events a
+/// flood would repeat. Bounded: forgets everything past 10,000 keys.
+pub fn first_in_minute(key: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static SEEN: Mutex<Option<HashMap<String, i64>>> = Mutex::new(None);
+    let now = crate::now();
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let map = seen.get_or_insert_with(HashMap::new);
+    if map.len() > 10_000 {
+        map.retain(|_, t| now - *t < 60);
+        if map.len() > 10_000 {
+            map.clear();
+        }
+    }
+    match map.get(key) {
+        Some(t) if now - *t < 60 => false,
+        _ => {
+            map.insert(key.to_string(), now);
+            true
+        }
+    }
+}
+
 /// Log the event and append it to the store, kept `retention_days`. A store failure is
 /// logged, never the request's.
 pub async fn record(store: &dyn Store, retention_days: i64, e: Event<'_>) {

@@ -127,7 +127,7 @@ pin_project_lite::pin_project! {
     /// The answer of [`Cors`]: the inner one, with CORS headers when the origin is allowed.
     #[project = CorsProj]
     pub enum CorsFuture<F> {
-        Inner { #[pin] fut: F, add: Option<(HeaderValue, bool)> },
+        Inner { #[pin] fut: F, add: Option<(HeaderValue, bool)>, vary: bool },
         Ready { res: Option<Response> },
     }
 }
@@ -140,8 +140,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            CorsProj::Inner { fut, add } => {
+            CorsProj::Inner { fut, add, vary } => {
                 let Ok(mut res) = std::task::ready!(fut.poll(cx));
+                // The answer depends on Origin whenever CORS is on: a cache must not serve
+                // the copy without CORS headers to an allowed page (the JWKS is cacheable).
+                if *vary && add.is_none() {
+                    res.headers_mut()
+                        .append(header::VARY, HeaderValue::from_static("origin"));
+                }
                 if let Some((origin, credentials)) = add.take() {
                     let h = res.headers_mut();
                     decorate(h, origin, credentials);
@@ -174,6 +180,7 @@ where
             return CorsFuture::Inner {
                 fut: self.inner.call(req),
                 add: None,
+                vary: false,
             };
         }
         let allowed = self.allowed(req.headers());
@@ -190,6 +197,7 @@ where
         CorsFuture::Inner {
             fut: self.inner.call(req),
             add: allowed,
+            vary: true,
         }
     }
 }

@@ -861,7 +861,7 @@ pub async fn change_my_password(
     st.0.denylist.record(done.entries);
     st.audit(Event::new(kind::PASSWORD_CHANGED).user(&user.id).ip(ip))
         .await;
-    let body = crate::routes::new_session(&st, &user).await?;
+    let body = crate::routes::new_session(&st, &user, None).await?;
     Ok(no_store(Json(body).into_response()))
 }
 
@@ -891,8 +891,8 @@ pub async fn delete_me(
 // ---- audit ----
 
 /// `GET /api/v1/audit?since=&before=&type=&user=&limit=`: events newest first; `since` and
-/// `before` in milliseconds since the epoch (default: the last 24 hours); `next` is the
-/// `before` of the page after, `null` on the last.
+/// `before` in milliseconds since the epoch (default: the last 24 hours, `before`
+/// exclusive); `next` is the `before` of the page after, `null` on the last.
 pub async fn audit_events(
     State(st): State<AppState>,
     caller: Caller,
@@ -920,16 +920,44 @@ pub async fn audit_events(
             ));
         }
     };
+    let since = number("since")?.unwrap_or(now_ms - 86_400_000).max(0);
+    let before = number("before")?.map(|b| b.clamp(1, i64::MAX / 2));
+    if before.is_some_and(|b| b <= since) {
+        return Err(ApiError::BadRequest(
+            "invalid_query",
+            "before must be later than since".into(),
+        ));
+    }
+    for k in ["type", "user"] {
+        if get(k).is_some_and(|v| !plausible_id(v)) {
+            return Err(ApiError::BadRequest(
+                "invalid_query",
+                format!("{k} is 1 to 128 characters, no control characters"),
+            ));
+        }
+    }
     let q = jotgate_store::AuditQuery {
-        since_ms: number("since")?.unwrap_or(now_ms - 86_400_000),
-        before_ms: number("before")?,
+        since_ms: since,
+        before_ms: before,
         kind: get("type").map(str::to_string),
         user: get("user").map(str::to_string),
         limit,
     };
-    let events = st.0.store.audit_events(q).await?;
-    let next = (events.len() == limit)
-        .then(|| events.last().map(|e| e.at_ms))
-        .flatten();
+    let mut events = st.0.store.audit_events(q).await?;
+    // A full page ends before its last millisecond, which the next page (`before` = that
+    // millisecond + 1) then gives whole: no event is skipped at a page boundary.
+    let mut next = None;
+    if events.len() == limit
+        && let Some(last) = events.last().map(|e| e.at_ms)
+    {
+        let cut = events.iter().position(|e| e.at_ms == last).unwrap_or(0);
+        if cut > 0 {
+            events.truncate(cut);
+            next = Some(last + 1);
+        } else {
+            // A whole page in one millisecond (1,000 events): the next starts below it.
+            next = Some(last);
+        }
+    }
     Ok(Json(json!({"events": events, "next": next})))
 }

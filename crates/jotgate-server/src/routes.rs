@@ -123,7 +123,13 @@ fn token_body(st: &AppState, user: &User, access: String, refresh: String) -> Va
 }
 
 /// A new login session: a refresh-token family and its first pair of tokens.
-pub(crate) async fn new_session(st: &AppState, user: &User) -> Result<Value, ApiError> {
+/// `verified_hash`: the password hash a login just checked; the session is kept only if the
+/// account still has it (a password change that raced the login ends it).
+pub(crate) async fn new_session(
+    st: &AppState,
+    user: &User,
+    verified_hash: Option<&str>,
+) -> Result<Value, ApiError> {
     let t = issuing_second(st, &user.id).await;
     let family = uuid::Uuid::new_v4().to_string();
     let refresh_token = refresh::generate();
@@ -141,7 +147,22 @@ pub(crate) async fn new_session(st: &AppState, user: &User) -> Result<Value, Api
     // The account again, now that the session exists: a block or a role change that
     // committed before this read is seen here, and one that commits after it ends this
     // session with the others (its revocation comes after its write).
-    let fresh = match st.0.store.user_by_id(&user.id).await {
+    let current = match st.0.store.user_by_id(&user.id).await {
+        Ok(Some(u)) if !u.blocked => match verified_hash {
+            None => Ok(Some(u)),
+            Some(h) => match jotgate_core::username::lookup_key(&u.username) {
+                Ok(l) => match crate::find_user(&*st.0.store, &l).await {
+                    Ok(Some(r)) if r.user.id == u.id && r.password_hash == h => Ok(Some(u)),
+                    // The password changed while this login was checked: no session.
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(e),
+                },
+                Err(_) => Ok(Some(u)),
+            },
+        },
+        other => other,
+    };
+    let fresh = match current {
         Ok(Some(u)) if !u.blocked => u,
         other => {
             if let Err(e) = st.0.store.revoke_family(&family, t).await {
@@ -253,7 +274,7 @@ pub async fn signup(
             .ip(ip),
     )
     .await;
-    let body = new_session(&st, &user).await?;
+    let body = new_session(&st, &user, None).await?;
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -308,11 +329,19 @@ pub async fn login(
     if let Err(e) = st.0.limiter.begin(&keys).await {
         if matches!(e, ApiError::RateLimited { .. }) {
             crate::metrics::login("throttled");
-            let mut ev = crate::audit::Event::new(crate::audit::kind::LOGIN_THROTTLED).ip(ip);
-            if let Some(id) = &known {
-                ev = ev.user(id);
+            // A flood is throttled without a hash: one event per account (or address) a
+            // minute, not one store write per refused attempt.
+            let who = known
+                .clone()
+                .or(ip.map(|i| i.to_string()))
+                .unwrap_or_default();
+            if crate::audit::first_in_minute(&who) {
+                let mut ev = crate::audit::Event::new(crate::audit::kind::LOGIN_THROTTLED).ip(ip);
+                if let Some(id) = &known {
+                    ev = ev.user(id);
+                }
+                st.audit(ev).await;
             }
-            st.audit(ev).await;
         }
         return Err(e);
     }
@@ -381,6 +410,9 @@ pub async fn login(
     if let Err(e) = st.0.store.record_login(&record.user.id, now()).await {
         tracing::warn!(error = %e, "could not record the login time");
     }
+    let body = new_session(&st, &record.user, Some(&record.password_hash)).await?;
+    // After the session is kept, so after the hash was seen unchanged: an upgrade never
+    // writes the old password back over a change that raced this login.
     if let Some(new_hash) = rehash
         && let Err(e) =
             st.0.store
@@ -389,7 +421,6 @@ pub async fn login(
     {
         tracing::warn!(error = %e, "could not upgrade a password hash; will retry at next login");
     }
-    let body = new_session(&st, &record.user).await?;
     crate::metrics::login("succeeded");
     st.audit(
         crate::audit::Event::new(crate::audit::kind::LOGIN_SUCCEEDED)

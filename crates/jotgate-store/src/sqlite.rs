@@ -1338,9 +1338,21 @@ impl Audit for SqliteStore {
 
     async fn prune_audit(&self, now: i64) -> Result<u64> {
         self.with(move |c| {
-            c.execute("DELETE FROM audit_log WHERE keep_until < ?1", params![now])
-                .map(|n| n as u64)
-                .map_err(backend)
+            // In batches: one long DELETE would hold the single writer's lock from logins.
+            let mut total = 0u64;
+            loop {
+                let n = c
+                    .execute(
+                        "DELETE FROM audit_log WHERE seq IN
+                           (SELECT seq FROM audit_log WHERE keep_until < ?1 LIMIT 1000)",
+                        params![now],
+                    )
+                    .map_err(backend)?;
+                total += n as u64;
+                if n < 1000 {
+                    return Ok(total);
+                }
+            }
         })
         .await
     }
