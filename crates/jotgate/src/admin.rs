@@ -83,6 +83,11 @@ pub async fn users_add(
             StoreError::Conflict(_) => anyhow::anyhow!("username {name:?} is already taken"),
             e => e.into(),
         })?;
+    audited(
+        &*store,
+        jotgate_server::audit::Event::new(jotgate_server::audit::kind::USER_CREATED).user(&user.id),
+    )
+    .await;
     Ok(serde_json::to_string_pretty(&user)?)
 }
 
@@ -195,7 +200,15 @@ pub async fn keys_rotate(
         bail!("HS256 uses the configured shared secret; there is no key to rotate in the store");
     }
     let key = KeyMaterial::generate(alg)?;
-    store_key(s, &key, activate_in).await
+    let out = store_key(s, &key, activate_in).await?;
+    let store = open_store(s).await?;
+    audited(
+        &*store,
+        jotgate_server::audit::Event::new(jotgate_server::audit::kind::KEY_ROTATED)
+            .with("kid", key.kid()),
+    )
+    .await;
+    Ok(out)
 }
 
 pub async fn keys_import(
@@ -211,7 +224,15 @@ pub async fn keys_import(
         KeyMaterial::from_pem(text, kid)
     }
     .context("cannot import the key")?;
-    store_key(s, &key, activate_in).await
+    let out = store_key(s, &key, activate_in).await?;
+    let store = open_store(s).await?;
+    audited(
+        &*store,
+        jotgate_server::audit::Event::new(jotgate_server::audit::kind::KEY_IMPORTED)
+            .with("kid", key.kid()),
+    )
+    .await;
+    Ok(out)
 }
 
 /// Retire (`revoke = false`) or revoke a key. A retired key signs no more and stays
@@ -261,6 +282,16 @@ async fn end_key(s: &Settings, kid: &str, revoke: bool) -> anyhow::Result<String
     store
         .revoke_token(&entry.store_id(), entry.expires_at(), t)
         .await?;
+    let kind = if revoke {
+        jotgate_server::audit::kind::KEY_REVOKED
+    } else {
+        jotgate_server::audit::kind::KEY_RETIRED
+    };
+    audited(
+        &*store,
+        jotgate_server::audit::Event::new(kind).with("kid", kid),
+    )
+    .await;
     out.push_str(&if revoke {
         format!(
             "{kid} revoked: withdrawn from the JWKS, and every token it signed is refused (servers within a second or two, edge verifiers within the feed delay)\n"
@@ -305,6 +336,12 @@ pub async fn users_revoke(s: &Settings, name: &str) -> anyhow::Result<String> {
     let done =
         jotgate_server::revocation::revoke_user(&*store, &s.policy()?, &record.user.id, now())
             .await?;
+    audited(
+        &*store,
+        jotgate_server::audit::Event::new(jotgate_server::audit::kind::USER_SESSIONS_REVOKED)
+            .user(&record.user.id),
+    )
+    .await;
     Ok(format!(
         "{}: {} session(s) ended; access tokens issued until now are refused\n",
         record.user.username, done.sessions
@@ -457,7 +494,18 @@ pub async fn clients_rotate_secret(s: &Settings, id: &str, json: bool) -> anyhow
     let store = open_store(s).await?;
     match jotgate_server::clients::rotate_secret(&*store, &s.policy()?, id, now()).await {
         Err(jotgate_server::accounts::AccountError::NotFound(_)) => bail!("no client {id:?}"),
-        r => secret_out(id, &r?.0, json),
+        r => {
+            let secret = r?.0;
+            audited(
+                &*store,
+                jotgate_server::audit::Event::new(
+                    jotgate_server::audit::kind::CLIENT_SECRET_ROTATED,
+                )
+                .user(id),
+            )
+            .await;
+            secret_out(id, &secret, json)
+        }
     }
 }
 
@@ -466,10 +514,18 @@ pub async fn clients_delete(s: &Settings, id: &str) -> anyhow::Result<String> {
     let store = open_store(s).await?;
     match jotgate_server::clients::delete(&*store, &s.policy()?, id, now()).await {
         Err(jotgate_server::accounts::AccountError::NotFound(_)) => bail!("no client {id:?}"),
-        r => Ok(format!(
-            "client {} ({}) deleted; the tokens it holds are refused\n",
-            id, r?.0.name
-        )),
+        r => {
+            let name = r?.0.name;
+            audited(
+                &*store,
+                jotgate_server::audit::Event::new(jotgate_server::audit::kind::CLIENT_DELETED)
+                    .user(id),
+            )
+            .await;
+            Ok(format!(
+                "client {id} ({name}) deleted; the tokens it holds are refused\n"
+            ))
+        }
     }
 }
 

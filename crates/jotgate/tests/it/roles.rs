@@ -159,6 +159,22 @@ async fn scenario(app: &TestApp) {
     assert!(err.to_string().contains("no user named"), "{err}");
     let listed = jotgate::admin::roles_list(s, true).await.unwrap();
     assert_eq!(serde_json::from_str::<Value>(&listed).unwrap(), json!([]));
+    // The command line's changes are in the audit log, by actor `cli`.
+    let log: Value = serde_json::from_str(
+        &jotgate::admin::audit_tail(s, 3600, None, None, 100, true)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    for kind in ["role.changed", "role.deleted", "user.roles_changed"] {
+        assert!(
+            log.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["type"] == kind && e["actor"] == "cli"),
+            "{kind}: {log}"
+        );
+    }
 }
 
 /// A login right after a change may fall in the second the user's "not before" names;
