@@ -12,6 +12,7 @@
 #   JOTGATE_SKIP_DYNAMODB=1 scripts/test.sh       # without the DynamoDB emulator (its tests skip)
 #   JOTGATE_TEST_DYNAMODB=http://… scripts/test.sh      # use a running DynamoDB-compatible endpoint
 #   JOTGATE_SKIP_CFN_LINT=1 scripts/test.sh       # without cfn-lint (the template check skips)
+#   JOTGATE_SKIP_SCHEMATHESIS=1 scripts/test.sh   # without schemathesis (the OpenAPI checks skip)
 #   JOTGATE_SKIP_DOCTEST=1 scripts/test.sh        # without running the docs' examples
 #   JOTGATE_SKIP_FUZZ=1 scripts/test.sh           # without the fuzzing smoke run
 #   JOTGATE_FUZZ_SECONDS=60 scripts/test.sh       # a longer smoke run per fuzz target (30)
@@ -55,6 +56,15 @@ if [ "${JOTGATE_SKIP_OIDC_PROVIDER:-}" != 1 ]; then
     echo "test.sh: installing oidc-provider from npm"
     (cd $op && npm ci --no-audit --no-fund --silent)
   fi
+fi
+
+# The OpenAPI document is checked against a live server by schemathesis (PyPI).
+if [ "${JOTGATE_SKIP_SCHEMATHESIS:-}" != 1 ]; then
+  if ! python3 -c 'import schemathesis' 2>/dev/null; then
+    echo "test.sh: installing schemathesis from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4.3,<5'
+  fi
+  echo "test.sh: $(python3 -m schemathesis.cli --version)"
 fi
 
 # The CORS test drives Debian's headless Chromium with npm's playwright-core.

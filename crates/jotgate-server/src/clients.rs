@@ -14,7 +14,6 @@ use jotgate_core::TokenPolicy;
 use jotgate_store::{ClientRecord, Store, StoreError};
 use jotgate_verify::Revoked;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::accounts::{AccountError, scope_set};
 use crate::error::ApiError;
@@ -256,7 +255,10 @@ impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let mut res = (
             self.status,
-            axum::Json(json!({"error": self.error, "error_description": self.description})),
+            axum::Json(crate::schema::OAuthErrorBody {
+                error: self.error,
+                error_description: self.description,
+            }),
         )
             .into_response();
         let h = res.headers_mut();
@@ -378,13 +380,51 @@ fn credentials(
     }
 }
 
-/// `POST /oauth/token`.
+/// Client credentials
+///
+/// A machine client's token (RFC 6749 §4.4, an RFC 9068 JWT). The client authenticates with
+/// HTTP Basic or with `client_id` and `client_secret` in the body. Failed attempts are
+/// counted per client and per address, like passwords.
+#[utoipa::path(post, path = "/oauth/token", tag = "clients",
+    request_body(content(
+        (crate::schema::TokenRequest = "application/x-www-form-urlencoded"),
+        (crate::schema::TokenRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "The token", body = crate::schema::ClientToken,
+            headers(("cache-control" = String, description = "no-store"))),
+        (status = 400, description = "`invalid_request`, `unsupported_grant_type`, `invalid_scope`, `invalid_target`", body = crate::schema::OAuthErrorBody),
+        (status = 413, description = "`invalid_request`: the body is too large", body = crate::schema::OAuthErrorBody),
+        (status = 401, description = "`invalid_client`", body = crate::schema::OAuthErrorBody,
+            headers(("www-authenticate" = String))),
+        (status = 429, description = "`rate_limited`", body = crate::schema::OAuthErrorBody,
+            headers(("retry-after" = u64))),
+        (status = 503, description = "`temporarily_unavailable`", body = crate::schema::OAuthErrorBody,
+            headers(("retry-after" = u64))),
+    ),
+    security(("client" = []), ()))]
 pub async fn token(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = e.status() == StatusCode::PAYLOAD_TOO_LARGE;
+            return OAuthError::new(
+                e.status(),
+                "invalid_request",
+                if too_large {
+                    "the request body is too large"
+                } else {
+                    "the request body could not be read"
+                },
+            )
+            .into_response();
+        }
+    };
     match issue(&st, ip, &headers, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -519,12 +559,12 @@ async fn issue(
             .with("scope", scope.as_str()),
     )
     .await;
-    let mut res = axum::Json(json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": policy.access_ttl,
-        "scope": scope,
-    }))
+    let mut res = axum::Json(crate::schema::ClientToken {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: policy.access_ttl,
+        scope,
+    })
     .into_response();
     no_store(res.headers_mut());
     Ok(res)

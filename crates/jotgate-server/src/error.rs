@@ -9,7 +9,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jotgate_verify::VerifyError;
 use jotgate_verify::http::Rejection;
-use serde_json::json;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -178,7 +177,11 @@ impl IntoResponse for ApiError {
         let (status, code, message) = self.parts();
         let mut res = (
             status,
-            axum::Json(json!({"status": "error", "error": message, "code": code})),
+            axum::Json(crate::schema::ErrorBody {
+                status: "error",
+                error: message.clone(),
+                code,
+            }),
         )
             .into_response();
         let headers = res.headers_mut();

@@ -16,8 +16,10 @@ pub mod keyring;
 pub mod limits;
 pub mod management;
 pub mod metrics;
+pub mod openapi;
 pub mod revocation;
 mod routes;
+pub mod schema;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -470,6 +472,8 @@ pub fn router(
     let limit = state.0.cfg.max_body_bytes;
     let hsts = state.0.cfg.hsts_max_age;
     let cors_cfg = state.0.cfg.cors.clone();
+    // Built once: the document changes only with the issuer.
+    let api_doc = axum::body::Bytes::from(openapi::document(&state.0.cfg.policy.issuer));
     let router = Router::new()
         .route("/signup", post(routes::signup))
         .route("/login", post(routes::login))
@@ -529,6 +533,21 @@ pub fn router(
         .route("/.well-known/openid-configuration", get(routes::discovery))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = api_doc.clone();
+                async move {
+                    (
+                        [
+                            (axum::http::header::CONTENT_TYPE, "application/json"),
+                            (axum::http::header::CACHE_CONTROL, "public, max-age=300"),
+                        ],
+                        doc,
+                    )
+                }
+            }),
+        )
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state);

@@ -19,7 +19,7 @@ use jotgate_store::{ClientRecord, NewUser, Role, StoreError, User, UserPatch};
 use jotgate_verify::Principal;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::accounts::{self, AccountError, Revoking};
 use crate::audit::{Event, kind};
@@ -27,6 +27,26 @@ use crate::clients::{self, is_management};
 use crate::error::ApiError;
 use crate::extract::{JsonObject, OptionalJsonObject};
 use crate::{AppState, now, revocation};
+
+/// A path parameter (`{id}`, `{name}`), percent-decoded. One that does not decode to UTF-8
+/// is our JSON 400 `invalid_path`, not axum's plain-text answer.
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(s)| Segment(s))
+            .map_err(|_| {
+                ApiError::BadRequest(
+                    "invalid_path",
+                    "a path segment is not valid percent-encoded UTF-8".into(),
+                )
+            })
+    }
+}
 
 /// The verified caller of a management endpoint.
 pub struct Caller(pub Arc<Principal>);
@@ -168,11 +188,23 @@ async fn defined(st: &AppState, roles: &[String]) -> Result<(), ApiError> {
 
 /// `GET /api/v1/users?q=&email=&limit=&cursor=`: by creation, `limit` (1–100, default 50)
 /// at a time; `next` is the cursor of the page after, `null` on the last.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    params(
+        ("q" = Option<String>, Query, description = "Usernames (compared case- and confusable-insensitively) or addresses starting with this"),
+        ("email" = Option<String>, Query, description = "Exactly this address (normalised first)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Page size, 50 by default"),
+        ("cursor" = Option<String>, Query, description = "The `next` of the page before"),
+    ),
+    responses(
+        (status = 200, description = "A page of users", body = crate::schema::UsersPage),
+        (status = 400, description = "`invalid_query`", body = crate::schema::ErrorBody),
+    ),
+    security(("management" = ["read:users"])))]
 pub async fn list_users(
     State(st): State<AppState>,
     caller: Caller,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::schema::UsersPage>, ApiError> {
     caller.require("read:users")?;
     let params = query(raw, &["q", "email", "limit", "cursor"])?;
     let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
@@ -214,13 +246,19 @@ pub async fn list_users(
         .collect();
     let next = (page.len() > limit).then(|| page[limit - 1].id.clone());
     let page = &page[..page.len().min(limit)];
-    Ok(Json(json!({"users": page, "next": next})))
+    Ok(Json(crate::schema::UsersPage {
+        users: page.iter().map(|u| (*u).clone()).collect(),
+        next,
+    }))
 }
 
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "The user's id")),
+    responses((status = 200, description = "The user", body = User), (status = 404, description = "`not_found`: no such user", body = crate::schema::ErrorBody)),
+    security(("management" = ["read:users"])))]
 pub async fn get_user(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<User>, ApiError> {
     caller.require("read:users")?;
     Ok(Json(user_or_404(&st, &id).await?))
@@ -242,6 +280,14 @@ struct CreateUser {
 
 /// `POST /api/v1/users`: `{"username","password"}` and optionally `email`,
 /// `email_verified`, `roles` (defined roles), `app_metadata`.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users",
+    request_body = crate::schema::CreateUserRequest,
+    responses(
+        (status = 201, description = "The new user", body = User),
+        (status = 400, description = "`invalid_username`, `invalid_email`, `weak_password`, `invalid_request`, `undefined_role`, …", body = crate::schema::ErrorBody),
+        (status = 409, description = "`username_taken`, `email_taken`", body = crate::schema::ErrorBody),
+    ),
+    security(("management" = ["create:users"])))]
 pub async fn create_user(
     State(st): State<AppState>,
     caller: Caller,
@@ -348,10 +394,19 @@ mod double_option {
 /// `PATCH /api/v1/users/{id}`: any of `email` (`null` removes it), `email_verified`,
 /// `blocked`, `app_metadata`, `password`. Blocking or a new password ends the user's
 /// sessions.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "The user's id")),
+    request_body = crate::schema::PatchUserRequest,
+    responses(
+        (status = 200, description = "The user, changed", body = User),
+        (status = 400, description = "`invalid_email`, `weak_password`, `invalid_request`, …", body = crate::schema::ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = crate::schema::ErrorBody),
+        (status = 409, description = "`email_taken`", body = crate::schema::ErrorBody),
+    ),
+    security(("management" = ["update:users"])))]
 pub async fn patch_user(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     mut body: JsonObject,
 ) -> Result<Json<User>, ApiError> {
     caller.require("update:users")?;
@@ -426,10 +481,13 @@ pub async fn patch_user(
 }
 
 /// `DELETE /api/v1/users/{id}`: its sessions end, then the account goes.
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "The user's id")),
+    responses((status = 204, description = "Deleted; its sessions ended"), (status = 404, description = "`not_found`: no such user", body = crate::schema::ErrorBody)),
+    security(("management" = ["delete:users"])))]
 pub async fn delete_user(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<StatusCode, ApiError> {
     caller.require("delete:users")?;
     user_or_404(&st, &id).await?;
@@ -447,11 +505,14 @@ pub async fn delete_user(
 }
 
 /// `POST /api/v1/users/{id}/revoke-sessions`: log the user out everywhere.
+#[utoipa::path(post, path = "/api/v1/users/{id}/revoke-sessions", tag = "users", params(("id" = String, Path, description = "The user's id")),
+    responses((status = 200, description = "The user's sessions ended", body = crate::schema::SessionsEnded), (status = 404, description = "`not_found`: no such user", body = crate::schema::ErrorBody)),
+    security(("management" = ["update:users"])))]
 pub async fn revoke_sessions(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    Segment(id): Segment,
+) -> Result<Json<crate::schema::SessionsEnded>, ApiError> {
     caller.require("update:users")?;
     user_or_404(&st, &id).await?;
     let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &id, now()).await?;
@@ -462,31 +523,47 @@ pub async fn revoke_sessions(
             .actor(&caller.0.subject),
     )
     .await;
-    Ok(Json(json!({"sessions_ended": done.sessions})))
+    Ok(Json(crate::schema::SessionsEnded {
+        sessions_ended: done.sessions,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RoleNames {
+pub(crate) struct RoleNames {
     roles: Vec<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/users/{id}/roles", tag = "users", params(("id" = String, Path, description = "The user's id")),
+    responses((status = 200, description = "The user's roles", body = crate::schema::UserRoles), (status = 404, description = "`not_found`: no such user", body = crate::schema::ErrorBody)),
+    security(("management" = ["read:users"])))]
 pub async fn user_roles(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    Segment(id): Segment,
+) -> Result<Json<crate::schema::UserRoles>, ApiError> {
     caller.require("read:users")?;
-    Ok(Json(json!({"roles": user_or_404(&st, &id).await?.roles})))
+    Ok(Json(crate::schema::UserRoles {
+        roles: user_or_404(&st, &id).await?.roles,
+    }))
 }
 
 /// `POST /api/v1/users/{id}/roles` `{"roles":[…]}`: give roles (defined ones).
+#[utoipa::path(post, path = "/api/v1/users/{id}/roles", tag = "users", params(("id" = String, Path, description = "The user's id")),
+    request_body = RoleNames,
+    responses(
+        (status = 200, description = "The user's roles now", body = crate::schema::UserRoles),
+        (status = 400, description = "`undefined_role`, `invalid_request`", body = crate::schema::ErrorBody),
+        (status = 403, description = "`insufficient_scope`, also when a role grants a management scope the caller lacks", body = crate::schema::ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = crate::schema::ErrorBody),
+    ),
+    security(("management" = ["update:users"])))]
 pub async fn add_user_roles(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     body: JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::schema::UserRoles>, ApiError> {
     caller.require("update:users")?;
     if !plausible_id(&id) {
         return Err(ApiError::Missing("no such user".into()));
@@ -506,16 +583,24 @@ pub async fn add_user_roles(
     )
     .await;
     applied(&st, done.revoking);
-    Ok(Json(json!({"roles": done.after})))
+    Ok(Json(crate::schema::UserRoles { roles: done.after }))
 }
 
 /// `DELETE /api/v1/users/{id}/roles` `{"roles":[…]}`: take roles; the user's sessions end.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/roles", tag = "users", params(("id" = String, Path, description = "The user's id")),
+    request_body = RoleNames,
+    responses(
+        (status = 200, description = "The user's roles now; their sessions ended", body = crate::schema::UserRoles),
+        (status = 400, description = "`missing_field`, `invalid_request`", body = crate::schema::ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = crate::schema::ErrorBody),
+    ),
+    security(("management" = ["update:users"])))]
 pub async fn remove_user_roles(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     OptionalJsonObject(body): OptionalJsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::schema::UserRoles>, ApiError> {
     caller.require("update:users")?;
     if !plausible_id(&id) {
         return Err(ApiError::Missing("no such user".into()));
@@ -539,23 +624,32 @@ pub async fn remove_user_roles(
     )
     .await;
     applied(&st, done.revoking);
-    Ok(Json(json!({"roles": done.after})))
+    Ok(Json(crate::schema::UserRoles { roles: done.after }))
 }
 
 // ---- roles ----
 
+#[utoipa::path(get, path = "/api/v1/roles", tag = "roles",
+    responses((status = 200, description = "Every role", body = crate::schema::RoleList)),
+    security(("management" = ["read:roles"])))]
 pub async fn list_roles(
     State(st): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::schema::RoleList>, ApiError> {
     caller.require("read:roles")?;
-    Ok(Json(json!({"roles": st.0.store.roles().await?})))
+    Ok(Json(crate::schema::RoleList {
+        roles: st.0.store.roles().await?,
+    }))
 }
 
+#[utoipa::path(get, path = "/api/v1/roles/{name}", tag = "roles", params(("name" = String, Path, description = "The role's name")),
+    responses((status = 200, description = "The role", body = Role),
+        (status = 404, description = "`not_found`: no such role", body = crate::schema::ErrorBody)),
+    security(("management" = ["read:roles"])))]
 pub async fn get_role(
     State(st): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<Json<Role>, ApiError> {
     caller.require("read:roles")?;
     st.0.store
@@ -567,18 +661,27 @@ pub async fn get_role(
         .ok_or_else(|| ApiError::Missing("no such role".into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RoleScopes {
+pub(crate) struct RoleScopes {
     scopes: Vec<String>,
 }
 
 /// `PUT /api/v1/roles/{name}` `{"scopes":[…]}`: create (`create:roles`, 201) or replace
 /// (`update:roles`, 200). When the role loses a scope, its holders' sessions end.
+#[utoipa::path(put, path = "/api/v1/roles/{name}", tag = "roles", params(("name" = String, Path, description = "The role's name")),
+    request_body = RoleScopes,
+    responses(
+        (status = 200, description = "Replaced (`update:roles`); if it lost a scope, its holders' sessions ended", body = Role),
+        (status = 201, description = "Created (`create:roles`)", body = Role),
+        (status = 400, description = "`invalid_role`, `invalid_scope`, `invalid_request`", body = crate::schema::ErrorBody),
+        (status = 403, description = "`insufficient_scope`, also for a management scope the caller lacks", body = crate::schema::ErrorBody),
+    ),
+    security(("management" = ["create:roles"]), ("management" = ["update:roles"])))]
 pub async fn put_role(
     State(st): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    Segment(name): Segment,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
     // A caller with neither scope learns nothing about which roles exist.
@@ -616,10 +719,14 @@ pub async fn put_role(
 }
 
 /// `DELETE /api/v1/roles/{name}`: taken from its holders, whose sessions end.
+#[utoipa::path(delete, path = "/api/v1/roles/{name}", tag = "roles", params(("name" = String, Path, description = "The role's name")),
+    responses((status = 204, description = "Deleted; taken from its holders, whose sessions ended"),
+        (status = 404, description = "`not_found`: no such role", body = crate::schema::ErrorBody)),
+    security(("management" = ["delete:roles"])))]
 pub async fn delete_role(
     State(st): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<StatusCode, ApiError> {
     caller.require("delete:roles")?;
     let (_, revoking) = accounts::delete_role(&*st.0.store, &st.0.cfg.policy, &name, now()).await?;
@@ -636,17 +743,22 @@ pub async fn delete_role(
 
 // ---- clients ----
 
+#[utoipa::path(get, path = "/api/v1/clients", tag = "clients",
+    responses((status = 200, description = "Every machine client", body = crate::schema::ClientList)),
+    security(("management" = ["read:clients"])))]
 pub async fn list_clients(
     State(st): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::schema::ClientList>, ApiError> {
     caller.require("read:clients")?;
-    Ok(Json(json!({"clients": st.0.store.clients().await?})))
+    Ok(Json(crate::schema::ClientList {
+        clients: st.0.store.clients().await?,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateClient {
+pub(crate) struct CreateClient {
     name: String,
     #[serde(default)]
     scopes: Vec<String>,
@@ -664,17 +776,17 @@ async fn client_or_404(st: &AppState, id: &str) -> Result<ClientRecord, ApiError
         .ok_or_else(|| ApiError::Missing("no such client".into()))
 }
 
-fn with_secret(c: &ClientRecord, secret: &str) -> Value {
-    let mut v = serde_json::to_value(c).unwrap_or_else(|_| json!({}));
-    if let Value::Object(m) = &mut v {
-        m.insert("client_id".into(), json!(c.id));
-        m.insert("client_secret".into(), json!(secret));
-    }
-    v
-}
-
 /// `POST /api/v1/clients` `{"name","scopes","audiences"}`: 201 with `client_secret`,
 /// shown once.
+#[utoipa::path(post, path = "/api/v1/clients", tag = "clients",
+    request_body = CreateClient,
+    responses(
+        (status = 201, description = "The client and its secret, shown once", body = crate::schema::NewClient,
+            headers(("cache-control" = String, description = "no-store"))),
+        (status = 400, description = "`invalid_request`, `invalid_scope`, `invalid_audience`", body = crate::schema::ErrorBody),
+        (status = 403, description = "`insufficient_scope`, also for a management scope the caller lacks", body = crate::schema::ErrorBody),
+    ),
+    security(("management" = ["create:clients"])))]
 pub async fn create_client(
     State(st): State<AppState>,
     caller: Caller,
@@ -701,16 +813,32 @@ pub async fn create_client(
     )
     .await;
     Ok(no_store(
-        (StatusCode::CREATED, Json(with_secret(&c, &secret))).into_response(),
+        (
+            StatusCode::CREATED,
+            Json(crate::schema::NewClient {
+                client_id: c.id.clone(),
+                client: c,
+                client_secret: secret.to_string(),
+            }),
+        )
+            .into_response(),
     ))
 }
 
 /// `POST /api/v1/clients/{id}/rotate-secret`: a new secret (shown once); the old one and
 /// the tokens the client holds are refused.
+#[utoipa::path(post, path = "/api/v1/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path, description = "The client's id (`cl_…`)")),
+    responses(
+        (status = 200, description = "The new secret, shown once; the old one and the client's tokens are refused", body = crate::schema::ClientSecret,
+            headers(("cache-control" = String, description = "no-store"))),
+        (status = 403, description = "`insufficient_scope`, also for a client holding a management scope the caller lacks", body = crate::schema::ErrorBody),
+        (status = 404, description = "`not_found`: no such client", body = crate::schema::ErrorBody),
+    ),
+    security(("management" = ["update:clients"])))]
 pub async fn rotate_client_secret(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Response, ApiError> {
     caller.require("update:clients")?;
     // A new secret is the client's powers in the caller's hands: only for a client whose
@@ -725,15 +853,26 @@ pub async fn rotate_client_secret(
     )
     .await;
     Ok(no_store(
-        Json(json!({"client_id": id, "client_secret": secret})).into_response(),
+        Json(crate::schema::ClientSecret {
+            client_id: id,
+            client_secret: secret.to_string(),
+        })
+        .into_response(),
     ))
 }
 
 /// `DELETE /api/v1/clients/{id}`: the tokens it holds are refused.
+#[utoipa::path(delete, path = "/api/v1/clients/{id}", tag = "clients", params(("id" = String, Path, description = "The client's id (`cl_…`)")),
+    responses(
+        (status = 204, description = "Deleted; its tokens are refused"),
+        (status = 403, description = "`insufficient_scope`, also for a client holding a management scope the caller lacks", body = crate::schema::ErrorBody),
+        (status = 404, description = "`not_found`: no such client", body = crate::schema::ErrorBody),
+    ),
+    security(("management" = ["delete:clients"])))]
 pub async fn delete_client(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<StatusCode, ApiError> {
     caller.require("delete:clients")?;
     caller.may_grant(&client_or_404(&st, &id).await?.scopes)?;
@@ -826,12 +965,28 @@ async fn check_current_password(
 }
 
 /// `GET /api/v1/me`: the signed-in user's account.
+#[utoipa::path(get, path = "/api/v1/me", tag = "me",
+    responses((status = 200, description = "The signed-in user", body = User),
+        (status = 403, description = "`client_token`: a machine client's token", body = crate::schema::ErrorBody),
+        (status = 404, description = "`not_found`: the account is gone", body = crate::schema::ErrorBody)),
+    security(("user" = [])))]
 pub async fn me(State(st): State<AppState>, Me(p): Me) -> Result<Json<User>, ApiError> {
     Ok(Json(user_or_404(&st, &p.subject).await?))
 }
 
 /// `POST /api/v1/me/password` `{"current_password","new_password"}`: every session ends,
 /// and the answer is a new session's tokens (this device stays signed in).
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "me",
+    request_body = crate::schema::ChangePasswordRequest,
+    responses(
+        (status = 200, description = "Changed; every other session ended. A new session's tokens", body = crate::schema::Tokens,
+            headers(("cache-control" = String, description = "no-store"))),
+        (status = 400, description = "`weak_password`, `missing_field`, `invalid_request`", body = crate::schema::ErrorBody),
+        (status = 401, description = "`invalid_credentials`: the current password is wrong; or the token is invalid", body = crate::schema::ErrorBody),
+        (status = 403, description = "`client_token`: a machine client's token", body = crate::schema::ErrorBody),
+        (status = 404, description = "`not_found`: the account is gone", body = crate::schema::ErrorBody),
+    ),
+    security(("user" = [])))]
 pub async fn change_my_password(
     State(st): State<AppState>,
     crate::routes::ClientIp(ip): crate::routes::ClientIp,
@@ -866,6 +1021,16 @@ pub async fn change_my_password(
 }
 
 /// `DELETE /api/v1/me` `{"password"}`: the account and its sessions end.
+#[utoipa::path(delete, path = "/api/v1/me", tag = "me",
+    request_body = crate::schema::DeleteMeRequest,
+    responses(
+        (status = 204, description = "The account and its sessions ended"),
+        (status = 400, description = "`missing_field`, `invalid_json`", body = crate::schema::ErrorBody),
+        (status = 401, description = "`invalid_credentials`: the password is wrong; or the token is invalid", body = crate::schema::ErrorBody),
+        (status = 403, description = "`client_token`: a machine client's token", body = crate::schema::ErrorBody),
+        (status = 404, description = "`not_found`: the account is gone", body = crate::schema::ErrorBody),
+    ),
+    security(("user" = [])))]
 pub async fn delete_me(
     State(st): State<AppState>,
     crate::routes::ClientIp(ip): crate::routes::ClientIp,
@@ -893,11 +1058,24 @@ pub async fn delete_me(
 /// `GET /api/v1/audit?since=&before=&type=&user=&limit=`: events newest first; `since` and
 /// `before` in milliseconds since the epoch (default: the last 24 hours, `before`
 /// exclusive); `next` is the `before` of the page after, `null` on the last.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    params(
+        ("since" = Option<i64>, Query, description = "Milliseconds since the epoch; the last 24 hours by default"),
+        ("before" = Option<i64>, Query, description = "Only older events (exclusive): the `next` of the page before"),
+        ("type" = Option<String>, Query, description = "Only this type, e.g. `login.failed`"),
+        ("user" = Option<String>, Query, description = "Only about this user or client"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size, 100 by default"),
+    ),
+    responses(
+        (status = 200, description = "Events, newest first", body = crate::schema::AuditPage),
+        (status = 400, description = "`invalid_query`", body = crate::schema::ErrorBody),
+    ),
+    security(("management" = ["read:audit"])))]
 pub async fn audit_events(
     State(st): State<AppState>,
     caller: Caller,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::schema::AuditPage>, ApiError> {
     caller.require("read:audit")?;
     let params = query(raw, &["since", "before", "type", "user", "limit"])?;
     let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
@@ -928,6 +1106,10 @@ pub async fn audit_events(
             "before must be later than since".into(),
         ));
     }
+    // Nothing older than the retention is kept: a `since` before it reads no further back
+    // (on DynamoDB each day is a partition to read).
+    let kept_from = now_ms.saturating_sub(st.0.cfg.audit_retention_days.saturating_mul(86_400_000));
+    let since = since.max(kept_from);
     for k in ["type", "user"] {
         if get(k).is_some_and(|v| !plausible_id(v)) {
             return Err(ApiError::BadRequest(
@@ -943,7 +1125,11 @@ pub async fn audit_events(
         user: get("user").map(str::to_string),
         limit,
     };
-    let mut events = st.0.store.audit_events(q).await?;
+    let mut events = match before {
+        // The whole range is older than anything kept.
+        Some(b) if b <= since => Vec::new(),
+        _ => st.0.store.audit_events(q).await?,
+    };
     // A full page ends before its last millisecond, which the next page (`before` = that
     // millisecond + 1) then gives whole: no event is skipped at a page boundary.
     let mut next = None;
@@ -959,5 +1145,5 @@ pub async fn audit_events(
             next = Some(last);
         }
     }
-    Ok(Json(json!({"events": events, "next": next})))
+    Ok(Json(crate::schema::AuditPage { events, next }))
 }

@@ -129,30 +129,39 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
 });
 
+/// Every route of the API, as templates (`{id}`): the label values of `route`.
+pub const ROUTES: &[&str] = &[
+    "/signup",
+    "/login",
+    "/refresh",
+    "/logout",
+    "/logout-all",
+    "/verify",
+    "/private",
+    "/oauth/token",
+    "/healthz",
+    "/readyz",
+    "/.well-known/jwks.json",
+    "/.well-known/openid-configuration",
+    "/api/v1/revocations",
+    "/api/v1/users",
+    "/api/v1/roles",
+    "/api/v1/clients",
+    "/api/v1/audit",
+    "/api/v1/me",
+    "/api/v1/me/password",
+    "/openapi.json",
+    "/api/v1/users/{id}",
+    "/api/v1/users/{id}/roles",
+    "/api/v1/users/{id}/revoke-sessions",
+    "/api/v1/roles/{name}",
+    "/api/v1/clients/{id}",
+    "/api/v1/clients/{id}/rotate-secret",
+];
+
 /// The route template of a path: a bounded set of label values, whatever paths arrive.
 pub fn route(path: &str) -> &'static str {
-    const STATIC: &[&str] = &[
-        "/signup",
-        "/login",
-        "/refresh",
-        "/logout",
-        "/logout-all",
-        "/verify",
-        "/private",
-        "/oauth/token",
-        "/healthz",
-        "/readyz",
-        "/.well-known/jwks.json",
-        "/.well-known/openid-configuration",
-        "/api/v1/revocations",
-        "/api/v1/users",
-        "/api/v1/roles",
-        "/api/v1/clients",
-        "/api/v1/audit",
-        "/api/v1/me",
-        "/api/v1/me/password",
-    ];
-    if let Some(r) = STATIC.iter().find(|r| **r == path) {
+    if let Some(r) = ROUTES.iter().find(|r| **r == path) {
         return r;
     }
     let rest = |prefix: &str| path.strip_prefix(prefix).filter(|r| !r.is_empty());

@@ -9,10 +9,14 @@ use axum::response::{IntoResponse, Response};
 use jotgate_core::{AccessClaims, Username, password, refresh, scopes_for_roles, username};
 use jotgate_store::{NewRefresh, NewUser, Rotate, RotateOutcome, StoreError, User};
 use jotgate_verify::Revoked;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::extract::{JsonObject, OptionalJsonObject, client_ip};
+use crate::schema::{
+    Discovery, ErrorBody, Greeting, Health, JwkSet, LoginRequest, LogoutRequest, Readiness,
+    RefreshRequest, SignupRequest, Tokens, Verified, VerifyRequest,
+};
 use crate::{AppState, now, revocation};
 
 /// The client address, as far as this deployment can tell.
@@ -112,14 +116,14 @@ async fn access_token(st: &AppState, user: &User, sid: &str, t: i64) -> Result<S
         .map_err(ApiError::internal)
 }
 
-fn token_body(st: &AppState, user: &User, access: String, refresh: String) -> Value {
-    json!({
-        "user": user,
-        "token": access,
-        "token_type": "Bearer",
-        "expires_in": st.0.cfg.policy.access_ttl,
-        "refresh_token": refresh,
-    })
+fn token_body(st: &AppState, user: &User, access: String, refresh: String) -> Tokens {
+    Tokens {
+        user: user.clone(),
+        token: access,
+        token_type: "Bearer",
+        expires_in: st.0.cfg.policy.access_ttl,
+        refresh_token: refresh,
+    }
 }
 
 /// A new login session: a refresh-token family and its first pair of tokens.
@@ -129,7 +133,7 @@ pub(crate) async fn new_session(
     st: &AppState,
     user: &User,
     verified_hash: Option<&str>,
-) -> Result<Value, ApiError> {
+) -> Result<Tokens, ApiError> {
     let t = issuing_second(st, &user.id).await;
     let family = uuid::Uuid::new_v4().to_string();
     let refresh_token = refresh::generate();
@@ -202,6 +206,19 @@ pub(crate) async fn new_session(
     Ok(token_body(st, user, access, refresh_token))
 }
 
+/// Sign up
+///
+/// Creates an account and its first session (when `signup` is open). Every attempt counts
+/// against the client address, the name taken or not.
+#[utoipa::path(post, path = "/signup", tag = "sessions", request_body = SignupRequest,
+    responses(
+        (status = 201, description = "The account and its session's tokens", body = Tokens,
+            headers(("cache-control" = String, description = "no-store"))),
+        (status = 400, description = "`invalid_username`, `invalid_email`, `weak_password`, `missing_field`, `invalid_json`", body = ErrorBody),
+        (status = 403, description = "`signup_closed`", body = ErrorBody),
+        (status = 409, description = "`username_taken`, `email_taken`", body = ErrorBody),
+    ),
+    security(()))]
 pub async fn signup(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -278,11 +295,25 @@ pub async fn signup(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// Log in
+///
+/// With a username or an email address (as `username`, or as `email`) and the password.
+/// Failed attempts are counted per account and per address; past the limit the answer is
+/// 429 with `Retry-After`, the password right or wrong.
+#[utoipa::path(post, path = "/login", tag = "sessions", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A new session's tokens", body = Tokens,
+            headers(("cache-control" = String, description = "no-store"))),
+        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_json`", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`: no such account or a wrong password, alike", body = ErrorBody),
+        (status = 403, description = "`user_blocked`", body = ErrorBody),
+    ),
+    security(()))]
 pub async fn login(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
     mut body: JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Tokens>, ApiError> {
     // A username or an email address, as `username` (what OAuth clients send) or `email`.
     let field = if body.0.contains_key("email") && !body.0.contains_key("username") {
         "email"
@@ -431,13 +462,30 @@ pub async fn login(
     Ok(Json(body))
 }
 
-pub async fn verify(State(st): State<AppState>, body: JsonObject) -> Result<Json<Value>, ApiError> {
+/// Verify a token
+///
+/// Checks a JWT as `/private` would (signature, issuer, audience, expiry, revocations) and
+/// answers its claims.
+#[utoipa::path(post, path = "/verify", tag = "tokens", request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "The token is valid", body = Verified),
+        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_json`", body = ErrorBody),
+        (status = 401, description = "The token is missing, malformed, expired, revoked or not this issuer's", body = ErrorBody),
+    ),
+    security(()))]
+pub async fn verify(
+    State(st): State<AppState>,
+    body: JsonObject,
+) -> Result<Json<Verified>, ApiError> {
     let token = body.string("token")?;
     if token.is_empty() {
         return Err(ApiError::missing_token());
     }
     let principal = st.authenticate(token).await?;
-    Ok(Json(json!({"status": "valid", "claims": principal.claims})))
+    Ok(Json(Verified {
+        status: "valid",
+        claims: principal.claims.clone(),
+    }))
 }
 
 /// `/private`'s answer, serialised straight from the principal (no `serde_json::Value` in
@@ -462,6 +510,17 @@ impl serde::Serialize for Hello {
     }
 }
 
+/// A protected resource
+///
+/// Answers `Hello <username>` to a valid application token: the example every client
+/// starts with.
+#[utoipa::path(get, path = "/private", tag = "tokens",
+    responses(
+        (status = 200, description = "The token is valid", body = Greeting),
+        (status = 400, description = "`invalid_request`: more than one credential", body = ErrorBody),
+        (status = 401, description = "`token_missing`, or the token is invalid", body = ErrorBody),
+    ),
+    security(("user" = [])))]
 pub async fn private(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -470,10 +529,22 @@ pub async fn private(
     Ok(Json(Hello(p)))
 }
 
+/// Refresh
+///
+/// Trades a refresh token for a new pair. Each refresh token is single use: presenting one
+/// again (outside a short grace for a lost answer) ends its whole session.
+#[utoipa::path(post, path = "/refresh", tag = "sessions", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "The session's next tokens", body = Tokens,
+            headers(("cache-control" = String, description = "no-store"))),
+        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_json`", body = ErrorBody),
+        (status = 401, description = "`invalid_refresh_token`", body = ErrorBody),
+    ),
+    security(()))]
 pub async fn refresh(
     State(st): State<AppState>,
     body: JsonObject,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Tokens>, ApiError> {
     let presented = body.string("refresh_token")?;
     if presented.is_empty() || presented.len() > refresh::MAX_LEN {
         return Err(ApiError::InvalidRefreshToken);
@@ -589,6 +660,14 @@ async fn revoke_session(
 /// End a session. Takes the access token (`Authorization: Bearer`), the refresh token
 /// (`{"refresh_token": ...}`), or both — a client whose access token has expired can still
 /// log out with its refresh token.
+#[utoipa::path(post, path = "/logout", tag = "sessions",
+    request_body(content = Option<LogoutRequest>, description = "Optional when the access token is sent"),
+    responses(
+        (status = 204, description = "The session ended"),
+        (status = 400, description = "`token_mismatch`, `invalid_field`, `invalid_json`", body = ErrorBody),
+        (status = 401, description = "`token_missing`, an invalid access token, or `invalid_refresh_token`", body = ErrorBody),
+    ),
+    security(("user" = []), ()))]
 pub async fn logout(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -658,6 +737,14 @@ pub async fn logout(
 
 /// Log out everywhere: every session of the caller ends, and every access token issued to
 /// them until now is refused (a per-user "not before").
+#[utoipa::path(post, path = "/logout-all", tag = "sessions",
+    responses(
+        (status = 204, description = "Every session of the caller ended"),
+        (status = 400, description = "`invalid_request`: more than one credential", body = ErrorBody),
+        (status = 401, description = "`token_missing`, or the token is invalid", body = ErrorBody),
+        (status = 403, description = "`client_token`: a machine client's token", body = ErrorBody),
+    ),
+    security(("user" = [])))]
 pub async fn logout_all(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -685,6 +772,18 @@ const MAX_FEED_WAIT: u64 = 25;
 /// `GET /api/v1/revocations?since=<cursor>&wait=<seconds>`: the revocation change feed
 /// that edge verifiers follow. Opened by `feed_token` (Bearer). With `wait`, an empty
 /// answer is held until something is revoked or the wait ends.
+#[utoipa::path(get, path = "/api/v1/revocations", tag = "tokens",
+    params(
+        ("since" = Option<i64>, Query, minimum = 0, description = "The `cursor` of the last page read; 0 for all"),
+        ("wait" = Option<i64>, Query, minimum = 0, description = "Hold an empty answer up to this many seconds (at most 25: more is 25)"),
+    ),
+    responses(
+        (status = 200, description = "Revocations after `since`", body = jotgate_verify::FeedPage),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 401, description = "`token_missing`, `invalid_feed_token`", body = ErrorBody),
+        (status = 404, description = "`feed_disabled`: no `feed_token` is configured", body = ErrorBody),
+    ),
+    security(("feed" = [])))]
 pub async fn revocation_feed(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -724,7 +823,14 @@ pub async fn revocation_feed(
                     .filter(|n: &i64| *n >= 0)
                     .ok_or_else(|| bad("since"))?
             }
-            "wait" => wait = v.parse().map_err(|_| bad("wait"))?,
+            // Any i64 a client sends (the document's integer), held at most MAX_FEED_WAIT.
+            "wait" => {
+                wait = v
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| bad("wait"))?
+            }
             _ => {}
         }
     }
@@ -747,6 +853,11 @@ pub async fn revocation_feed(
     }
 }
 
+/// The signing keys
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
+    responses((status = 200, description = "The public keys (RFC 7517)", body = JwkSet,
+        headers(("cache-control" = String, description = "public, max-age=300")))),
+    security(()))]
 pub async fn jwks(State(st): State<AppState>) -> Response {
     let body = st.0.keys.current().jwks().clone();
     let mut res = Json(body).into_response();
@@ -761,21 +872,45 @@ pub async fn jwks(State(st): State<AppState>) -> Response {
 /// key is published before it signs (`jotgate keys rotate --activate-in`, default 300 s).
 const DOCUMENT_MAX_AGE: &str = "public, max-age=300";
 
+/// OpenID Provider metadata
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
+    responses((status = 200, description = "OpenID Connect Discovery 1.0 / RFC 8414", body = Discovery,
+        headers(("cache-control" = String, description = "public, max-age=300")))),
+    security(()))]
 pub async fn discovery(State(st): State<AppState>) -> Response {
     let issuer = st.0.cfg.policy.issuer.trim_end_matches('/').to_string();
-    let ring = st.0.keys.current();
-    let mut res = Json(json!({
-        "issuer": st.0.cfg.policy.issuer,
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "token_endpoint": format!("{issuer}/oauth/token"),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ring.algorithms(),
-        "access_token_signing_alg_values_supported": ring.algorithms(),
-        "scopes_supported": ["profile"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "username", "roles", "scope", "sid", "client_id"],
-    }))
+    let algs: Vec<String> =
+        st.0.keys
+            .current()
+            .algorithms()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+    let mut res = Json(Discovery {
+        issuer: st.0.cfg.policy.issuer.clone(),
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        token_endpoint: format!("{issuer}/oauth/token"),
+        grant_types_supported: &["client_credentials"],
+        token_endpoint_auth_methods_supported: &["client_secret_basic", "client_secret_post"],
+        subject_types_supported: &["public"],
+        id_token_signing_alg_values_supported: algs.clone(),
+        access_token_signing_alg_values_supported: algs,
+        scopes_supported: &["profile"],
+        claims_supported: &[
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "nbf",
+            "jti",
+            "username",
+            "roles",
+            "scope",
+            "sid",
+            "client_id",
+        ],
+    })
     .into_response();
     res.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -785,18 +920,35 @@ pub async fn discovery(State(st): State<AppState>) -> Response {
 }
 
 /// Liveness: the process answers.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process answers", body = Health)),
+    security(()))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Readiness: the store answers (the signing key is loaded before the server listens).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: the store does not answer", body = Readiness,
+            headers(("retry-after" = u64))),
+    ),
+    security(()))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     match st.readiness().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(Readiness {
+            status: "ready",
+            reason: None,
+        })
+        .into_response(),
         Err(reason) => {
             let mut res = (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "not_ready", "reason": reason})),
+                Json(Readiness {
+                    status: "not_ready",
+                    reason: Some(reason),
+                }),
             )
                 .into_response();
             res.headers_mut()

@@ -2108,6 +2108,67 @@ impl Clients for DynamoStore {
 const DAY_MS: i64 = 86_400_000;
 /// The furthest back a read walks (DynamoDB's TTL removes older events anyway).
 const AUDIT_MAX_DAYS: i64 = 400;
+/// Day partitions read at once by `audit_events`.
+const AUDIT_DAYS_AT_ONCE: usize = 8;
+
+impl DynamoStore {
+    /// One day's audit events in [since, before), newest first, at most `q.limit`.
+    async fn audit_day(
+        &self,
+        day: i64,
+        since: i64,
+        before: i64,
+        now_ms: i64,
+        q: &crate::AuditQuery,
+    ) -> Result<Vec<crate::AuditEvent>> {
+        let mut filters = vec!["#ttl >= :now"];
+        let mut b = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .scan_index_forward(false)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_names("#ttl", TTL_ATTR)
+            .expression_attribute_values(":pk", s(format!("AUDIT#{day}")))
+            .expression_attribute_values(":lo", s(format!("{:016}", since.max(0))))
+            .expression_attribute_values(
+                ":hi",
+                s(format!("{:016}~", before.saturating_sub(1).max(0))),
+            )
+            .expression_attribute_values(":now", n(now_ms / 1000));
+        if let Some(k) = &q.kind {
+            filters.push("event_type = :k");
+            b = b.expression_attribute_values(":k", s(k));
+        }
+        if let Some(u) = &q.user {
+            filters.push("user_id = :u");
+            b = b.expression_attribute_values(":u", s(u));
+        }
+        b = b.filter_expression(filters.join(" AND "));
+        let mut out = Vec::new();
+        let mut pages = b.into_paginator().items().send();
+        while let Some(it) = pages.next().await {
+            let it = it.map_err(sdk)?;
+            let detail = match it.get("detail") {
+                Some(AttributeValue::S(d)) => serde_json::from_str(d).map_err(backend)?,
+                _ => Default::default(),
+            };
+            out.push(crate::AuditEvent {
+                at_ms: get_n(&it, "at_ms")?,
+                kind: get_s(&it, "event_type")?,
+                user: get_opt_s(&it, "user_id"),
+                actor: get_opt_s(&it, "actor"),
+                ip: get_opt_s(&it, "ip"),
+                detail,
+            });
+            if out.len() >= q.limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
 
 #[async_trait]
 impl Audit for DynamoStore {
@@ -2143,54 +2204,26 @@ impl Audit for DynamoStore {
         let now_ms = micros_now() / 1000;
         let before = q.before_ms.unwrap_or(i64::MAX).min(now_ms + DAY_MS);
         let since = q.since_ms.max(now_ms - AUDIT_MAX_DAYS * DAY_MS);
+        let days: Vec<i64> = (since.div_euclid(DAY_MS)..=(before - 1).div_euclid(DAY_MS))
+            .rev()
+            .collect();
         let mut out = Vec::new();
-        let mut day = (before - 1).div_euclid(DAY_MS);
-        while day >= since.div_euclid(DAY_MS) && out.len() < q.limit {
-            let mut filters = vec!["#ttl >= :now"];
-            let mut b = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .scan_index_forward(false)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-                .expression_attribute_names("#ttl", TTL_ATTR)
-                .expression_attribute_values(":pk", s(format!("AUDIT#{day}")))
-                .expression_attribute_values(":lo", s(format!("{:016}", since.max(0))))
-                .expression_attribute_values(
-                    ":hi",
-                    s(format!("{:016}~", before.saturating_sub(1).max(0))),
-                )
-                .expression_attribute_values(":now", n(now_ms / 1000));
-            if let Some(k) = &q.kind {
-                filters.push("event_type = :k");
-                b = b.expression_attribute_values(":k", s(k));
-            }
-            if let Some(u) = &q.user {
-                filters.push("user_id = :u");
-                b = b.expression_attribute_values(":u", s(u));
-            }
-            b = b.filter_expression(filters.join(" AND "));
-            let mut pages = b.into_paginator().items().send();
-            while let Some(it) = pages.next().await {
-                let it = it.map_err(sdk)?;
-                let detail = match it.get("detail") {
-                    Some(AttributeValue::S(d)) => serde_json::from_str(d).map_err(backend)?,
-                    _ => Default::default(),
-                };
-                out.push(crate::AuditEvent {
-                    at_ms: get_n(&it, "at_ms")?,
-                    kind: get_s(&it, "event_type")?,
-                    user: get_opt_s(&it, "user_id"),
-                    actor: get_opt_s(&it, "actor"),
-                    ip: get_opt_s(&it, "ip"),
-                    detail,
-                });
+        // A partition per day, newest first: a few days at once, so that a long range of
+        // empty days costs round trips in parallel, not one after another.
+        for batch in days.chunks(AUDIT_DAYS_AT_ONCE) {
+            let pages = futures_util::future::try_join_all(
+                batch
+                    .iter()
+                    .map(|day| self.audit_day(*day, since, before, now_ms, &q)),
+            )
+            .await?;
+            for page in pages {
+                out.extend(page);
                 if out.len() >= q.limit {
-                    break;
+                    out.truncate(q.limit);
+                    return Ok(out);
                 }
             }
-            day -= 1;
         }
         Ok(out)
     }

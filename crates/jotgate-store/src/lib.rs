@@ -50,6 +50,7 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// An account as the API shows it: never a password hash.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
     pub id: String,
@@ -67,6 +68,7 @@ pub struct User {
     pub blocked: bool,
     /// Set by administrators only (the management API); a documented mapping puts chosen
     /// keys into tokens.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub app_metadata: serde_json::Map<String, serde_json::Value>,
     /// The last successful login.
@@ -151,6 +153,7 @@ pub struct NewUser {
 
 /// A role: a named bag of scopes. A token carries its holder's role names in `roles` and
 /// the union of their scopes in `scope`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Role {
     pub name: String,
@@ -161,6 +164,7 @@ pub struct Role {
 
 /// A machine client (OAuth 2.0 client credentials, RFC 6749 §4.4) as stored: its secret
 /// only as a hash.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClientRecord {
     /// `cl_…`: never a user id (RFC 9068 §5).
@@ -179,6 +183,7 @@ pub struct ClientRecord {
 }
 
 /// One security event of the audit log.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEvent {
     /// Milliseconds since the epoch.
@@ -196,6 +201,7 @@ pub struct AuditEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
     /// What else the event says (never a secret).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub detail: serde_json::Map<String, serde_json::Value>,
 }

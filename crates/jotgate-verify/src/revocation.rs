@@ -15,6 +15,7 @@ use crate::{Principal, VerifyError, VerifyErrorKind};
 
 /// One revocation, as the feed carries it. Each lives until `expires_at`, after which every
 /// token it could deny has expired on its own.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Revoked {
@@ -95,6 +96,7 @@ impl Revoked {
 }
 
 /// One page of the feed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedPage {
     /// Pass back as `since` to get only newer entries.

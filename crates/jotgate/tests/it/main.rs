@@ -25,6 +25,7 @@ mod limits;
 mod management;
 mod metrics;
 mod oidc;
+mod openapi;
 mod postgres;
 mod refresh;
 mod roles;

@@ -1,0 +1,205 @@
+//! The OpenAPI document against the live server: schemathesis (PyPI; `scripts/test.sh`
+//! installs it) reads `GET /openapi.json` and sends what it describes and what it forbids
+//! to a real listening server, with real credentials for each operation
+//! (`tests/schemathesis/hooks.py`). Every check but `positive_data_acceptance`: no 5xx,
+//! every status, content type, header and body as documented, schema-violating input
+//! refused, every secured operation refusing a request without credentials. On SQLite,
+//! PostgreSQL and the DynamoDB emulator. `JOTGATE_SKIP_SCHEMATHESIS=1` skips.
+//!
+//! `positive_data_acceptance` (schema-valid input must be accepted) is left out: the server
+//! refuses input no schema can describe — a common password, a username taken, a cursor
+//! that names no user — and says so with a documented 4xx.
+
+use std::path::Path;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::{TestApp, settings, temp_dir};
+
+const ALL: &str = "read:users create:users update:users delete:users read:roles create:roles \
+                   update:roles delete:roles read:clients create:clients update:clients delete:clients read:audit";
+
+const FEED_TOKEN: &str = "schemathesis-feed-token-0123456789abcdef";
+
+/// `python3 -m schemathesis.cli`, wherever pip put its script.
+fn schemathesis() -> Option<tokio::process::Command> {
+    if std::env::var("JOTGATE_SKIP_SCHEMATHESIS").as_deref() == Ok("1") {
+        return None;
+    }
+    let found = std::process::Command::new("python3")
+        .args(["-m", "schemathesis.cli", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "schemathesis is missing: run scripts/test.sh (pip install schemathesis), or set \
+         JOTGATE_SKIP_SCHEMATHESIS=1"
+    );
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.args(["-m", "schemathesis.cli"]);
+    Some(cmd)
+}
+
+fn app_settings(dir: &Path, store: Option<String>) -> jotgate::settings::Settings {
+    let mut s = settings(dir);
+    s.store.store = store.map(Into::into);
+    s.feed.feed_token = Some(FEED_TOKEN.to_string().into());
+    // Fuzzing sends thousands of wrong passwords and secrets from one address; the
+    // per-account limits stay as they are.
+    s.login.login_ip_failures = Some(1_000_000);
+    s.login.signup_ip_limit = Some(1_000_000);
+    s
+}
+
+async fn client(app: &TestApp, name: &str, scopes: &str) -> String {
+    let out = jotgate::admin::clients_add(&app.settings, name, &[scopes.into()], &[], true)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    format!(
+        "{}:{}",
+        v["client_id"].as_str().unwrap(),
+        v["client_secret"].as_str().unwrap()
+    )
+}
+
+async fn run(store: Option<String>, examples: u32) {
+    let Some(mut schemathesis) = schemathesis() else {
+        return;
+    };
+    let dir = temp_dir();
+    let app = TestApp::with(app_settings(&dir, store), dir).await;
+    let doc = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(doc.status(), StatusCode::OK);
+    let doc: Value = doc.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let operations: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+
+    let mgmt = client(&app, "schemathesis", ALL).await;
+    let fuzzed = client(&app, "fuzzed", "read:users").await;
+    let here = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis"));
+    let reports = app.dir.join("schemathesis-report");
+    let out = schemathesis
+        // Its caches (.hypothesis, .schemathesis) go to the test's own directory.
+        .current_dir(&app.dir)
+        .env("PYTHONPATH", here)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("JOTGATE_ST_BASE", &app.base)
+        .env("JOTGATE_ST_CLIENT", &mgmt)
+        .env("JOTGATE_ST_FUZZED_CLIENT", &fuzzed)
+        .env("JOTGATE_ST_FEED_TOKEN", FEED_TOKEN)
+        .arg("--config-file")
+        .arg(here.join("schemathesis.toml"))
+        .args(["--no-color", "run"])
+        .arg(app.url("/openapi.json"))
+        .args(["--url", &app.base])
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
+        .args(["--max-examples", &examples.to_string(), "--workers", "2"])
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .await
+        .expect("schemathesis runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every operation was tested, none only errored.
+    assert!(
+        stdout.contains(&format!("Tested: {operations}\n")),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn schemathesis_finds_nothing_on_sqlite() {
+    run(None, 100).await;
+}
+
+#[tokio::test]
+async fn schemathesis_finds_nothing_on_postgres() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    run(Some(url), 30).await;
+}
+
+#[cfg(feature = "dynamodb")]
+#[tokio::test]
+async fn schemathesis_finds_nothing_on_dynamodb() {
+    let Some(url) = jotgate_store::contract::dynamodb_test_table() else {
+        return;
+    };
+    run(Some(url), 30).await;
+}
+
+/// What schemathesis does not send (it percent-encodes valid UTF-8 and keeps bodies
+/// small) is JSON as the document says too: a path segment that is not UTF-8, and a body
+/// over the limit on `/oauth/token`, whose errors are RFC 6749's.
+#[tokio::test]
+async fn undecodable_paths_and_oversized_token_requests_get_documented_json() {
+    let dir = temp_dir();
+    let app = TestApp::with(app_settings(&dir, None), dir).await;
+    let creds = client(&app, "ops", "read:users read:roles delete:clients").await;
+    let (id, secret) = creds.split_once(':').unwrap();
+    let res = app
+        .client
+        .post(app.url("/oauth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let token: Value = res.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/users/%FF"),
+        (reqwest::Method::GET, "/api/v1/roles/%C3%28"),
+        (reqwest::Method::DELETE, "/api/v1/clients/%FE"),
+    ] {
+        let res = app
+            .client
+            .request(method, app.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(res.headers()["content-type"], "application/json");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_path", "{path}");
+    }
+    let res = app
+        .client
+        .post(app.url("/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&pad={}",
+            "a".repeat(70_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+}
