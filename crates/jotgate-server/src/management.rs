@@ -284,7 +284,8 @@ struct CreateUser {
     request_body = crate::schema::CreateUserRequest,
     responses(
         (status = 201, description = "The new user", body = User),
-        (status = 400, description = "`invalid_username`, `invalid_email`, `weak_password`, `invalid_request`, `undefined_role`, …", body = crate::schema::ErrorBody),
+        (status = 400, description = "`invalid_username`, `invalid_email`, `weak_password`, `invalid_request`, `unknown_role`, …", body = crate::schema::ErrorBody),
+        (status = 403, description = "`insufficient_scope` (giving roles needs `update:users` too); `escalation`: a role grants a management scope the caller lacks", body = crate::schema::ErrorBody),
         (status = 409, description = "`username_taken`, `email_taken`", body = crate::schema::ErrorBody),
     ),
     security(("management" = ["create:users"])))]
@@ -553,8 +554,8 @@ pub async fn user_roles(
     request_body = RoleNames,
     responses(
         (status = 200, description = "The user's roles now", body = crate::schema::UserRoles),
-        (status = 400, description = "`undefined_role`, `invalid_request`", body = crate::schema::ErrorBody),
-        (status = 403, description = "`insufficient_scope`, also when a role grants a management scope the caller lacks", body = crate::schema::ErrorBody),
+        (status = 400, description = "`unknown_role`, `invalid_request`", body = crate::schema::ErrorBody),
+        (status = 403, description = "`insufficient_scope`; `escalation`: a role grants a management scope the caller lacks", body = crate::schema::ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = crate::schema::ErrorBody),
     ),
     security(("management" = ["update:users"])))]
@@ -674,8 +675,8 @@ pub(crate) struct RoleScopes {
     responses(
         (status = 200, description = "Replaced (`update:roles`); if it lost a scope, its holders' sessions ended", body = Role),
         (status = 201, description = "Created (`create:roles`)", body = Role),
-        (status = 400, description = "`invalid_role`, `invalid_scope`, `invalid_request`", body = crate::schema::ErrorBody),
-        (status = 403, description = "`insufficient_scope`, also for a management scope the caller lacks", body = crate::schema::ErrorBody),
+        (status = 400, description = "`invalid_request` (a bad name or scope)", body = crate::schema::ErrorBody),
+        (status = 403, description = "`insufficient_scope`; `escalation`: a management scope the caller lacks", body = crate::schema::ErrorBody),
     ),
     security(("management" = ["create:roles"]), ("management" = ["update:roles"])))]
 pub async fn put_role(
@@ -783,8 +784,8 @@ async fn client_or_404(st: &AppState, id: &str) -> Result<ClientRecord, ApiError
     responses(
         (status = 201, description = "The client and its secret, shown once", body = crate::schema::NewClient,
             headers(("cache-control" = String, description = "no-store"))),
-        (status = 400, description = "`invalid_request`, `invalid_scope`, `invalid_audience`", body = crate::schema::ErrorBody),
-        (status = 403, description = "`insufficient_scope`, also for a management scope the caller lacks", body = crate::schema::ErrorBody),
+        (status = 400, description = "`invalid_request` (a bad name, scope or audience)", body = crate::schema::ErrorBody),
+        (status = 403, description = "`insufficient_scope`; `escalation`: a management scope the caller lacks", body = crate::schema::ErrorBody),
     ),
     security(("management" = ["create:clients"])))]
 pub async fn create_client(
@@ -831,7 +832,7 @@ pub async fn create_client(
     responses(
         (status = 200, description = "The new secret, shown once; the old one and the client's tokens are refused", body = crate::schema::ClientSecret,
             headers(("cache-control" = String, description = "no-store"))),
-        (status = 403, description = "`insufficient_scope`, also for a client holding a management scope the caller lacks", body = crate::schema::ErrorBody),
+        (status = 403, description = "`insufficient_scope`; `escalation`: the client holds a management scope the caller lacks", body = crate::schema::ErrorBody),
         (status = 404, description = "`not_found`: no such client", body = crate::schema::ErrorBody),
     ),
     security(("management" = ["update:clients"])))]
@@ -865,7 +866,7 @@ pub async fn rotate_client_secret(
 #[utoipa::path(delete, path = "/api/v1/clients/{id}", tag = "clients", params(("id" = String, Path, description = "The client's id (`cl_…`)")),
     responses(
         (status = 204, description = "Deleted; its tokens are refused"),
-        (status = 403, description = "`insufficient_scope`, also for a client holding a management scope the caller lacks", body = crate::schema::ErrorBody),
+        (status = 403, description = "`insufficient_scope`; `escalation`: the client holds a management scope the caller lacks", body = crate::schema::ErrorBody),
         (status = 404, description = "`not_found`: no such client", body = crate::schema::ErrorBody),
     ),
     security(("management" = ["delete:clients"])))]
@@ -982,7 +983,7 @@ pub async fn me(State(st): State<AppState>, Me(p): Me) -> Result<Json<User>, Api
         (status = 200, description = "Changed; every other session ended. A new session's tokens", body = crate::schema::Tokens,
             headers(("cache-control" = String, description = "no-store"))),
         (status = 400, description = "`weak_password`, `missing_field`, `invalid_request`", body = crate::schema::ErrorBody),
-        (status = 401, description = "`invalid_credentials`: the current password is wrong; or the token is invalid", body = crate::schema::ErrorBody),
+        (status = 401, description = "`bad_credentials`: the current password is wrong; or the token is invalid", body = crate::schema::ErrorBody),
         (status = 403, description = "`client_token`: a machine client's token", body = crate::schema::ErrorBody),
         (status = 404, description = "`not_found`: the account is gone", body = crate::schema::ErrorBody),
     ),
@@ -1026,7 +1027,7 @@ pub async fn change_my_password(
     responses(
         (status = 204, description = "The account and its sessions ended"),
         (status = 400, description = "`missing_field`, `invalid_json`", body = crate::schema::ErrorBody),
-        (status = 401, description = "`invalid_credentials`: the password is wrong; or the token is invalid", body = crate::schema::ErrorBody),
+        (status = 401, description = "`bad_credentials`: the password is wrong; or the token is invalid", body = crate::schema::ErrorBody),
         (status = 403, description = "`client_token`: a machine client's token", body = crate::schema::ErrorBody),
         (status = 404, description = "`not_found`: the account is gone", body = crate::schema::ErrorBody),
     ),
