@@ -154,6 +154,11 @@ pub fn lookup_key(raw: &str) -> Result<Lookup, UsernameError> {
     if display.chars().count() > MAX_LEN {
         return Err(UsernameError::TooLong);
     }
+    // No account's name holds one, and a store may refuse it (PostgreSQL refuses NUL in
+    // text): an error here, not a lookup.
+    if display.chars().any(char::is_control) {
+        return Err(UsernameError::InvalidCharacter);
+    }
     let canonical: String = caseless::default_case_fold_str(&display).nfkc().collect();
     let key = skeleton_key(&canonical);
     Ok(Lookup {
@@ -165,6 +170,21 @@ pub fn lookup_key(raw: &str) -> Result<Lookup, UsernameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lookup_with_a_control_character_is_refused() {
+        for raw in ["a\u{0}b", "al\u{7}ice", "bo\u{85}b"] {
+            assert_eq!(
+                lookup_key(raw),
+                Err(UsernameError::InvalidCharacter),
+                "{raw:?}"
+            );
+        }
+        assert!(
+            lookup_key(" alice\t").is_ok(),
+            "surrounding whitespace is trimmed"
+        );
+    }
 
     #[test]
     fn case_and_compatibility_forms_fold_together() {

@@ -425,9 +425,23 @@ pub async fn token(
             .into_response();
         }
     };
-    match issue(&st, ip, &headers, &body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    // Answered within STORE_DEADLINE, a slow store or not, in this endpoint's own error
+    // shape (the other writing routes share a middleware that answers in ours). The work
+    // goes on in the background, so a counted attempt is still settled.
+    let work = tokio::spawn(tracing::Instrument::in_current_span(async move {
+        match issue(&st, ip, &headers, &body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }));
+    match tokio::time::timeout(crate::STORE_DEADLINE, work).await {
+        Ok(Ok(res)) => res,
+        Ok(Err(e)) => OAuthError::from(ApiError::internal(e)).into_response(),
+        Err(_) => OAuthError::from(ApiError::StoreUnavailable(format!(
+            "the token request did not finish within {} s",
+            crate::STORE_DEADLINE.as_secs()
+        )))
+        .into_response(),
     }
 }
 

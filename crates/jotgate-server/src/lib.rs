@@ -480,7 +480,6 @@ pub fn router(
         .route("/refresh", post(routes::refresh))
         .route("/logout", post(routes::logout))
         .route("/logout-all", post(routes::logout_all))
-        .route("/oauth/token", post(clients::token))
         .route(
             "/api/v1/users",
             get(management::list_users).post(management::create_user),
@@ -526,6 +525,8 @@ pub fn router(
         // The routes that write to the store answer within STORE_DEADLINE, a slow store
         // or not: 503 `store_unavailable` then, never a request left hanging.
         .route_layer(axum::middleware::from_fn(store_deadline))
+        // Its own deadline, answered as an RFC 6749 error.
+        .route("/oauth/token", post(clients::token))
         .route("/verify", post(routes::verify))
         .route("/private", get(routes::private))
         .route("/api/v1/revocations", get(routes::revocation_feed))

@@ -284,7 +284,7 @@ struct CreateUser {
     request_body = crate::schema::CreateUserRequest,
     responses(
         (status = 201, description = "The new user", body = User),
-        (status = 400, description = "`invalid_username`, `invalid_email`, `weak_password`, `invalid_request`, `unknown_role`, …", body = crate::schema::ErrorBody),
+        (status = 400, description = "`invalid_username`, `weak_password`, `invalid_request` (a bad address, role name or field), `unknown_role`", body = crate::schema::ErrorBody),
         (status = 403, description = "`insufficient_scope` (giving roles needs `update:users` too); `escalation`: a role grants a management scope the caller lacks", body = crate::schema::ErrorBody),
         (status = 409, description = "`username_taken`, `email_taken`", body = crate::schema::ErrorBody),
     ),
@@ -399,7 +399,7 @@ mod double_option {
     request_body = crate::schema::PatchUserRequest,
     responses(
         (status = 200, description = "The user, changed", body = User),
-        (status = 400, description = "`invalid_email`, `weak_password`, `invalid_request`, …", body = crate::schema::ErrorBody),
+        (status = 400, description = "`weak_password`, `invalid_request` (a bad address or field)", body = crate::schema::ErrorBody),
         (status = 404, description = "`not_found`: no such user", body = crate::schema::ErrorBody),
         (status = 409, description = "`email_taken`", body = crate::schema::ErrorBody),
     ),

@@ -213,8 +213,18 @@ pub fn document(issuer: &str) -> String {
         });
         let oauth = id == "token";
         let r = &mut op.responses.responses;
-        let mut add = |status: &str, resp: RefOr<Response>| {
-            r.entry(status.to_string()).or_insert(resp);
+        // A status the operation documents already keeps its own body and gains the
+        // shared cause in its description.
+        let mut add = |status: &str, resp: RefOr<Response>| match r.get_mut(status) {
+            Some(RefOr::T(have)) => {
+                if let RefOr::T(new) = resp {
+                    have.description = format!("{}; {}", have.description, new.description);
+                }
+            }
+            Some(RefOr::Ref(_)) => {}
+            None => {
+                r.insert(status.to_string(), resp);
+            }
         };
         if secured && !oauth {
             add(
@@ -237,6 +247,13 @@ pub fn document(issuer: &str) -> String {
             );
         }
         if has_body && !oauth {
+            add(
+                "400",
+                error(
+                    "`invalid_json`, `invalid_body`, `missing_field`, `invalid_field`: the body is not the JSON object described",
+                    None,
+                ),
+            );
             add("415", error("`unsupported_media_type`: send JSON", None));
         }
         if has_path {
@@ -260,7 +277,14 @@ pub fn document(issuer: &str) -> String {
                 ),
             );
         }
-        if !oauth && !STORELESS.contains(&id.as_str()) {
+        add(
+            "408",
+            error(
+                "`request_timeout`: the request was not answered within 30 s",
+                None,
+            ),
+        );
+        if !STORELESS.contains(&id.as_str()) && !oauth {
             add(
                 "503",
                 error(

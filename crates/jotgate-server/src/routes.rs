@@ -304,7 +304,7 @@ pub async fn signup(
     responses(
         (status = 200, description = "A new session's tokens", body = Tokens,
             headers(("cache-control" = String, description = "no-store"))),
-        (status = 400, description = "`invalid_username` (an over-long name), `missing_field`, `invalid_field`, `invalid_json`", body = ErrorBody),
+        (status = 400, description = "`invalid_username` (an over-long name, or one with a control character), `missing_field`, `invalid_field`, `invalid_json`", body = ErrorBody),
         (status = 401, description = "`bad_credentials`: no such account or a wrong password, alike", body = ErrorBody),
         (status = 403, description = "`user_blocked`", body = ErrorBody),
     ),

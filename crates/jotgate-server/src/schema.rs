@@ -213,17 +213,37 @@ pub struct SignupRequest {
     pub email: Option<String>,
 }
 
-/// `POST /login`: a username or an email address, and the password. Other members are
-/// ignored.
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct LoginRequest {
-    /// The username or the email address (what OAuth clients send).
-    #[schema(min_length = 1, max_length = 1024)]
-    pub username: String,
-    #[schema(min_length = 1, max_length = 1024)]
-    pub password: String,
+/// `POST /login`: `username` (a username or an email address, as OAuth clients send it)
+/// or `email`, and `password`. Other members are ignored; with both, `username` is used.
+pub struct LoginRequest;
+
+impl utoipa::PartialSchema for LoginRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+        let text = |min: usize| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(min))
+                .max_length(Some(1024))
+        };
+        let by = |field: &str| {
+            ObjectBuilder::new()
+                .property(field, text(1))
+                .required(field)
+                .property("password", text(1))
+                .required("password")
+        };
+        AnyOfBuilder::new()
+            .item(by("username"))
+            .item(by("email"))
+            .description(Some(
+                "A username or an email address (as `username` or as `email`) and the password",
+            ))
+            .into()
+    }
 }
+
+impl ToSchema for LoginRequest {}
 
 /// `POST /refresh`.
 #[derive(Deserialize, ToSchema)]
@@ -236,7 +256,8 @@ pub struct RefreshRequest {
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub struct LogoutRequest {
-    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub refresh_token: String,
 }
 
 /// `POST /verify`.
@@ -254,14 +275,19 @@ pub struct VerifyRequest {
 #[allow(dead_code)]
 pub struct TokenRequest {
     pub grant_type: GrantType,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: String,
     /// Space-separated; by default every scope the client holds for the audience.
-    pub scope: Option<String>,
+    #[serde(default)]
+    pub scope: String,
     /// One of the client's audiences (Auth0's name); the first by default.
-    pub audience: Option<String>,
+    #[serde(default)]
+    pub audience: String,
     /// The same, under RFC 8707's name.
-    pub resource: Option<String>,
+    #[serde(default)]
+    pub resource: String,
 }
 
 /// The one grant `/oauth/token` answers (others: 400 `unsupported_grant_type`).

@@ -2207,22 +2207,19 @@ impl Audit for DynamoStore {
         let days: Vec<i64> = (since.div_euclid(DAY_MS)..=(before - 1).div_euclid(DAY_MS))
             .rev()
             .collect();
+        // A partition per day, newest first, a few read ahead at once: a long range of
+        // empty days costs round trips side by side, not one after another; reading stops
+        // (and the reads ahead are dropped) once the page is full.
+        use futures_util::StreamExt;
+        let mut days = futures_util::stream::iter(days)
+            .map(|day| self.audit_day(day, since, before, now_ms, &q))
+            .buffered(AUDIT_DAYS_AT_ONCE);
         let mut out = Vec::new();
-        // A partition per day, newest first: a few days at once, so that a long range of
-        // empty days costs round trips in parallel, not one after another.
-        for batch in days.chunks(AUDIT_DAYS_AT_ONCE) {
-            let pages = futures_util::future::try_join_all(
-                batch
-                    .iter()
-                    .map(|day| self.audit_day(*day, since, before, now_ms, &q)),
-            )
-            .await?;
-            for page in pages {
-                out.extend(page);
-                if out.len() >= q.limit {
-                    out.truncate(q.limit);
-                    return Ok(out);
-                }
+        while let Some(page) = days.next().await {
+            out.extend(page?);
+            if out.len() >= q.limit {
+                out.truncate(q.limit);
+                break;
             }
         }
         Ok(out)
