@@ -13,6 +13,8 @@ pub mod kind {
     pub const LOGIN_FAILED: &str = "login.failed";
     pub const LOGIN_THROTTLED: &str = "login.throttled";
     pub const LOGIN_BLOCKED: &str = "login.blocked";
+    /// An account reached its per-hour ceiling of evaluated guesses from all addresses.
+    pub const LOGIN_CEILING: &str = "login.ceiling_reached";
     pub const SIGNUP: &str = "signup";
     pub const LOGOUT: &str = "logout";
     pub const LOGOUT_ALL: &str = "logout.all";

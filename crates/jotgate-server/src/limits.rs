@@ -2,6 +2,7 @@
 //! per-username / per-address failure throttling with growing delays, counted in the
 //! store so that it holds across instances.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -160,8 +161,12 @@ impl Drop for HashPool {
 /// Login throttling settings.
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
-    /// Failures allowed per username before delays start.
+    /// Failures allowed per (account, client address) pair before delays start.
     pub user_free_failures: u32,
+    /// Failures evaluated per account from all addresses together within
+    /// `ceiling_window`; past it every attempt waits until the window after the last.
+    pub user_ceiling: u32,
+    pub ceiling_window: Duration,
     /// Failures allowed per client address before delays start.
     pub ip_free_failures: u32,
     /// Sign-up attempts (successful or not) allowed per client address before delays.
@@ -177,6 +182,8 @@ impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
             user_free_failures: 5,
+            user_ceiling: 100,
+            ceiling_window: Duration::from_secs(60 * 60),
             ip_free_failures: 20,
             signup_free_attempts: 20,
             base_delay: Duration::from_secs(1),
@@ -186,15 +193,46 @@ impl Default for RateLimitConfig {
     }
 }
 
-/// Counts failed logins per key (`user:<digest of the canonical name>`, `ip:<address>`;
-/// and sign-up attempts, `signup:<address>`) in
-/// the store, so every instance — every Lambda container, every server on one database —
-/// sees the same counts. Keys are the names *as typed*, existing or not, so a lockout
-/// reveals nothing about existence. The delay after a failure is computed from the count
-/// and the instant of the latest failure; nothing else is stored.
+/// Counts failed logins per key in the store, so every instance — every Lambda container,
+/// every server on one database — sees the same counts:
+///
+/// - `pair:<digest of account and address>`: growing delays after `user_free_failures`,
+///   so guessing from one address stops soon, and locks out nobody elsewhere;
+/// - `ceil:<digest of account>`: at most `user_ceiling` per `ceiling_window` from all
+///   addresses together, which bounds a botnet without a lockout a few guesses can cause;
+/// - `ip:<address, IPv6 by /64>`: growing delays after `ip_free_failures`;
+/// - `user:` (a signed-in user's current password), `client:` (a client secret) and
+///   `signup:<address>` (every sign-up attempt).
+///
+/// Account keys are the names *as typed*, existing or not, so a lockout reveals nothing
+/// about existence. The delay after a failure is computed from the count and the instant
+/// of the latest failure; nothing else is stored.
 pub struct LoginLimiter {
     cfg: RateLimitConfig,
     store: Arc<dyn Store>,
+}
+
+/// What [`LoginLimiter::begin`] saw besides letting the attempt through.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Begun {
+    /// This attempt took an account's last evaluation of the ceiling's window: the owner
+    /// is told once per window (an audit event, a log line).
+    pub ceiling_reached: bool,
+}
+
+/// The throttling group of a client address: itself for IPv4 (an IPv4-mapped IPv6 address
+/// is its IPv4), its /64 for IPv6 (one host usually holds a whole /64).
+pub fn address_group(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 fn now_ms() -> i64 {
@@ -209,12 +247,43 @@ impl LoginLimiter {
         Self { cfg, store }
     }
 
-    fn window_ms(&self) -> i64 {
-        self.cfg.reset_after.as_millis() as i64
+    fn window_ms(&self, key: &str) -> i64 {
+        if key.starts_with("ceil:") {
+            self.cfg.ceiling_window.as_millis() as i64
+        } else {
+            self.cfg.reset_after.as_millis() as i64
+        }
+    }
+
+    /// The keys of a login attempt: per (account, address) pair and per account, for the
+    /// account's id when the name resolved and for the typed name's bucket always, and the
+    /// address's.
+    pub fn login_keys(account: Option<&str>, bucket: &str, ip: Option<IpAddr>) -> Vec<String> {
+        let group = ip.map(address_group);
+        let digest = |k: &str| jotgate_core::sha256_b64url(k.as_bytes());
+        let names: Vec<String> = account
+            .map(|id| format!("id:{id}"))
+            .into_iter()
+            .chain([format!("name:{bucket}")])
+            .collect();
+        let mut keys = Vec::with_capacity(2 * names.len() + 1);
+        for n in &names {
+            let at = group.as_deref().unwrap_or("-");
+            keys.push(format!("pair:{}", digest(&format!("{n}|{at}"))));
+        }
+        for n in &names {
+            keys.push(format!("ceil:{}", digest(n)));
+        }
+        keys.extend(group.map(|g| format!("ip:{g}")));
+        keys
     }
 
     /// Until when (ms since the epoch) `f` blocks further attempts, if it does.
     fn blocked_until(&self, f: &LoginFailures) -> Option<i64> {
+        if f.key.starts_with("ceil:") {
+            return (f.count >= self.cfg.user_ceiling.max(1))
+                .then(|| f.last_ms.saturating_add(self.window_ms(&f.key)));
+        }
         let free = if f.key.starts_with("ip:") {
             self.cfg.ip_free_failures
         } else if f.key.starts_with("signup:") {
@@ -248,12 +317,19 @@ impl LoginLimiter {
     /// or when concurrent attempts took the last evaluation this key had left (their
     /// counts are then taken back). On `Ok`, the attempt stays counted as a failure until
     /// [`succeeded`](Self::succeeded) or [`release`](Self::release).
-    pub async fn begin(&self, keys: &[String]) -> Result<(), ApiError> {
+    pub async fn begin(&self, keys: &[String]) -> Result<Begun, ApiError> {
         let now = now_ms();
-        let live = self
-            .store
-            .login_failures(keys, now, self.window_ms())
-            .await?;
+        // Read by window: the per-account ceiling counts over an hour, the rest over
+        // `reset_after`.
+        let (ceilings, others): (Vec<String>, Vec<String>) =
+            keys.iter().cloned().partition(|k| k.starts_with("ceil:"));
+        let mut live = Vec::new();
+        for group in [others, ceilings] {
+            if let Some(first) = group.first() {
+                let w = self.window_ms(first);
+                live.extend(self.store.login_failures(&group, now, w).await?);
+            }
+        }
         let wait_ms = live
             .iter()
             .filter_map(|f| self.blocked_until(f))
@@ -264,10 +340,11 @@ impl LoginLimiter {
             return Err(Self::rate_limited(wait_ms));
         }
         let mut reserved: Vec<&String> = Vec::with_capacity(keys.len());
+        let mut begun = Begun::default();
         for key in keys {
             let counted = match self
                 .store
-                .add_login_failure(key, now, self.window_ms())
+                .add_login_failure(key, now, self.window_ms(key))
                 .await
             {
                 Ok(c) => c,
@@ -292,8 +369,11 @@ impl LoginLimiter {
                 self.release_keys(&reserved).await;
                 return Err(Self::rate_limited(until - now));
             }
+            if key.starts_with("ceil:") && counted.count == self.cfg.user_ceiling.max(1) {
+                begun.ceiling_reached = true;
+            }
         }
-        Ok(())
+        Ok(begun)
     }
 
     async fn release_keys(&self, keys: &[&String]) {
@@ -311,11 +391,13 @@ impl LoginLimiter {
         self.release_keys(&keys).await;
     }
 
-    /// A successful login clears the account's counts (every key but the address's) and
-    /// takes back its attempt from the address.
+    /// A successful login clears the account's counts on its address (and every other
+    /// key's but the address's and the per-account ceiling's) and takes back its attempt
+    /// from those two: a right password does not reset what guesses elsewhere have used.
     pub async fn succeeded(&self, keys: &[String]) {
-        let (addresses, accounts): (Vec<&String>, Vec<&String>) =
-            keys.iter().partition(|k| k.starts_with("ip:"));
+        let (addresses, accounts): (Vec<&String>, Vec<&String>) = keys
+            .iter()
+            .partition(|k| k.starts_with("ip:") || k.starts_with("ceil:"));
         for k in accounts {
             if let Err(e) = self.store.clear_login_failures(k).await {
                 tracing::warn!(error = %e, "could not clear a login failure count");
@@ -419,9 +501,9 @@ mod tests {
         }
     }
 
-    fn wait(r: Result<(), ApiError>) -> u64 {
+    fn wait(r: Result<Begun, ApiError>) -> u64 {
         match r {
-            Ok(()) => 0,
+            Ok(_) => 0,
             Err(ApiError::RateLimited { retry_after_secs }) => retry_after_secs,
             Err(e) => panic!("{e:?}"),
         }
@@ -450,6 +532,67 @@ mod tests {
         assert!(wait(other.begin(&keys).await) > 0);
         other.succeeded(&keys).await;
         assert_eq!(wait(l.begin(&keys).await), 0);
+    }
+
+    /// Guesses from many addresses lock nobody out at her own address: they stop at the
+    /// per-account ceiling, which then holds for everyone until its window passes, and
+    /// reaching it is reported once.
+    #[tokio::test]
+    async fn guesses_from_elsewhere_stop_at_the_ceiling_not_at_the_owners_address() {
+        let store: Arc<dyn Store> =
+            Arc::new(jotgate_store::sqlite::SqliteStore::in_memory().unwrap());
+        let cfg = RateLimitConfig {
+            user_free_failures: 3,
+            user_ceiling: 10,
+            ip_free_failures: 1000,
+            ..RateLimitConfig::default()
+        };
+        let l = LoginLimiter::new(cfg, store);
+        let at = |i: u8| Some(IpAddr::from([203, 0, 113, i]));
+        let keys = |i: u8| LoginLimiter::login_keys(Some("u1"), "alice", at(i));
+        // Three wrong passwords from one address: its fourth attempt waits.
+        for _ in 0..3 {
+            assert_eq!(wait(l.begin(&keys(1)).await), 0);
+        }
+        assert!(wait(l.begin(&keys(1)).await) > 0);
+        // The owner at her own address is not held up, and her success does not reset
+        // what the guesses used.
+        let mine = keys(200);
+        assert_eq!(wait(l.begin(&mine).await), 0);
+        l.succeeded(&mine).await;
+        // Seven more guesses, each from a new address, reach the ceiling of ten; the
+        // one that reaches it says so, once.
+        let mut reached = 0;
+        for i in 2..9 {
+            let b = l.begin(&keys(i)).await.unwrap();
+            reached += usize::from(b.ceiling_reached);
+        }
+        assert_eq!(reached, 1);
+        // Past it, every address waits, about the ceiling's window (an hour).
+        let w = wait(l.begin(&keys(9)).await);
+        assert!((3590..=3600).contains(&w), "{w}");
+        assert!(wait(l.begin(&mine).await) > 0);
+        // Another account is untouched.
+        let bob = LoginLimiter::login_keys(Some("u2"), "bob", at(9));
+        assert_eq!(wait(l.begin(&bob).await), 0);
+    }
+
+    #[test]
+    fn addresses_group_by_ipv4_host_and_ipv6_slash_64() {
+        let g = |s: &str| address_group(s.parse().unwrap());
+        assert_eq!(g("198.51.100.7"), "198.51.100.7");
+        assert_eq!(g("::ffff:198.51.100.7"), "198.51.100.7");
+        assert_eq!(g("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(g("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_ne!(g("2001:db8:1:3::1"), g("2001:db8:1:2::1"));
+        // The keys hold no raw name or address but the group's.
+        let keys = LoginLimiter::login_keys(Some("u1"), "alice", "2001:db8::9".parse().ok());
+        assert_eq!(keys.len(), 5);
+        assert!(
+            keys.iter()
+                .all(|k| !k.contains("alice") && !k.contains("u1"))
+        );
+        assert_eq!(keys[4], "ip:2001:db8:0:0::/64");
     }
 
     #[tokio::test]

@@ -921,7 +921,7 @@ async fn check_current_password(
         "user:{}",
         jotgate_core::sha256_b64url(format!("id:{user_id}").as_bytes())
     )];
-    keys.extend(ip.map(|ip| format!("ip:{ip}")));
+    keys.extend(ip.map(|ip| format!("ip:{}", crate::limits::address_group(ip))));
     st.0.limiter.begin(&keys).await?;
     let record = match st.0.store.user_by_id(user_id).await {
         Ok(Some(u)) => match crate::find_user(

@@ -233,7 +233,9 @@ pub async fn signup(
     // Every attempt counts against the address, taken name or not: sign-up must be neither
     // a fast enumeration oracle nor a way to fill the hashing queue.
     if let Some(ip) = ip {
-        st.0.limiter.begin(&[format!("signup:{ip}")]).await?;
+        st.0.limiter
+            .begin(&[format!("signup:{}", crate::limits::address_group(ip))])
+            .await?;
     }
     let name = Username::parse_new(body.string("username")?)
         .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
@@ -345,19 +347,32 @@ pub async fn login(
         }
     })
     .await?;
-    let digest = |k: String| format!("user:{}", jotgate_core::sha256_b64url(k.as_bytes()));
-    let mut keys = Vec::with_capacity(3);
-    if let Some(r) = &found {
-        keys.push(digest(format!("id:{}", r.user.id)));
-    }
-    keys.push(digest(format!("name:{}", username::bucket_key(&typed))));
-    keys.extend(ip.map(|ip| format!("ip:{ip}")));
+    // Per (account, address) pair and per account across addresses (a ceiling an hour),
+    // so guesses from elsewhere cannot lock the owner out at her own address.
+    let keys = crate::limits::LoginLimiter::login_keys(
+        found.as_ref().map(|r| r.user.id.as_str()),
+        &username::bucket_key(&typed),
+        ip,
+    );
     // The attempt is counted before any hashing: concurrent guesses cannot all be
     // evaluated under the limit. It stays counted as a failure unless it succeeds.
     // The account's id for the audit log: never what was typed (it may be a password
     // typed in the wrong field).
     let known: Option<String> = found.as_ref().map(|r| r.user.id.clone());
-    if let Err(e) = st.0.limiter.begin(&keys).await {
+    let begun = st.0.limiter.begin(&keys).await;
+    if let Ok(b) = &begun
+        && b.ceiling_reached
+    {
+        // Once per window: the owner (and the operator) learn that the account is being
+        // guessed from many addresses.
+        tracing::warn!(user_id = ?known, "login ceiling reached: further attempts wait an hour");
+        let mut ev = crate::audit::Event::new(crate::audit::kind::LOGIN_CEILING).ip(ip);
+        if let Some(id) = &known {
+            ev = ev.user(id);
+        }
+        st.audit(ev).await;
+    }
+    if let Err(e) = begun {
         if matches!(e, ApiError::RateLimited { .. }) {
             crate::metrics::login("throttled");
             // A flood is throttled without a hash: one event per account (or address) a

@@ -229,11 +229,17 @@ pub struct ApiSettings {
 #[derive(Debug, Default, Clone, clap::Args)]
 #[command(next_help_heading = "Login limits")]
 pub struct LoginSettings {
-    /// Wrong passwords per username answered 401 before the next attempt gets 429 with
-    /// growing delays [default: 5]
+    /// Wrong passwords per username from one client address answered 401 before the next
+    /// attempt from that address gets 429 with growing delays [default: 5]
     #[arg(long, env = "JOTGATE_LOGIN_USER_FAILURES", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub login_user_failures: Option<u32>,
+
+    /// Wrong passwords evaluated per username from all addresses together in an hour;
+    /// past it every attempt gets 429 until an hour after the last [default: 100]
+    #[arg(long, env = "JOTGATE_LOGIN_USER_CEILING", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_user_ceiling: Option<u32>,
 
     /// Failed logins per client address before growing delays start [default: 20]
     #[arg(long, env = "JOTGATE_LOGIN_IP_FAILURES", value_name = "N",
@@ -552,6 +558,8 @@ impl Settings {
                     .login
                     .login_user_failures
                     .unwrap_or(r.user_free_failures),
+                user_ceiling: self.login.login_user_ceiling.unwrap_or(r.user_ceiling),
+                ceiling_window: r.ceiling_window,
                 ip_free_failures: self.login.login_ip_failures.unwrap_or(r.ip_free_failures),
                 signup_free_attempts: self.login.signup_ip_limit.unwrap_or(r.signup_free_attempts),
                 base_delay: self

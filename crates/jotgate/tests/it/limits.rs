@@ -248,3 +248,65 @@ async fn concurrent_guesses_are_counted_before_hashing_on_dynamodb() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+async fn login_from(app: &TestApp, at: &str, name: &str, password: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/login"))
+        .header("x-forwarded-for", at)
+        .json(&json!({"username": name, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Issue 20's targeted lockout: guesses for one user from many addresses no longer keep
+/// her out at her own address; they stop at the per-account ceiling (an hour's worth of
+/// evaluated guesses), which is recorded once in the audit log.
+#[tokio::test]
+async fn guessing_from_many_addresses_does_not_lock_the_owner_out_until_the_ceiling() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.api.trust_forwarded_for = Some(true);
+    s.login.login_user_failures = Some(3);
+    s.login.login_user_ceiling = Some(12);
+    let app = TestApp::with(s, dir).await;
+    app.signup("june").await;
+    // Four guesses from each of three addresses: the fourth from each waits.
+    let mut evaluated = 0;
+    for i in 1..=3 {
+        for _ in 0..4 {
+            let res = login_from(&app, &format!("203.0.113.{i}"), "june", "wrong password").await;
+            evaluated += usize::from(res.status() == StatusCode::UNAUTHORIZED);
+        }
+    }
+    assert_eq!(evaluated, 9, "three per address");
+    // June, at her own address, with the right password: in.
+    let res = login_from(&app, "198.51.100.20", "june", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Guesses from fresh addresses go on until the ceiling: 12 evaluated in all.
+    for i in 10..20 {
+        let res = login_from(&app, &format!("203.0.113.{i}"), "june", "wrong password").await;
+        evaluated += usize::from(res.status() == StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        evaluated, 12,
+        "the ceiling bounds the guesses from all addresses"
+    );
+    // Now everyone waits about an hour, June too.
+    let res = login_from(&app, "198.51.100.20", "june", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait = retry_after(&res);
+    assert!((3500..=3600).contains(&wait), "{wait}");
+    // Reaching it was recorded once.
+    let store = app.store().await;
+    let events = store
+        .audit_events(jotgate_store::AuditQuery {
+            since_ms: 0,
+            kind: Some("login.ceiling_reached".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+}
