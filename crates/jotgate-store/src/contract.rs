@@ -661,6 +661,29 @@ pub async fn login_failures(s: Arc<dyn Store>) {
             .collect::<Vec<_>>(),
         ["ip:1"]
     );
+    // Keys counted over different windows: an hour's counter outlives a write to a key
+    // counted over a minute.
+    let hour = 3_600_000;
+    s.add_login_failure("ceil:h", 10_000, hour).await.unwrap();
+    s.add_login_failure("pair:m", 10_000 + 120_000, 60_000)
+        .await
+        .unwrap();
+    let h = s
+        .login_failures(&["ceil:h".to_string()], 10_000 + 120_000, hour)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.len(),
+        1,
+        "the hour's counter is still live after two minutes"
+    );
+    assert_eq!(
+        s.add_login_failure("ceil:h", 10_000 + 180_000, hour)
+            .await
+            .unwrap()
+            .count,
+        2
+    );
     // Concurrent failures (many instances) each count once.
     let mut tasks = Vec::new();
     for _ in 0..20 {

@@ -480,11 +480,17 @@ pub trait Revocations: Send + Sync {
     ) -> Result<Vec<Revocation>>;
 }
 
+/// The longest counting window a [`Throttle`] caller may use: counters are kept at least
+/// this long after their last failure, whatever window another key is counted over.
+pub const THROTTLE_MAX_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// Failed-login counters (login throttling), shared by every instance on the store.
 #[async_trait]
 pub trait Throttle: Send + Sync {
     /// Count one failed login against `key` at `now_ms`, atomically across instances. A
     /// counter whose last failure is `window_ms` or more in the past starts afresh at 1.
+    /// Keys may be counted over different windows (at most [`THROTTLE_MAX_WINDOW_MS`]);
+    /// one key's window never drops another's counter.
     async fn add_login_failure(
         &self,
         key: &str,

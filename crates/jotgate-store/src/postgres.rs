@@ -1123,9 +1123,13 @@ impl Throttle for PostgresStore {
     ) -> Result<LoginFailures> {
         let c = self.client().await?;
         let stale = now_ms - window_ms;
+        // Housekeeping deletes other keys' counters only once they are stale for every
+        // window a caller uses (at most a day): a key counted over an hour must not go
+        // because another is counted over fifteen minutes.
+        let gone = now_ms - window_ms.max(crate::THROTTLE_MAX_WINDOW_MS);
         c.execute(
             "DELETE FROM login_failures WHERE last_ms <= $1 AND key <> $2",
-            &[&stale, &key],
+            &[&gone, &key],
         )
         .await
         .map_err(backend)?;

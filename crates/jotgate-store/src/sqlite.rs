@@ -1063,10 +1063,14 @@ impl Throttle for SqliteStore {
         let key = key.to_string();
         self.with(move |c| {
             let stale = now_ms - window_ms;
+            // Housekeeping deletes other keys' counters only once they are stale for every
+            // window a caller uses (at most a day): a key counted over an hour must not go
+            // because another is counted over fifteen minutes.
+            let gone = now_ms - window_ms.max(crate::THROTTLE_MAX_WINDOW_MS);
             // Stale counters of other keys go too: the table holds only live ones.
             c.execute(
                 "DELETE FROM login_failures WHERE last_ms <= ?1 AND key <> ?2",
-                params![stale, key],
+                params![gone, key],
             )
             .map_err(backend)?;
             let (count, last_ms) = c
