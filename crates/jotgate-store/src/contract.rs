@@ -849,6 +849,18 @@ pub async fn user_profile(s: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(a.email.as_deref(), Some("alice@example.com"));
     assert!(!a.email_verified && !a.blocked && a.last_login.is_none());
+    // Device tokens: none refused at first; a revocation holds by name and by address,
+    // and never moves back.
+    let by_name = |s: Arc<dyn Store>| async move {
+        s.user_by_key("alice").await.unwrap().unwrap().devices_not_before
+    };
+    assert_eq!(by_name(Arc::clone(&s)).await, 0);
+    s.revoke_devices("u1", 500).await.unwrap();
+    s.revoke_devices("u1", 400).await.unwrap();
+    s.revoke_devices("no-such-user", 400).await.unwrap();
+    assert_eq!(by_name(Arc::clone(&s)).await, 500);
+    let by_email = s.user_by_email("alice@example.com").await.unwrap().unwrap();
+    assert_eq!(by_email.devices_not_before, 500);
     let dup = s
         .create_user(with_email("u2", "bob", "alice@example.com"))
         .await;

@@ -280,6 +280,7 @@ fn user_record(it: &Item) -> Result<UserRecord> {
         user: user_of(it)?,
         username_key: get_s(it, "username_key")?,
         password_hash: get_s(it, "password_hash")?,
+        devices_not_before: get_opt_n(it, "devices_nbf")?.unwrap_or(0),
     })
 }
 
@@ -1051,6 +1052,45 @@ impl Users for DynamoStore {
             .collect::<Result<_>>()?;
         // In the index's order; a user deleted since is left out.
         Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
+    async fn revoke_devices(&self, user_id: &str, at: i64) -> Result<()> {
+        let Some(rec) = self.get(user_pk(user_id), "USER").await? else {
+            return Ok(());
+        };
+        let username_key = get_s(&rec, "username_key")?;
+        // Both copies (login reads the name's); only ever later: a revocation that lost
+        // the race to a later one is already covered by it.
+        let upd = |k: Item| Upd {
+            key: k,
+            expr: "SET devices_nbf = :t",
+            condition: Some(
+                "attribute_exists(pk) AND (attribute_not_exists(devices_nbf) OR devices_nbf < :t)",
+            ),
+            names: vec![],
+            values: vec![(":t", n(at))],
+        };
+        let txn = self
+            .transact(vec![
+                update(&self.table, upd(key(user_pk(user_id), "USER")))?,
+                update(&self.table, upd(key(name_pk(&username_key), "NAME")))?,
+            ])
+            .await?;
+        match txn {
+            Txn::Done => Ok(()),
+            // Gone, or revoked at this instant or later already.
+            Txn::Cancelled(codes)
+                if codes
+                    .iter()
+                    .all(|c| c == "ConditionalCheckFailed" || c == "None") =>
+            {
+                Ok(())
+            }
+            Txn::Cancelled(codes) => Err(backend(format!(
+                "DynamoDB refused the device revocation ({})",
+                codes.join(", ")
+            ))),
+        }
     }
 
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {

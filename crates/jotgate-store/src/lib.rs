@@ -137,6 +137,9 @@ pub struct UserRecord {
     /// Canonical (NFKC + case-folded) username.
     pub username_key: String,
     pub password_hash: String,
+    /// Device tokens issued before this instant (seconds) are refused: set when the
+    /// user's sessions all end (log out everywhere, a password change, a block).
+    pub devices_not_before: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -369,6 +372,9 @@ pub trait Users: Send + Sync {
     async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
     async fn list_users(&self) -> Result<Vec<User>>;
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()>;
+    /// Refuse the user's device tokens issued before `at` (seconds); a later instant
+    /// already set is kept. A missing user is not an error.
+    async fn revoke_devices(&self, user_id: &str, at: i64) -> Result<()>;
     /// Replace a user's roles, atomically; returns the roles replaced (so the caller sees
     /// what was lost even when two changes race). `NotFound` when there is no such user.
     async fn set_user_roles(&self, user_id: &str, roles: Vec<String>) -> Result<Vec<String>>;

@@ -83,6 +83,12 @@ DO $$ BEGIN
     CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users(email);
   END IF;
 END $$;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                 AND table_name = 'users' AND column_name = 'devices_nbf') THEN
+    ALTER TABLE users ADD COLUMN IF NOT EXISTS devices_nbf BIGINT NOT NULL DEFAULT 0;
+  END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS roles (
     name       TEXT PRIMARY KEY,
     scopes     TEXT[] NOT NULL,
@@ -354,10 +360,11 @@ fn user_record(r: &Row) -> Result<UserRecord> {
         },
         username_key: r.get("username_key"),
         password_hash: r.get("password_hash"),
+        devices_not_before: r.get("devices_nbf"),
     })
 }
 
-const USER_COLS: &str = "id, username, roles, created_at, username_key, password_hash, email, email_verified, blocked, app_metadata, last_login";
+const USER_COLS: &str = "id, username, roles, created_at, username_key, password_hash, email, email_verified, blocked, app_metadata, last_login, devices_nbf";
 
 /// Whether `email` names an account other than `id`: as its address, or as its username key
 /// (usernames made before addresses could contain '@').
@@ -596,6 +603,17 @@ impl Users for PostgresStore {
         rows.iter()
             .map(|r| user_record(r).map(|r| r.user))
             .collect()
+    }
+
+    async fn revoke_devices(&self, user_id: &str, at: i64) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE users SET devices_nbf = GREATEST(devices_nbf, $1) WHERE id = $2",
+            &[&at, &user_id],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
     }
 
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {

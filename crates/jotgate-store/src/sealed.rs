@@ -185,6 +185,10 @@ impl Users for SealedKeys {
         self.inner.set_password_hash(user_id, password_hash).await
     }
 
+    async fn revoke_devices(&self, user_id: &str, at: i64) -> Result<()> {
+        self.inner.revoke_devices(user_id, at).await
+    }
+
     async fn set_user_roles(&self, user_id: &str, roles: Vec<String>) -> Result<Vec<String>> {
         self.inner.set_user_roles(user_id, roles).await
     }

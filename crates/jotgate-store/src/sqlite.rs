@@ -103,6 +103,7 @@ const USER_COLUMNS_ADDED: &[(&str, &str)] = &[
     ("blocked", "blocked INTEGER NOT NULL DEFAULT 0"),
     ("app_metadata", "app_metadata TEXT NOT NULL DEFAULT '{}'"),
     ("last_login", "last_login INTEGER"),
+    ("devices_nbf", "devices_nbf INTEGER NOT NULL DEFAULT 0"),
 ];
 
 const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at)
@@ -330,9 +331,10 @@ struct UserRow {
     blocked: bool,
     app_metadata: String,
     last_login: Option<i64>,
+    devices_nbf: i64,
 }
 
-const USER_COLS: &str = "id, username, roles, created_at, username_key, password_hash, email, email_verified, blocked, app_metadata, last_login";
+const USER_COLS: &str = "id, username, roles, created_at, username_key, password_hash, email, email_verified, blocked, app_metadata, last_login, devices_nbf";
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     Ok(UserRow {
@@ -347,6 +349,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
         blocked: r.get(8)?,
         app_metadata: r.get(9)?,
         last_login: r.get(10)?,
+        devices_nbf: r.get(11)?,
     })
 }
 
@@ -378,6 +381,7 @@ impl UserRow {
             },
             username_key: self.username_key,
             password_hash: self.password_hash,
+            devices_not_before: self.devices_nbf,
         })
     }
 }
@@ -485,6 +489,19 @@ impl Users for SqliteStore {
             let rows = stmt.query_map([], user_row).map_err(backend)?;
             rows.map(|r| r.map_err(backend)?.into_record().map(|rec| rec.user))
                 .collect()
+        })
+        .await
+    }
+
+    async fn revoke_devices(&self, user_id: &str, at: i64) -> Result<()> {
+        let id = user_id.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE users SET devices_nbf = MAX(devices_nbf, ?1) WHERE id = ?2",
+                params![at, id],
+            )
+            .map_err(backend)?;
+            Ok(())
         })
         .await
     }
