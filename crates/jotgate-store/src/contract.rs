@@ -166,6 +166,24 @@ pub async fn two_handles_agree(a: Arc<dyn Store>, b: Arc<dyn Store>) {
 /// One id per store, whoever asks first: none until asked for with `create`, then eight
 /// concurrent first calls agree, and it stays.
 pub async fn store_id(s: Arc<dyn Store>) {
+    // A shared secret: made once, the same for every caller, one per name.
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            s.shared_secret("device_tokens").await.unwrap()
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].len() >= 43, "256 bits");
+    assert_ne!(s.shared_secret("other").await.unwrap(), seen[0]);
+    assert_eq!(s.shared_secret("device_tokens").await.unwrap(), seen[0]);
+
     assert_eq!(s.store_id(false).await.unwrap(), None);
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -852,7 +870,11 @@ pub async fn user_profile(s: Arc<dyn Store>) {
     // Device tokens: none refused at first; a revocation holds by name and by address,
     // and never moves back.
     let by_name = |s: Arc<dyn Store>| async move {
-        s.user_by_key("alice").await.unwrap().unwrap().devices_not_before
+        s.user_by_key("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .devices_not_before
     };
     assert_eq!(by_name(Arc::clone(&s)).await, 0);
     s.revoke_devices("u1", 500).await.unwrap();

@@ -923,6 +923,33 @@ impl Store for DynamoStore {
         self.feed_settle
     }
 
+    async fn shared_secret(&self, name: &str) -> Result<String> {
+        // One item per secret, written once: of two instances asking first, one write
+        // wins and both read it back.
+        let sk = format!("SECRET#{name}");
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some({
+                let mut it = key("META", &sk);
+                it.insert("secret".into(), s(jotgate_core::random::token(32)));
+                it
+            }))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_condition_failed(&e) => {}
+            Err(e) => return Err(sdk(e)),
+        }
+        match self.get("META".into(), &sk).await? {
+            Some(it) => get_s(&it, "secret"),
+            None => Err(backend("DynamoDB lost a secret it just wrote")),
+        }
+    }
+
     async fn store_id(&self, create: bool) -> Result<Option<String>> {
         // One item, written once: of two instances asking first, one write wins and both
         // read it back.

@@ -362,6 +362,11 @@ pub trait Store:
     /// so a key moved to another store does not open there. `None` when there is none yet
     /// and `create` is false.
     async fn store_id(&self, create: bool) -> Result<Option<String>>;
+
+    /// A secret named `name` (256 random bits, base64url), made the first time it is asked
+    /// for and then the same for every instance on this store. Device tokens are MAC'd
+    /// with one, so any instance checks them in memory.
+    async fn shared_secret(&self, name: &str) -> Result<String>;
 }
 
 /// Accounts.

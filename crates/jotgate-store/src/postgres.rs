@@ -514,6 +514,22 @@ impl Store for PostgresStore {
         self.describe.clone()
     }
 
+    async fn shared_secret(&self, name: &str) -> Result<String> {
+        let c = self.client().await?;
+        let key = format!("secret:{name}");
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key, &jotgate_core::random::token(32)],
+        )
+        .await
+        .map_err(backend)?;
+        let row = c
+            .query_one("SELECT value FROM meta WHERE key = $1", &[&key])
+            .await
+            .map_err(backend)?;
+        Ok(row.get(0))
+    }
+
     async fn store_id(&self, create: bool) -> Result<Option<String>> {
         let c = self.client().await?;
         if create {

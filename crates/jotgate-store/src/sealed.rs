@@ -161,6 +161,10 @@ impl Store for SealedKeys {
     async fn store_id(&self, create: bool) -> Result<Option<String>> {
         self.inner.store_id(create).await
     }
+
+    async fn shared_secret(&self, name: &str) -> Result<String> {
+        self.inner.shared_secret(name).await
+    }
 }
 
 #[async_trait]

@@ -392,6 +392,23 @@ impl Store for SqliteStore {
         format!("sqlite://{}", self.path.display())
     }
 
+    async fn shared_secret(&self, name: &str) -> Result<String> {
+        let key = format!("secret:{name}");
+        let fresh = jotgate_core::random::token(32);
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, fresh],
+            )
+            .map_err(backend)?;
+            c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn store_id(&self, create: bool) -> Result<Option<String>> {
         let fresh = uuid::Uuid::new_v4().to_string();
         self.with(move |c| {
