@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod audit;
 pub mod clients;
 pub mod cors;
+pub mod device;
 pub mod error;
 pub mod extract;
 pub mod keyring;
@@ -91,6 +92,8 @@ pub struct ServerConfig {
     pub cors: Option<cors::CorsConfig>,
     /// Days an audit event is kept.
     pub audit_retention_days: i64,
+    /// Seconds a device token lives (renewed at each login with it); 0: none are issued.
+    pub device_token_ttl: i64,
     /// `app_metadata` keys put into access tokens, and the namespaced claim of each.
     pub app_metadata_claims: Vec<(String, String)>,
 }
@@ -116,6 +119,7 @@ impl Default for ServerConfig {
             hsts_max_age: None,
             cors: None,
             audit_retention_days: audit::DEFAULT_RETENTION_DAYS,
+            device_token_ttl: 90 * 86_400,
             app_metadata_claims: Vec::new(),
         }
     }
@@ -144,6 +148,7 @@ pub(crate) struct Inner {
     pub keys: Keys,
     pub pool: HashPool,
     pub limiter: LoginLimiter,
+    pub devices: device::DeviceTokens,
     pub denylist: Denylist,
     /// The last readiness check of the store.
     pub ready: tokio::sync::Mutex<Option<ReadyCheck>>,
@@ -183,7 +188,12 @@ impl AppState {
         };
         let denylist = Denylist::new(Arc::clone(keys.verifier()), cfg.policy.issuer.clone());
         denylist.sync(&*store, t).await?;
+        let devices = device::DeviceTokens::new(
+            &store.shared_secret("device_tokens").await?,
+            cfg.device_token_ttl,
+        );
         Ok(Self(Arc::new(Inner {
+            devices,
             pool: HashPool::new(hasher, cfg.hash_workers, cfg.hash_queue)?,
             limiter: LoginLimiter::new(cfg.rate_limit.clone(), Arc::clone(&store)),
             cfg,

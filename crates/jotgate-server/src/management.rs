@@ -444,7 +444,8 @@ pub async fn patch_user(
                 .await?
                 .map_err(ApiError::internal)?;
         st.0.store.set_password_hash(&id, &hash).await?;
-        let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &id, t).await?;
+        let done =
+            revocation::revoke_user_and_devices(&*st.0.store, &st.0.cfg.policy, &id, t).await?;
         st.0.denylist.record(done.entries);
     }
     let patch = UserPatch {
@@ -493,7 +494,7 @@ pub async fn delete_user(
     caller.require("delete:users")?;
     user_or_404(&st, &id).await?;
     let t = now();
-    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &id, t).await?;
+    let done = revocation::revoke_user_and_devices(&*st.0.store, &st.0.cfg.policy, &id, t).await?;
     st.0.denylist.record(done.entries);
     st.0.store.delete_user(&id).await?;
     st.audit(
@@ -516,7 +517,8 @@ pub async fn revoke_sessions(
 ) -> Result<Json<crate::schema::SessionsEnded>, ApiError> {
     caller.require("update:users")?;
     user_or_404(&st, &id).await?;
-    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &id, now()).await?;
+    let done =
+        revocation::revoke_user_and_devices(&*st.0.store, &st.0.cfg.policy, &id, now()).await?;
     st.0.denylist.record(done.entries);
     st.audit(
         Event::new(kind::USER_SESSIONS_REVOKED)
@@ -1013,7 +1015,8 @@ pub async fn change_my_password(
             .await?
             .map_err(ApiError::internal)?;
     st.0.store.set_password_hash(&user.id, &hash).await?;
-    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &user.id, now()).await?;
+    let done = revocation::revoke_user_and_devices(&*st.0.store, &st.0.cfg.policy, &user.id, now())
+        .await?;
     st.0.denylist.record(done.entries);
     st.audit(Event::new(kind::PASSWORD_CHANGED).user(&user.id).ip(ip))
         .await;
@@ -1041,7 +1044,8 @@ pub async fn delete_me(
     let pw = body.take_secret("password")?;
     let user = user_or_404(&st, &p.subject).await?;
     check_current_password(&st, &user.id, ip, pw).await?;
-    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &user.id, now()).await?;
+    let done = revocation::revoke_user_and_devices(&*st.0.store, &st.0.cfg.policy, &user.id, now())
+        .await?;
     st.0.denylist.record(done.entries);
     st.0.store.delete_user(&user.id).await?;
     st.audit(

@@ -94,6 +94,21 @@ pub struct UserRevoked {
 /// per-user "not before" would let pass. Past this many, the "not before" alone.
 pub const SESSION_ENTRIES: usize = 32;
 
+/// [`revoke_user`], and the user's device tokens with it: what "log out everywhere", a
+/// password change, a block and a deletion do (a role change ends sessions only).
+pub async fn revoke_user_and_devices(
+    store: &dyn Store,
+    policy: &TokenPolicy,
+    user_id: &str,
+    t: i64,
+) -> Result<UserRevoked, StoreError> {
+    let done = revoke_user(store, policy, user_id, t).await?;
+    store
+        .revoke_devices(user_id, crate::now().max(t) + 1)
+        .await?;
+    Ok(done)
+}
+
 /// End every session of `user_id` and deny every access token issued to it until now:
 /// first the sessions (idempotent, so a retry after a failure resumes, while the caller's
 /// access token still works), then one "not before" for all the access tokens, taken after

@@ -123,6 +123,7 @@ fn token_body(st: &AppState, user: &User, access: String, refresh: String) -> To
         token_type: "Bearer",
         expires_in: st.0.cfg.policy.access_ttl,
         refresh_token: refresh,
+        device_token: None,
     }
 }
 
@@ -314,8 +315,9 @@ pub async fn signup(
 pub async fn login(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     mut body: JsonObject,
-) -> Result<Json<Tokens>, ApiError> {
+) -> Result<Response, ApiError> {
     // A username or an email address, as `username` (what OAuth clients send) or `email`.
     let field = if body.0.contains_key("email") && !body.0.contains_key("username") {
         "email"
@@ -324,6 +326,10 @@ pub async fn login(
     };
     let typed = body.string(field)?.to_string();
     let pw = body.take_secret("password")?;
+    let device_token = match body.0.get("device_token") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(body.string("device_token")?.to_string()),
+    };
     let email = typed
         .contains('@')
         .then(|| jotgate_core::email::normalise(&typed).ok())
@@ -349,17 +355,37 @@ pub async fn login(
     .await?;
     // Per (account, address) pair and per account across addresses (a ceiling an hour),
     // so guesses from elsewhere cannot lock the owner out at her own address.
-    let keys = crate::limits::LoginLimiter::login_keys(
+    let untrusted = crate::limits::LoginLimiter::login_keys(
         found.as_ref().map(|r| r.user.id.as_str()),
         &username::bucket_key(&typed),
         ip,
     );
+    // A device token of this account (checked in memory) trades those limits for its own
+    // counter; one spent by wrong passwords, or any other, counts as none.
+    let device = match (
+        &found,
+        crate::device::presented(device_token.as_deref(), &headers),
+    ) {
+        (Some(r), Some(t)) => {
+            st.0.devices
+                .check(t, &r.user.id, r.devices_not_before, now())
+        }
+        _ => None,
+    };
+    let mut keys = match &device {
+        Some(d) => vec![format!("dev:{}", d.id)],
+        None => untrusted.clone(),
+    };
     // The attempt is counted before any hashing: concurrent guesses cannot all be
     // evaluated under the limit. It stays counted as a failure unless it succeeds.
     // The account's id for the audit log: never what was typed (it may be a password
     // typed in the wrong field).
     let known: Option<String> = found.as_ref().map(|r| r.user.id.clone());
-    let begun = st.0.limiter.begin(&keys).await;
+    let mut begun = st.0.limiter.begin(&keys).await;
+    if device.is_some() && matches!(begun, Err(ApiError::RateLimited { .. })) {
+        keys = untrusted;
+        begun = st.0.limiter.begin(&keys).await;
+    }
     if let Ok(b) = &begun
         && b.ceiling_reached
     {
@@ -456,7 +482,8 @@ pub async fn login(
     if let Err(e) = st.0.store.record_login(&record.user.id, now()).await {
         tracing::warn!(error = %e, "could not record the login time");
     }
-    let body = new_session(&st, &record.user, Some(&record.password_hash)).await?;
+    let mut body = new_session(&st, &record.user, Some(&record.password_hash)).await?;
+    body.device_token = device_token_for(&st, &record.user.id).await;
     // After the session is kept, so after the hash was seen unchanged: an upgrade never
     // writes the old password back over a change that raced this login.
     if let Some(new_hash) = rehash
@@ -474,7 +501,37 @@ pub async fn login(
             .ip(ip),
     )
     .await;
-    Ok(Json(body))
+    let cookie = body.device_token.as_deref().map(|t| {
+        st.0.devices
+            .cookie(t, st.0.cfg.policy.issuer.starts_with("https://"))
+    });
+    let mut res = Json(body).into_response();
+    if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        res.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    Ok(res)
+}
+
+/// Device tokens a user may be given in an hour (a stolen password cannot mint an
+/// unbounded supply).
+const DEVICE_TOKENS_PER_HOUR: u32 = 20;
+
+/// A new device token for a user who just logged in, unless they are off or the user had
+/// their hour's share.
+async fn device_token_for(st: &AppState, user_id: &str) -> Option<String> {
+    if !st.0.devices.enabled() {
+        return None;
+    }
+    let key = format!("mint:{}", jotgate_core::sha256_b64url(user_id.as_bytes()));
+    let now_ms = now().saturating_mul(1000);
+    match st.0.store.add_login_failure(&key, now_ms, 3_600_000).await {
+        Ok(c) if c.count <= DEVICE_TOKENS_PER_HOUR => Some(st.0.devices.mint(user_id, now())),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count a device token; none given");
+            None
+        }
+    }
 }
 
 /// Verify a token
@@ -774,7 +831,8 @@ pub async fn logout_all(
         ));
     }
     let t = now();
-    let done = revocation::revoke_user(&*st.0.store, &st.0.cfg.policy, &p.subject, t).await?;
+    let done =
+        revocation::revoke_user_and_devices(&*st.0.store, &st.0.cfg.policy, &p.subject, t).await?;
     st.0.denylist.record(done.entries);
     st.audit(crate::audit::Event::new(crate::audit::kind::LOGOUT_ALL).user(&p.subject))
         .await;

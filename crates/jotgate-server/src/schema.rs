@@ -53,6 +53,11 @@ pub struct Tokens {
     pub expires_in: i64,
     /// Single use: each refresh answers a new one.
     pub refresh_token: String,
+    /// From `/login`: this device's token (also set as an HttpOnly cookie). Send it back
+    /// as `device_token` with the next login: it then skips the limits guesses from
+    /// elsewhere cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_token: Option<String>,
 }
 
 /// A machine client's token (RFC 6749 §5.1, an RFC 9068 JWT).
@@ -232,6 +237,12 @@ impl utoipa::PartialSchema for LoginRequest {
                 .required(field)
                 .property("password", text(1))
                 .required("password")
+                .property(
+                    "device_token",
+                    text(1).description(Some(
+                        "The device token an earlier login answered (or send its cookie)",
+                    )),
+                )
         };
         AnyOfBuilder::new()
             .item(by("username"))

@@ -333,9 +333,13 @@ pub async fn users_revoke(s: &Settings, name: &str) -> anyhow::Result<String> {
     let record = jotgate_server::find_user(&*store, &lookup)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no user named {name:?}"))?;
-    let done =
-        jotgate_server::revocation::revoke_user(&*store, &s.policy()?, &record.user.id, now())
-            .await?;
+    let done = jotgate_server::revocation::revoke_user_and_devices(
+        &*store,
+        &s.policy()?,
+        &record.user.id,
+        now(),
+    )
+    .await?;
     audited(
         &*store,
         jotgate_server::audit::Event::new(jotgate_server::audit::kind::USER_SESSIONS_REVOKED)

@@ -241,6 +241,12 @@ pub struct LoginSettings {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub login_user_ceiling: Option<u32>,
 
+    /// Days a device token lives (a successful login gives one; logins with it skip the
+    /// two limits above); renewed at each login, 0 turns them off [default: 90]
+    #[arg(long, env = "JOTGATE_DEVICE_TOKEN_DAYS", value_name = "DAYS",
+          value_parser = clap::value_parser!(u32).range(0..=3650))]
+    pub device_token_days: Option<u32>,
+
     /// Failed logins per client address before growing delays start [default: 20]
     #[arg(long, env = "JOTGATE_LOGIN_IP_FAILURES", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -597,6 +603,7 @@ impl Settings {
                 None
             },
             cors: self.cors()?,
+            device_token_ttl: i64::from(self.login.device_token_days.unwrap_or(90)) * 86_400,
             audit_retention_days: self
                 .api
                 .audit_retention_days

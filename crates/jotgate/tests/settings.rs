@@ -33,7 +33,7 @@ fn samples(arg: &Arg, dir: &Path) -> [String; 3] {
         .unwrap_or_default();
     let three = |f: &dyn Fn(usize) -> String| [f(1), f(2), f(3)];
     match name.as_str() {
-        "SECS" | "N" | "KIB" => three(&|i| (8 + i).to_string()),
+        "SECS" | "N" | "KIB" | "DAYS" => three(&|i| (8 + i).to_string()),
         "ADDR" => three(&|i| format!("127.0.0.1:{}", 7000 + i)),
         "URL" if arg.get_id() == "store" => {
             three(&|i| format!("sqlite://{}", dir.join(format!("s{i}.db")).display()))

@@ -310,3 +310,105 @@ async fn guessing_from_many_addresses_does_not_lock_the_owner_out_until_the_ceil
         .unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
 }
+
+async fn login_with_device(
+    app: &TestApp,
+    at: &str,
+    name: &str,
+    password: &str,
+    device: Option<&str>,
+) -> reqwest::Response {
+    let mut body = json!({"username": name, "password": password});
+    if let Some(d) = device {
+        body["device_token"] = json!(d);
+    }
+    app.client
+        .post(app.url("/login"))
+        .header("x-forwarded-for", at)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Issue 20's device tokens: with the account's ceiling tripped by guesses from many
+/// addresses, June's device gets her in from anywhere; nobody else's token, a revoked one
+/// or one spent by wrong passwords does; the cookie carries it for browsers.
+#[tokio::test]
+async fn a_device_token_gets_its_owner_through_a_tripped_ceiling_and_nothing_else_does() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.api.trust_forwarded_for = Some(true);
+    s.login.login_user_failures = Some(3);
+    s.login.login_user_ceiling = Some(6);
+    let app = TestApp::with(s, dir).await;
+    app.signup("june").await;
+    app.signup("bob").await;
+    let first = login_with_device(&app, "198.51.100.20", "june", PASSWORD, None).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("jotgate-device=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let body: Value = first.json().await.unwrap();
+    let june_device = body["device_token"].as_str().unwrap().to_string();
+    assert!(cookie.contains(&june_device));
+    let bob: Value = login_with_device(&app, "198.51.100.30", "bob", PASSWORD, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let bob_device = bob["device_token"].as_str().unwrap().to_string();
+
+    // Guesses from six addresses trip June's ceiling: now everyone waits...
+    for i in 1..=6 {
+        let res = login_with_device(&app, &format!("203.0.113.{i}"), "june", "wrong", None).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_with_device(&app, "198.51.100.20", "june", PASSWORD, None).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // ...but June's device, from anywhere — in the body, or as the cookie.
+    let res = login_with_device(&app, "203.0.113.1", "june", PASSWORD, Some(&june_device)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let renewed: Value = res.json().await.unwrap();
+    let renewed = renewed["device_token"].as_str().unwrap().to_string();
+    let res = app
+        .client
+        .post(app.url("/login"))
+        .header("x-forwarded-for", "192.0.2.9")
+        .header("cookie", format!("jotgate-device={renewed}"))
+        .json(&json!({"username": "june", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let token: Value = res.json().await.unwrap();
+    let access = token["token"].as_str().unwrap().to_string();
+    // Bob's token does nothing for June; a forged one neither.
+    let forged = format!("{}x", &june_device[..june_device.len() - 1]);
+    for other in [bob_device.as_str(), forged.as_str()] {
+        let res = login_with_device(&app, "198.51.100.20", "june", PASSWORD, Some(other)).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    // A device token that sees three wrong passwords is spent.
+    for _ in 0..3 {
+        let res = login_with_device(&app, "198.51.100.21", "june", "wrong", Some(&renewed)).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_with_device(&app, "198.51.100.21", "june", PASSWORD, Some(&renewed)).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Log out everywhere: June's device tokens end with her sessions.
+    let res = app
+        .client
+        .post(app.url("/logout-all"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = login_with_device(&app, "203.0.113.1", "june", PASSWORD, Some(&june_device)).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}

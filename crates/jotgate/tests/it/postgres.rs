@@ -256,3 +256,56 @@ async fn postgres_over_tls() {
     app.signup("tls").await;
     assert_eq!(app.login("tls", PASSWORD).await.status(), StatusCode::OK);
 }
+
+/// Two servers on one PostgreSQL agree on device tokens: one minted by the first gets its
+/// owner through the second while the account's ceiling is tripped, and a log-out-everywhere
+/// on the first ends it on both.
+#[tokio::test]
+async fn two_servers_agree_on_device_tokens() {
+    let Some(url) = jotgate_store::contract::postgres_test_database().await else {
+        return;
+    };
+    let make = |url: String| async move {
+        let dir = temp_dir();
+        let mut s = settings(&dir);
+        s.store.store = Some(url.into());
+        s.login.login_user_failures = Some(2);
+        s.login.login_user_ceiling = Some(2);
+        TestApp::with(s, dir).await
+    };
+    let a = make(url.clone()).await;
+    let b = make(url).await;
+    a.signup("lou").await;
+    let first: serde_json::Value = a.login("lou", PASSWORD).await.json().await.unwrap();
+    let device = first["device_token"].as_str().unwrap().to_string();
+    let access = first["token"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(
+            b.login("lou", "wrong password").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let with_device = |app: &TestApp| {
+        app.client
+            .post(app.url("/login"))
+            .json(&serde_json::json!({"username": "lou", "password": PASSWORD, "device_token": device}))
+            .send()
+    };
+    assert_eq!(
+        a.login("lou", PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(with_device(&b).await.unwrap().status(), StatusCode::OK);
+    let res = a
+        .client
+        .post(a.url("/logout-all"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        with_device(&b).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
