@@ -250,6 +250,8 @@ impl LoginLimiter {
     fn window_ms(&self, key: &str) -> i64 {
         if key.starts_with("ceil:") {
             self.cfg.ceiling_window.as_millis() as i64
+        } else if key.starts_with("dev:") {
+            jotgate_store::THROTTLE_MAX_WINDOW_MS
         } else {
             self.cfg.reset_after.as_millis() as i64
         }
@@ -282,6 +284,12 @@ impl LoginLimiter {
     fn blocked_until(&self, f: &LoginFailures) -> Option<i64> {
         if f.key.starts_with("ceil:") {
             return (f.count >= self.cfg.user_ceiling.max(1))
+                .then(|| f.last_ms.saturating_add(self.window_ms(&f.key)));
+        }
+        // A device token that saw `user_free_failures` wrong passwords is spent: for a day
+        // after the last, it counts as none (the owner's next login gives a new one).
+        if f.key.starts_with("dev:") {
+            return (f.count >= self.cfg.user_free_failures.max(1))
                 .then(|| f.last_ms.saturating_add(self.window_ms(&f.key)));
         }
         let free = if f.key.starts_with("ip:") {
@@ -319,12 +327,20 @@ impl LoginLimiter {
     /// [`succeeded`](Self::succeeded) or [`release`](Self::release).
     pub async fn begin(&self, keys: &[String]) -> Result<Begun, ApiError> {
         let now = now_ms();
-        // Read by window: the per-account ceiling counts over an hour, the rest over
-        // `reset_after`.
-        let (ceilings, others): (Vec<String>, Vec<String>) =
-            keys.iter().cloned().partition(|k| k.starts_with("ceil:"));
+        // Read by window: the per-account ceiling counts over an hour, a device token over a
+        // day, the rest over `reset_after`.
+        let mut groups: Vec<Vec<String>> = Vec::new();
+        for k in keys {
+            match groups
+                .iter_mut()
+                .find(|g| self.window_ms(&g[0]) == self.window_ms(k))
+            {
+                Some(g) => g.push(k.clone()),
+                None => groups.push(vec![k.clone()]),
+            }
+        }
         let mut live = Vec::new();
-        for group in [others, ceilings] {
+        for group in groups {
             if let Some(first) = group.first() {
                 let w = self.window_ms(first);
                 live.extend(self.store.login_failures(&group, now, w).await?);
@@ -575,6 +591,13 @@ mod tests {
         // Another account is untouched.
         let bob = LoginLimiter::login_keys(Some("u2"), "bob", at(9));
         assert_eq!(wait(l.begin(&bob).await), 0);
+        // A device token's own counter: three wrong passwords spend it for a day.
+        let dev = ["dev:d1".to_string()];
+        for _ in 0..3 {
+            assert_eq!(wait(l.begin(&dev).await), 0);
+        }
+        let w = wait(l.begin(&dev).await);
+        assert!((86_390..=86_400).contains(&w), "{w}");
     }
 
     #[test]
