@@ -389,6 +389,10 @@ pub async fn update_user(
     // idempotent, and a block whose revocation failed is completed by asking again.
     if blocking {
         revoking.user(store, policy, user_id, t).await?;
+        // A block ends the user's device tokens too (a role change does not).
+        store
+            .revoke_devices(user_id, crate::now().max(t) + 1)
+            .await?;
     }
     Ok(UserUpdated {
         before,

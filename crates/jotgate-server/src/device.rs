@@ -115,19 +115,33 @@ impl DeviceTokens {
     }
 }
 
-/// The device token a request carries: `device_token` in the body, else the cookie.
-pub fn presented<'a>(body: Option<&'a str>, headers: &'a axum::http::HeaderMap) -> Option<&'a str> {
-    if let Some(t) = body {
-        return Some(t);
-    }
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(n, _)| *n == COOKIE_SECURE || *n == COOKIE_PLAIN)
-        .map(|(_, v)| v)
+/// The device tokens a request carries, to try in order: `device_token` in the body, then
+/// each device cookie (at most four). Over HTTPS only the `__Host-` cookie counts: a plain
+/// one may have been planted by a sibling domain or over plain HTTP, and it must not
+/// displace the real one either — so every candidate is tried, not just the first.
+pub fn presented<'a>(
+    body: Option<&'a str>,
+    headers: &'a axum::http::HeaderMap,
+    https: bool,
+) -> Vec<&'a str> {
+    let names: &[&str] = if https {
+        &[COOKIE_SECURE]
+    } else {
+        &[COOKIE_SECURE, COOKIE_PLAIN]
+    };
+    body.into_iter()
+        .chain(
+            headers
+                .get_all(axum::http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|c| c.trim().split_once('='))
+                .filter(|(n, _)| names.contains(n))
+                .map(|(_, v)| v),
+        )
+        .take(4)
+        .collect()
 }
 
 #[cfg(test)]
@@ -178,8 +192,15 @@ mod tests {
             "jotgate-device=T; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"
         );
         let mut h = axum::http::HeaderMap::new();
-        h.insert("cookie", "a=b; jotgate-device=T2".parse().unwrap());
-        assert_eq!(presented(None, &h), Some("T2"));
-        assert_eq!(presented(Some("T1"), &h), Some("T1"));
+        h.insert(
+            "cookie",
+            "a=b; jotgate-device=T2; __Host-jotgate-device=T3"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(presented(None, &h, false), ["T2", "T3"]);
+        assert_eq!(presented(Some("T1"), &h, false), ["T1", "T2", "T3"]);
+        // Over HTTPS a planted plain cookie is not even tried.
+        assert_eq!(presented(None, &h, true), ["T3"]);
     }
 }

@@ -919,10 +919,18 @@ async fn check_current_password(
     ip: Option<std::net::IpAddr>,
     pw: zeroize::Zeroizing<String>,
 ) -> Result<(), ApiError> {
-    let mut keys = vec![format!(
-        "user:{}",
-        jotgate_core::sha256_b64url(format!("id:{user_id}").as_bytes())
-    )];
+    // Its own counter, and the account's ceiling that logins count against too: a stolen
+    // access token adds no guesses to the hour's.
+    let mut keys = vec![
+        format!(
+            "user:{}",
+            jotgate_core::sha256_b64url(format!("id:{user_id}").as_bytes())
+        ),
+        format!(
+            "ceil:{}",
+            jotgate_core::sha256_b64url(format!("id:{user_id}").as_bytes())
+        ),
+    ];
     keys.extend(ip.map(|ip| format!("ip:{}", crate::limits::address_group(ip))));
     st.0.limiter.begin(&keys).await?;
     let record = match st.0.store.user_by_id(user_id).await {
@@ -982,7 +990,7 @@ pub async fn me(State(st): State<AppState>, Me(p): Me) -> Result<Json<User>, Api
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "me",
     request_body = crate::schema::ChangePasswordRequest,
     responses(
-        (status = 200, description = "Changed; every other session ended. A new session's tokens", body = crate::schema::Tokens,
+        (status = 200, description = "Changed; every other session and device token ended. A new session's tokens, and a device token for this device", body = crate::schema::Tokens,
             headers(("cache-control" = String, description = "no-store"))),
         (status = 400, description = "`weak_password`, `missing_field`, `invalid_request`", body = crate::schema::ErrorBody),
         (status = 401, description = "`bad_credentials`: the current password is wrong; or the token is invalid", body = crate::schema::ErrorBody),
@@ -1020,8 +1028,11 @@ pub async fn change_my_password(
     st.0.denylist.record(done.entries);
     st.audit(Event::new(kind::PASSWORD_CHANGED).user(&user.id).ip(ip))
         .await;
-    let body = crate::routes::new_session(&st, &user, None).await?;
-    Ok(no_store(Json(body).into_response()))
+    let mut body = crate::routes::new_session(&st, &user, None).await?;
+    // The other devices' tokens ended with the change; this one gets a new one, so its
+    // owner is not left behind an attack's limits.
+    body.device_token = crate::routes::device_token_for(&st, &user.id, now() + 1).await;
+    Ok(no_store(crate::routes::with_device_cookie(&st, body)))
 }
 
 /// `DELETE /api/v1/me` `{"password"}`: the account and its sessions end.

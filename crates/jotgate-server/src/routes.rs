@@ -357,21 +357,22 @@ pub async fn login(
     // so guesses from elsewhere cannot lock the owner out at her own address.
     let untrusted = crate::limits::LoginLimiter::login_keys(
         found.as_ref().map(|r| r.user.id.as_str()),
-        &username::bucket_key(&typed),
+        // An address in the bucket of its normal form, as it is looked up: no two
+        // spellings of one address count apart.
+        &username::bucket_key(email.as_deref().unwrap_or(&typed)),
         ip,
     );
     // A device token of this account (checked in memory) trades those limits for its own
     // counter; one spent by wrong passwords, or any other, counts as none.
-    let device = match (
-        &found,
-        crate::device::presented(device_token.as_deref(), &headers),
-    ) {
-        (Some(r), Some(t)) => {
-            st.0.devices
-                .check(t, &r.user.id, r.devices_not_before, now())
-        }
-        _ => None,
-    };
+    let https = st.0.cfg.policy.issuer.starts_with("https://");
+    let device = found.as_ref().and_then(|r| {
+        crate::device::presented(device_token.as_deref(), &headers, https)
+            .into_iter()
+            .find_map(|t| {
+                st.0.devices
+                    .check(t, &r.user.id, r.devices_not_before, now())
+            })
+    });
     let mut keys = match &device {
         Some(d) => vec![format!("dev:{}", d.id)],
         None => untrusted.clone(),
@@ -483,7 +484,7 @@ pub async fn login(
         tracing::warn!(error = %e, "could not record the login time");
     }
     let mut body = new_session(&st, &record.user, Some(&record.password_hash)).await?;
-    body.device_token = device_token_for(&st, &record.user.id).await;
+    body.device_token = device_token_for(&st, &record.user.id, record.devices_not_before).await;
     // After the session is kept, so after the hash was seen unchanged: an upgrade never
     // writes the old password back over a change that raced this login.
     if let Some(new_hash) = rehash
@@ -501,6 +502,11 @@ pub async fn login(
             .ip(ip),
     )
     .await;
+    Ok(with_device_cookie(&st, body))
+}
+
+/// A token answer, with its device token (if any) also set as the browser's cookie.
+pub(crate) fn with_device_cookie(st: &AppState, body: Tokens) -> Response {
     let cookie = body.device_token.as_deref().map(|t| {
         st.0.devices
             .cookie(t, st.0.cfg.policy.issuer.starts_with("https://"))
@@ -509,7 +515,7 @@ pub async fn login(
     if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         res.headers_mut().insert(header::SET_COOKIE, c);
     }
-    Ok(res)
+    res
 }
 
 /// Device tokens a user may be given in an hour (a stolen password cannot mint an
@@ -518,14 +524,32 @@ const DEVICE_TOKENS_PER_HOUR: u32 = 20;
 
 /// A new device token for a user who just logged in, unless they are off or the user had
 /// their hour's share.
-async fn device_token_for(st: &AppState, user_id: &str) -> Option<String> {
+pub(crate) async fn device_token_for(
+    st: &AppState,
+    user_id: &str,
+    not_before: i64,
+) -> Option<String> {
     if !st.0.devices.enabled() {
         return None;
     }
-    let key = format!("mint:{}", jotgate_core::sha256_b64url(user_id.as_bytes()));
-    let now_ms = now().saturating_mul(1000);
-    match st.0.store.add_login_failure(&key, now_ms, 3_600_000).await {
-        Ok(c) if c.count <= DEVICE_TOKENS_PER_HOUR => Some(st.0.devices.mint(user_id, now())),
+    // A bucket per clock hour: the count starts afresh each hour, logins or not.
+    let t = now();
+    let key = format!(
+        "mint:{}:{}",
+        jotgate_core::sha256_b64url(user_id.as_bytes()),
+        t / 3600
+    );
+    match st
+        .0
+        .store
+        .add_login_failure(&key, t.saturating_mul(1000), 3_600_000)
+        .await
+    {
+        // Issued no earlier than the revocation this login's account read says: a login
+        // in the second of a "log out everywhere" still gets a token that works.
+        Ok(c) if c.count <= DEVICE_TOKENS_PER_HOUR => {
+            Some(st.0.devices.mint(user_id, t.max(not_before)))
+        }
         Ok(_) => None,
         Err(e) => {
             tracing::warn!(error = %e, "could not count a device token; none given");

@@ -1082,42 +1082,54 @@ impl Users for DynamoStore {
     }
 
     async fn revoke_devices(&self, user_id: &str, at: i64) -> Result<()> {
-        let Some(rec) = self.get(user_pk(user_id), "USER").await? else {
-            return Ok(());
-        };
-        let username_key = get_s(&rec, "username_key")?;
-        // Both copies (login reads the name's); only ever later: a revocation that lost
-        // the race to a later one is already covered by it.
-        let upd = |k: Item| Upd {
-            key: k,
-            expr: "SET devices_nbf = :t",
-            condition: Some(
-                "attribute_exists(pk) AND (attribute_not_exists(devices_nbf) OR devices_nbf < :t)",
-            ),
-            names: vec![],
-            values: vec![(":t", n(at))],
-        };
-        let txn = self
-            .transact(vec![
-                update(&self.table, upd(key(user_pk(user_id), "USER")))?,
-                update(&self.table, upd(key(name_pk(&username_key), "NAME")))?,
-            ])
-            .await?;
-        match txn {
-            Txn::Done => Ok(()),
-            // Gone, or revoked at this instant or later already.
-            Txn::Cancelled(codes)
-                if codes
-                    .iter()
-                    .all(|c| c == "ConditionalCheckFailed" || c == "None") =>
-            {
-                Ok(())
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(rec) = self.get(user_pk(user_id), "USER").await? else {
+                return Ok(());
+            };
+            let username_key = get_s(&rec, "username_key")?;
+            // Both copies (login reads the name's); only ever later: a revocation that
+            // lost the race to a later one is already covered by it.
+            let upd = |k: Item| Upd {
+                key: k,
+                expr: "SET devices_nbf = :t",
+                condition: Some(
+                    "attribute_exists(pk) AND (attribute_not_exists(devices_nbf) OR devices_nbf < :t)",
+                ),
+                names: vec![],
+                values: vec![(":t", n(at))],
+            };
+            let txn = self
+                .transact(vec![
+                    update(&self.table, upd(key(user_pk(user_id), "USER")))?,
+                    update(&self.table, upd(key(name_pk(&username_key), "NAME")))?,
+                ])
+                .await?;
+            match txn {
+                Txn::Done => return Ok(()),
+                // Another write to the user at the same moment (a login's last_login):
+                // again.
+                Txn::Cancelled(codes) if codes.iter().any(|c| c == "TransactionConflict") => {
+                    continue;
+                }
+                // Gone, or revoked at this instant or later already.
+                Txn::Cancelled(codes)
+                    if codes
+                        .iter()
+                        .all(|c| c == "ConditionalCheckFailed" || c == "None") =>
+                {
+                    return Ok(());
+                }
+                Txn::Cancelled(codes) => {
+                    return Err(backend(format!(
+                        "DynamoDB refused the device revocation ({})",
+                        codes.join(", ")
+                    )));
+                }
             }
-            Txn::Cancelled(codes) => Err(backend(format!(
-                "DynamoDB refused the device revocation ({})",
-                codes.join(", ")
-            ))),
         }
+        Err(StoreError::Unavailable(
+            "DynamoDB: the device revocation kept conflicting with other writes".into(),
+        ))
     }
 
     async fn set_password_hash(&self, user_id: &str, password_hash: &str) -> Result<()> {
