@@ -21,6 +21,9 @@ pub const HASH_MEMORY_IDLE: Duration = Duration::from_secs(5);
 
 struct Queue {
     jobs: std::collections::VecDeque<Job>,
+    /// Logins with a valid device token: taken before any job of `jobs`, and bounded
+    /// apart, so a flood of untrusted attempts neither delays nor sheds them.
+    trusted: std::collections::VecDeque<Job>,
     closed: bool,
 }
 
@@ -69,6 +72,7 @@ impl HashPool {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: std::collections::VecDeque::new(),
+                trusted: std::collections::VecDeque::new(),
                 closed: false,
             }),
             ready: std::sync::Condvar::new(),
@@ -87,7 +91,7 @@ impl HashPool {
                     let mut last_job = std::time::Instant::now();
                     let mut q = shared.lock();
                     loop {
-                        if let Some(job) = q.jobs.pop_front() {
+                        if let Some(job) = q.trusted.pop_front().or_else(|| q.jobs.pop_front()) {
                             drop(q);
                             let run = std::panic::AssertUnwindSafe(|| job(&hasher, &mut workspace));
                             if std::panic::catch_unwind(run).is_err() {
@@ -125,10 +129,22 @@ impl HashPool {
 
     /// Hashes waiting for a worker.
     pub fn queued(&self) -> usize {
-        self.shared.lock().jobs.len()
+        let q = self.shared.lock();
+        q.jobs.len() + q.trusted.len()
     }
 
     pub async fn run<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&PasswordHasher, &mut Workspace) -> T + Send + 'static,
+    {
+        self.run_in(Lane::Untrusted, f).await
+    }
+
+    /// [`run`](Self::run) in a lane: a `Trusted` job (a login with a valid device token)
+    /// waits only for trusted jobs and the hashes under way — at most one hash per worker
+    /// — whatever the untrusted queue holds; each lane sheds its own overflow with 429.
+    pub async fn run_in<T, F>(&self, lane: Lane, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&PasswordHasher, &mut Workspace) -> T + Send + 'static,
@@ -139,16 +155,29 @@ impl HashPool {
         });
         {
             let mut q = self.shared.lock();
-            if q.jobs.len() >= self.shared.max_pending {
+            let queue = match lane {
+                Lane::Trusted => &mut q.trusted,
+                Lane::Untrusted => &mut q.jobs,
+            };
+            if queue.len() >= self.shared.max_pending {
                 crate::metrics::METRICS.hash_rejected.inc();
                 return Err(ApiError::Busy);
             }
-            q.jobs.push_back(job);
+            queue.push_back(job);
         }
         self.shared.ready.notify_one();
         rx.await
             .map_err(|_| ApiError::internal("a hashing job was dropped"))
     }
+}
+
+/// Which queue of the hashing pool a job waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// A login with a valid device token.
+    Trusted,
+    /// Everything else: sign-ups, logins without a device token, password changes.
+    Untrusted,
 }
 
 impl Drop for HashPool {
@@ -482,6 +511,49 @@ mod tests {
                 "released when idle, then works"
             );
         }
+    }
+
+    /// With the untrusted queue full (a flood), a device-token login is still taken, and
+    /// hashed before every untrusted job that was waiting.
+    #[tokio::test]
+    async fn trusted_logins_pass_a_full_untrusted_queue() {
+        let hasher = PasswordHasher::new(jotgate_core::PasswordParams::default(), None).unwrap();
+        let pool = Arc::new(HashPool::new(hasher, 1, 2).unwrap());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let p = Arc::clone(&pool);
+        let first = tokio::spawn(async move {
+            p.run(move |_, _| {
+                started_tx.send(()).unwrap();
+                held.recv().unwrap();
+            })
+            .await
+        });
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        let mut waiting = Vec::new();
+        for (lane, name) in [
+            (Lane::Untrusted, "flood-1"),
+            (Lane::Untrusted, "flood-2"),
+            (Lane::Trusted, "owner"),
+        ] {
+            let (p, o) = (Arc::clone(&pool), Arc::clone(&order));
+            waiting.push(tokio::spawn(async move {
+                p.run_in(lane, move |_, _| o.lock().unwrap().push(name))
+                    .await
+            }));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The flood's lane is full; the owner's is not.
+        assert!(matches!(pool.run(|_, _| ()).await, Err(ApiError::Busy)));
+        hold.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["owner", "flood-1", "flood-2"]);
     }
 
     #[tokio::test]
