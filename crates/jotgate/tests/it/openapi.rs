@@ -1,7 +1,7 @@
 //! The OpenAPI document against the live server: schemathesis (PyPI; `scripts/test.sh`
 //! installs it) reads `GET /openapi.json` and sends what it describes and what it forbids
 //! to a real listening server, with real credentials for each operation
-//! (`tests/schemathesis/hooks.py`). Every check but `positive_data_acceptance`: no 5xx,
+//! (`tests/schemathesis/hooks.py`). Every check but two (below): no 5xx,
 //! every status, content type, header and body as documented, schema-violating input
 //! refused, every secured operation refusing a request without credentials. On SQLite,
 //! PostgreSQL and the DynamoDB emulator. `JOTGATE_SKIP_SCHEMATHESIS=1` skips.
@@ -9,6 +9,12 @@
 //! `positive_data_acceptance` (schema-valid input must be accepted) is left out: the server
 //! refuses input no schema can describe — a common password, a username taken, a cursor
 //! that names no user — and says so with a documented 4xx.
+//!
+//! `use_after_free` is left out too: it takes every DELETE for a deletion of its path, and
+//! `DELETE /api/v1/users/{id}/roles` takes roles away (as Auth0's does) and leaves the
+//! list, which a GET then answers 200. (Turning it off for that path alone in
+//! `schemathesis.toml` did not hold in the stateful phase.) That a deleted user or client
+//! then answers 404 is checked in `management.rs`.
 
 use std::path::Path;
 
@@ -113,7 +119,7 @@ async fn run(store: Option<String>, examples: u32, workers: u32) {
             "--checks",
             "all",
             "--exclude-checks",
-            "positive_data_acceptance",
+            "positive_data_acceptance,use_after_free",
         ])
         .args(["--max-examples", &examples.to_string()])
         .args(["--workers", &workers.to_string()])
