@@ -294,8 +294,12 @@ pub async fn signup(
             .ip(ip),
     )
     .await;
-    let body = new_session(&st, &user, None).await?;
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let mut body = new_session(&st, &user, None).await?;
+    // The device that made the account is known to it from the start.
+    body.device_token = device_token_for(&st, &user.id, 0).await;
+    let mut res = with_device_cookie(&st, body);
+    *res.status_mut() = StatusCode::CREATED;
+    Ok(res)
 }
 
 /// Log in

@@ -53,9 +53,9 @@ pub struct Tokens {
     pub expires_in: i64,
     /// Single use: each refresh answers a new one.
     pub refresh_token: String,
-    /// From `/login`: this device's token (also set as an HttpOnly cookie). Send it back
-    /// as `device_token` with the next login: it then skips the limits guesses from
-    /// elsewhere cause.
+    /// From `/login`, `/signup` and a password change: this device's token (also set as
+    /// an HttpOnly cookie). Send it back as `device_token` with the next login: it then
+    /// skips the limits that guesses from elsewhere cause.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_token: Option<String>,
 }
