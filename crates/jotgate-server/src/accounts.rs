@@ -51,6 +51,20 @@ impl Revoking {
         self.entries.extend(done.entries);
         Ok(())
     }
+
+    /// [`user`](Self::user), and the user's device tokens with it (a block).
+    async fn user_and_devices(
+        &mut self,
+        store: &dyn Store,
+        policy: &TokenPolicy,
+        user_id: &str,
+        t: i64,
+    ) -> Result<(), AccountError> {
+        let done = revocation::revoke_user_and_devices(store, policy, user_id, t).await?;
+        self.users += 1;
+        self.entries.extend(done.entries);
+        Ok(())
+    }
 }
 
 /// A role name, checked.
@@ -388,11 +402,8 @@ pub async fn update_user(
     // Every time a block is asked for, blocked already or not: ending sessions is
     // idempotent, and a block whose revocation failed is completed by asking again.
     if blocking {
-        revoking.user(store, policy, user_id, t).await?;
         // A block ends the user's device tokens too (a role change does not).
-        store
-            .revoke_devices(user_id, crate::now().max(t) + 1)
-            .await?;
+        revoking.user_and_devices(store, policy, user_id, t).await?;
     }
     Ok(UserUpdated {
         before,

@@ -28,6 +28,8 @@ pub struct DeviceTokens {
     key: zeroize::Zeroizing<Vec<u8>>,
     /// Seconds a token lives; 0 turns device tokens off.
     ttl: i64,
+    /// The issuer is HTTPS: the cookie is `__Host-` and Secure, and only it is read.
+    https: bool,
 }
 
 /// A token that checked out.
@@ -38,11 +40,16 @@ pub struct Device {
 }
 
 impl DeviceTokens {
-    pub fn new(secret: &str, ttl_secs: i64) -> Self {
+    pub fn new(secret: &str, ttl_secs: i64, https: bool) -> Self {
         Self {
             key: zeroize::Zeroizing::new(secret.as_bytes().to_vec()),
             ttl: ttl_secs.max(0),
+            https,
         }
+    }
+
+    pub fn https(&self) -> bool {
+        self.https
     }
 
     pub fn enabled(&self) -> bool {
@@ -102,8 +109,8 @@ impl DeviceTokens {
 
     /// The `Set-Cookie` value that keeps `token` in a browser (HttpOnly, SameSite=Strict;
     /// `__Host-` and Secure when the issuer is HTTPS).
-    pub fn cookie(&self, token: &str, https: bool) -> String {
-        let (name, secure) = if https {
+    pub fn cookie(&self, token: &str) -> String {
+        let (name, secure) = if self.https {
             (COOKIE_SECURE, "; Secure")
         } else {
             (COOKIE_PLAIN, "")
@@ -150,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_token_holds_for_its_user_until_it_expires_or_is_revoked() {
-        let d = DeviceTokens::new("secret-0123456789-0123456789-0123", 90 * 86_400);
+        let d = DeviceTokens::new("secret-0123456789-0123456789-0123", 90 * 86_400, false);
         let t = d.mint("u1", 1_000);
         assert!(d.check(&t, "u1", 0, 2_000).is_some());
         assert!(d.check(&t, "u2", 0, 2_000).is_none(), "another user's");
@@ -164,7 +171,7 @@ mod tests {
             "expired"
         );
         // Forged: another key, a changed field, a truncated tag, junk.
-        let other = DeviceTokens::new("another-secret-0123456789-0123456", 90 * 86_400);
+        let other = DeviceTokens::new("another-secret-0123456789-0123456", 90 * 86_400, false);
         assert!(other.check(&t, "u1", 0, 2_000).is_none());
         let changed = t.replacen(".1000.", ".1001.", 1);
         assert!(d.check(&changed, "u1", 0, 2_000).is_none());
@@ -176,19 +183,19 @@ mod tests {
         let t2 = d.mint("u1", 1_000);
         assert_ne!(d.check(&t, "u1", 0, 2_000), d.check(&t2, "u1", 0, 2_000));
         // Off: nothing checks out.
-        let off = DeviceTokens::new("secret-0123456789-0123456789-0123", 0);
+        let off = DeviceTokens::new("secret-0123456789-0123456789-0123", 0, false);
         assert!(off.check(&t, "u1", 0, 2_000).is_none());
     }
 
     #[test]
     fn the_cookie_is_host_only_and_strict() {
-        let d = DeviceTokens::new("k", 60);
+        let d = DeviceTokens::new("k", 60, true);
         assert_eq!(
-            d.cookie("T", true),
+            d.cookie("T"),
             "__Host-jotgate-device=T; Path=/; Max-Age=60; HttpOnly; SameSite=Strict; Secure"
         );
         assert_eq!(
-            d.cookie("T", false),
+            DeviceTokens::new("k", 60, false).cookie("T"),
             "jotgate-device=T; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"
         );
         let mut h = axum::http::HeaderMap::new();

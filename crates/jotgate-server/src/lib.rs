@@ -188,9 +188,17 @@ impl AppState {
         };
         let denylist = Denylist::new(Arc::clone(keys.verifier()), cfg.policy.issuer.clone());
         denylist.sync(&*store, t).await?;
+        // The shared secret only when device tokens are on: nothing added to start-up
+        // otherwise.
+        let secret = if cfg.device_token_ttl > 0 {
+            store.shared_secret("device_tokens").await?
+        } else {
+            String::new()
+        };
         let devices = device::DeviceTokens::new(
-            &store.shared_secret("device_tokens").await?,
+            &secret,
             cfg.device_token_ttl,
+            cfg.policy.issuer.starts_with("https://"),
         );
         Ok(Self(Arc::new(Inner {
             devices,

@@ -286,6 +286,12 @@ impl LoginLimiter {
         }
     }
 
+    /// The per-account ceiling's key of `name` (`id:<account id>` or `name:<bucket>`):
+    /// every check of an account's password counts against it.
+    pub fn ceiling_key(name: &str) -> String {
+        format!("ceil:{}", jotgate_core::sha256_b64url(name.as_bytes()))
+    }
+
     /// The keys of a login attempt: per (account, address) pair and per account, for the
     /// account's id when the name resolved and for the typed name's bucket always, and the
     /// address's.
@@ -303,7 +309,7 @@ impl LoginLimiter {
             keys.push(format!("pair:{}", digest(&format!("{n}|{at}"))));
         }
         for n in &names {
-            keys.push(format!("ceil:{}", digest(n)));
+            keys.push(Self::ceiling_key(n));
         }
         keys.extend(group.map(|g| format!("ip:{g}")));
         keys

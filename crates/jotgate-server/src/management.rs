@@ -926,10 +926,7 @@ async fn check_current_password(
             "user:{}",
             jotgate_core::sha256_b64url(format!("id:{user_id}").as_bytes())
         ),
-        format!(
-            "ceil:{}",
-            jotgate_core::sha256_b64url(format!("id:{user_id}").as_bytes())
-        ),
+        crate::limits::LoginLimiter::ceiling_key(&format!("id:{user_id}")),
     ];
     keys.extend(ip.map(|ip| format!("ip:{}", crate::limits::address_group(ip))));
     st.0.limiter.begin(&keys).await?;

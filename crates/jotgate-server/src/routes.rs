@@ -368,9 +368,8 @@ pub async fn login(
     );
     // A device token of this account (checked in memory) trades those limits for its own
     // counter; one spent by wrong passwords, or any other, counts as none.
-    let https = st.0.cfg.policy.issuer.starts_with("https://");
     let device = found.as_ref().and_then(|r| {
-        crate::device::presented(device_token.as_deref(), &headers, https)
+        crate::device::presented(device_token.as_deref(), &headers, st.0.devices.https())
             .into_iter()
             .find_map(|t| {
                 st.0.devices
@@ -517,10 +516,7 @@ pub async fn login(
 
 /// A token answer, with its device token (if any) also set as the browser's cookie.
 pub(crate) fn with_device_cookie(st: &AppState, body: Tokens) -> Response {
-    let cookie = body.device_token.as_deref().map(|t| {
-        st.0.devices
-            .cookie(t, st.0.cfg.policy.issuer.starts_with("https://"))
-    });
+    let cookie = body.device_token.as_deref().map(|t| st.0.devices.cookie(t));
     let mut res = Json(body).into_response();
     if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         res.headers_mut().insert(header::SET_COOKIE, c);
