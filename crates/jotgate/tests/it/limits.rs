@@ -412,3 +412,56 @@ async fn a_device_token_gets_its_owner_through_a_tripped_ceiling_and_nothing_els
     let res = login_with_device(&app, "203.0.113.1", "june", PASSWORD, Some(&june_device)).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// What a client sends instead of a device token, on every backend: a token of the
+/// account works, a wrong type is a 400, an oversized or duplicated-looking one counts as
+/// none (the password still decides), and nothing reveals whether the name exists.
+#[tokio::test]
+async fn device_token_input_is_bounded_and_alike_on_every_backend() {
+    let mut stores = vec![None];
+    stores.extend(
+        jotgate_store::contract::postgres_test_database()
+            .await
+            .map(Some),
+    );
+    #[cfg(feature = "dynamodb")]
+    stores.extend(jotgate_store::contract::dynamodb_test_table().map(Some));
+    for store in stores {
+        let dir = temp_dir();
+        let mut s = settings(&dir);
+        s.store.store = store.clone().map(Into::into);
+        let app = TestApp::with(s, dir).await;
+        let signed: Value = app.signup("kit").await;
+        let device = signed["device_token"].as_str().unwrap().to_string();
+        let at = "198.51.100.7";
+        let ok = login_with_device(&app, at, "kit", PASSWORD, Some(&device)).await;
+        assert_eq!(ok.status(), StatusCode::OK, "{store:?}");
+        let res = app
+            .client
+            .post(app.url("/login"))
+            .json(&json!({"username": "kit", "password": PASSWORD, "device_token": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(res, StatusCode::BAD_REQUEST).await,
+            "invalid_field"
+        );
+        let huge = "dt1.".to_string() + &"a".repeat(20_000);
+        let res = login_with_device(&app, at, "kit", PASSWORD, Some(&huge)).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "an unusable token counts as none"
+        );
+        // The same token for a name that does not exist: the same 401 as a wrong password.
+        let a = login_with_device(&app, at, "nobody", "wrong", Some(&device)).await;
+        let b = login_with_device(&app, at, "kit", "wrong", Some(&device)).await;
+        assert_eq!(a.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(b.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            a.json::<Value>().await.unwrap(),
+            b.json::<Value>().await.unwrap()
+        );
+    }
+}
