@@ -203,7 +203,9 @@ pub struct RateLimitConfig {
     /// The first delay; each further failure doubles it.
     pub base_delay: Duration,
     pub max_delay: Duration,
-    /// A key with no failure for this long starts afresh.
+    /// A key with no failure for this long starts afresh. It outlives `max_delay` by far
+    /// ([`RateLimitConfig::reset_for`]): a counter that went stale as its longest delay
+    /// ended would give a guesser `free` attempts again after every delay.
     pub reset_after: Duration,
 }
 
@@ -217,8 +219,22 @@ impl Default for RateLimitConfig {
             signup_free_attempts: 20,
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(15 * 60),
-            reset_after: Duration::from_secs(15 * 60),
+            reset_after: Duration::from_secs(60 * 60),
         }
+    }
+}
+
+impl RateLimitConfig {
+    /// The reset window for a longest delay of `max_delay`: four times it, at least an hour
+    /// and at most [`jotgate_store::THROTTLE_MAX_WINDOW_MS`]. With the defaults (15 min),
+    /// guessing from one address gets 5 answers, then ~10 growing delays, then one guess
+    /// every 15 minutes for as long as it goes on.
+    pub fn reset_for(max_delay: Duration) -> Duration {
+        let most = Duration::from_millis(jotgate_store::THROTTLE_MAX_WINDOW_MS as u64);
+        max_delay
+            .saturating_mul(4)
+            .max(Duration::from_secs(60 * 60))
+            .min(most)
     }
 }
 
@@ -676,6 +692,50 @@ mod tests {
         }
         let w = wait(l.begin(&dev).await);
         assert!((86_390..=86_400).contains(&w), "{w}");
+    }
+
+    /// A pair's count outlives its longest delay: once the delay has passed, one guess is
+    /// answered and the next waits the longest delay again — not `free` guesses afresh.
+    #[tokio::test]
+    async fn a_count_outlives_the_longest_delay() {
+        let store: Arc<dyn Store> =
+            Arc::new(jotgate_store::sqlite::SqliteStore::in_memory().unwrap());
+        let max_delay = RateLimitConfig::default().max_delay;
+        let cfg = RateLimitConfig {
+            reset_after: RateLimitConfig::reset_for(max_delay),
+            ..RateLimitConfig::default()
+        };
+        let window = cfg.reset_after.as_millis() as i64;
+        let l = LoginLimiter::new(cfg, Arc::clone(&store));
+        let keys = LoginLimiter::login_keys(Some("u1"), "alice", "203.0.113.1".parse().ok());
+        // Sixteen wrong passwords (the delay long since at its longest), the last one just
+        // over the longest delay ago.
+        let then = now_ms() - max_delay.as_millis() as i64 - 1000;
+        for _ in 0..16 {
+            store
+                .add_login_failure(&keys[0], then, window)
+                .await
+                .unwrap();
+        }
+        assert_eq!(wait(l.begin(&keys).await), 0, "the delay has passed");
+        let w = wait(l.begin(&keys).await);
+        assert!(
+            (890..=900).contains(&w),
+            "the next guess waits the longest delay: {w}"
+        );
+        assert_eq!(RateLimitConfig::reset_for(max_delay).as_secs(), 3600);
+        assert_eq!(
+            RateLimitConfig::reset_for(Duration::from_secs(1)).as_secs(),
+            3600
+        );
+        assert_eq!(
+            RateLimitConfig::reset_for(Duration::from_secs(6 * 3600)).as_secs(),
+            86_400
+        );
+        assert_eq!(
+            RateLimitConfig::reset_for(Duration::from_secs(7 * 3600)).as_secs(),
+            86_400
+        );
     }
 
     #[test]

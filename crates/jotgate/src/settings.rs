@@ -256,8 +256,10 @@ pub struct LoginSettings {
     #[arg(long, env = "JOTGATE_LOGIN_DELAY", value_name = "SECS")]
     pub login_delay: Option<u64>,
 
-    /// Longest lockout delay in seconds [default: 900]
-    #[arg(long, env = "JOTGATE_LOGIN_MAX_DELAY", value_name = "SECS")]
+    /// Longest lockout delay in seconds (at most 6 hours); a count starts afresh after
+    /// four times this without a failure, at least an hour [default: 900]
+    #[arg(long, env = "JOTGATE_LOGIN_MAX_DELAY", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=21600))]
     pub login_max_delay: Option<u64>,
 
     /// Sign-up attempts per client address before growing delays start [default: 20]
@@ -552,6 +554,12 @@ impl Settings {
         }))
     }
 
+    fn max_delay(&self) -> Duration {
+        self.login
+            .login_max_delay
+            .map_or(RateLimitConfig::default().max_delay, Duration::from_secs)
+    }
+
     pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
         let d = ServerConfig::default();
         let r = RateLimitConfig::default();
@@ -572,11 +580,8 @@ impl Settings {
                     .login
                     .login_delay
                     .map_or(r.base_delay, Duration::from_secs),
-                max_delay: self
-                    .login
-                    .login_max_delay
-                    .map_or(r.max_delay, Duration::from_secs),
-                reset_after: r.reset_after,
+                max_delay: self.max_delay(),
+                reset_after: RateLimitConfig::reset_for(self.max_delay()),
             },
             hash_workers: self.login.hash_workers.unwrap_or(d.hash_workers),
             hash_queue: self.login.hash_queue.unwrap_or(d.hash_queue),
