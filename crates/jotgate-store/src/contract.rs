@@ -15,7 +15,7 @@
 //!   [`refresh_expiry_and_logout`], [`revoke_user_sessions`], [`evict_sessions`],
 //!   [`concurrent_rotation_has_one_winner`];
 //! - [`Revocations`](crate::Revocations): [`revocations`], [`concurrent_revocations`];
-//! - [`Throttle`](crate::Throttle): [`login_failures`].
+//! - [`Throttle`](crate::Throttle): [`login_failures`], [`login_failure_groups`].
 
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ macro_rules! store_contract_tests {
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
             revocations, concurrent_revocations, login_failures, store_id, key_slots,
             evict_sessions, roles, user_roles, concurrent_role_changes, user_profile,
-            concurrent_email_claims, clients, audit);
+            concurrent_email_claims, clients, audit, login_failure_groups);
     };
     (@each_optional $factory:path; $($name:ident),*) => {
         $(
@@ -52,7 +52,7 @@ macro_rules! store_contract_tests {
             refresh_expiry_and_logout, revoke_user_sessions, concurrent_rotation_has_one_winner,
             revocations, concurrent_revocations, login_failures, store_id, key_slots,
             evict_sessions, roles, user_roles, concurrent_role_changes, user_profile,
-            concurrent_email_claims, clients, audit);
+            concurrent_email_claims, clients, audit, login_failure_groups);
     };
     (@each $factory:path; $($name:ident),*) => {
         $(
@@ -632,6 +632,60 @@ pub async fn concurrent_revocations(s: Arc<dyn Store>) {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 16);
+}
+
+/// A group's counters (`group#member`) are listed together: live ones only, and none of
+/// another group whose name starts alike; each is counted, read and cleared as any key.
+pub async fn login_failure_groups(s: Arc<dyn Store>) {
+    let w = 60_000;
+    for (key, at) in [
+        ("pair:a#203.0.113.1", 1000),
+        ("pair:a#203.0.113.1", 1001),
+        ("pair:a#2001:db8::/64", 1002),
+        ("pair:a#-", 1003),
+        ("pair:ab#203.0.113.1", 1004),
+        ("pair:a", 1005),
+        ("pair:a#old", -100_000),
+    ] {
+        s.add_login_failure(key, at, w).await.unwrap();
+    }
+    let listed = |v: Vec<crate::LoginFailures>| {
+        v.into_iter()
+            .map(|f| (f.key, f.count, f.last_ms))
+            .collect::<Vec<_>>()
+    };
+    let a = s.login_failures_in("pair:a", 2000, w).await.unwrap();
+    assert_eq!(
+        listed(a),
+        [
+            ("pair:a#-".to_string(), 1, 1003),
+            ("pair:a#2001:db8::/64".to_string(), 1, 1002),
+            ("pair:a#203.0.113.1".to_string(), 2, 1001),
+        ]
+    );
+    // A grouped key reads and clears like any other.
+    let one = s
+        .login_failures(&["pair:a#203.0.113.1".to_string()], 2000, w)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].count, 2);
+    s.clear_login_failures("pair:a#203.0.113.1").await.unwrap();
+    let a = s.login_failures_in("pair:a", 2000, w).await.unwrap();
+    assert_eq!(a.len(), 2);
+    assert!(
+        s.login_failures_in("pair:zz", 2000, w)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.login_failures_in("pair:ab", 2000, w).await.unwrap().len(),
+        1
+    );
+    // A group holding the separator is refused.
+    assert!(s.login_failures_in("pair:a#b", 2000, w).await.is_err());
+    assert!(s.login_failures_in("", 2000, w).await.is_err());
 }
 
 pub async fn login_failures(s: Arc<dyn Store>) {

@@ -884,8 +884,26 @@ impl DynamoStore {
     }
 }
 
+/// A throttle counter's item: `THROTTLE#<key>` / `THROTTLE`, or for a grouped key
+/// (`group#member`) `THROTTLE#<group>` / `M#<member>`, so one Query lists a group.
 fn key_for_throttle(k: &str) -> Item {
-    key(format!("THROTTLE#{k}"), "THROTTLE")
+    match k.split_once(crate::THROTTLE_GROUP_SEP) {
+        Some((group, member)) => key(format!("THROTTLE#{group}"), format!("M#{member}")),
+        None => key(format!("THROTTLE#{k}"), "THROTTLE"),
+    }
+}
+
+/// The throttle key an item holds (the inverse of [`key_for_throttle`]).
+fn throttle_key_of(it: &Item) -> Result<Option<String>> {
+    let pk = get_s(it, "pk")?;
+    let Some(k) = pk.strip_prefix("THROTTLE#") else {
+        return Ok(None);
+    };
+    let sk = get_s(it, "sk")?;
+    Ok(Some(match sk.strip_prefix("M#") {
+        Some(member) => format!("{k}{}{member}", crate::THROTTLE_GROUP_SEP),
+        None => k.to_string(),
+    }))
 }
 
 fn failures_of(key: &str, it: &Item) -> Result<LoginFailures> {
@@ -2008,11 +2026,10 @@ impl Throttle for DynamoStore {
                 .and_then(|mut r| r.remove(&self.table))
                 .unwrap_or_default()
             {
-                let pk = get_s(&it, "pk")?;
-                let Some(k) = pk.strip_prefix("THROTTLE#") else {
+                let Some(k) = throttle_key_of(&it)? else {
                     continue;
                 };
-                let f = failures_of(k, &it)?;
+                let f = failures_of(&k, &it)?;
                 // Expired items linger until DynamoDB deletes them: filter here.
                 if f.last_ms > now_ms - window_ms {
                     out.push(f);
@@ -2032,6 +2049,48 @@ impl Throttle for DynamoStore {
                 "DynamoDB kept leaving login counters unread; try again",
             ));
         }
+        Ok(out)
+    }
+
+    async fn login_failures_in(
+        &self,
+        group: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Vec<LoginFailures>> {
+        crate::throttle_group_range(group)?;
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let res = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+                .expression_attribute_values(":pk", s(format!("THROTTLE#{group}")))
+                .expression_attribute_values(":m", s("M#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk)?;
+            for it in res.items.unwrap_or_default() {
+                let Some(k) = throttle_key_of(&it)? else {
+                    continue;
+                };
+                let f = failures_of(&k, &it)?;
+                // Expired items linger until DynamoDB deletes them.
+                if f.last_ms > now_ms - window_ms {
+                    out.push(f);
+                }
+            }
+            start = res.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() || out.len() >= crate::THROTTLE_GROUP_MAX {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.truncate(crate::THROTTLE_GROUP_MAX);
         Ok(out)
     }
 

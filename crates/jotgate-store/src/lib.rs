@@ -495,6 +495,13 @@ pub trait Revocations: Send + Sync {
 /// this long after their last failure, whatever window another key is counted over.
 pub const THROTTLE_MAX_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// Separates a throttle key's group from its member (`pair:<account>#<address>`): the
+/// counters of one group are listed together by [`Throttle::login_failures_in`].
+pub const THROTTLE_GROUP_SEP: char = '#';
+
+/// The most counters [`Throttle::login_failures_in`] returns.
+pub const THROTTLE_GROUP_MAX: usize = 1000;
+
 /// Failed-login counters (login throttling), shared by every instance on the store.
 #[async_trait]
 pub trait Throttle: Send + Sync {
@@ -515,6 +522,15 @@ pub trait Throttle: Send + Sync {
         now_ms: i64,
         window_ms: i64,
     ) -> Result<Vec<LoginFailures>>;
+    /// The live counters of `group` — the keys `group#member`, for any member
+    /// ([`THROTTLE_GROUP_SEP`]) — in key order, at most [`THROTTLE_GROUP_MAX`]. `group`
+    /// holds no separator. (An operator lists the addresses an account is blocked from.)
+    async fn login_failures_in(
+        &self,
+        group: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Vec<LoginFailures>>;
     /// Forget `key`'s failures (a successful login clears its username's count).
     async fn clear_login_failures(&self, key: &str) -> Result<()>;
     /// Take back one count of `key` (an attempt counted before it was evaluated that
@@ -526,6 +542,17 @@ pub trait Throttle: Send + Sync {
 /// callable on a `dyn Store` only with its trait in scope.
 pub mod prelude {
     pub use crate::{Audit, Clients, Keys, Revocations, Roles, Sessions, Store, Throttle, Users};
+}
+
+/// The keys of a throttle group, as a half-open range: `group#` up to `group$` ('$' is
+/// the character after the separator).
+pub(crate) fn throttle_group_range(group: &str) -> Result<(String, String)> {
+    if group.is_empty() || group.contains(THROTTLE_GROUP_SEP) {
+        return Err(StoreError::Backend(format!(
+            "a throttle group is not empty and holds no '{THROTTLE_GROUP_SEP}'"
+        )));
+    }
+    Ok((format!("{group}{THROTTLE_GROUP_SEP}"), format!("{group}$")))
 }
 
 /// Whether a database holds `schema`'s tables, given the tables `present`: `false` for

@@ -1212,6 +1212,39 @@ impl Throttle for PostgresStore {
             .collect())
     }
 
+    async fn login_failures_in(
+        &self,
+        group: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Vec<LoginFailures>> {
+        // Compared byte-wise (`COLLATE "C"`), whatever the database's collation.
+        let (from, to) = crate::throttle_group_range(group)?;
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT key, failures, last_ms FROM login_failures
+                 WHERE key COLLATE \"C\" >= $1 AND key COLLATE \"C\" < $2 AND last_ms > $3
+                 ORDER BY key COLLATE \"C\" LIMIT $4",
+                &[
+                    &from,
+                    &to,
+                    &(now_ms - window_ms),
+                    &(crate::THROTTLE_GROUP_MAX as i64),
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| LoginFailures {
+                key: r.get(0),
+                count: u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
+                last_ms: r.get(2),
+            })
+            .collect())
+    }
+
     async fn clear_login_failures(&self, key: &str) -> Result<()> {
         let c = self.client().await?;
         c.execute("DELETE FROM login_failures WHERE key = $1", &[&key])

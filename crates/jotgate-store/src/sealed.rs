@@ -497,6 +497,15 @@ impl Throttle for SealedKeys {
         self.inner.login_failures(keys, now_ms, window_ms).await
     }
 
+    async fn login_failures_in(
+        &self,
+        group: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Vec<LoginFailures>> {
+        self.inner.login_failures_in(group, now_ms, window_ms).await
+    }
+
     async fn clear_login_failures(&self, key: &str) -> Result<()> {
         self.inner.clear_login_failures(key).await
     }

@@ -1161,6 +1161,43 @@ impl Throttle for SqliteStore {
         .await
     }
 
+    async fn login_failures_in(
+        &self,
+        group: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Vec<LoginFailures>> {
+        // `group#` up to `group$` ('$' follows '#'): a range of the primary key.
+        let (from, to) = crate::throttle_group_range(group)?;
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT key, failures, last_ms FROM login_failures
+                     WHERE key >= ?1 AND key < ?2 AND last_ms > ?3 ORDER BY key LIMIT ?4",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        from,
+                        to,
+                        now_ms - window_ms,
+                        crate::THROTTLE_GROUP_MAX as i64
+                    ],
+                    |r| {
+                        Ok(LoginFailures {
+                            key: r.get(0)?,
+                            count: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX),
+                            last_ms: r.get(2)?,
+                        })
+                    },
+                )
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+    }
+
     async fn clear_login_failures(&self, key: &str) -> Result<()> {
         let key = key.to_string();
         self.with(move |c| {
