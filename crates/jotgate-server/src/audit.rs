@@ -15,6 +15,8 @@ pub mod kind {
     pub const LOGIN_BLOCKED: &str = "login.blocked";
     /// An account reached its per-hour ceiling of evaluated guesses from all addresses.
     pub const LOGIN_CEILING: &str = "login.ceiling_reached";
+    /// An operator lifted the login limits' blocks on a user.
+    pub const LOGIN_UNBLOCKED: &str = "login.unblocked";
     pub const SIGNUP: &str = "signup";
     pub const LOGOUT: &str = "logout";
     pub const LOGOUT_ALL: &str = "logout.all";

@@ -519,6 +519,10 @@ pub fn router(
             post(management::revoke_sessions),
         )
         .route(
+            "/api/v1/user-blocks/{id}",
+            get(management::get_user_blocks).delete(management::delete_user_blocks),
+        )
+        .route(
             "/api/v1/me",
             get(management::me).delete(management::delete_me),
         )

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jotgate_core::{PasswordHasher, Workspace};
-use jotgate_store::{LoginFailures, Store};
+use jotgate_store::{LoginFailures, Store, THROTTLE_GROUP_SEP};
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
@@ -257,6 +257,21 @@ pub struct LoginLimiter {
     store: Arc<dyn Store>,
 }
 
+/// The member of a pair counter for an attempt with no known client address.
+pub const NO_ADDRESS: &str = "-";
+
+/// A block on an account ([`LoginLimiter::blocks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// The address group held back (an IPv4 address, an IPv6 /64, or [`NO_ADDRESS`]);
+    /// `None`: every address, the account's ceiling being reached.
+    pub address: Option<String>,
+    /// Wrong passwords counted.
+    pub failures: u32,
+    /// Until when (ms since the epoch), unless more attempts come.
+    pub until_ms: i64,
+}
+
 /// What [`LoginLimiter::begin`] saw besides letting the attempt through.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Begun {
@@ -308,12 +323,105 @@ impl LoginLimiter {
         format!("ceil:{}", jotgate_core::sha256_b64url(name.as_bytes()))
     }
 
+    /// The group of an account's pair counters (`pair:<digest>`, each member an address):
+    /// listed together, an operator sees which addresses an account is blocked from.
+    pub fn pair_group(name: &str) -> String {
+        format!("pair:{}", jotgate_core::sha256_b64url(name.as_bytes()))
+    }
+
+    /// The names an account is counted under: its id, and the buckets of its username and
+    /// its email address (a name typed at login counts under its bucket, known or not).
+    pub fn account_names(user: &jotgate_store::User) -> Vec<String> {
+        let mut names = vec![format!("id:{}", user.id)];
+        names.push(format!(
+            "name:{}",
+            jotgate_core::username::bucket_key(&user.username)
+        ));
+        names.extend(
+            user.email
+                .as_deref()
+                .map(|e| format!("name:{}", jotgate_core::username::bucket_key(e))),
+        );
+        names
+    }
+
+    /// The blocks on an account now: each address its pair limit holds back (with until
+    /// when), and every address at once when its ceiling is reached.
+    pub async fn blocks(&self, user: &jotgate_store::User) -> jotgate_store::Result<Vec<Block>> {
+        let now = now_ms();
+        let names = Self::account_names(user);
+        let mut found: Vec<LoginFailures> = Vec::new();
+        for n in &names {
+            let group = Self::pair_group(n);
+            found.extend(
+                self.store
+                    .login_failures_in(&group, now, self.window_ms(&group))
+                    .await?,
+            );
+        }
+        let ceilings: Vec<String> = names.iter().map(|n| Self::ceiling_key(n)).collect();
+        found.extend(
+            self.store
+                .login_failures(&ceilings, now, self.cfg.ceiling_window.as_millis() as i64)
+                .await?,
+        );
+        let mut blocks: Vec<Block> = Vec::new();
+        for f in &found {
+            let Some(until_ms) = self.blocked_until(f).filter(|u| *u > now) else {
+                continue;
+            };
+            let address = f
+                .key
+                .split_once(THROTTLE_GROUP_SEP)
+                .map(|(_, member)| member.to_string());
+            // One entry per address: an account counted under its id and a name alike.
+            match blocks.iter_mut().find(|b| b.address == address) {
+                Some(b) => {
+                    b.until_ms = b.until_ms.max(until_ms);
+                    b.failures = b.failures.max(f.count);
+                }
+                None => blocks.push(Block {
+                    address,
+                    failures: f.count,
+                    until_ms,
+                }),
+            }
+        }
+        blocks.sort_by(|a, b| a.address.cmp(&b.address));
+        Ok(blocks)
+    }
+
+    /// Lift every block on an account (`jotgate users unblock`, `DELETE
+    /// /api/v1/user-blocks/{id}`): its pair counters from every address and its ceiling
+    /// are forgotten, blocking or not yet. Address limits stay (they are no account's).
+    /// Returns the blocks that were in force.
+    pub async fn unblock(&self, user: &jotgate_store::User) -> jotgate_store::Result<Vec<Block>> {
+        let lifted = self.blocks(user).await?;
+        let now = now_ms();
+        for n in Self::account_names(user) {
+            let all = self
+                .store
+                .login_failures_in(
+                    &Self::pair_group(&n),
+                    now,
+                    jotgate_store::THROTTLE_MAX_WINDOW_MS,
+                )
+                .await?;
+            for f in all {
+                self.store.clear_login_failures(&f.key).await?;
+            }
+            self.store
+                .clear_login_failures(&Self::ceiling_key(&n))
+                .await?;
+        }
+        Ok(lifted)
+    }
+
     /// The keys of a login attempt: per (account, address) pair and per account, for the
     /// account's id when the name resolved and for the typed name's bucket always, and the
     /// address's.
     pub fn login_keys(account: Option<&str>, bucket: &str, ip: Option<IpAddr>) -> Vec<String> {
         let group = ip.map(address_group);
-        let digest = |k: &str| jotgate_core::sha256_b64url(k.as_bytes());
         let names: Vec<String> = account
             .map(|id| format!("id:{id}"))
             .into_iter()
@@ -321,8 +429,8 @@ impl LoginLimiter {
             .collect();
         let mut keys = Vec::with_capacity(2 * names.len() + 1);
         for n in &names {
-            let at = group.as_deref().unwrap_or("-");
-            keys.push(format!("pair:{}", digest(&format!("{n}|{at}"))));
+            let at = group.as_deref().unwrap_or(NO_ADDRESS);
+            keys.push(format!("{}{}{at}", Self::pair_group(n), THROTTLE_GROUP_SEP));
         }
         for n in &names {
             keys.push(Self::ceiling_key(n));
@@ -736,6 +844,78 @@ mod tests {
             RateLimitConfig::reset_for(Duration::from_secs(7 * 3600)).as_secs(),
             86_400
         );
+    }
+
+    /// An operator sees the addresses an account is blocked from, and the ceiling, and
+    /// lifts them all at once; other accounts and the addresses' own limits stay.
+    #[tokio::test]
+    async fn blocks_are_listed_per_address_and_lifted() {
+        let store: Arc<dyn Store> =
+            Arc::new(jotgate_store::sqlite::SqliteStore::in_memory().unwrap());
+        let cfg = RateLimitConfig {
+            user_free_failures: 2,
+            user_ceiling: 6,
+            ip_free_failures: 4,
+            ..RateLimitConfig::default()
+        };
+        let l = LoginLimiter::new(cfg, store);
+        let user = jotgate_store::User {
+            id: "u1".into(),
+            username: "Alice".into(),
+            roles: vec![],
+            created_at: 0,
+            email: Some("alice@example.com".into()),
+            email_verified: false,
+            blocked: false,
+            app_metadata: Default::default(),
+            last_login: None,
+        };
+        let at = |s: &str| s.parse::<IpAddr>().ok();
+        // Typed as her username (another case), as her address, and from an unknown one.
+        let by_name = |ip| {
+            LoginLimiter::login_keys(Some("u1"), &jotgate_core::username::bucket_key("ALICE"), ip)
+        };
+        let by_mail = |ip| {
+            LoginLimiter::login_keys(
+                Some("u1"),
+                &jotgate_core::username::bucket_key("alice@example.com"),
+                ip,
+            )
+        };
+        assert!(l.blocks(&user).await.unwrap().is_empty());
+        l.begin(&by_name(at("203.0.113.1"))).await.unwrap();
+        l.begin(&by_mail(at("203.0.113.1"))).await.unwrap();
+        l.begin(&by_name(at("2001:db8::1"))).await.unwrap();
+        let blocks = l.blocks(&user).await.unwrap();
+        assert_eq!(blocks.len(), 1, "{blocks:?}");
+        assert_eq!(blocks[0].address.as_deref(), Some("203.0.113.1"));
+        assert_eq!(blocks[0].failures, 2);
+        // Three more from new addresses reach the ceiling: every address is held back.
+        for i in 2..5 {
+            l.begin(&by_name(at(&format!("198.51.100.{i}"))))
+                .await
+                .unwrap();
+        }
+        let blocks = l.blocks(&user).await.unwrap();
+        assert_eq!(
+            blocks
+                .iter()
+                .map(|b| b.address.as_deref())
+                .collect::<Vec<_>>(),
+            [None, Some("203.0.113.1")]
+        );
+        assert!(wait(l.begin(&by_name(at("192.0.2.9"))).await) > 0);
+        // Another account's pair from the same address.
+        let bob = LoginLimiter::login_keys(Some("u2"), "bob", at("203.0.113.1"));
+        l.begin(&bob).await.unwrap();
+        l.begin(&bob).await.unwrap();
+        let lifted = l.unblock(&user).await.unwrap();
+        assert_eq!(lifted.len(), 2);
+        assert!(l.blocks(&user).await.unwrap().is_empty());
+        assert_eq!(wait(l.begin(&by_name(at("192.0.2.9"))).await), 0);
+        // Bob is still held back at that address — by his pair, and the address by its
+        // own limit (four failures there, four free).
+        assert!(wait(l.begin(&bob).await) > 0);
     }
 
     #[test]

@@ -531,6 +531,59 @@ pub async fn revoke_sessions(
     }))
 }
 
+fn user_blocks(blocks: Vec<crate::limits::Block>) -> crate::schema::UserBlocks {
+    crate::schema::UserBlocks {
+        blocked_for: blocks
+            .into_iter()
+            .map(|b| crate::schema::UserBlock {
+                ip: b.address,
+                failures: b.failures,
+                until: (b.until_ms + 999) / 1000,
+            })
+            .collect(),
+    }
+}
+
+/// `GET /api/v1/user-blocks/{id}`: the addresses a user's login is held back from by
+/// wrong passwords (the per-address limit), and every address once the hourly ceiling is
+/// reached — as Auth0's user blocks.
+#[utoipa::path(get, path = "/api/v1/user-blocks/{id}", tag = "users", params(("id" = String, Path, description = "The user's id")),
+    responses((status = 200, description = "The blocks in force", body = crate::schema::UserBlocks), (status = 404, description = "`not_found`: no such user", body = crate::schema::ErrorBody)),
+    security(("management" = ["read:users"])))]
+pub async fn get_user_blocks(
+    State(st): State<AppState>,
+    caller: Caller,
+    Segment(id): Segment,
+) -> Result<Json<crate::schema::UserBlocks>, ApiError> {
+    caller.require("read:users")?;
+    let user = user_or_404(&st, &id).await?;
+    Ok(Json(user_blocks(st.0.limiter.blocks(&user).await?)))
+}
+
+/// `DELETE /api/v1/user-blocks/{id}`: lift every block on a user — the wrong-password
+/// counts of every address and the hourly ceiling. (The account block is `blocked` on
+/// the user; the limits of an address itself, for all names, stay.)
+#[utoipa::path(delete, path = "/api/v1/user-blocks/{id}", tag = "users", params(("id" = String, Path, description = "The user's id")),
+    responses((status = 204, description = "The blocks are lifted"), (status = 404, description = "`not_found`: no such user", body = crate::schema::ErrorBody)),
+    security(("management" = ["update:users"])))]
+pub async fn delete_user_blocks(
+    State(st): State<AppState>,
+    caller: Caller,
+    Segment(id): Segment,
+) -> Result<StatusCode, ApiError> {
+    caller.require("update:users")?;
+    let user = user_or_404(&st, &id).await?;
+    let lifted = st.0.limiter.unblock(&user).await?;
+    st.audit(
+        Event::new(kind::LOGIN_UNBLOCKED)
+            .user(&id)
+            .actor(&caller.0.subject)
+            .with("blocks", lifted.len()),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RoleNames {

@@ -173,6 +173,13 @@ pub fn route(path: &str) -> &'static str {
             Some(_) => "other",
         };
     }
+    if let Some(r) = rest("/api/v1/user-blocks/") {
+        return if r.contains('/') {
+            "other"
+        } else {
+            "/api/v1/user-blocks/{id}"
+        };
+    }
     if let Some(r) = rest("/api/v1/roles/") {
         return if r.contains('/') {
             "other"

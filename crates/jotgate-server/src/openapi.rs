@@ -47,6 +47,8 @@ log; and what verifiers need (JWKS, discovery, the revocation feed). Errors are 
         management::patch_user,
         management::delete_user,
         management::revoke_sessions,
+        management::get_user_blocks,
+        management::delete_user_blocks,
         management::user_roles,
         management::add_user_roles,
         management::remove_user_roles,

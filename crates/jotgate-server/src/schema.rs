@@ -153,6 +153,26 @@ pub struct SessionsEnded {
     pub sessions_ended: usize,
 }
 
+/// `GET /api/v1/user-blocks/{id}`: what holds a user's login back, as Auth0's user blocks.
+#[derive(Serialize, ToSchema)]
+pub struct UserBlocks {
+    /// Blocks in force now; empty when none.
+    pub blocked_for: Vec<UserBlock>,
+}
+
+/// One block on a user's login.
+#[derive(Serialize, ToSchema)]
+pub struct UserBlock {
+    /// The client address held back: an IPv4 address, an IPv6 /64 (`2001:db8:0:1::/64`),
+    /// or `-` (attempts with no known address). Null: every address, the account's hourly
+    /// ceiling being reached (logins with a device token still get through).
+    pub ip: Option<String>,
+    /// Wrong passwords counted.
+    pub failures: u32,
+    /// Until when (seconds since the epoch), unless more wrong passwords come.
+    pub until: i64,
+}
+
 /// A user's role names, sorted.
 #[derive(Serialize, ToSchema)]
 pub struct UserRoles {

@@ -352,6 +352,62 @@ pub async fn users_revoke(s: &Settings, name: &str) -> anyhow::Result<String> {
     ))
 }
 
+fn blocks_table(blocks: &[jotgate_server::limits::Block]) -> String {
+    if blocks.is_empty() {
+        return "no blocks\n".into();
+    }
+    let mut out = format!("{:<42} {:>8}  {}\n", "ADDRESS", "FAILURES", "UNTIL");
+    for b in blocks {
+        let until = crate::logging::date_time_ms(b.until_ms);
+        let address = b
+            .address
+            .as_deref()
+            .unwrap_or("(every address: hourly ceiling)");
+        out.push_str(&format!("{address:<42} {:>8}  {until}\n", b.failures));
+    }
+    out
+}
+
+/// The login limits' blocks on a user (`jotgate users blocks`).
+pub async fn users_blocks(s: &Settings, name: &str, as_json: bool) -> anyhow::Result<String> {
+    let store = open_store(s).await?;
+    let record = account(&*store, name).await?;
+    let limiter = jotgate_server::limits::LoginLimiter::new(s.rate_limit(), store);
+    let blocks = limiter.blocks(&record.user).await?;
+    Ok(if as_json {
+        let list: Vec<_> = blocks
+            .iter()
+            .map(|b| json!({"ip": b.address, "failures": b.failures, "until": (b.until_ms + 999) / 1000}))
+            .collect();
+        format!(
+            "{}\n",
+            serde_json::to_string(&json!({ "blocked_for": list }))?
+        )
+    } else {
+        blocks_table(&blocks)
+    })
+}
+
+/// Lift the login limits' blocks on a user (`jotgate users unblock`).
+pub async fn users_unblock(s: &Settings, name: &str) -> anyhow::Result<String> {
+    let store = open_store(s).await?;
+    let record = account(&*store, name).await?;
+    let limiter = jotgate_server::limits::LoginLimiter::new(s.rate_limit(), store.clone());
+    let lifted = limiter.unblock(&record.user).await?;
+    audited(
+        &*store,
+        jotgate_server::audit::Event::new(jotgate_server::audit::kind::LOGIN_UNBLOCKED)
+            .user(&record.user.id)
+            .with("blocks", lifted.len()),
+    )
+    .await;
+    Ok(format!(
+        "{}: {} block(s) lifted\n",
+        record.user.username,
+        lifted.len()
+    ))
+}
+
 /// How a role or user change reads on the command line: what happened to sessions.
 fn ended(r: &jotgate_server::accounts::Revoking) -> String {
     match r.users {

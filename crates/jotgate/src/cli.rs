@@ -383,6 +383,29 @@ pub enum UsersCmd {
         #[command(flatten)]
         tokens: TokenSettings,
     },
+    /// Show what holds a user's login back: each address past the per-address limit of
+    /// wrong passwords, and every address once the hourly ceiling is reached
+    Blocks {
+        /// Username or email address
+        username: String,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        login: LoginSettings,
+    },
+    /// Lift the login limits' blocks on a user (from every address, and the hourly
+    /// ceiling); the account block is `users update --blocked false`
+    Unblock {
+        /// Username or email address
+        username: String,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        login: LoginSettings,
+    },
     /// Log a user out everywhere: end all sessions, refuse all access tokens issued so far
     Revoke {
         /// Username

@@ -92,6 +92,35 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
             .await?;
             admin::users_list(&s, json).await?
         }
+        Cmd::Users(UsersCmd::Blocks {
+            username,
+            json,
+            store,
+            login,
+        }) => {
+            let s = Settings {
+                store,
+                login,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            admin::users_blocks(&s, &username, json).await?
+        }
+        Cmd::Users(UsersCmd::Unblock {
+            username,
+            store,
+            login,
+        }) => {
+            let s = Settings {
+                store,
+                login,
+                ..Settings::default()
+            }
+            .resolve_secret_refs()
+            .await?;
+            admin::users_unblock(&s, &username).await?
+        }
         Cmd::Users(UsersCmd::SetRoles {
             username,
             roles,

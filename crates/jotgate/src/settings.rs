@@ -560,29 +560,34 @@ impl Settings {
             .map_or(RateLimitConfig::default().max_delay, Duration::from_secs)
     }
 
+    /// The login limits these settings give.
+    pub fn rate_limit(&self) -> RateLimitConfig {
+        let r = RateLimitConfig::default();
+        RateLimitConfig {
+            user_free_failures: self
+                .login
+                .login_user_failures
+                .unwrap_or(r.user_free_failures),
+            user_ceiling: self.login.login_user_ceiling.unwrap_or(r.user_ceiling),
+            ceiling_window: r.ceiling_window,
+            ip_free_failures: self.login.login_ip_failures.unwrap_or(r.ip_free_failures),
+            signup_free_attempts: self.login.signup_ip_limit.unwrap_or(r.signup_free_attempts),
+            base_delay: self
+                .login
+                .login_delay
+                .map_or(r.base_delay, Duration::from_secs),
+            max_delay: self.max_delay(),
+            reset_after: RateLimitConfig::reset_for(self.max_delay()),
+        }
+    }
+
     pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
         let d = ServerConfig::default();
-        let r = RateLimitConfig::default();
         let cfg = ServerConfig {
             policy: self.policy()?,
             refresh_ttl: self.sessions.refresh_ttl.unwrap_or(d.refresh_ttl),
             refresh_grace: self.sessions.refresh_grace.unwrap_or(d.refresh_grace),
-            rate_limit: RateLimitConfig {
-                user_free_failures: self
-                    .login
-                    .login_user_failures
-                    .unwrap_or(r.user_free_failures),
-                user_ceiling: self.login.login_user_ceiling.unwrap_or(r.user_ceiling),
-                ceiling_window: r.ceiling_window,
-                ip_free_failures: self.login.login_ip_failures.unwrap_or(r.ip_free_failures),
-                signup_free_attempts: self.login.signup_ip_limit.unwrap_or(r.signup_free_attempts),
-                base_delay: self
-                    .login
-                    .login_delay
-                    .map_or(r.base_delay, Duration::from_secs),
-                max_delay: self.max_delay(),
-                reset_after: RateLimitConfig::reset_for(self.max_delay()),
-            },
+            rate_limit: self.rate_limit(),
             hash_workers: self.login.hash_workers.unwrap_or(d.hash_workers),
             hash_queue: self.login.hash_queue.unwrap_or(d.hash_queue),
             accept_x_access_token: self.api.accept_x_access_token.unwrap_or(false),

@@ -465,3 +465,105 @@ async fn device_token_input_is_bounded_and_alike_on_every_backend() {
         );
     }
 }
+
+/// Issue 20's operator view, as Auth0's user blocks: the addresses a user is held back
+/// from are listed (management API with `read:users`, `jotgate users blocks`) and lifted
+/// (`update:users`, `jotgate users unblock`), with an audit event; on every backend.
+#[tokio::test]
+async fn operators_list_and_lift_a_users_blocks_on_every_backend() {
+    let mut stores = vec![None];
+    stores.extend(
+        jotgate_store::contract::postgres_test_database()
+            .await
+            .map(Some),
+    );
+    #[cfg(feature = "dynamodb")]
+    stores.extend(jotgate_store::contract::dynamodb_test_table().map(Some));
+    for store in stores {
+        let dir = temp_dir();
+        let mut s = settings(&dir);
+        s.store.store = store.clone().map(Into::into);
+        s.api.trust_forwarded_for = Some(true);
+        s.login.login_user_failures = Some(2);
+        s.login.login_user_ceiling = Some(50);
+        let app = TestApp::with(s, dir).await;
+        let signed: Value = app.signup("lena").await;
+        let id = signed["user"]["id"].as_str().unwrap().to_string();
+        let path = format!("/api/v1/user-blocks/{id}");
+        let reader = crate::management::mgmt_token(&app, "read:users").await;
+        let writer = crate::management::mgmt_token(&app, "read:users update:users").await;
+        let get = |token: String| {
+            let (app, path) = (&app, path.clone());
+            async move {
+                app.client
+                    .get(app.url(&path))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let blocks = |res: reqwest::Response| async move {
+            assert_eq!(res.status(), StatusCode::OK);
+            res.json::<Value>().await.unwrap()["blocked_for"].clone()
+        };
+        assert_eq!(blocks(get(reader.clone()).await).await, json!([]));
+        // Two wrong passwords from one address hold it back.
+        let at = "203.0.113.9";
+        for _ in 0..2 {
+            let res = login_from(&app, at, "lena", "wrong password").await;
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{store:?}");
+        }
+        let res = login_from(&app, at, "lena", PASSWORD).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "{store:?}");
+        let listed = blocks(get(reader.clone()).await).await;
+        assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+        assert_eq!(listed[0]["ip"], at);
+        assert_eq!(listed[0]["failures"], 2);
+        let until = listed[0]["until"].as_i64().unwrap();
+        assert!(until > jotgate_server::now(), "{listed}");
+        // The command line sees the same.
+        let cli = jotgate::admin::users_blocks(&app.settings, "lena", true)
+            .await
+            .unwrap();
+        let cli: Value = serde_json::from_str(&cli).unwrap();
+        assert_eq!(cli["blocked_for"][0]["ip"], at);
+        // Lifting needs update:users; an unknown user is 404.
+        let del =
+            |token: &str, path: &str| app.client.delete(app.url(path)).bearer_auth(token).send();
+        let res = del(&reader, &path).await.unwrap();
+        assert_eq!(
+            error_code(res, StatusCode::FORBIDDEN).await,
+            "insufficient_scope"
+        );
+        let res = del(&writer, "/api/v1/user-blocks/u_nobody").await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let res = del(&writer, &path).await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(blocks(get(reader.clone()).await).await, json!([]));
+        let res = login_from(&app, at, "lena", PASSWORD).await;
+        assert_eq!(res.status(), StatusCode::OK, "{store:?}");
+        // Held back again, lifted from the command line.
+        for _ in 0..2 {
+            login_from(&app, at, "lena", "wrong password").await;
+        }
+        let out = jotgate::admin::users_unblock(&app.settings, "lena")
+            .await
+            .unwrap();
+        assert!(out.contains("1 block(s) lifted"), "{out}");
+        let res = login_from(&app, at, "lena", PASSWORD).await;
+        assert_eq!(res.status(), StatusCode::OK, "{store:?}");
+        let events = app
+            .store()
+            .await
+            .audit_events(jotgate_store::AuditQuery {
+                since_ms: 0,
+                kind: Some("login.unblocked".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 2, "{events:?}");
+    }
+}

@@ -15,7 +15,7 @@ const ALL: &str = "read:users create:users update:users delete:users read:roles 
                    update:roles delete:roles read:clients create:clients update:clients delete:clients read:audit";
 
 /// A management token for a new client holding `scopes`.
-async fn mgmt_token(app: &TestApp, scopes: &str) -> String {
+pub(crate) async fn mgmt_token(app: &TestApp, scopes: &str) -> String {
     let out = jotgate::admin::clients_add(&app.settings, "ops", &[scopes.into()], &[], true)
         .await
         .unwrap();
