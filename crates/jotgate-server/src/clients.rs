@@ -474,7 +474,7 @@ async fn issue(
         "client:{}",
         jotgate_core::sha256_b64url(id.as_bytes())
     )];
-    keys.extend(ip.map(|ip| format!("ip:{}", crate::limits::address_group(ip))));
+    keys.extend(st.0.limiter.address_key("ip", ip));
     st.0.limiter.begin(&keys).await?;
     let client = match st.0.store.client(&id).await {
         Ok(c) => c,

@@ -203,6 +203,9 @@ pub struct RateLimitConfig {
     /// The first delay; each further failure doubles it.
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// Client addresses (e.g. an office, CI) that skip the per-address limits — of
+    /// logins, sign-ups and client secrets — but never an account's pair or ceiling.
+    pub allowlist: Vec<ipnet::IpNet>,
     /// A key with no failure for this long starts afresh. It outlives `max_delay` by far
     /// ([`RateLimitConfig::reset_for`]): a counter that went stale as its longest delay
     /// ended would give a guesser `free` attempts again after every delay.
@@ -220,11 +223,38 @@ impl Default for RateLimitConfig {
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(15 * 60),
             reset_after: Duration::from_secs(60 * 60),
+            allowlist: Vec::new(),
         }
     }
 }
 
 impl RateLimitConfig {
+    /// Parse an allowlist: addresses and CIDR ranges (`203.0.113.7`, `10.0.0.0/8`,
+    /// `2001:db8::/48`), separated by commas or spaces. A range with host bits set
+    /// (`10.0.0.1/8`) is refused: it is likely a mistake.
+    pub fn parse_allowlist(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
+        list.split([',', ' '])
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let net = match e.parse::<ipnet::IpNet>() {
+                    Ok(n) => n,
+                    Err(_) => e
+                        .parse::<IpAddr>()
+                        .map(ipnet::IpNet::from)
+                        .map_err(|_| format!("{e:?} is neither an address nor a CIDR range"))?,
+                };
+                if net.trunc() != net {
+                    return Err(format!(
+                        "{e:?} has bits set past its prefix; did you mean {}?",
+                        net.trunc()
+                    ));
+                }
+                Ok(net)
+            })
+            .collect()
+    }
+
     /// The reset window for a longest delay of `max_delay`: four times it, at least an hour
     /// and at most [`jotgate_store::THROTTLE_MAX_WINDOW_MS`]. With the defaults (15 min),
     /// guessing from one address gets 5 answers, then ~10 growing delays, then one guess
@@ -321,6 +351,34 @@ impl LoginLimiter {
     /// every check of an account's password counts against it.
     pub fn ceiling_key(name: &str) -> String {
         format!("ceil:{}", jotgate_core::sha256_b64url(name.as_bytes()))
+    }
+
+    /// Whether `ip` is on the allowlist (an IPv4-mapped IPv6 address as its IPv4).
+    pub fn allowlisted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.cfg.allowlist.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The key of an address's own limit (`ip:` for logins and client secrets, `signup:`),
+    /// none for an allowlisted address or an unknown one.
+    pub fn address_key(&self, kind: &str, ip: Option<IpAddr>) -> Option<String> {
+        ip.filter(|i| !self.allowlisted(*i))
+            .map(|i| format!("{kind}:{}", address_group(i)))
+    }
+
+    /// [`login_keys`](Self::login_keys) without the address's own key when the address
+    /// is allowlisted: the pair and the ceiling always count.
+    pub fn attempt_keys(
+        &self,
+        account: Option<&str>,
+        bucket: &str,
+        ip: Option<IpAddr>,
+    ) -> Vec<String> {
+        let mut keys = Self::login_keys(account, bucket, ip);
+        if ip.is_some_and(|i| self.allowlisted(i)) {
+            keys.retain(|k| !k.starts_with("ip:"));
+        }
+        keys
     }
 
     /// The group of an account's pair counters (`pair:<digest>`, each member an address):
@@ -916,6 +974,45 @@ mod tests {
         // Bob is still held back at that address — by his pair, and the address by its
         // own limit (four failures there, four free).
         assert!(wait(l.begin(&bob).await) > 0);
+    }
+
+    #[test]
+    fn the_allowlist_takes_addresses_and_ranges_and_refuses_mistakes() {
+        let ok =
+            RateLimitConfig::parse_allowlist("203.0.113.7, 10.0.0.0/8 2001:db8::/48,").unwrap();
+        assert_eq!(ok.len(), 3);
+        for bad in ["10.0.0.1/8", "office", "10.0.0.0/33", "2001:db8::1/48"] {
+            let e = RateLimitConfig::parse_allowlist(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        let store: Arc<dyn Store> =
+            Arc::new(jotgate_store::sqlite::SqliteStore::in_memory().unwrap());
+        let l = LoginLimiter::new(
+            RateLimitConfig {
+                allowlist: ok,
+                ..RateLimitConfig::default()
+            },
+            store,
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(l.allowlisted(ip("10.200.1.1")));
+        assert!(l.allowlisted(ip("::ffff:10.200.1.1")), "IPv4-mapped");
+        assert!(l.allowlisted(ip("2001:db8:0:ffff::1")));
+        assert!(!l.allowlisted(ip("203.0.113.8")));
+        assert!(!l.allowlisted(ip("2001:db9::1")));
+        let keys = l.attempt_keys(Some("u1"), "alice", Some(ip("10.1.1.1")));
+        assert_eq!(keys.len(), 4, "pair and ceiling, no address key: {keys:?}");
+        assert!(keys.iter().all(|k| !k.starts_with("ip:")));
+        assert_eq!(
+            l.attempt_keys(Some("u1"), "alice", Some(ip("192.0.2.1")))
+                .len(),
+            5
+        );
+        assert_eq!(l.address_key("signup", Some(ip("10.1.1.1"))), None);
+        assert_eq!(
+            l.address_key("signup", Some(ip("192.0.2.1"))).as_deref(),
+            Some("signup:192.0.2.1")
+        );
     }
 
     #[test]

@@ -981,7 +981,7 @@ async fn check_current_password(
         ),
         crate::limits::LoginLimiter::ceiling_key(&format!("id:{user_id}")),
     ];
-    keys.extend(ip.map(|ip| format!("ip:{}", crate::limits::address_group(ip))));
+    keys.extend(st.0.limiter.address_key("ip", ip));
     st.0.limiter.begin(&keys).await?;
     let record = match st.0.store.user_by_id(user_id).await {
         Ok(Some(u)) => match crate::find_user(

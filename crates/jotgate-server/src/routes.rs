@@ -233,10 +233,8 @@ pub async fn signup(
     }
     // Every attempt counts against the address, taken name or not: sign-up must be neither
     // a fast enumeration oracle nor a way to fill the hashing queue.
-    if let Some(ip) = ip {
-        st.0.limiter
-            .begin(&[format!("signup:{}", crate::limits::address_group(ip))])
-            .await?;
+    if let Some(key) = st.0.limiter.address_key("signup", ip) {
+        st.0.limiter.begin(&[key]).await?;
     }
     let name = Username::parse_new(body.string("username")?)
         .map_err(|e| ApiError::BadRequest("invalid_username", e.to_string()))?;
@@ -359,7 +357,7 @@ pub async fn login(
     .await?;
     // Per (account, address) pair and per account across addresses (a ceiling an hour),
     // so guesses from elsewhere cannot lock the owner out at her own address.
-    let untrusted = crate::limits::LoginLimiter::login_keys(
+    let untrusted = st.0.limiter.attempt_keys(
         found.as_ref().map(|r| r.user.id.as_str()),
         // An address in the bucket of its normal form, as it is looked up: no two
         // spellings of one address count apart.

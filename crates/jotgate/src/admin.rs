@@ -372,7 +372,7 @@ fn blocks_table(blocks: &[jotgate_server::limits::Block]) -> String {
 pub async fn users_blocks(s: &Settings, name: &str, as_json: bool) -> anyhow::Result<String> {
     let store = open_store(s).await?;
     let record = account(&*store, name).await?;
-    let limiter = jotgate_server::limits::LoginLimiter::new(s.rate_limit(), store);
+    let limiter = jotgate_server::limits::LoginLimiter::new(s.rate_limit()?, store);
     let blocks = limiter.blocks(&record.user).await?;
     Ok(if as_json {
         let list: Vec<_> = blocks
@@ -392,7 +392,7 @@ pub async fn users_blocks(s: &Settings, name: &str, as_json: bool) -> anyhow::Re
 pub async fn users_unblock(s: &Settings, name: &str) -> anyhow::Result<String> {
     let store = open_store(s).await?;
     let record = account(&*store, name).await?;
-    let limiter = jotgate_server::limits::LoginLimiter::new(s.rate_limit(), store.clone());
+    let limiter = jotgate_server::limits::LoginLimiter::new(s.rate_limit()?, store.clone());
     let lifted = limiter.unblock(&record.user).await?;
     audited(
         &*store,

@@ -247,6 +247,13 @@ pub struct LoginSettings {
           value_parser = clap::value_parser!(u32).range(0..=3650))]
     pub device_token_days: Option<u32>,
 
+    /// Client addresses and CIDR ranges (an office, CI), comma-separated, that skip the
+    /// per-address limits of logins, sign-ups and client secrets; never a username's own
+    /// limits or its hourly ceiling. Matched against the client address as resolved
+    /// through --forwarded-hops [default: none]
+    #[arg(long, env = "JOTGATE_LOGIN_ALLOWLIST", value_name = "CIDRS")]
+    pub login_allowlist: Option<String>,
+
     /// Failed logins per client address before growing delays start [default: 20]
     #[arg(long, env = "JOTGATE_LOGIN_IP_FAILURES", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -561,9 +568,16 @@ impl Settings {
     }
 
     /// The login limits these settings give.
-    pub fn rate_limit(&self) -> RateLimitConfig {
+    pub fn rate_limit(&self) -> anyhow::Result<RateLimitConfig> {
         let r = RateLimitConfig::default();
-        RateLimitConfig {
+        let allowlist = match &self.login.login_allowlist {
+            None => Vec::new(),
+            Some(l) => RateLimitConfig::parse_allowlist(l)
+                .map_err(anyhow::Error::msg)
+                .context("invalid setting login_allowlist")?,
+        };
+        Ok(RateLimitConfig {
+            allowlist,
             user_free_failures: self
                 .login
                 .login_user_failures
@@ -578,7 +592,7 @@ impl Settings {
                 .map_or(r.base_delay, Duration::from_secs),
             max_delay: self.max_delay(),
             reset_after: RateLimitConfig::reset_for(self.max_delay()),
-        }
+        })
     }
 
     pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
@@ -587,7 +601,7 @@ impl Settings {
             policy: self.policy()?,
             refresh_ttl: self.sessions.refresh_ttl.unwrap_or(d.refresh_ttl),
             refresh_grace: self.sessions.refresh_grace.unwrap_or(d.refresh_grace),
-            rate_limit: self.rate_limit(),
+            rate_limit: self.rate_limit()?,
             hash_workers: self.login.hash_workers.unwrap_or(d.hash_workers),
             hash_queue: self.login.hash_queue.unwrap_or(d.hash_queue),
             accept_x_access_token: self.api.accept_x_access_token.unwrap_or(false),

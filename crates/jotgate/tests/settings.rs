@@ -49,6 +49,7 @@ fn samples(arg: &Arg, dir: &Path) -> [String; 3] {
         "BOOL" => ["true".into(), "false".into(), "true".into()],
         "AUDIENCE" | "" => three(&|i| format!("word{i}")),
         "PAIRS" => three(&|i| format!("k{i}=https://claims.example/k{i}")),
+        "CIDRS" => three(&|i| format!("10.{i}.0.0/16")),
         other => panic!(
             "setting {} takes a kind of value ({other}) with no sample here: add one",
             arg.get_id()
@@ -121,7 +122,12 @@ impl Case<'_> {
 fn required_positionals(path: &[String]) -> Vec<OsString> {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     match p.as_slice() {
-        ["users", "add" | "revoke" | "update" | "set-roles"] => vec!["ann".into()],
+        [
+            "users",
+            "add" | "revoke" | "update" | "set-roles" | "blocks" | "unblock",
+        ] => {
+            vec!["ann".into()]
+        }
         ["roles", "delete"] => vec!["paid".into()],
         ["roles", "set"] => vec!["paid".into(), "--scopes".into(), "a".into()],
         ["clients", "add"] => vec!["svc".into()],

@@ -80,6 +80,59 @@ async fn failures_per_address_throttle_spraying_across_names() {
     assert!(retry_after(&res) >= 1);
 }
 
+/// An allowlisted range (an office, CI) skips the address's own limit, as resolved through
+/// the trusted proxy: spraying names from it is not delayed, from elsewhere it is. A
+/// name's own limits and its hourly ceiling still hold there.
+#[tokio::test]
+async fn an_allowlisted_range_skips_the_address_limit_but_never_the_ceiling() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.api.trust_forwarded_for = Some(true);
+    s.login.login_ip_failures = Some(3);
+    s.login.login_user_failures = Some(2);
+    s.login.login_user_ceiling = Some(4);
+    s.login.login_allowlist = Some("192.0.2.0/24, 2001:db8:cafe::/48".into());
+    let app = TestApp::with(s, dir).await;
+    app.signup("ci-bot").await;
+    for at in ["192.0.2.10", "2001:db8:cafe:1::7"] {
+        for i in 0..6 {
+            let res = login_from(&app, at, &format!("typo-{i}"), "wrong").await;
+            assert_eq!(
+                res.status(),
+                StatusCode::UNAUTHORIZED,
+                "{at}: not held back"
+            );
+        }
+        let res = login_from(&app, at, "ci-bot", PASSWORD).await;
+        assert_eq!(res.status(), StatusCode::OK, "{at}");
+    }
+    // A header entry the client wrote itself, left of the proxy's, is never used.
+    for i in 0..3 {
+        let res = login_from(&app, "192.0.2.10, 198.51.100.1", &format!("x-{i}"), "w").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_from(&app, "192.0.2.10, 198.51.100.1", "x-9", "w").await;
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "not allowlisted"
+    );
+    // From the allowlist, a name's pair limit (2) still holds ...
+    for _ in 0..2 {
+        let res = login_from(&app, "192.0.2.20", "ci-bot", "wrong").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_from(&app, "192.0.2.20", "ci-bot", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // ... and so does its ceiling (4 an hour, across addresses, the allowlist's too).
+    for at in ["192.0.2.21", "192.0.2.22"] {
+        let res = login_from(&app, at, "ci-bot", "wrong").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_from(&app, "192.0.2.23", "ci-bot", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "the ceiling");
+}
+
 #[tokio::test]
 async fn a_login_flood_gets_429_not_unbounded_memory() {
     let dir = temp_dir();
