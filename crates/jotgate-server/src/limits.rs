@@ -19,12 +19,58 @@ type Job = Box<dyn FnOnce(&PasswordHasher, &mut Workspace) + Send>;
 /// it (the first login after a quiet spell pays the page faults, ~2 ms of a ~30 ms hash).
 pub const HASH_MEMORY_IDLE: Duration = Duration::from_secs(5);
 
+/// The most device-token logins of one user waiting at once: an account whose owner (or
+/// whoever holds its device token and password) floods the lane gets its turn in the
+/// rotation and this many places, never the whole lane.
+pub const TRUSTED_PER_USER: usize = 4;
+
 struct Queue {
     jobs: std::collections::VecDeque<Job>,
     /// Logins with a valid device token: taken before any job of `jobs`, and bounded
     /// apart, so a flood of untrusted attempts neither delays nor sheds them.
-    trusted: std::collections::VecDeque<Job>,
+    trusted: FairQueue,
     closed: bool,
+}
+
+/// Jobs per user, served in turn: one job of each waiting user, then the next round.
+#[derive(Default)]
+struct FairQueue {
+    by_user: std::collections::HashMap<String, std::collections::VecDeque<Job>>,
+    /// Users with jobs waiting, in serving order.
+    turn: std::collections::VecDeque<String>,
+    len: usize,
+}
+
+impl FairQueue {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn waiting_for(&self, user: &str) -> usize {
+        self.by_user.get(user).map_or(0, |q| q.len())
+    }
+
+    fn push(&mut self, user: &str, job: Job) {
+        let q = self.by_user.entry(user.to_string()).or_default();
+        if q.is_empty() {
+            self.turn.push_back(user.to_string());
+        }
+        q.push_back(job);
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        let user = self.turn.pop_front()?;
+        let q = self.by_user.get_mut(&user)?;
+        let job = q.pop_front();
+        if q.is_empty() {
+            self.by_user.remove(&user);
+        } else {
+            self.turn.push_back(user);
+        }
+        self.len -= usize::from(job.is_some());
+        job
+    }
 }
 
 struct Shared {
@@ -72,7 +118,7 @@ impl HashPool {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: std::collections::VecDeque::new(),
-                trusted: std::collections::VecDeque::new(),
+                trusted: FairQueue::default(),
                 closed: false,
             }),
             ready: std::sync::Condvar::new(),
@@ -91,7 +137,7 @@ impl HashPool {
                     let mut last_job = std::time::Instant::now();
                     let mut q = shared.lock();
                     loop {
-                        if let Some(job) = q.trusted.pop_front().or_else(|| q.jobs.pop_front()) {
+                        if let Some(job) = q.trusted.pop().or_else(|| q.jobs.pop_front()) {
                             drop(q);
                             let run = std::panic::AssertUnwindSafe(|| job(&hasher, &mut workspace));
                             if std::panic::catch_unwind(run).is_err() {
@@ -144,7 +190,9 @@ impl HashPool {
     /// [`run`](Self::run) in a lane: a `Trusted` job (a login with a valid device token)
     /// waits only for trusted jobs and the hashes under way — at most one hash per worker
     /// — whatever the untrusted queue holds; each lane sheds its own overflow with 429.
-    pub async fn run_in<T, F>(&self, lane: Lane, f: F) -> Result<T, ApiError>
+    /// Inside the trusted lane users are served in turn, each with at most
+    /// [`TRUSTED_PER_USER`] jobs waiting.
+    pub async fn run_in<T, F>(&self, lane: Lane<'_>, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&PasswordHasher, &mut Workspace) -> T + Send + 'static,
@@ -155,15 +203,21 @@ impl HashPool {
         });
         {
             let mut q = self.shared.lock();
-            let queue = match lane {
-                Lane::Trusted => &mut q.trusted,
-                Lane::Untrusted => &mut q.jobs,
+            let max = self.shared.max_pending;
+            let full = match lane {
+                Lane::Trusted { user } => {
+                    q.trusted.len() >= max || q.trusted.waiting_for(user) >= TRUSTED_PER_USER
+                }
+                Lane::Untrusted => q.jobs.len() >= max,
             };
-            if queue.len() >= self.shared.max_pending {
+            if full {
                 crate::metrics::METRICS.hash_rejected.inc();
                 return Err(ApiError::Busy);
             }
-            queue.push_back(job);
+            match lane {
+                Lane::Trusted { user } => q.trusted.push(user, job),
+                Lane::Untrusted => q.jobs.push_back(job),
+            }
         }
         self.shared.ready.notify_one();
         rx.await
@@ -173,9 +227,9 @@ impl HashPool {
 
 /// Which queue of the hashing pool a job waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    /// A login with a valid device token.
-    Trusted,
+pub enum Lane<'a> {
+    /// A login with a valid device token of `user` (the account's id).
+    Trusted { user: &'a str },
     /// Everything else: sign-ups, logins without a device token, password changes.
     Untrusted,
 }
@@ -725,7 +779,7 @@ mod tests {
         for (lane, name) in [
             (Lane::Untrusted, "flood-1"),
             (Lane::Untrusted, "flood-2"),
-            (Lane::Trusted, "owner"),
+            (Lane::Trusted { user: "u1" }, "owner"),
         ] {
             let (p, o) = (Arc::clone(&pool), Arc::clone(&order));
             waiting.push(tokio::spawn(async move {
@@ -742,6 +796,60 @@ mod tests {
             w.await.unwrap().unwrap();
         }
         assert_eq!(*order.lock().unwrap(), ["owner", "flood-1", "flood-2"]);
+    }
+
+    /// Inside the trusted lane users take turns, and one user holds at most
+    /// TRUSTED_PER_USER places: an account flooding the lane with its own device token
+    /// (its holder knows the password) delays the others by one hash a round, no more.
+    #[tokio::test]
+    async fn the_trusted_lane_serves_users_in_turn() {
+        let hasher = PasswordHasher::new(jotgate_core::PasswordParams::default(), None).unwrap();
+        let pool = Arc::new(HashPool::new(hasher, 1, 64).unwrap());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let p = Arc::clone(&pool);
+        let first = tokio::spawn(async move {
+            p.run(move |_, _| {
+                started_tx.send(()).unwrap();
+                held.recv().unwrap();
+            })
+            .await
+        });
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        let mut waiting = Vec::new();
+        let jobs = (1..=TRUSTED_PER_USER)
+            .map(|i| ("noisy", format!("noisy-{i}")))
+            .chain([("june", "june".to_string()), ("kit", "kit".to_string())]);
+        for (user, name) in jobs {
+            let (p, o) = (Arc::clone(&pool), Arc::clone(&order));
+            waiting.push(tokio::spawn(async move {
+                p.run_in(Lane::Trusted { user }, move |_, _| {
+                    o.lock().unwrap().push(name)
+                })
+                .await
+            }));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let over = pool
+            .run_in(Lane::Trusted { user: "noisy" }, |_, _| ())
+            .await;
+        assert!(
+            matches!(over, Err(ApiError::Busy)),
+            "noisy's places are taken"
+        );
+        hold.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["noisy-1", "june", "kit", "noisy-2", "noisy-3", "noisy-4"]
+        );
+        assert_eq!(pool.queued(), 0);
     }
 
     #[tokio::test]

@@ -425,11 +425,13 @@ pub async fn login(
     } else {
         found
     };
-    // A device token's login waits in its own lane, ahead of any flood.
-    let lane = if keys.first().is_some_and(|k| k.starts_with("dev:")) {
-        crate::limits::Lane::Trusted
-    } else {
-        crate::limits::Lane::Untrusted
+    // A device token's login waits in its own lane, ahead of any flood, served in turn
+    // with other users' device-token logins.
+    let lane = match known.as_deref() {
+        Some(user) if keys.first().is_some_and(|k| k.starts_with("dev:")) => {
+            crate::limits::Lane::Trusted { user }
+        }
+        _ => crate::limits::Lane::Untrusted,
     };
     // Known and unknown users cost one argon2 verification each.
     let evaluated =
