@@ -83,6 +83,23 @@ impl DeviceTokens {
     /// or after `not_before`. Anything else — forged, another user's, expired, revoked,
     /// malformed — is `None`, which counts as no token.
     pub fn check(&self, token: &str, user_id: &str, not_before: i64, now: i64) -> Option<Device> {
+        let t = self.parse(token, now)?;
+        if t.user != user_id || t.issued < not_before {
+            return None;
+        }
+        Some(Device {
+            id: t.id.to_string(),
+        })
+    }
+
+    /// Whether `token` is one this server made and unexpired, whoever's and revoked or not
+    /// (in memory, no store read): a login that sends one is not shed with the flood
+    /// before its account is looked up.
+    pub fn vouches(&self, token: &str, now: i64) -> bool {
+        self.parse(token, now).is_some()
+    }
+
+    fn parse<'t>(&self, token: &'t str, now: i64) -> Option<Parsed<'t>> {
         if !self.enabled() || token.len() > MAX_LEN {
             return None;
         }
@@ -98,13 +115,10 @@ impl DeviceTokens {
             parts.next()?.parse::<i64>().ok()?,
             parts.next()?,
         );
-        if v != "dt1" || parts.next().is_some() || user != user_id {
+        if v != "dt1" || parts.next().is_some() || expires <= now {
             return None;
         }
-        if issued < not_before || expires <= now {
-            return None;
-        }
-        Some(Device { id: id.to_string() })
+        Some(Parsed { user, issued, id })
     }
 
     /// The `Set-Cookie` value that keeps `token` in a browser (HttpOnly, SameSite=Strict;
@@ -120,6 +134,13 @@ impl DeviceTokens {
             self.ttl
         )
     }
+}
+
+/// A device token whose MAC held.
+struct Parsed<'t> {
+    user: &'t str,
+    issued: i64,
+    id: &'t str,
 }
 
 /// The device tokens a request carries, to try in order: `device_token` in the body, then

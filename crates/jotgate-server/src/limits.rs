@@ -173,6 +173,13 @@ impl HashPool {
         Ok(pool)
     }
 
+    /// Whether the untrusted queue is full now: a login without a device token would be
+    /// shed. Checked before any store work, so that a flood beyond the pool's capacity
+    /// costs no store round trip; [`run_in`](Self::run_in) still enforces the bound.
+    pub fn untrusted_full(&self) -> bool {
+        self.shared.lock().jobs.len() >= self.shared.max_pending
+    }
+
     /// Hashes waiting for a worker.
     pub fn queued(&self) -> usize {
         let q = self.shared.lock();

@@ -332,6 +332,16 @@ pub async fn login(
         None | Some(Value::Null) => None,
         Some(_) => Some(body.string("device_token")?.to_string()),
     };
+    let presented =
+        crate::device::presented(device_token.as_deref(), &headers, st.0.devices.https());
+    // A flood beyond the hashing pool's capacity is shed here, before the store is asked
+    // anything: only a login carrying a device token this server made (checked in memory)
+    // goes on to find its account while the untrusted queue is full.
+    if st.0.pool.untrusted_full() && !presented.iter().any(|t| st.0.devices.vouches(t, now())) {
+        crate::metrics::login("busy");
+        crate::metrics::METRICS.hash_rejected.inc();
+        return Err(ApiError::Busy);
+    }
     let email = typed
         .contains('@')
         .then(|| jotgate_core::email::normalise(&typed).ok())
@@ -367,12 +377,10 @@ pub async fn login(
     // A device token of this account (checked in memory) trades those limits for its own
     // counter; one spent by wrong passwords, or any other, counts as none.
     let device = found.as_ref().and_then(|r| {
-        crate::device::presented(device_token.as_deref(), &headers, st.0.devices.https())
-            .into_iter()
-            .find_map(|t| {
-                st.0.devices
-                    .check(t, &r.user.id, r.devices_not_before, now())
-            })
+        presented.iter().find_map(|t| {
+            st.0.devices
+                .check(t, &r.user.id, r.devices_not_before, now())
+        })
     });
     let mut keys = match &device {
         Some(d) => vec![format!("dev:{}", d.id)],

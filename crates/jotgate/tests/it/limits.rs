@@ -176,6 +176,70 @@ async fn a_login_flood_gets_429_not_unbounded_memory() {
     assert_eq!(busy + denied, 24);
 }
 
+/// Issue 20's flood: wrong passwords for random names from random addresses fill the
+/// hashing queue, and are shed with 429 before any store work; June, with her device
+/// token, gets in every time meanwhile. May, without one, is shed with the flood.
+#[tokio::test]
+async fn a_device_token_gets_its_owner_through_a_flood() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.api.trust_forwarded_for = Some(true);
+    s.login.hash_workers = Some(1);
+    s.login.hash_queue = Some(2);
+    s.passwords.argon2_memory_kib = Some(32 * 1024);
+    s.passwords.argon2_iterations = Some(3);
+    let app = Arc::new(TestApp::with(s, dir).await);
+    let june: Value = app.signup("june").await;
+    let mut device = june["device_token"].as_str().unwrap().to_string();
+    app.signup("may").await;
+    let (stop, busy) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let flood: Vec<_> = (0..24)
+        .map(|c| {
+            let (app, stop, busy) = (Arc::clone(&app), Arc::clone(&stop), Arc::clone(&busy));
+            tokio::spawn(async move {
+                let mut i = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let at = format!("10.{c}.{}.{}", i / 250, i % 250 + 1);
+                    let res = login_from(&app, &at, &format!("flood-{c}-{i}"), "guess").await;
+                    match res.status() {
+                        StatusCode::TOO_MANY_REQUESTS => {
+                            assert_eq!(res.json::<Value>().await.unwrap()["code"], "server_busy");
+                            busy.fetch_add(1, Ordering::Relaxed);
+                        }
+                        StatusCode::UNAUTHORIZED => {}
+                        other => panic!("the flood got {other}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    while busy.load(Ordering::Relaxed) < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut may_in = 0;
+    for _ in 0..5 {
+        let res = login_with_device(&app, "198.51.100.20", "june", PASSWORD, Some(&device)).await;
+        assert_eq!(res.status(), StatusCode::OK, "June gets in through the flood");
+        device = res.json::<Value>().await.unwrap()["device_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let res = login_from(&app, "198.51.100.21", "may", PASSWORD).await;
+        may_in += usize::from(res.status() == StatusCode::OK);
+    }
+    let shed = busy.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        f.await.unwrap();
+    }
+    assert!(shed >= 10, "the flood was shed");
+    // May may or may not find a free place in the untrusted queue: recorded, not asserted.
+    eprintln!("May, without a device token, got in {may_in} of 5 times during the flood");
+}
+
 /// 200 concurrent wrong passwords for one name: each is counted before it is hashed, so
 /// at most the free failures plus the one that starts the delay are evaluated (401); the
 /// rest are 429 without a hash.
