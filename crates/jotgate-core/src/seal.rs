@@ -67,6 +67,9 @@ pub enum SealError {
 pub struct MasterKey {
     key: RandomizedNonceKey,
     id: [u8; ID_LEN],
+    /// A key of its own for [`MasterKey::derive`], made from the master key with HMAC, so
+    /// that no bytes are used both to encrypt and to authenticate.
+    derive: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -127,9 +130,24 @@ impl MasterKey {
         let digest = crate::sha256(&bytes);
         let mut id = [0u8; ID_LEN];
         id.copy_from_slice(&digest[..ID_LEN]);
+        let root = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes);
+        let sub = aws_lc_rs::hmac::sign(&root, b"jotgate:derive:v1");
+        let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, sub.as_ref());
         RandomizedNonceKey::new(&AES_256_GCM, &bytes)
-            .map(|key| Self { key, id })
+            .map(|key| Self { key, id, derive })
             .map_err(|_| SealError::BadMasterKey)
+    }
+
+    /// A secret bound to this master key: HMAC-SHA256 over `context` and `input`, base64url.
+    /// Whoever reads `input` from the store without the master key cannot compute it; a
+    /// new master key gives a new one.
+    pub fn derive(&self, context: &str, input: &[u8]) -> String {
+        let mut msg = Vec::with_capacity(context.len() + 1 + input.len());
+        msg.extend_from_slice(context.as_bytes());
+        msg.push(0);
+        msg.extend_from_slice(input);
+        let tag = aws_lc_rs::hmac::sign(&self.derive, &msg);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
     }
 
     /// The id written into what it seals (hex, for messages).

@@ -162,8 +162,17 @@ impl Store for SealedKeys {
         self.inner.store_id(create).await
     }
 
+    /// With a master key, the stored secret is mixed with it (HMAC): reading the store
+    /// alone does not give the secret (device tokens cannot be minted from a copy of the
+    /// database), and a new master key gives a new secret.
     async fn shared_secret(&self, name: &str) -> Result<String> {
-        self.inner.shared_secret(name).await
+        let stored = self.inner.shared_secret(name).await?;
+        Ok(match &self.master {
+            None => stored,
+            Some(m) => m
+                .current
+                .derive(&format!("jotgate:shared-secret:{name}"), stored.as_bytes()),
+        })
     }
 }
 

@@ -51,6 +51,28 @@ mod sealed {
 
     jotgate_store::store_contract_tests!(make);
 
+    /// With a master key, a shared secret (the device tokens' MAC key) is not what the
+    /// store holds: a copy of the database does not give it. Each instance with the same
+    /// master key and store derives the same one; another master key, another one.
+    #[tokio::test]
+    async fn shared_secrets_are_bound_to_the_master_key() {
+        let raw: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let stored = raw.shared_secret("device_tokens").await.unwrap();
+        let a = SealedKeys::new(raw.clone(), Some(master_keys(MASTER, &[])));
+        let b = SealedKeys::new(raw.clone(), Some(master_keys(MASTER, &[])));
+        let secret = a.shared_secret("device_tokens").await.unwrap();
+        assert_ne!(secret, stored);
+        assert!(!secret.contains(&stored));
+        assert_eq!(b.shared_secret("device_tokens").await.unwrap(), secret);
+        assert_ne!(a.shared_secret("other").await.unwrap(), secret);
+        let other = MASTER.replace("q", "r");
+        let c = SealedKeys::new(raw.clone(), Some(master_keys(&other, &[MASTER])));
+        assert_ne!(c.shared_secret("device_tokens").await.unwrap(), secret);
+        // Without a master key, the stored secret as it is.
+        let plain = SealedKeys::new(raw.clone(), None);
+        assert_eq!(plain.shared_secret("device_tokens").await.unwrap(), stored);
+    }
+
     #[tokio::test]
     async fn keys_are_sealed_at_rest_and_need_the_master_key() {
         let dir = std::env::temp_dir().join(format!("jotgate-store-{}", uuid::Uuid::new_v4()));

@@ -101,14 +101,18 @@ impl Function {
         }
     }
 
-    /// Invoke and return (status, headers, JSON body) of the API Gateway response.
-    async fn call(&mut self, event: Value) -> (u16, Value, Value) {
+    /// Invoke and return the API Gateway response as the function wrote it.
+    async fn call_raw(&mut self, event: Value) -> Value {
         let id = self.api.invoke(event);
         let out = self.api.outcome().await;
         assert_eq!(out.request_id, id);
-        let res = out
-            .result
-            .expect("the function answered, not an invocation error");
+        out.result
+            .expect("the function answered, not an invocation error")
+    }
+
+    /// Invoke and return (status, headers, JSON body) of the API Gateway response.
+    async fn call(&mut self, event: Value) -> (u16, Value, Value) {
+        let res = self.call_raw(event).await;
         let body = res["body"].as_str().unwrap_or("");
         let body = if body.is_empty() {
             Value::Null
@@ -541,4 +545,90 @@ async fn lambda_throttles_by_the_source_ip_of_the_request_context() {
     // Another client behind the same CloudFront edge is not affected.
     let (s, _, _) = f.call(login("u9", "198.51.100.2", "130.176.0.1")).await;
     assert_eq!(s, 401);
+}
+
+/// Issue 20 on Lambda: a sign-up answers a device token in the body and as a `__Host-`
+/// cookie (payload 2.0 carries it in `cookies`, 1.0 in `Set-Cookie`); with the account's
+/// ceiling tripped by guesses from many source addresses, the token — in the body, or as
+/// the cookie API Gateway passes back — gets June in, and nothing else does.
+#[tokio::test]
+async fn device_tokens_get_their_owner_through_the_ceiling_on_lambda() {
+    let mut f = Function::start_with(&[
+        ("JOTGATE_LOGIN_USER_FAILURES", "2"),
+        ("JOTGATE_LOGIN_USER_CEILING", "3"),
+    ])
+    .await;
+    let from = |shape: Shape, ip: &str, body: Value| {
+        let mut e = event(shape, "POST", "/login", Some(body), None);
+        match shape {
+            Shape::RestV1 => e["requestContext"]["identity"]["sourceIp"] = ip.into(),
+            _ => e["requestContext"]["http"]["sourceIp"] = ip.into(),
+        }
+        e
+    };
+    let signup = event(
+        Shape::HttpV2,
+        "POST",
+        "/signup",
+        Some(json!({"username": "june", "password": PASSWORD})),
+        None,
+    );
+    let res = f.call_raw(signup).await;
+    assert_eq!(res["statusCode"], 201, "{res}");
+    let body: Value = serde_json::from_str(res["body"].as_str().unwrap()).unwrap();
+    let device = body["device_token"].as_str().unwrap().to_string();
+    let cookie = res["cookies"][0].as_str().unwrap_or_default().to_string();
+    assert!(
+        cookie.starts_with(&format!("__Host-jotgate-device={device};"))
+            && cookie.contains("; Secure"),
+        "payload 2.0 answers the cookie in `cookies`: {res}"
+    );
+    // Guesses from three source addresses reach the ceiling.
+    for i in 1..=3 {
+        let e = from(
+            Shape::HttpV2,
+            &format!("203.0.113.{i}"),
+            json!({"username": "june", "password": "wrong password"}),
+        );
+        assert_eq!(f.call(e).await.0, 401);
+    }
+    let right = json!({"username": "june", "password": PASSWORD});
+    for shape in [Shape::HttpV2, Shape::RestV1] {
+        assert_eq!(
+            f.call(from(shape, "198.51.100.20", right.clone())).await.0,
+            429
+        );
+    }
+    // In the body, on both payloads.
+    let mut with_token = right.clone();
+    with_token["device_token"] = device.clone().into();
+    for shape in [Shape::HttpV2, Shape::RestV1] {
+        let (s, h, b) = f
+            .call(from(shape, "198.51.100.20", with_token.clone()))
+            .await;
+        assert_eq!(s, 200, "{shape:?}: {b}");
+        assert_eq!(h["cache-control"], "no-store");
+    }
+    // As the cookie: payload 2.0 passes cookies in `cookies`, 1.0 in the Cookie header.
+    let mut e = from(Shape::HttpV2, "198.51.100.20", right.clone());
+    e["cookies"] = json!([format!("__Host-jotgate-device={device}")]);
+    let res = f.call_raw(e).await;
+    assert_eq!(res["statusCode"], 200, "{res}");
+    let mut e = from(Shape::RestV1, "198.51.100.20", right.clone());
+    e["headers"]["Cookie"] = format!("__Host-jotgate-device={device}").into();
+    e["multiValueHeaders"]["Cookie"] = json!([format!("__Host-jotgate-device={device}")]);
+    let res = f.call_raw(e).await;
+    assert_eq!(res["statusCode"], 200, "{res}");
+    let set = res["multiValueHeaders"]["set-cookie"][0]
+        .as_str()
+        .or(res["headers"]["set-cookie"].as_str())
+        .unwrap_or_default();
+    assert!(
+        set.starts_with("__Host-jotgate-device="),
+        "payload 1.0: {res}"
+    );
+    // A plain cookie (not `__Host-`) is not read behind an https issuer.
+    let mut e = from(Shape::HttpV2, "198.51.100.20", right.clone());
+    e["cookies"] = json!([format!("jotgate-device={device}")]);
+    assert_eq!(f.call(e).await.0, 429);
 }

@@ -194,7 +194,10 @@ async fn a_device_token_gets_its_owner_through_a_flood() {
     let june: Value = app.signup("june").await;
     let mut device = june["device_token"].as_str().unwrap().to_string();
     app.signup("may").await;
-    let (stop, busy) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let (stop, busy) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
     let flood: Vec<_> = (0..24)
         .map(|c| {
             let (app, stop, busy) = (Arc::clone(&app), Arc::clone(&stop), Arc::clone(&busy));
@@ -222,7 +225,11 @@ async fn a_device_token_gets_its_owner_through_a_flood() {
     let mut may_in = 0;
     for _ in 0..5 {
         let res = login_with_device(&app, "198.51.100.20", "june", PASSWORD, Some(&device)).await;
-        assert_eq!(res.status(), StatusCode::OK, "June gets in through the flood");
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "June gets in through the flood"
+        );
         device = res.json::<Value>().await.unwrap()["device_token"]
             .as_str()
             .unwrap()
