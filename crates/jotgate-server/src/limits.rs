@@ -427,15 +427,26 @@ impl LoginLimiter {
             .map(|i| format!("{kind}:{}", address_group(i)))
     }
 
-    /// [`login_keys`](Self::login_keys) without the address's own key when the address
-    /// is allowlisted: the pair and the ceiling always count.
+    /// [`login_keys`](Self::login_keys) for a login attempt: a name that names no account
+    /// is counted under a decoy account of its bucket too (`~<digest>`, never an id), so a
+    /// known and an unknown name cost the same store writes and answer in the same time.
+    /// Without the address's own key when the address is allowlisted: the pair and the
+    /// ceiling always count.
     pub fn attempt_keys(
         &self,
         account: Option<&str>,
         bucket: &str,
         ip: Option<IpAddr>,
     ) -> Vec<String> {
-        let mut keys = Self::login_keys(account, bucket, ip);
+        let decoy;
+        let account = match account {
+            Some(id) => id,
+            None => {
+                decoy = format!("~{}", jotgate_core::sha256_b64url(bucket.as_bytes()));
+                &decoy
+            }
+        };
+        let mut keys = Self::login_keys(Some(account), bucket, ip);
         if ip.is_some_and(|i| self.allowlisted(i)) {
             keys.retain(|k| !k.starts_with("ip:"));
         }
@@ -1117,6 +1128,17 @@ mod tests {
         assert!(!l.allowlisted(ip("2001:db9::1")));
         let keys = l.attempt_keys(Some("u1"), "alice", Some(ip("10.1.1.1")));
         assert_eq!(keys.len(), 4, "pair and ceiling, no address key: {keys:?}");
+        // An unknown name counts as many keys as a known one (under a decoy account).
+        let unknown = l.attempt_keys(None, "nobody", Some(ip("192.0.2.1")));
+        assert_eq!(unknown.len(), 5, "{unknown:?}");
+        assert_eq!(
+            unknown,
+            l.attempt_keys(None, "nobody", Some(ip("192.0.2.1")))
+        );
+        assert_ne!(
+            unknown,
+            l.attempt_keys(None, "nobodz", Some(ip("192.0.2.1")))
+        );
         assert!(keys.iter().all(|k| !k.starts_with("ip:")));
         assert_eq!(
             l.attempt_keys(Some("u1"), "alice", Some(ip("192.0.2.1")))
