@@ -405,7 +405,7 @@ fn credentials(
     security(("client" = []), ()))]
 pub async fn token(
     State(st): State<AppState>,
-    ClientIp(ip): ClientIp,
+    ClientIp(ip, listed): ClientIp,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
@@ -429,7 +429,7 @@ pub async fn token(
     // shape (the other writing routes share a middleware that answers in ours). The work
     // goes on in the background, so a counted attempt is still settled.
     let work = tokio::spawn(tracing::Instrument::in_current_span(async move {
-        match issue(&st, ip, &headers, &body).await {
+        match issue(&st, ip, listed, &headers, &body).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         }
@@ -448,6 +448,7 @@ pub async fn token(
 async fn issue(
     st: &AppState,
     ip: Option<std::net::IpAddr>,
+    listed: crate::routes::Allowlisted,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
@@ -474,7 +475,7 @@ async fn issue(
         "client:{}",
         jotgate_core::sha256_b64url(id.as_bytes())
     )];
-    keys.extend(st.0.limiter.address_key("ip", ip));
+    keys.extend(st.0.limiter.address_key("ip", ip, listed));
     st.0.limiter.begin(&keys).await?;
     let client = match st.0.store.client(&id).await {
         Ok(c) => c,

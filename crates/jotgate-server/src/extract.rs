@@ -212,15 +212,23 @@ fn forwarded_entry(s: &str) -> Option<IpAddr> {
 /// the socket peer. An entry the trusted proxy wrote but that is no address (`unknown`)
 /// and a list shorter than `hops` (the request bypassed a proxy) fall back to the peer.
 pub fn client_ip(parts: &Parts, hops: u8) -> Option<IpAddr> {
+    client_address(parts, hops).0
+}
+
+/// [`client_ip`], and whether it is the address the deployment resolves (the platform's,
+/// the socket peer with no proxies, the outermost trusted proxy's entry) rather than the
+/// peer taken for want of one — which, behind proxies, is a proxy's own address, whatever
+/// client sent the request: such an address is not matched against the allowlist.
+pub fn client_address(parts: &Parts, hops: u8) -> (Option<IpAddr>, bool) {
     if let Some(SourceIp(ip)) = parts.extensions.get::<SourceIp>() {
-        return Some(*ip);
+        return (Some(*ip), true);
     }
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     if hops == 0 {
-        return peer;
+        return (peer, true);
     }
     let entries: Vec<&str> = parts
         .headers
@@ -231,9 +239,12 @@ pub fn client_ip(parts: &Parts, hops: u8) -> Option<IpAddr> {
         .collect();
     let hops = usize::from(hops);
     if entries.len() < hops {
-        return peer;
+        return (peer, false);
     }
-    forwarded_entry(entries[entries.len() - hops]).or(peer)
+    match forwarded_entry(entries[entries.len() - hops]) {
+        Some(ip) => (Some(ip), true),
+        None => (peer, false),
+    }
 }
 
 #[cfg(test)]
@@ -263,14 +274,21 @@ mod tests {
         assert_eq!(client_ip(&p, 1), ip("1.2.3.4"));
         let p = parts(&["6.6.6.6, unknown"], "10.0.0.1:80");
         assert_eq!(client_ip(&p, 1), ip("10.0.0.1"));
+        assert!(
+            !client_address(&p, 1).1,
+            "the proxy's own address: not resolved"
+        );
         let p = parts(&["[2001:db8::1]:443"], "10.0.0.1:80");
         assert_eq!(client_ip(&p, 1), ip("2001:db8::1"));
         // Fewer entries than trusted hops: the request did not come through them all.
         let p = parts(&["1.2.3.4"], "10.0.0.1:80");
         assert_eq!(client_ip(&p, 2), ip("10.0.0.1"));
+        assert!(!client_address(&p, 2).1);
+        assert!(client_address(&p, 1).1 && client_address(&p, 0).1);
         let mut p = parts(&["1.2.3.4"], "10.0.0.1:80");
         p.extensions.insert(SourceIp("9.9.9.9".parse().unwrap()));
         assert_eq!(client_ip(&p, 1), ip("9.9.9.9"));
+        assert!(client_address(&p, 1).1);
     }
 
     #[test]

@@ -421,9 +421,14 @@ impl LoginLimiter {
     }
 
     /// The key of an address's own limit (`ip:` for logins and client secrets, `signup:`),
-    /// none for an allowlisted address or an unknown one.
-    pub fn address_key(&self, kind: &str, ip: Option<IpAddr>) -> Option<String> {
-        ip.filter(|i| !self.allowlisted(*i))
+    /// none for an allowlisted address ([`crate::routes::ClientIp`] says) or an unknown one.
+    pub fn address_key(
+        &self,
+        kind: &str,
+        ip: Option<IpAddr>,
+        listed: crate::routes::Allowlisted,
+    ) -> Option<String> {
+        ip.filter(|_| !listed.0)
             .map(|i| format!("{kind}:{}", address_group(i)))
     }
 
@@ -437,6 +442,7 @@ impl LoginLimiter {
         account: Option<&str>,
         bucket: &str,
         ip: Option<IpAddr>,
+        listed: crate::routes::Allowlisted,
     ) -> Vec<String> {
         let decoy;
         let account = match account {
@@ -447,7 +453,7 @@ impl LoginLimiter {
             }
         };
         let mut keys = Self::login_keys(Some(account), bucket, ip);
-        if ip.is_some_and(|i| self.allowlisted(i)) {
+        if listed.0 {
             keys.retain(|k| !k.starts_with("ip:"));
         }
         keys
@@ -1126,28 +1132,24 @@ mod tests {
         assert!(l.allowlisted(ip("2001:db8:0:ffff::1")));
         assert!(!l.allowlisted(ip("203.0.113.8")));
         assert!(!l.allowlisted(ip("2001:db9::1")));
-        let keys = l.attempt_keys(Some("u1"), "alice", Some(ip("10.1.1.1")));
+        use crate::routes::Allowlisted;
+        let (on, off) = (Allowlisted(true), Allowlisted(false));
+        let keys = l.attempt_keys(Some("u1"), "alice", Some(ip("10.1.1.1")), on);
         assert_eq!(keys.len(), 4, "pair and ceiling, no address key: {keys:?}");
-        // An unknown name counts as many keys as a known one (under a decoy account).
-        let unknown = l.attempt_keys(None, "nobody", Some(ip("192.0.2.1")));
-        assert_eq!(unknown.len(), 5, "{unknown:?}");
-        assert_eq!(
-            unknown,
-            l.attempt_keys(None, "nobody", Some(ip("192.0.2.1")))
-        );
-        assert_ne!(
-            unknown,
-            l.attempt_keys(None, "nobodz", Some(ip("192.0.2.1")))
-        );
         assert!(keys.iter().all(|k| !k.starts_with("ip:")));
+        let all = l.attempt_keys(Some("u1"), "alice", Some(ip("192.0.2.1")), off);
+        assert_eq!(all.len(), 5);
+        // An unknown name counts as many keys as a known one (under a decoy account).
+        let unknown = l.attempt_keys(None, "nobody", Some(ip("192.0.2.1")), off);
+        assert_eq!(unknown.len(), 5, "{unknown:?}");
+        let again = l.attempt_keys(None, "nobody", Some(ip("192.0.2.1")), off);
+        assert_eq!(unknown, again);
+        let other = l.attempt_keys(None, "nobodz", Some(ip("192.0.2.1")), off);
+        assert_ne!(unknown, other);
+        assert_eq!(l.address_key("signup", Some(ip("10.1.1.1")), on), None);
         assert_eq!(
-            l.attempt_keys(Some("u1"), "alice", Some(ip("192.0.2.1")))
-                .len(),
-            5
-        );
-        assert_eq!(l.address_key("signup", Some(ip("10.1.1.1"))), None);
-        assert_eq!(
-            l.address_key("signup", Some(ip("192.0.2.1"))).as_deref(),
+            l.address_key("signup", Some(ip("192.0.2.1")), off)
+                .as_deref(),
             Some("signup:192.0.2.1")
         );
     }

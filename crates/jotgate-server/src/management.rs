@@ -969,7 +969,7 @@ impl FromRequestParts<AppState> for Me {
 async fn check_current_password(
     st: &AppState,
     user_id: &str,
-    ip: Option<std::net::IpAddr>,
+    (ip, listed): (Option<std::net::IpAddr>, crate::routes::Allowlisted),
     pw: zeroize::Zeroizing<String>,
 ) -> Result<(), ApiError> {
     // Its own counter, and the account's ceiling that logins count against too: a stolen
@@ -981,7 +981,7 @@ async fn check_current_password(
         ),
         crate::limits::LoginLimiter::ceiling_key(&format!("id:{user_id}")),
     ];
-    keys.extend(st.0.limiter.address_key("ip", ip));
+    keys.extend(st.0.limiter.address_key("ip", ip, listed));
     st.0.limiter.begin(&keys).await?;
     let record = match st.0.store.user_by_id(user_id).await {
         Ok(Some(u)) => match crate::find_user(
@@ -1050,7 +1050,7 @@ pub async fn me(State(st): State<AppState>, Me(p): Me) -> Result<Json<User>, Api
     security(("user" = [])))]
 pub async fn change_my_password(
     State(st): State<AppState>,
-    crate::routes::ClientIp(ip): crate::routes::ClientIp,
+    crate::routes::ClientIp(ip, listed): crate::routes::ClientIp,
     Me(p): Me,
     mut body: JsonObject,
 ) -> Result<Response, ApiError> {
@@ -1066,7 +1066,7 @@ pub async fn change_my_password(
     let canonical = jotgate_core::username::canonical_key(&user.username);
     password::check_policy_min(&new, &canonical, st.0.cfg.password_min_length)
         .map_err(|e| ApiError::BadRequest("weak_password", e.to_string()))?;
-    check_current_password(&st, &user.id, ip, current).await?;
+    check_current_password(&st, &user.id, (ip, listed), current).await?;
     let hash =
         st.0.pool
             .run(move |h, ws| h.hash_in(&new, ws))
@@ -1098,13 +1098,13 @@ pub async fn change_my_password(
     security(("user" = [])))]
 pub async fn delete_me(
     State(st): State<AppState>,
-    crate::routes::ClientIp(ip): crate::routes::ClientIp,
+    crate::routes::ClientIp(ip, listed): crate::routes::ClientIp,
     Me(p): Me,
     mut body: JsonObject,
 ) -> Result<StatusCode, ApiError> {
     let pw = body.take_secret("password")?;
     let user = user_or_404(&st, &p.subject).await?;
-    check_current_password(&st, &user.id, ip, pw).await?;
+    check_current_password(&st, &user.id, (ip, listed), pw).await?;
     let done = revocation::revoke_user_and_devices(&*st.0.store, &st.0.cfg.policy, &user.id, now())
         .await?;
     st.0.denylist.record(done.entries);

@@ -12,15 +12,21 @@ use jotgate_verify::Revoked;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::extract::{JsonObject, OptionalJsonObject, client_ip};
+use crate::extract::{JsonObject, OptionalJsonObject};
 use crate::schema::{
     Discovery, ErrorBody, Greeting, Health, JwkSet, LoginRequest, LogoutRequest, Readiness,
     RefreshRequest, SignupRequest, Tokens, Verified, VerifyRequest,
 };
 use crate::{AppState, now, revocation};
 
-/// The client address, as far as this deployment can tell.
-pub struct ClientIp(pub Option<IpAddr>);
+/// The client address, as far as this deployment can tell, and whether it is on the login
+/// allowlist (only an address the deployment resolved can be: never the proxy's own
+/// address, taken for want of a forwarded one).
+pub struct ClientIp(pub Option<IpAddr>, pub Allowlisted);
+
+/// Whether the client address is on the login allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowlisted(pub bool);
 
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = ApiError;
@@ -29,7 +35,9 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(client_ip(parts, state.0.cfg.forwarded_hops)))
+        let (ip, resolved) = crate::extract::client_address(parts, state.0.cfg.forwarded_hops);
+        let listed = resolved && ip.is_some_and(|i| state.0.limiter.allowlisted(i));
+        Ok(Self(ip, Allowlisted(listed)))
     }
 }
 
@@ -222,7 +230,7 @@ pub(crate) async fn new_session(
     security(()))]
 pub async fn signup(
     State(st): State<AppState>,
-    ClientIp(ip): ClientIp,
+    ClientIp(ip, listed): ClientIp,
     mut body: JsonObject,
 ) -> Result<Response, ApiError> {
     if !st.0.cfg.signup_open {
@@ -233,7 +241,7 @@ pub async fn signup(
     }
     // Every attempt counts against the address, taken name or not: sign-up must be neither
     // a fast enumeration oracle nor a way to fill the hashing queue.
-    if let Some(key) = st.0.limiter.address_key("signup", ip) {
+    if let Some(key) = st.0.limiter.address_key("signup", ip, listed) {
         st.0.limiter.begin(&[key]).await?;
     }
     let name = Username::parse_new(body.string("username")?)
@@ -316,7 +324,7 @@ pub async fn signup(
     security(()))]
 pub async fn login(
     State(st): State<AppState>,
-    ClientIp(ip): ClientIp,
+    ClientIp(ip, listed): ClientIp,
     headers: HeaderMap,
     mut body: JsonObject,
 ) -> Result<Response, ApiError> {
@@ -373,6 +381,7 @@ pub async fn login(
         // spellings of one address count apart.
         &username::bucket_key(email.as_deref().unwrap_or(&typed)),
         ip,
+        listed,
     );
     // A device token of this account (checked in memory) trades those limits for its own
     // counter; one spent by wrong passwords, or any other, counts as none.

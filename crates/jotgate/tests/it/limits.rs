@@ -133,6 +133,28 @@ async fn an_allowlisted_range_skips_the_address_limit_but_never_the_ceiling() {
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "the ceiling");
 }
 
+/// Behind a proxy, a request without the forwarded entry resolves to the proxy's own
+/// address (the socket peer): that is never matched against the allowlist, even when the
+/// allowlist covers the proxy, or anyone reaching it directly would skip the limits.
+#[tokio::test]
+async fn the_proxys_own_address_is_never_allowlisted() {
+    let dir = temp_dir();
+    let mut s = settings(&dir);
+    s.api.trust_forwarded_for = Some(true);
+    s.login.login_ip_failures = Some(3);
+    s.login.login_allowlist = Some("127.0.0.0/8, ::1".into());
+    let app = TestApp::with(s, dir).await;
+    for i in 0..3 {
+        let res = app.login(&format!("sprayed-{i}"), "wrong").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = app.login("sprayed-9", "wrong").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The same loopback address, forwarded by the proxy: allowlisted.
+    let res = login_from(&app, "127.0.0.1", "sprayed-9", "wrong").await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn a_login_flood_gets_429_not_unbounded_memory() {
     let dir = temp_dir();
