@@ -24,20 +24,46 @@ pub const HASH_MEMORY_IDLE: Duration = Duration::from_secs(5);
 /// rotation and this many places, never the whole lane.
 pub const TRUSTED_PER_USER: usize = 4;
 
+/// The most device-token logins from one client address group (an IPv4 address, an IPv6
+/// /64) waiting at once: accounts made from one address cannot fill the lane together.
+pub const TRUSTED_PER_ADDRESS: usize = 8;
+
 struct Queue {
     jobs: std::collections::VecDeque<Job>,
     /// Logins with a valid device token: taken before any job of `jobs`, and bounded
     /// apart, so a flood of untrusted attempts neither delays nor sheds them.
     trusted: FairQueue,
+    /// Trusted jobs taken in a row since the last untrusted one ([`TRUSTED_RUN`]).
+    trusted_run: u32,
     closed: bool,
+}
+
+/// Trusted jobs taken in a row while untrusted ones wait: then one untrusted job. Device-
+/// token logins get three quarters of the workers under any flood, and the rest of the
+/// service (sign-ups, logins without a token) a quarter under any stream of device-token
+/// logins — whoever sends them: a device token is no secret from its own account.
+pub const TRUSTED_RUN: u32 = 3;
+
+impl Queue {
+    fn next_job(&mut self) -> Option<Job> {
+        let trusted_turn = self.jobs.is_empty() || self.trusted_run < TRUSTED_RUN;
+        if trusted_turn && let Some(job) = self.trusted.pop() {
+            self.trusted_run += 1;
+            return Some(job);
+        }
+        self.trusted_run = 0;
+        self.jobs.pop_front().or_else(|| self.trusted.pop())
+    }
 }
 
 /// Jobs per user, served in turn: one job of each waiting user, then the next round.
 #[derive(Default)]
 struct FairQueue {
-    by_user: std::collections::HashMap<String, std::collections::VecDeque<Job>>,
+    by_user: std::collections::HashMap<String, std::collections::VecDeque<(Job, String)>>,
     /// Users with jobs waiting, in serving order.
     turn: std::collections::VecDeque<String>,
+    /// Jobs waiting per client address group.
+    by_address: std::collections::HashMap<String, usize>,
     len: usize,
 }
 
@@ -46,30 +72,40 @@ impl FairQueue {
         self.len
     }
 
-    fn waiting_for(&self, user: &str) -> usize {
-        self.by_user.get(user).map_or(0, |q| q.len())
+    /// Whether `user` from `address` may add a job: at most [`TRUSTED_PER_USER`] waiting
+    /// per user and [`TRUSTED_PER_ADDRESS`] per address group.
+    fn has_room(&self, user: &str, address: &str) -> bool {
+        self.by_user.get(user).map_or(0, |q| q.len()) < TRUSTED_PER_USER
+            && self.by_address.get(address).copied().unwrap_or(0) < TRUSTED_PER_ADDRESS
     }
 
-    fn push(&mut self, user: &str, job: Job) {
+    fn push(&mut self, user: &str, address: &str, job: Job) {
         let q = self.by_user.entry(user.to_string()).or_default();
         if q.is_empty() {
             self.turn.push_back(user.to_string());
         }
-        q.push_back(job);
+        q.push_back((job, address.to_string()));
+        *self.by_address.entry(address.to_string()).or_default() += 1;
         self.len += 1;
     }
 
     fn pop(&mut self) -> Option<Job> {
         let user = self.turn.pop_front()?;
         let q = self.by_user.get_mut(&user)?;
-        let job = q.pop_front();
+        let (job, address) = q.pop_front()?;
         if q.is_empty() {
             self.by_user.remove(&user);
         } else {
             self.turn.push_back(user);
         }
-        self.len -= usize::from(job.is_some());
-        job
+        if let Some(n) = self.by_address.get_mut(&address) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_address.remove(&address);
+            }
+        }
+        self.len -= 1;
+        Some(job)
     }
 }
 
@@ -119,6 +155,7 @@ impl HashPool {
             queue: Mutex::new(Queue {
                 jobs: std::collections::VecDeque::new(),
                 trusted: FairQueue::default(),
+                trusted_run: 0,
                 closed: false,
             }),
             ready: std::sync::Condvar::new(),
@@ -137,7 +174,7 @@ impl HashPool {
                     let mut last_job = std::time::Instant::now();
                     let mut q = shared.lock();
                     loop {
-                        if let Some(job) = q.trusted.pop().or_else(|| q.jobs.pop_front()) {
+                        if let Some(job) = q.next_job() {
                             drop(q);
                             let run = std::panic::AssertUnwindSafe(|| job(&hasher, &mut workspace));
                             if std::panic::catch_unwind(run).is_err() {
@@ -198,7 +235,8 @@ impl HashPool {
     /// waits only for trusted jobs and the hashes under way — at most one hash per worker
     /// — whatever the untrusted queue holds; each lane sheds its own overflow with 429.
     /// Inside the trusted lane users are served in turn, each with at most
-    /// [`TRUSTED_PER_USER`] jobs waiting.
+    /// [`TRUSTED_PER_USER`] jobs waiting, and at most [`TRUSTED_PER_ADDRESS`] per address;
+    /// after [`TRUSTED_RUN`] trusted jobs in a row, a waiting untrusted one is taken.
     pub async fn run_in<T, F>(&self, lane: Lane<'_>, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
@@ -212,8 +250,8 @@ impl HashPool {
             let mut q = self.shared.lock();
             let max = self.shared.max_pending;
             let full = match lane {
-                Lane::Trusted { user } => {
-                    q.trusted.len() >= max || q.trusted.waiting_for(user) >= TRUSTED_PER_USER
+                Lane::Trusted { user, address } => {
+                    q.trusted.len() >= max || !q.trusted.has_room(user, address)
                 }
                 Lane::Untrusted => q.jobs.len() >= max,
             };
@@ -222,7 +260,7 @@ impl HashPool {
                 return Err(ApiError::Busy);
             }
             match lane {
-                Lane::Trusted { user } => q.trusted.push(user, job),
+                Lane::Trusted { user, address } => q.trusted.push(user, address, job),
                 Lane::Untrusted => q.jobs.push_back(job),
             }
         }
@@ -235,8 +273,9 @@ impl HashPool {
 /// Which queue of the hashing pool a job waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane<'a> {
-    /// A login with a valid device token of `user` (the account's id).
-    Trusted { user: &'a str },
+    /// A login with a valid device token of `user` (the account's id), from `address`
+    /// (its address group, or any fixed text when unknown).
+    Trusted { user: &'a str, address: &'a str },
     /// Everything else: sign-ups, logins without a device token, password changes.
     Untrusted,
 }
@@ -803,7 +842,13 @@ mod tests {
         for (lane, name) in [
             (Lane::Untrusted, "flood-1"),
             (Lane::Untrusted, "flood-2"),
-            (Lane::Trusted { user: "u1" }, "owner"),
+            (
+                Lane::Trusted {
+                    user: "u1",
+                    address: "a",
+                },
+                "owner",
+            ),
         ] {
             let (p, o) = (Arc::clone(&pool), Arc::clone(&order));
             waiting.push(tokio::spawn(async move {
@@ -850,15 +895,25 @@ mod tests {
         for (user, name) in jobs {
             let (p, o) = (Arc::clone(&pool), Arc::clone(&order));
             waiting.push(tokio::spawn(async move {
-                p.run_in(Lane::Trusted { user }, move |_, _| {
-                    o.lock().unwrap().push(name)
-                })
+                p.run_in(
+                    Lane::Trusted {
+                        user,
+                        address: user,
+                    },
+                    move |_, _| o.lock().unwrap().push(name),
+                )
                 .await
             }));
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
         let over = pool
-            .run_in(Lane::Trusted { user: "noisy" }, |_, _| ())
+            .run_in(
+                Lane::Trusted {
+                    user: "noisy",
+                    address: "noisy",
+                },
+                |_, _| (),
+            )
             .await;
         assert!(
             matches!(over, Err(ApiError::Busy)),
@@ -874,6 +929,80 @@ mod tests {
             ["noisy-1", "june", "kit", "noisy-2", "noisy-3", "noisy-4"]
         );
         assert_eq!(pool.queued(), 0);
+    }
+
+    /// A stream of device-token logins (whoever sends them) cannot starve the untrusted
+    /// queue: after TRUSTED_RUN trusted jobs in a row, a waiting untrusted one is taken.
+    /// And accounts from one address hold at most TRUSTED_PER_ADDRESS places together.
+    #[tokio::test]
+    async fn trusted_logins_leave_a_share_to_the_rest() {
+        let hasher = PasswordHasher::new(jotgate_core::PasswordParams::default(), None).unwrap();
+        let pool = Arc::new(HashPool::new(hasher, 1, 64).unwrap());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (hold, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let p = Arc::clone(&pool);
+        let first = tokio::spawn(async move {
+            p.run(move |_, _| {
+                started_tx.send(()).unwrap();
+                held.recv().unwrap();
+            })
+            .await
+        });
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        let users = ["t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8"];
+        let jobs = [(None, "f1"), (None, "f2")]
+            .into_iter()
+            .chain(users.iter().map(|u| (Some(*u), *u)));
+        let mut waiting = Vec::new();
+        for (user, name) in jobs {
+            let (p, o) = (Arc::clone(&pool), Arc::clone(&order));
+            waiting.push(tokio::spawn(async move {
+                let lane = match user {
+                    // Eight accounts from one address fill its places.
+                    Some(user) => Lane::Trusted {
+                        user,
+                        address: "198.51.100.1",
+                    },
+                    None => Lane::Untrusted,
+                };
+                p.run_in(lane, move |_, _| o.lock().unwrap().push(name))
+                    .await
+            }));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let ninth = Lane::Trusted {
+            user: "t9",
+            address: "198.51.100.1",
+        };
+        assert!(matches!(
+            pool.run_in(ninth, |_, _| ()).await,
+            Err(ApiError::Busy)
+        ));
+        let elsewhere = Lane::Trusted {
+            user: "t9",
+            address: "203.0.113.9",
+        };
+        let p = Arc::clone(&pool);
+        let o = Arc::clone(&order);
+        waiting.push(tokio::spawn(async move {
+            p.run_in(elsewhere, move |_, _| o.lock().unwrap().push("t9"))
+                .await
+        }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        hold.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            [
+                "t1", "t2", "t3", "f1", "t4", "t5", "t6", "f2", "t7", "t8", "t9"
+            ]
+        );
     }
 
     #[tokio::test]

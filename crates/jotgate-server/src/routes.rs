@@ -391,6 +391,13 @@ pub async fn login(
                 .check(t, &r.user.id, r.devices_not_before, now())
         })
     });
+    // A token that vouched above but is not this account's (another user's, a revoked
+    // one) leaves the attempt untrusted: shed like the flood, before it is counted.
+    if device.is_none() && st.0.pool.untrusted_full() {
+        crate::metrics::login("busy");
+        crate::metrics::METRICS.hash_rejected.inc();
+        return Err(ApiError::Busy);
+    }
     let mut keys = match &device {
         Some(d) => vec![format!("dev:{}", d.id)],
         None => untrusted.clone(),
@@ -444,9 +451,13 @@ pub async fn login(
     };
     // A device token's login waits in its own lane, ahead of any flood, served in turn
     // with other users' device-token logins.
+    let address = ip.map_or_else(|| "-".to_string(), crate::limits::address_group);
     let lane = match known.as_deref() {
         Some(user) if keys.first().is_some_and(|k| k.starts_with("dev:")) => {
-            crate::limits::Lane::Trusted { user }
+            crate::limits::Lane::Trusted {
+                user,
+                address: &address,
+            }
         }
         _ => crate::limits::Lane::Untrusted,
     };
