@@ -371,7 +371,7 @@ impl RateLimitConfig {
 /// Counts failed logins per key in the store, so every instance — every Lambda container,
 /// every server on one database — sees the same counts:
 ///
-/// - `pair:<digest of account and address>`: growing delays after `user_free_failures`,
+/// - `pair:<digest of account>#<address group>`: growing delays after `user_free_failures`,
 ///   so guessing from one address stops soon, and locks out nobody elsewhere;
 /// - `ceil:<digest of account>`: at most `user_ceiling` per `ceiling_window` from all
 ///   addresses together, which bounds a botnet without a lockout a few guesses can cause;
@@ -572,19 +572,10 @@ impl LoginLimiter {
     /// Returns the blocks that were in force.
     pub async fn unblock(&self, user: &jotgate_store::User) -> jotgate_store::Result<Vec<Block>> {
         let lifted = self.blocks(user).await?;
-        let now = now_ms();
         for n in Self::account_names(user) {
-            let all = self
-                .store
-                .login_failures_in(
-                    &Self::pair_group(&n),
-                    now,
-                    jotgate_store::THROTTLE_MAX_WINDOW_MS,
-                )
+            self.store
+                .clear_login_failures_in(&Self::pair_group(&n))
                 .await?;
-            for f in all {
-                self.store.clear_login_failures(&f.key).await?;
-            }
             self.store
                 .clear_login_failures(&Self::ceiling_key(&n))
                 .await?;

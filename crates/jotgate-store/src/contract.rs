@@ -686,6 +686,25 @@ pub async fn login_failure_groups(s: Arc<dyn Store>) {
     // A group holding the separator is refused.
     assert!(s.login_failures_in("pair:a#b", 2000, w).await.is_err());
     assert!(s.login_failures_in("", 2000, w).await.is_err());
+    // Clearing a group takes every member, stale ones too, and nothing else.
+    assert_eq!(s.clear_login_failures_in("pair:a").await.unwrap(), 3);
+    assert!(
+        s.login_failures_in("pair:a", 2000, w)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.login_failures_in("pair:ab", 2000, w).await.unwrap().len(),
+        1
+    );
+    let plain = s
+        .login_failures(&["pair:a".to_string()], 2000, w)
+        .await
+        .unwrap();
+    assert_eq!(plain.len(), 1, "a key without a member is no group's");
+    assert_eq!(s.clear_login_failures_in("pair:zz").await.unwrap(), 0);
+    assert!(s.clear_login_failures_in("pair:a#b").await.is_err());
 }
 
 pub async fn login_failures(s: Arc<dyn Store>) {

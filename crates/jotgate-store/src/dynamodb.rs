@@ -2094,6 +2094,50 @@ impl Throttle for DynamoStore {
         Ok(out)
     }
 
+    async fn clear_login_failures_in(&self, group: &str) -> Result<usize> {
+        crate::throttle_group_range(group)?;
+        // Page by page: each page's items deleted (8 at a time) before the next is read.
+        let mut gone = 0;
+        let mut start: Option<Item> = None;
+        loop {
+            let res = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+                .expression_attribute_values(":pk", s(format!("THROTTLE#{group}")))
+                .expression_attribute_values(":m", s("M#"))
+                .projection_expression("pk, sk")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk)?;
+            let items = res.items.unwrap_or_default();
+            for chunk in items.chunks(8) {
+                let deletes = chunk.iter().map(|it| {
+                    let k: Item = it
+                        .iter()
+                        .filter(|(name, _)| *name == "pk" || *name == "sk")
+                        .map(|(n, v)| (n.clone(), v.clone()))
+                        .collect();
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .set_key(Some(k))
+                        .send()
+                });
+                for r in futures_util::future::join_all(deletes).await {
+                    r.map_err(sdk)?;
+                    gone += 1;
+                }
+            }
+            start = res.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                return Ok(gone);
+            }
+        }
+    }
+
     async fn clear_login_failures(&self, key: &str) -> Result<()> {
         self.client
             .delete_item()

@@ -531,6 +531,9 @@ pub trait Throttle: Send + Sync {
         now_ms: i64,
         window_ms: i64,
     ) -> Result<Vec<LoginFailures>>;
+    /// Forget every counter of `group` (all its members, however many), returning how many
+    /// went. (An operator lifts an account's blocks from every address.)
+    async fn clear_login_failures_in(&self, group: &str) -> Result<usize>;
     /// Forget `key`'s failures (a successful login clears its username's count).
     async fn clear_login_failures(&self, key: &str) -> Result<()>;
     /// Take back one count of `key` (an attempt counted before it was evaluated that

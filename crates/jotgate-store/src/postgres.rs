@@ -66,6 +66,15 @@ CREATE TABLE IF NOT EXISTS login_failures (
     last_ms  BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS login_failures_last ON login_failures(last_ms);
+-- Throttle groups (`group#member`) are listed by a byte-wise range, which the primary
+-- key's index serves only in a C-collated database: this one serves it in any (checked
+-- first, since CREATE INDEX needs the table's owner even when the index exists).
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema()
+                 AND indexname = 'login_failures_key_c') THEN
+    CREATE INDEX login_failures_key_c ON login_failures (key COLLATE \"C\");
+  END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -1243,6 +1252,19 @@ impl Throttle for PostgresStore {
                 last_ms: r.get(2),
             })
             .collect())
+    }
+
+    async fn clear_login_failures_in(&self, group: &str) -> Result<usize> {
+        let (from, to) = crate::throttle_group_range(group)?;
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "DELETE FROM login_failures WHERE key COLLATE \"C\" >= $1 AND key COLLATE \"C\" < $2",
+                &[&from, &to],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<()> {

@@ -519,6 +519,10 @@ impl Throttle for SealedKeys {
         self.inner.clear_login_failures(key).await
     }
 
+    async fn clear_login_failures_in(&self, group: &str) -> Result<usize> {
+        self.inner.clear_login_failures_in(group).await
+    }
+
     async fn release_login_failure(&self, key: &str) -> Result<()> {
         self.inner.release_login_failure(key).await
     }

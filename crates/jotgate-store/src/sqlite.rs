@@ -1198,6 +1198,18 @@ impl Throttle for SqliteStore {
         .await
     }
 
+    async fn clear_login_failures_in(&self, group: &str) -> Result<usize> {
+        let (from, to) = crate::throttle_group_range(group)?;
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM login_failures WHERE key >= ?1 AND key < ?2",
+                params![from, to],
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn clear_login_failures(&self, key: &str) -> Result<()> {
         let key = key.to_string();
         self.with(move |c| {
