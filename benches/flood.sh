@@ -18,6 +18,8 @@
 #   benches/flood.sh                 # needs wrk (apt-get install wrk) and python3
 #   DURATION=60 benches/flood.sh
 #   PIN=0 benches/flood.sh           # no CPU pinning
+#   PG=postgres://postgres@127.0.0.1:5432 benches/flood.sh
+#                                    # on PostgreSQL: a database per scenario (needs psql)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-30}
@@ -64,9 +66,18 @@ LUA
 scenario() {
   local name=$1 conns=$2 target=$3
   rm -f "$work/db.sqlite"*
-  $SRV $BIN serve --database "$work/db.sqlite" --listen 127.0.0.1:$PORT \
+  local store="sqlite://$work/db.sqlite"
+  if [ -n "${PG:-}" ]; then
+    local db="jotgate_flood_${name,,}"
+    psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $db" -qc "CREATE DATABASE $db"
+    store="$PG/$db"
+  fi
+  $SRV $BIN serve --store "$store" --listen 127.0.0.1:$PORT \
     --trust-forwarded-for >"$work/server.log" 2>&1 & pid=$!
-  until curl -sf localhost:$PORT/healthz >/dev/null; do sleep 0.05; done
+  until curl -sf localhost:$PORT/healthz >/dev/null; do
+    kill -0 $pid 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
+    sleep 0.05
+  done
   # June and May sign up (and so have signed in before) from their own addresses.
   python3 - "$PORT" "$work" <<'PY'
 import json, sys, urllib.request
@@ -132,8 +143,8 @@ PY
 scenario A 800 ""
 scenario B 20 june
 
-python3 - "$work" "$DURATION" <<'PY'
-import json, re, sys
+STORE_KIND=$([ -n "${PG:-}" ] && echo PostgreSQL || echo SQLite) python3 - "$work" "$DURATION" <<'PY'
+import json, os, re, sys
 work, duration = sys.argv[1], int(sys.argv[2])
 def pct(xs, p):
     xs = sorted(xs)
@@ -145,7 +156,7 @@ def wrk(name):
     errs = re.search(r"errors (\d+) (\d+) (\d+) (\d+) (\d+)", text)
     return statuses, (rps.group(1) if rps else "?"), errs.groups() if errs else ("?",) * 5
 ok = True
-print(f"| scenario ({duration} s each) | result |")
+print(f"| scenario ({duration} s each, {os.environ.get('STORE_KIND', 'SQLite')}) | result |")
 print("|---|---|")
 for name, label, conns in [("A", "flood: random names from random addresses", 800),
                            ("B", "targeted: June's password from random addresses", 20)]:

@@ -133,6 +133,19 @@ impl Shared {
 /// condition variable, each with its own timeout, so every one of them gets to release.
 pub struct HashPool {
     shared: Arc<Shared>,
+    /// Untrusted logins under way, from their first store read to their answer.
+    admitted: Arc<std::sync::atomic::AtomicUsize>,
+    /// The most of them: what the pool can take (its queue and one per worker).
+    admit_max: usize,
+}
+
+/// An untrusted login under way ([`HashPool::admit`]); the place is given back on drop.
+pub struct Admission(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl HashPool {
@@ -163,7 +176,11 @@ impl HashPool {
         });
         let hasher = Arc::new(hasher);
         // Made first, so that a failed spawn below drops it and ends the workers started.
-        let pool = Self { shared };
+        let pool = Self {
+            shared,
+            admitted: Arc::default(),
+            admit_max: max_pending.max(1) + workers.max(1),
+        };
         for i in 0..workers.max(1) {
             let shared = Arc::clone(&pool.shared);
             let hasher = Arc::clone(&hasher);
@@ -208,6 +225,21 @@ impl HashPool {
                 })?;
         }
         Ok(pool)
+    }
+
+    /// Admit an untrusted login (no device token of its account) before it does any store
+    /// work: at most as many are under way at once as the pool can take (its queue and one
+    /// per worker); past that, 429 at once. A flood then cannot queue hundreds of logins
+    /// for the store's connections, ahead of the device-token logins that need them too —
+    /// on PostgreSQL and DynamoDB the store, not the hashing, is what fills first.
+    pub fn admit(&self) -> Result<Admission, ApiError> {
+        use std::sync::atomic::Ordering;
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.admit_max {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            crate::metrics::METRICS.hash_rejected.inc();
+            return Err(ApiError::Busy);
+        }
+        Ok(Admission(Arc::clone(&self.admitted)))
     }
 
     /// Whether the untrusted queue is full now: a login without a device token would be
@@ -994,6 +1026,23 @@ mod tests {
                 "t1", "t2", "t3", "f1", "t4", "t5", "t6", "f2", "t7", "t8", "t9"
             ]
         );
+    }
+
+    /// No more untrusted logins are admitted at once than the pool can take (its queue and
+    /// one per worker); a place comes back when its login ends.
+    #[test]
+    fn untrusted_logins_are_admitted_up_to_what_the_pool_takes() {
+        let params = jotgate_core::PasswordParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let pool = HashPool::new(PasswordHasher::new(params, None).unwrap(), 2, 3).unwrap();
+        let held: Vec<Admission> = (0..5).map(|_| pool.admit().unwrap()).collect();
+        assert!(matches!(pool.admit(), Err(ApiError::Busy)));
+        drop(held);
+        let again: Vec<Admission> = (0..5).map(|_| pool.admit().unwrap()).collect();
+        assert_eq!(again.len(), 5);
     }
 
     #[tokio::test]

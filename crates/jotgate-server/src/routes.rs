@@ -343,12 +343,11 @@ pub async fn login(
     let presented =
         crate::device::presented(device_token.as_deref(), &headers, st.0.devices.https());
     // A flood beyond the hashing pool's capacity is shed here, before the store is asked
-    // anything: only a login carrying a device token this server made (checked in memory)
-    // goes on to find its account while the untrusted queue is full.
-    if st.0.pool.untrusted_full() && !presented.iter().any(|t| st.0.devices.vouches(t, now())) {
-        crate::metrics::login("busy");
-        crate::metrics::METRICS.hash_rejected.inc();
-        return Err(ApiError::Busy);
+    // anything: a login without a device token this server made (checked in memory) must
+    // be admitted — no more are under way at once than the pool can take.
+    let mut admission = None;
+    if !presented.iter().any(|t| st.0.devices.vouches(t, now())) {
+        admission = Some(admit(&st)?);
     }
     let email = typed
         .contains('@')
@@ -392,12 +391,11 @@ pub async fn login(
         })
     });
     // A token that vouched above but is not this account's (another user's, a revoked
-    // one) leaves the attempt untrusted: shed like the flood, before it is counted.
-    if device.is_none() && st.0.pool.untrusted_full() {
-        crate::metrics::login("busy");
-        crate::metrics::METRICS.hash_rejected.inc();
-        return Err(ApiError::Busy);
+    // one) leaves the attempt untrusted: admitted like the flood, before it is counted.
+    if device.is_none() && admission.is_none() {
+        admission = Some(admit(&st)?);
     }
+    let _admission = admission;
     let mut keys = match &device {
         Some(d) => vec![format!("dev:{}", d.id)],
         None => untrusted.clone(),
@@ -540,6 +538,19 @@ pub async fn login(
     )
     .await;
     Ok(with_device_cookie(&st, body))
+}
+
+/// Admit an untrusted login ([`crate::limits::HashPool::admit`]), shedding it with 429
+/// when the pool is full or as many are under way as it can take.
+fn admit(st: &AppState) -> Result<crate::limits::Admission, ApiError> {
+    if st.0.pool.untrusted_full() {
+        crate::metrics::login("busy");
+        crate::metrics::METRICS.hash_rejected.inc();
+        return Err(ApiError::Busy);
+    }
+    st.0.pool
+        .admit()
+        .inspect_err(|_| crate::metrics::login("busy"))
 }
 
 /// A token answer, with its device token (if any) also set as the browser's cookie.

@@ -131,7 +131,14 @@ CREATE TABLE IF NOT EXISTS clients (
 pub struct PostgresStore {
     pool: Pool,
     describe: String,
+    /// Counter writes so far: every [`SWEEP_EVERY`]th also deletes long-stale counters.
+    throttle_writes: std::sync::atomic::AtomicU32,
 }
+
+/// How often a throttle counter write also sweeps stale counters. Reads ignore stale
+/// counters and a write restarts one, so sweeping is only housekeeping: one round trip in
+/// 32 instead of one more per write (a device-token login makes two such writes).
+const SWEEP_EVERY: u32 = 32;
 
 /// A backend failure with its causes: tokio-postgres' own text for a server error is just
 /// "db error", the server's message is its source.
@@ -384,7 +391,7 @@ async fn email_taken(
 ) -> Result<bool> {
     let row = c
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE (email = $1 OR username_key = $1) AND id <> $2)",
+            &c.prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE (email = $1 OR username_key = $1) AND id <> $2)").await.map_err(backend)?,
             &[&email, &id],
         )
         .await
@@ -435,7 +442,7 @@ impl PostgresStore {
         let c = store.first_client().await?;
         let rows = c
             .query(
-                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+                &c.prepare_cached("SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()").await.map_err(backend)?,
                 &[],
             )
             .await
@@ -495,7 +502,11 @@ impl PostgresStore {
             .recycle_timeout(Some(STORE_WAIT))
             .build()
             .map_err(backend)?;
-        Ok(Self { pool, describe })
+        Ok(Self {
+            pool,
+            describe,
+            throttle_writes: std::sync::atomic::AtomicU32::new(0),
+        })
     }
 
     /// The first connection, its failure explained for the person starting jotgate.
@@ -527,13 +538,22 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let key = format!("secret:{name}");
         c.execute(
-            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &c.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .await
+            .map_err(backend)?,
             &[&key, &jotgate_core::random::token(32)],
         )
         .await
         .map_err(backend)?;
         let row = c
-            .query_one("SELECT value FROM meta WHERE key = $1", &[&key])
+            .query_one(
+                &c.prepare_cached("SELECT value FROM meta WHERE key = $1")
+                    .await
+                    .map_err(backend)?,
+                &[&key],
+            )
             .await
             .map_err(backend)?;
         Ok(row.get(0))
@@ -543,14 +563,19 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         if create {
             c.execute(
-                "INSERT INTO meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING",
+                &c.prepare_cached("INSERT INTO meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING").await.map_err(backend)?,
                 &[&uuid::Uuid::new_v4().to_string()],
             )
             .await
             .map_err(backend)?;
         }
         let row = c
-            .query_opt("SELECT value FROM meta WHERE key = 'store_id'", &[])
+            .query_opt(
+                &c.prepare_cached("SELECT value FROM meta WHERE key = 'store_id'")
+                    .await
+                    .map_err(backend)?,
+                &[],
+            )
             .await
             .map_err(backend)?;
         Ok(row.map(|r| r.get(0)))
@@ -572,8 +597,8 @@ impl Users for PostgresStore {
         }
         let res = c
             .execute(
-                "INSERT INTO users (id, username_key, username, password_hash, roles, created_at, email)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &c.prepare_cached("INSERT INTO users (id, username_key, username, password_hash, roles, created_at, email)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)").await.map_err(backend)?,
                 &[
                     &user.id,
                     &user.username_key,
@@ -596,7 +621,11 @@ impl Users for PostgresStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                &format!("SELECT {USER_COLS} FROM users WHERE username_key = $1"),
+                &c.prepare_cached(&format!(
+                    "SELECT {USER_COLS} FROM users WHERE username_key = $1"
+                ))
+                .await
+                .map_err(backend)?,
                 &[&username_key],
             )
             .await
@@ -608,7 +637,9 @@ impl Users for PostgresStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                &format!("SELECT {USER_COLS} FROM users WHERE id = $1"),
+                &c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
+                    .await
+                    .map_err(backend)?,
                 &[&id],
             )
             .await
@@ -620,7 +651,11 @@ impl Users for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                &format!("SELECT {USER_COLS} FROM users ORDER BY created_at, username_key"),
+                &c.prepare_cached(&format!(
+                    "SELECT {USER_COLS} FROM users ORDER BY created_at, username_key"
+                ))
+                .await
+                .map_err(backend)?,
                 &[],
             )
             .await
@@ -633,7 +668,11 @@ impl Users for PostgresStore {
     async fn revoke_devices(&self, user_id: &str, at: i64) -> Result<()> {
         let c = self.client().await?;
         c.execute(
-            "UPDATE users SET devices_nbf = GREATEST(devices_nbf, $1) WHERE id = $2",
+            &c.prepare_cached(
+                "UPDATE users SET devices_nbf = GREATEST(devices_nbf, $1) WHERE id = $2",
+            )
+            .await
+            .map_err(backend)?,
             &[&at, &user_id],
         )
         .await
@@ -645,7 +684,9 @@ impl Users for PostgresStore {
         let c = self.client().await?;
         let n = c
             .execute(
-                "UPDATE users SET password_hash = $1 WHERE id = $2",
+                &c.prepare_cached("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .await
+                    .map_err(backend)?,
                 &[&password_hash, &user_id],
             )
             .await
@@ -662,8 +703,12 @@ impl Users for PostgresStore {
         // each see the roles the other left.
         let row = c
             .query_opt(
-                "WITH old AS (SELECT id, roles FROM users WHERE id = $1 FOR UPDATE)
+                &c.prepare_cached(
+                    "WITH old AS (SELECT id, roles FROM users WHERE id = $1 FOR UPDATE)
                  UPDATE users SET roles = $2 FROM old WHERE users.id = old.id RETURNING old.roles",
+                )
+                .await
+                .map_err(backend)?,
                 &[&user_id, &roles],
             )
             .await
@@ -675,7 +720,9 @@ impl Users for PostgresStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                &format!("SELECT {USER_COLS} FROM users WHERE email = $1"),
+                &c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE email = $1"))
+                    .await
+                    .map_err(backend)?,
                 &[&email],
             )
             .await
@@ -688,7 +735,11 @@ impl Users for PostgresStore {
         let tx = c.transaction().await.map_err(backend)?;
         let Some(row) = tx
             .query_opt(
-                &format!("SELECT {USER_COLS} FROM users WHERE id = $1 FOR UPDATE"),
+                &tx.prepare_cached(&format!(
+                    "SELECT {USER_COLS} FROM users WHERE id = $1 FOR UPDATE"
+                ))
+                .await
+                .map_err(backend)?,
                 &[&user_id],
             )
             .await
@@ -707,7 +758,7 @@ impl Users for PostgresStore {
         let meta = serde_json::to_string(&after.app_metadata).map_err(backend)?;
         let res = tx
             .execute(
-                "UPDATE users SET email = $1, email_verified = $2, blocked = $3, app_metadata = $4 WHERE id = $5",
+                &tx.prepare_cached("UPDATE users SET email = $1, email_verified = $2, blocked = $3, app_metadata = $4 WHERE id = $5").await.map_err(backend)?,
                 &[&after.email, &after.email_verified, &after.blocked, &meta, &user_id],
             )
             .await;
@@ -723,7 +774,9 @@ impl Users for PostgresStore {
     async fn record_login(&self, user_id: &str, at: i64) -> Result<()> {
         let c = self.client().await?;
         c.execute(
-            "UPDATE users SET last_login = $1 WHERE id = $2",
+            &c.prepare_cached("UPDATE users SET last_login = $1 WHERE id = $2")
+                .await
+                .map_err(backend)?,
             &[&at, &user_id],
         )
         .await
@@ -736,7 +789,11 @@ impl Users for PostgresStore {
         let tx = c.transaction().await.map_err(backend)?;
         let Some(row) = tx
             .query_opt(
-                &format!("SELECT {USER_COLS} FROM users WHERE id = $1 FOR UPDATE"),
+                &tx.prepare_cached(&format!(
+                    "SELECT {USER_COLS} FROM users WHERE id = $1 FOR UPDATE"
+                ))
+                .await
+                .map_err(backend)?,
                 &[&user_id],
             )
             .await
@@ -774,21 +831,25 @@ impl Roles for PostgresStore {
         // Puts and deletes of one role queue on a lock of its name (a row lock cannot
         // cover a role that does not exist yet): each sees the definition the last left.
         tx.execute(
-            "SELECT pg_advisory_xact_lock(7412, hashtext($1))",
+            &tx.prepare_cached("SELECT pg_advisory_xact_lock(7412, hashtext($1))")
+                .await
+                .map_err(backend)?,
             &[&role.name],
         )
         .await
         .map_err(backend)?;
         let before = tx
             .query_opt(
-                "SELECT name, scopes, updated_at FROM roles WHERE name = $1",
+                &tx.prepare_cached("SELECT name, scopes, updated_at FROM roles WHERE name = $1")
+                    .await
+                    .map_err(backend)?,
                 &[&role.name],
             )
             .await
             .map_err(backend)?;
         tx.execute(
-            "INSERT INTO roles (name, scopes, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET scopes = EXCLUDED.scopes, updated_at = EXCLUDED.updated_at",
+            &tx.prepare_cached("INSERT INTO roles (name, scopes, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET scopes = EXCLUDED.scopes, updated_at = EXCLUDED.updated_at").await.map_err(backend)?,
             &[&role.name, &role.scopes, &role.updated_at],
         )
         .await
@@ -801,7 +862,9 @@ impl Roles for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT name, scopes, updated_at FROM roles ORDER BY name",
+                &c.prepare_cached("SELECT name, scopes, updated_at FROM roles ORDER BY name")
+                    .await
+                    .map_err(backend)?,
                 &[],
             )
             .await
@@ -813,7 +876,11 @@ impl Roles for PostgresStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "DELETE FROM roles WHERE name = $1 RETURNING name, scopes, updated_at",
+                &c.prepare_cached(
+                    "DELETE FROM roles WHERE name = $1 RETURNING name, scopes, updated_at",
+                )
+                .await
+                .map_err(backend)?,
                 &[&name],
             )
             .await
@@ -828,7 +895,11 @@ impl Keys for PostgresStore {
         let c = self.client().await?;
         let n = c
             .execute(
-                "UPDATE signing_keys SET private_der = $1 WHERE kid = $2 AND private_der = $3",
+                &c.prepare_cached(
+                    "UPDATE signing_keys SET private_der = $1 WHERE kid = $2 AND private_der = $3",
+                )
+                .await
+                .map_err(backend)?,
                 &[&to, &kid, &from],
             )
             .await
@@ -846,7 +917,11 @@ impl Keys for PostgresStore {
         // A second instance waits on the slot's row until the first commits, then finds it.
         let claimed = tx
             .execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &tx.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                )
+                .await
+                .map_err(backend)?,
                 &[&format!("keyslot:{slot}"), &key.kid],
             )
             .await
@@ -874,8 +949,12 @@ impl Keys for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT kid, alg, private_der, created_at, retired_at FROM signing_keys
+                &c.prepare_cached(
+                    "SELECT kid, alg, private_der, created_at, retired_at FROM signing_keys
                  ORDER BY created_at, inserted",
+                )
+                .await
+                .map_err(backend)?,
                 &[],
             )
             .await
@@ -894,22 +973,32 @@ impl Keys for PostgresStore {
 
     async fn delete_key(&self, kid: &str) -> Result<()> {
         let c = self.client().await?;
-        c.execute("DELETE FROM signing_keys WHERE kid = $1", &[&kid])
-            .await
-            .map_err(backend)?;
+        c.execute(
+            &c.prepare_cached("DELETE FROM signing_keys WHERE kid = $1")
+                .await
+                .map_err(backend)?,
+            &[&kid],
+        )
+        .await
+        .map_err(backend)?;
         Ok(())
     }
 
     async fn retire_key(&self, kid: &str, at: i64) -> Result<()> {
         let c = self.client().await?;
         c.execute(
-            "UPDATE signing_keys SET retired_at = LEAST(COALESCE(retired_at, $1), $1) WHERE kid = $2",
+            &c.prepare_cached("UPDATE signing_keys SET retired_at = LEAST(COALESCE(retired_at, $1), $1) WHERE kid = $2").await.map_err(backend)?,
             &[&at, &kid],
         )
         .await
         .map_err(backend)?;
         let exists = c
-            .query_opt("SELECT 1 FROM signing_keys WHERE kid = $1", &[&kid])
+            .query_opt(
+                &c.prepare_cached("SELECT 1 FROM signing_keys WHERE kid = $1")
+                    .await
+                    .map_err(backend)?,
+                &[&kid],
+            )
             .await
             .map_err(backend)?
             .is_some();
@@ -926,14 +1015,22 @@ impl Sessions for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(backend)?;
         tx.execute(
-            "INSERT INTO refresh_families (family_id, user_id, created_at) VALUES ($1, $2, $3)",
+            &tx.prepare_cached(
+                "INSERT INTO refresh_families (family_id, user_id, created_at) VALUES ($1, $2, $3)",
+            )
+            .await
+            .map_err(backend)?,
             &[&t.family_id, &t.user_id, &t.created_at],
         )
         .await
         .map_err(backend)?;
         tx.execute(
-            "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
+            &tx.prepare_cached(
+                "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
              VALUES ($1, $2, $3, $4)",
+            )
+            .await
+            .map_err(backend)?,
             &[&t.token_hash, &t.family_id, &t.created_at, &t.expires_at],
         )
         .await
@@ -948,11 +1045,15 @@ impl Sessions for PostgresStore {
         // read the winner's used_at and nonce.
         let row = tx
             .query_opt(
-                "SELECT t.family_id, f.user_id, t.expires_at, t.used_at, t.rotation_nonce,
+                &tx.prepare_cached(
+                    "SELECT t.family_id, f.user_id, t.expires_at, t.used_at, t.rotation_nonce,
                         f.revoked_at
                  FROM refresh_tokens t JOIN refresh_families f USING (family_id)
                  WHERE t.token_hash = $1
                  FOR UPDATE OF t",
+                )
+                .await
+                .map_err(backend)?,
                 &[&req.presented_hash],
             )
             .await
@@ -969,15 +1070,23 @@ impl Sessions for PostgresStore {
         let outcome = match crate::rotation_step(used_at, nonce, &req) {
             crate::Step::Rotate => {
                 tx.execute(
-                    "UPDATE refresh_tokens SET used_at = $1, rotation_nonce = $2
+                    &tx.prepare_cached(
+                        "UPDATE refresh_tokens SET used_at = $1, rotation_nonce = $2
                      WHERE token_hash = $3",
+                    )
+                    .await
+                    .map_err(backend)?,
                     &[&req.now, &req.nonce, &req.presented_hash],
                 )
                 .await
                 .map_err(backend)?;
                 tx.execute(
-                    "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
+                    &tx.prepare_cached(
+                        "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
                      VALUES ($1, $2, $3, $4)",
+                    )
+                    .await
+                    .map_err(backend)?,
                     &[
                         &req.successor_hash,
                         &family_id,
@@ -996,7 +1105,11 @@ impl Sessions for PostgresStore {
             },
             crate::Step::Reuse => {
                 tx.execute(
-                    "UPDATE refresh_families SET revoked_at = $1 WHERE family_id = $2",
+                    &tx.prepare_cached(
+                        "UPDATE refresh_families SET revoked_at = $1 WHERE family_id = $2",
+                    )
+                    .await
+                    .map_err(backend)?,
                     &[&req.now, &family_id],
                 )
                 .await
@@ -1011,7 +1124,7 @@ impl Sessions for PostgresStore {
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<()> {
         let c = self.client().await?;
         c.execute(
-            "UPDATE refresh_families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+            &c.prepare_cached("UPDATE refresh_families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL").await.map_err(backend)?,
             &[&now, &family_id],
         )
         .await
@@ -1024,11 +1137,15 @@ impl Sessions for PostgresStore {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         let rows = c
             .query(
-                "UPDATE refresh_families SET revoked_at = $1 WHERE family_id IN (
+                &c.prepare_cached(
+                    "UPDATE refresh_families SET revoked_at = $1 WHERE family_id IN (
                      SELECT family_id FROM refresh_families
                      WHERE user_id = $2 AND revoked_at IS NULL
                      ORDER BY created_at DESC, family_id DESC OFFSET $3)
                  AND revoked_at IS NULL RETURNING family_id",
+                )
+                .await
+                .map_err(backend)?,
                 &[&now, &user_id, &keep],
             )
             .await
@@ -1040,8 +1157,12 @@ impl Sessions for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "UPDATE refresh_families SET revoked_at = $1
+                &c.prepare_cached(
+                    "UPDATE refresh_families SET revoked_at = $1
                  WHERE user_id = $2 AND revoked_at IS NULL RETURNING family_id",
+                )
+                .await
+                .map_err(backend)?,
                 &[&now, &user_id],
             )
             .await
@@ -1053,9 +1174,13 @@ impl Sessions for PostgresStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "SELECT t.family_id, f.user_id FROM refresh_tokens t
+                &c.prepare_cached(
+                    "SELECT t.family_id, f.user_id FROM refresh_tokens t
                  JOIN refresh_families f ON f.family_id = t.family_id
                  WHERE t.token_hash = $1",
+                )
+                .await
+                .map_err(backend)?,
                 &[&token_hash],
             )
             .await
@@ -1075,9 +1200,14 @@ impl Revocations for PostgresStore {
         let c = self.client().await?;
         // Pruning is off the hot path: one write in 64, an index range scan.
         if feed_position(0) % 64 == 0 {
-            c.execute("DELETE FROM revoked_tokens WHERE expires_at < $1", &[&now])
-                .await
-                .map_err(backend)?;
+            c.execute(
+                &c.prepare_cached("DELETE FROM revoked_tokens WHERE expires_at < $1")
+                    .await
+                    .map_err(backend)?,
+                &[&now],
+            )
+            .await
+            .map_err(backend)?;
         }
         // A repeat (a retry after a failure, say) moves the entry to a fresh position: the
         // first attempt may have landed late, behind a follower's cursor.
@@ -1086,9 +1216,13 @@ impl Revocations for PostgresStore {
         for _ in 0..8 {
             let res = c
                 .execute(
-                    "INSERT INTO revoked_tokens (seq, token_id, expires_at, revoked_at)
+                    &c.prepare_cached(
+                        "INSERT INTO revoked_tokens (seq, token_id, expires_at, revoked_at)
                      VALUES ($1, $2, $3, $4)
                      ON CONFLICT (token_id) DO UPDATE SET seq = EXCLUDED.seq",
+                    )
+                    .await
+                    .map_err(backend)?,
                     &[&feed_position(started), &id, &expires_at, &now],
                 )
                 .await;
@@ -1116,7 +1250,9 @@ impl Revocations for PostgresStore {
             started = micros_now();
             let res = c
                 .execute(
-                    "UPDATE revoked_tokens SET seq = $1 WHERE token_id = $2",
+                    &c.prepare_cached("UPDATE revoked_tokens SET seq = $1 WHERE token_id = $2")
+                        .await
+                        .map_err(backend)?,
                     &[&feed_position(started), &id],
                 )
                 .await;
@@ -1139,8 +1275,12 @@ impl Revocations for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = c
             .query(
-                "SELECT seq, token_id, expires_at FROM revoked_tokens
+                &c.prepare_cached(
+                    "SELECT seq, token_id, expires_at FROM revoked_tokens
                  WHERE seq > $1 AND seq <= $2 AND expires_at >= $3 ORDER BY seq LIMIT $4",
+                )
+                .await
+                .map_err(backend)?,
                 &[&since, &settled_horizon(FEED_SETTLE), &now, &limit],
             )
             .await
@@ -1170,20 +1310,31 @@ impl Throttle for PostgresStore {
         // window a caller uses (at most a day): a key counted over an hour must not go
         // because another is counted over fifteen minutes.
         let gone = now_ms - window_ms.max(crate::THROTTLE_MAX_WINDOW_MS);
-        c.execute(
-            "DELETE FROM login_failures WHERE last_ms <= $1 AND key <> $2",
-            &[&gone, &key],
-        )
-        .await
-        .map_err(backend)?;
+        let writes = self
+            .throttle_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if writes.is_multiple_of(SWEEP_EVERY) {
+            c.execute(
+                &c.prepare_cached("DELETE FROM login_failures WHERE last_ms <= $1 AND key <> $2")
+                    .await
+                    .map_err(backend)?,
+                &[&gone, &key],
+            )
+            .await
+            .map_err(backend)?;
+        }
         // One statement: concurrent failures on any instance each add exactly one.
         let row = c
             .query_one(
-                "INSERT INTO login_failures AS f (key, failures, last_ms) VALUES ($1, 1, $2)
+                &c.prepare_cached(
+                    "INSERT INTO login_failures AS f (key, failures, last_ms) VALUES ($1, 1, $2)
                  ON CONFLICT (key) DO UPDATE SET
                    failures = CASE WHEN f.last_ms <= $3 THEN 1 ELSE f.failures + 1 END,
                    last_ms = $2
                  RETURNING failures, last_ms",
+                )
+                .await
+                .map_err(backend)?,
                 &[&key, &now_ms, &stale],
             )
             .await
@@ -1205,8 +1356,12 @@ impl Throttle for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT key, failures, last_ms FROM login_failures
+                &c.prepare_cached(
+                    "SELECT key, failures, last_ms FROM login_failures
                  WHERE key = ANY($1) AND last_ms > $2",
+                )
+                .await
+                .map_err(backend)?,
                 &[&keys, &(now_ms - window_ms)],
             )
             .await
@@ -1232,9 +1387,13 @@ impl Throttle for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT key, failures, last_ms FROM login_failures
+                &c.prepare_cached(
+                    "SELECT key, failures, last_ms FROM login_failures
                  WHERE key COLLATE \"C\" >= $1 AND key COLLATE \"C\" < $2 AND last_ms > $3
                  ORDER BY key COLLATE \"C\" LIMIT $4",
+                )
+                .await
+                .map_err(backend)?,
                 &[
                     &from,
                     &to,
@@ -1259,7 +1418,7 @@ impl Throttle for PostgresStore {
         let c = self.client().await?;
         let n = c
             .execute(
-                "DELETE FROM login_failures WHERE key COLLATE \"C\" >= $1 AND key COLLATE \"C\" < $2",
+                &c.prepare_cached("DELETE FROM login_failures WHERE key COLLATE \"C\" >= $1 AND key COLLATE \"C\" < $2").await.map_err(backend)?,
                 &[&from, &to],
             )
             .await
@@ -1269,16 +1428,25 @@ impl Throttle for PostgresStore {
 
     async fn clear_login_failures(&self, key: &str) -> Result<()> {
         let c = self.client().await?;
-        c.execute("DELETE FROM login_failures WHERE key = $1", &[&key])
-            .await
-            .map_err(backend)?;
+        c.execute(
+            &c.prepare_cached("DELETE FROM login_failures WHERE key = $1")
+                .await
+                .map_err(backend)?,
+            &[&key],
+        )
+        .await
+        .map_err(backend)?;
         Ok(())
     }
 
     async fn release_login_failure(&self, key: &str) -> Result<()> {
         let c = self.client().await?;
         c.execute(
-            "UPDATE login_failures SET failures = failures - 1 WHERE key = $1 AND failures > 0",
+            &c.prepare_cached(
+                "UPDATE login_failures SET failures = failures - 1 WHERE key = $1 AND failures > 0",
+            )
+            .await
+            .map_err(backend)?,
             &[&key],
         )
         .await
@@ -1307,7 +1475,12 @@ impl Clients for PostgresStore {
         let conn = self.client().await?;
         let res = conn
             .execute(
-                &format!("INSERT INTO clients ({CLIENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+                &conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO clients ({CLIENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    ))
+                    .await
+                    .map_err(backend)?,
                 &[
                     &c.id,
                     &c.name,
@@ -1330,7 +1503,9 @@ impl Clients for PostgresStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                &format!("SELECT {CLIENT_COLS} FROM clients WHERE id = $1"),
+                &c.prepare_cached(&format!("SELECT {CLIENT_COLS} FROM clients WHERE id = $1"))
+                    .await
+                    .map_err(backend)?,
                 &[&id],
             )
             .await
@@ -1342,7 +1517,9 @@ impl Clients for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                &format!("SELECT {CLIENT_COLS} FROM clients ORDER BY id"),
+                &c.prepare_cached(&format!("SELECT {CLIENT_COLS} FROM clients ORDER BY id"))
+                    .await
+                    .map_err(backend)?,
                 &[],
             )
             .await
@@ -1354,7 +1531,11 @@ impl Clients for PostgresStore {
         let c = self.client().await?;
         let n = c
             .execute(
-                "UPDATE clients SET secret_hash = $1, secret_set_at = $2 WHERE id = $3",
+                &c.prepare_cached(
+                    "UPDATE clients SET secret_hash = $1, secret_set_at = $2 WHERE id = $3",
+                )
+                .await
+                .map_err(backend)?,
                 &[&secret_hash, &at, &id],
             )
             .await
@@ -1369,7 +1550,11 @@ impl Clients for PostgresStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                &format!("DELETE FROM clients WHERE id = $1 RETURNING {CLIENT_COLS}"),
+                &c.prepare_cached(&format!(
+                    "DELETE FROM clients WHERE id = $1 RETURNING {CLIENT_COLS}"
+                ))
+                .await
+                .map_err(backend)?,
                 &[&id],
             )
             .await
@@ -1384,8 +1569,12 @@ impl Audit for PostgresStore {
         let detail = serde_json::to_string(&e.detail).map_err(backend)?;
         let c = self.client().await?;
         c.execute(
-            "INSERT INTO audit_log (at_ms, kind, user_id, actor, ip, detail, keep_until)
+            &c.prepare_cached(
+                "INSERT INTO audit_log (at_ms, kind, user_id, actor, ip, detail, keep_until)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .await
+            .map_err(backend)?,
             &[
                 &e.at_ms,
                 &e.kind,
@@ -1405,10 +1594,14 @@ impl Audit for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT at_ms, kind, user_id, actor, ip, detail FROM audit_log
+                &c.prepare_cached(
+                    "SELECT at_ms, kind, user_id, actor, ip, detail FROM audit_log
                  WHERE at_ms >= $1 AND at_ms < $2 AND ($3::TEXT IS NULL OR kind = $3)
                    AND ($4::TEXT IS NULL OR user_id = $4)
                  ORDER BY at_ms DESC, seq DESC LIMIT $5",
+                )
+                .await
+                .map_err(backend)?,
                 &[
                     &q.since_ms,
                     &q.before_ms.unwrap_or(i64::MAX),
@@ -1435,8 +1628,13 @@ impl Audit for PostgresStore {
 
     async fn prune_audit(&self, now: i64) -> Result<u64> {
         let c = self.client().await?;
-        c.execute("DELETE FROM audit_log WHERE keep_until < $1", &[&now])
-            .await
-            .map_err(backend)
+        c.execute(
+            &c.prepare_cached("DELETE FROM audit_log WHERE keep_until < $1")
+                .await
+                .map_err(backend)?,
+            &[&now],
+        )
+        .await
+        .map_err(backend)
     }
 }
