@@ -230,13 +230,18 @@ pub fn client_address(parts: &Parts, hops: u8) -> (Option<IpAddr>, bool) {
     if hops == 0 {
         return (peer, true);
     }
-    let entries: Vec<&str> = parts
+    // A line that is not text cannot be read, and skipping it would shift which entry is
+    // the proxy's: no forwarded address then, the peer (unresolved).
+    let Ok(lines) = parts
         .headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
+        .map(|v| v.to_str())
+        .collect::<Result<Vec<&str>, _>>()
+    else {
+        return (peer, false);
+    };
+    let entries: Vec<&str> = lines.iter().flat_map(|v| v.split(',')).collect();
     let hops = usize::from(hops);
     if entries.len() < hops {
         return (peer, false);
@@ -289,6 +294,16 @@ mod tests {
         p.extensions.insert(SourceIp("9.9.9.9".parse().unwrap()));
         assert_eq!(client_ip(&p, 1), ip("9.9.9.9"));
         assert!(client_address(&p, 1).1);
+        // A line that is not text: no forwarded address, never a shifted one.
+        let mut b = axum::http::Request::builder().header("x-forwarded-for", "6.6.6.6");
+        b = b.header(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        let (mut p, _) = b.body(()).unwrap().into_parts();
+        p.extensions
+            .insert(ConnectInfo("10.0.0.1:80".parse::<SocketAddr>().unwrap()));
+        assert_eq!(client_address(&p, 1), (ip("10.0.0.1"), false));
     }
 
     #[test]

@@ -395,7 +395,6 @@ pub async fn login(
     if device.is_none() && admission.is_none() {
         admission = Some(admit(&st)?);
     }
-    let _admission = admission;
     let mut keys = match &device {
         Some(d) => vec![format!("dev:{}", d.id)],
         None => untrusted.clone(),
@@ -407,9 +406,16 @@ pub async fn login(
     let known: Option<String> = found.as_ref().map(|r| r.user.id.clone());
     let mut begun = st.0.limiter.begin(&keys).await;
     if device.is_some() && matches!(begun, Err(ApiError::RateLimited { .. })) {
+        // A spent token counts as none: an untrusted login, admitted like any other (its
+        // device counter was only read).
+        if admission.is_none() {
+            admission = Some(admit(&st)?);
+        }
         keys = untrusted;
         begun = st.0.limiter.begin(&keys).await;
     }
+    // Held until the answer: the place is given back when this login ends.
+    let _admission = admission;
     if let Ok(b) = &begun
         && b.ceiling_reached
     {
