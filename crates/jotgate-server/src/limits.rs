@@ -841,26 +841,39 @@ mod tests {
         }
     }
 
-    /// With the untrusted queue full (a flood), a device-token login is still taken, and
-    /// hashed before every untrusted job that was waiting.
-    #[tokio::test]
-    async fn trusted_logins_pass_a_full_untrusted_queue() {
+    /// A pool of one worker, busy with a job until `hold` is sent (or dropped), so that
+    /// jobs queue in the meantime; `first` is that job.
+    async fn held_pool(
+        pending: usize,
+    ) -> (
+        Arc<HashPool>,
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), ApiError>>,
+    ) {
         let hasher = PasswordHasher::new(jotgate_core::PasswordParams::default(), None).unwrap();
-        let pool = Arc::new(HashPool::new(hasher, 1, 2).unwrap());
-        let order = Arc::new(Mutex::new(Vec::new()));
+        let pool = Arc::new(HashPool::new(hasher, 1, pending).unwrap());
         let (hold, held) = std::sync::mpsc::channel::<()>();
         let (started_tx, started) = std::sync::mpsc::channel::<()>();
         let p = Arc::clone(&pool);
         let first = tokio::spawn(async move {
             p.run(move |_, _| {
                 started_tx.send(()).unwrap();
-                held.recv().unwrap();
+                let _ = held.recv();
             })
             .await
         });
         tokio::task::spawn_blocking(move || started.recv().unwrap())
             .await
             .unwrap();
+        (pool, hold, first)
+    }
+
+    /// With the untrusted queue full (a flood), a device-token login is still taken, and
+    /// hashed before every untrusted job that was waiting.
+    #[tokio::test]
+    async fn trusted_logins_pass_a_full_untrusted_queue() {
+        let (pool, hold, first) = held_pool(2).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiting = Vec::new();
         for (lane, name) in [
             (Lane::Untrusted, "flood-1"),
@@ -895,22 +908,8 @@ mod tests {
     /// (its holder knows the password) delays the others by one hash a round, no more.
     #[tokio::test]
     async fn the_trusted_lane_serves_users_in_turn() {
-        let hasher = PasswordHasher::new(jotgate_core::PasswordParams::default(), None).unwrap();
-        let pool = Arc::new(HashPool::new(hasher, 1, 64).unwrap());
+        let (pool, hold, first) = held_pool(64).await;
         let order = Arc::new(Mutex::new(Vec::new()));
-        let (hold, held) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = std::sync::mpsc::channel::<()>();
-        let p = Arc::clone(&pool);
-        let first = tokio::spawn(async move {
-            p.run(move |_, _| {
-                started_tx.send(()).unwrap();
-                held.recv().unwrap();
-            })
-            .await
-        });
-        tokio::task::spawn_blocking(move || started.recv().unwrap())
-            .await
-            .unwrap();
         let mut waiting = Vec::new();
         let jobs = (1..=TRUSTED_PER_USER)
             .map(|i| ("noisy", format!("noisy-{i}")))
@@ -959,22 +958,8 @@ mod tests {
     /// And accounts from one address hold at most TRUSTED_PER_ADDRESS places together.
     #[tokio::test]
     async fn trusted_logins_leave_a_share_to_the_rest() {
-        let hasher = PasswordHasher::new(jotgate_core::PasswordParams::default(), None).unwrap();
-        let pool = Arc::new(HashPool::new(hasher, 1, 64).unwrap());
+        let (pool, hold, first) = held_pool(64).await;
         let order = Arc::new(Mutex::new(Vec::new()));
-        let (hold, held) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = std::sync::mpsc::channel::<()>();
-        let p = Arc::clone(&pool);
-        let first = tokio::spawn(async move {
-            p.run(move |_, _| {
-                started_tx.send(()).unwrap();
-                held.recv().unwrap();
-            })
-            .await
-        });
-        tokio::task::spawn_blocking(move || started.recv().unwrap())
-            .await
-            .unwrap();
         let users = ["t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8"];
         let jobs = [(None, "f1"), (None, "f2")]
             .into_iter()
@@ -1047,21 +1032,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_hashing_queue_is_bounded() {
-        let hasher = PasswordHasher::new(jotgate_core::PasswordParams::default(), None).unwrap();
-        let pool = Arc::new(HashPool::new(hasher, 1, 2).unwrap());
-        let (hold, held) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = std::sync::mpsc::channel::<()>();
-        let p = Arc::clone(&pool);
-        let first = tokio::spawn(async move {
-            p.run(move |_, _| {
-                started_tx.send(()).unwrap();
-                held.recv().unwrap();
-            })
-            .await
-        });
-        tokio::task::spawn_blocking(move || started.recv().unwrap())
-            .await
-            .unwrap();
+        let (pool, hold, first) = held_pool(2).await;
         // The worker is busy: two jobs may wait, the third is refused at once.
         let waiting: Vec<_> = (0..2)
             .map(|_| {

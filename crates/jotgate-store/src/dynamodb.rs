@@ -1944,6 +1944,35 @@ impl Revocations for DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// One page of a throttle group's counters (`THROTTLE#group` / `M#…`), from `start`, and
+    /// where the next page begins. `keys_only`: just `pk` and `sk` (to delete them).
+    async fn throttle_group_page(
+        &self,
+        group: &str,
+        start: Option<Item>,
+        keys_only: bool,
+    ) -> Result<(Vec<Item>, Option<Item>)> {
+        crate::throttle_group_range(group)?;
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+            .expression_attribute_values(":pk", s(format!("THROTTLE#{group}")))
+            .expression_attribute_values(":m", s("M#"))
+            .set_exclusive_start_key(start);
+        query = if keys_only {
+            query.projection_expression("pk, sk")
+        } else {
+            query.consistent_read(true)
+        };
+        let res = query.send().await.map_err(sdk)?;
+        let next = res.last_evaluated_key.filter(|k| !k.is_empty());
+        Ok((res.items.unwrap_or_default(), next))
+    }
+}
+
 #[async_trait]
 impl Throttle for DynamoStore {
     async fn add_login_failure(
@@ -2058,23 +2087,11 @@ impl Throttle for DynamoStore {
         now_ms: i64,
         window_ms: i64,
     ) -> Result<Vec<LoginFailures>> {
-        crate::throttle_group_range(group)?;
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let res = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
-                .expression_attribute_values(":pk", s(format!("THROTTLE#{group}")))
-                .expression_attribute_values(":m", s("M#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk)?;
-            for it in res.items.unwrap_or_default() {
+            let (items, next) = self.throttle_group_page(group, start.take(), false).await?;
+            for it in items {
                 let Some(k) = throttle_key_of(&it)? else {
                     continue;
                 };
@@ -2084,7 +2101,7 @@ impl Throttle for DynamoStore {
                     out.push(f);
                 }
             }
-            start = res.last_evaluated_key.filter(|k| !k.is_empty());
+            start = next;
             if start.is_none() || out.len() >= crate::THROTTLE_GROUP_MAX {
                 break;
             }
@@ -2095,24 +2112,11 @@ impl Throttle for DynamoStore {
     }
 
     async fn clear_login_failures_in(&self, group: &str) -> Result<usize> {
-        crate::throttle_group_range(group)?;
         // Page by page: each page's items deleted (8 at a time) before the next is read.
         let mut gone = 0;
         let mut start: Option<Item> = None;
         loop {
-            let res = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
-                .expression_attribute_values(":pk", s(format!("THROTTLE#{group}")))
-                .expression_attribute_values(":m", s("M#"))
-                .projection_expression("pk, sk")
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk)?;
-            let items = res.items.unwrap_or_default();
+            let (items, next) = self.throttle_group_page(group, start.take(), true).await?;
             for chunk in items.chunks(8) {
                 let deletes = chunk.iter().map(|it| {
                     let k: Item = it
@@ -2131,7 +2135,7 @@ impl Throttle for DynamoStore {
                     gone += 1;
                 }
             }
-            start = res.last_evaluated_key.filter(|k| !k.is_empty());
+            start = next;
             if start.is_none() {
                 return Ok(gone);
             }

@@ -22,6 +22,20 @@ pub fn temp_dir() -> PathBuf {
 
 /// Settings for tests: a private database, port 0, cheap argon2 (the default costs ~1 s per
 /// hash in a debug build; one test keeps the OWASP defaults).
+/// The stores a test runs on: the embedded SQLite file (`None`), then PostgreSQL and the
+/// DynamoDB emulator unless told to skip them (a fresh database or table each).
+pub async fn every_store() -> Vec<Option<String>> {
+    let mut stores = vec![None];
+    stores.extend(
+        jotgate_store::contract::postgres_test_database()
+            .await
+            .map(Some),
+    );
+    #[cfg(feature = "dynamodb")]
+    stores.extend(jotgate_store::contract::dynamodb_test_table().map(Some));
+    stores
+}
+
 pub fn settings(dir: &std::path::Path) -> Settings {
     let mut s = Settings::default();
     s.store.database = Some(dir.join("jotgate.db"));

@@ -564,15 +564,7 @@ async fn a_device_token_gets_its_owner_through_a_tripped_ceiling_and_nothing_els
 /// none (the password still decides), and nothing reveals whether the name exists.
 #[tokio::test]
 async fn device_token_input_is_bounded_and_alike_on_every_backend() {
-    let mut stores = vec![None];
-    stores.extend(
-        jotgate_store::contract::postgres_test_database()
-            .await
-            .map(Some),
-    );
-    #[cfg(feature = "dynamodb")]
-    stores.extend(jotgate_store::contract::dynamodb_test_table().map(Some));
-    for store in stores {
+    for store in crate::common::every_store().await {
         let dir = temp_dir();
         let mut s = settings(&dir);
         s.store.store = store.clone().map(Into::into);
@@ -617,15 +609,7 @@ async fn device_token_input_is_bounded_and_alike_on_every_backend() {
 /// (`update:users`, `jotgate users unblock`), with an audit event; on every backend.
 #[tokio::test]
 async fn operators_list_and_lift_a_users_blocks_on_every_backend() {
-    let mut stores = vec![None];
-    stores.extend(
-        jotgate_store::contract::postgres_test_database()
-            .await
-            .map(Some),
-    );
-    #[cfg(feature = "dynamodb")]
-    stores.extend(jotgate_store::contract::dynamodb_test_table().map(Some));
-    for store in stores {
+    for store in crate::common::every_store().await {
         let dir = temp_dir();
         let mut s = settings(&dir);
         s.store.store = store.clone().map(Into::into);

@@ -277,15 +277,7 @@ async fn undecodable_paths_and_oversized_token_requests_get_documented_json() {
 /// in text, and was answered 500. It is a 400 on every backend.
 #[tokio::test]
 async fn a_login_name_with_a_control_character_is_a_400_on_every_backend() {
-    let mut stores = vec![None];
-    stores.extend(
-        jotgate_store::contract::postgres_test_database()
-            .await
-            .map(Some),
-    );
-    #[cfg(feature = "dynamodb")]
-    stores.extend(jotgate_store::contract::dynamodb_test_table().map(Some));
-    for store in stores {
+    for store in crate::common::every_store().await {
         let dir = temp_dir();
         let app = TestApp::with(app_settings(&dir, store), dir).await;
         for name in ["a\u{0}b", "al\u{7}ice", "x\u{0}@example.com"] {
