@@ -531,19 +531,6 @@ pub async fn revoke_sessions(
     }))
 }
 
-fn user_blocks(blocks: Vec<crate::limits::Block>) -> crate::schema::UserBlocks {
-    crate::schema::UserBlocks {
-        blocked_for: blocks
-            .into_iter()
-            .map(|b| crate::schema::UserBlock {
-                ip: b.address,
-                failures: b.failures,
-                until: (b.until_ms + 999) / 1000,
-            })
-            .collect(),
-    }
-}
-
 /// `GET /api/v1/user-blocks/{id}`: the addresses a user's login is held back from by
 /// wrong passwords (the per-address limit), and every address once the hourly ceiling is
 /// reached — as Auth0's user blocks.
@@ -557,7 +544,7 @@ pub async fn get_user_blocks(
 ) -> Result<Json<crate::schema::UserBlocks>, ApiError> {
     caller.require("read:users")?;
     let user = user_or_404(&st, &id).await?;
-    Ok(Json(user_blocks(st.0.limiter.blocks(&user).await?)))
+    Ok(Json(st.0.limiter.blocks(&user).await?.into()))
 }
 
 /// `DELETE /api/v1/user-blocks/{id}`: lift every block on a user — the wrong-password

@@ -347,7 +347,7 @@ pub async fn login(
     // be admitted — no more are under way at once than the pool can take.
     let mut admission = None;
     if !presented.iter().any(|t| st.0.devices.vouches(t, now())) {
-        admission = Some(admit(&st)?);
+        admit(&st, &mut admission)?;
     }
     let email = typed
         .contains('@')
@@ -392,8 +392,8 @@ pub async fn login(
     });
     // A token that vouched above but is not this account's (another user's, a revoked
     // one) leaves the attempt untrusted: admitted like the flood, before it is counted.
-    if device.is_none() && admission.is_none() {
-        admission = Some(admit(&st)?);
+    if device.is_none() {
+        admit(&st, &mut admission)?;
     }
     let mut keys = match &device {
         Some(d) => vec![format!("dev:{}", d.id)],
@@ -408,9 +408,7 @@ pub async fn login(
     if device.is_some() && matches!(begun, Err(ApiError::RateLimited { .. })) {
         // A spent token counts as none: an untrusted login, admitted like any other (its
         // device counter was only read).
-        if admission.is_none() {
-            admission = Some(admit(&st)?);
-        }
+        admit(&st, &mut admission)?;
         keys = untrusted;
         begun = st.0.limiter.begin(&keys).await;
     }
@@ -455,7 +453,10 @@ pub async fn login(
     };
     // A device token's login waits in its own lane, ahead of any flood, served in turn
     // with other users' device-token logins.
-    let address = ip.map_or_else(|| "-".to_string(), crate::limits::address_group);
+    let address = ip.map_or_else(
+        || crate::limits::NO_ADDRESS.to_string(),
+        crate::limits::address_group,
+    );
     let lane = match known.as_deref() {
         Some(user) if keys.first().is_some_and(|k| k.starts_with("dev:")) => {
             crate::limits::Lane::Trusted {
@@ -546,17 +547,21 @@ pub async fn login(
     Ok(with_device_cookie(&st, body))
 }
 
-/// Admit an untrusted login ([`crate::limits::HashPool::admit`]), shedding it with 429
-/// when the pool is full or as many are under way as it can take.
-fn admit(st: &AppState) -> Result<crate::limits::Admission, ApiError> {
-    if st.0.pool.untrusted_full() {
-        crate::metrics::login("busy");
-        crate::metrics::METRICS.hash_rejected.inc();
-        return Err(ApiError::Busy);
+/// Admit an untrusted login ([`crate::limits::HashPool::admit`]) into `held`, unless it
+/// holds a place already; shed it with 429 when the pool is full or as many are under way
+/// as it can take.
+fn admit(st: &AppState, held: &mut Option<crate::limits::Admission>) -> Result<(), ApiError> {
+    if held.is_some() {
+        return Ok(());
     }
-    st.0.pool
-        .admit()
-        .inspect_err(|_| crate::metrics::login("busy"))
+    let admitted = if st.0.pool.untrusted_full() {
+        crate::metrics::METRICS.hash_rejected.inc();
+        Err(ApiError::Busy)
+    } else {
+        st.0.pool.admit()
+    };
+    *held = Some(admitted.inspect_err(|_| crate::metrics::login("busy"))?);
+    Ok(())
 }
 
 /// A token answer, with its device token (if any) also set as the browser's cookie.

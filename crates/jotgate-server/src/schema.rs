@@ -160,6 +160,21 @@ pub struct UserBlocks {
     pub blocked_for: Vec<UserBlock>,
 }
 
+impl From<Vec<crate::limits::Block>> for UserBlocks {
+    fn from(blocks: Vec<crate::limits::Block>) -> Self {
+        Self {
+            blocked_for: blocks
+                .into_iter()
+                .map(|b| UserBlock {
+                    ip: b.address,
+                    failures: b.failures,
+                    until: (b.until_ms + 999) / 1000,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One block on a user's login.
 #[derive(Serialize, ToSchema)]
 pub struct UserBlock {

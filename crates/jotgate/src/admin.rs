@@ -375,14 +375,8 @@ pub async fn users_blocks(s: &Settings, name: &str, as_json: bool) -> anyhow::Re
     let limiter = jotgate_server::limits::LoginLimiter::new(s.rate_limit()?, store);
     let blocks = limiter.blocks(&record.user).await?;
     Ok(if as_json {
-        let list: Vec<_> = blocks
-            .iter()
-            .map(|b| json!({"ip": b.address, "failures": b.failures, "until": (b.until_ms + 999) / 1000}))
-            .collect();
-        format!(
-            "{}\n",
-            serde_json::to_string(&json!({ "blocked_for": list }))?
-        )
+        let shown = jotgate_server::schema::UserBlocks::from(blocks);
+        format!("{}\n", serde_json::to_string(&shown)?)
     } else {
         blocks_table(&blocks)
     })

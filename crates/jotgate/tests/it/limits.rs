@@ -668,8 +668,34 @@ async fn operators_list_and_lift_a_users_blocks_on_every_backend() {
         );
         let res = del(&writer, "/api/v1/user-blocks/u_nobody").await.unwrap();
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
-        let res = del(&writer, &path).await.unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        // What an attacker sends instead: no token, a token without the scope, an id of
+        // 5,000 characters or one that is not UTF-8 — each a JSON error, nothing listed.
+        let res = app.client.get(app.url(&path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let other = crate::management::mgmt_token(&app, "read:roles").await;
+        let res = get(other).await;
+        assert_eq!(
+            error_code(res, StatusCode::FORBIDDEN).await,
+            "insufficient_scope"
+        );
+        for odd in [
+            format!("/api/v1/user-blocks/{}", "a".repeat(5000)),
+            "/api/v1/user-blocks/%FF%FE".to_string(),
+        ] {
+            let res = app
+                .client
+                .get(app.url(&odd))
+                .bearer_auth(&reader)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_client_error(), "{odd}: {}", res.status());
+            assert!(res.json::<Value>().await.unwrap()["code"].is_string());
+        }
+        // Two lifts at once: both succeed, and nothing is left.
+        let (a, b) = tokio::join!(del(&writer, &path), del(&writer, &path));
+        assert_eq!(a.unwrap().status(), StatusCode::NO_CONTENT);
+        assert_eq!(b.unwrap().status(), StatusCode::NO_CONTENT);
         assert_eq!(blocks(get(reader.clone()).await).await, json!([]));
         let res = login_from(&app, at, "lena", PASSWORD).await;
         assert_eq!(res.status(), StatusCode::OK, "{store:?}");
@@ -694,6 +720,7 @@ async fn operators_list_and_lift_a_users_blocks_on_every_backend() {
             })
             .await
             .unwrap();
-        assert_eq!(events.len(), 2, "{events:?}");
+        // Every lift is recorded: the two at once, and the command line's.
+        assert_eq!(events.len(), 3, "{events:?}");
     }
 }
