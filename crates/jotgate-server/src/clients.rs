@@ -428,12 +428,14 @@ pub async fn token(
     // Answered within STORE_DEADLINE, a slow store or not, in this endpoint's own error
     // shape (the other writing routes share a middleware that answers in ours). The work
     // goes on in the background, so a counted attempt is still settled.
-    let work = tokio::spawn(tracing::Instrument::in_current_span(async move {
-        match issue(&st, ip, listed, &headers, &body).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        }
-    }));
+    let work = tokio::spawn(tracing::Instrument::in_current_span(
+        jotgate_verify::service::RequestContext::carry(async move {
+            match issue(&st, ip, listed, &headers, &body).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            }
+        }),
+    ));
     match tokio::time::timeout(crate::STORE_DEADLINE, work).await {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => OAuthError::from(ApiError::internal(e)).into_response(),

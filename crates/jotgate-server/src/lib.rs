@@ -461,8 +461,10 @@ async fn store_deadline(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    // In the request's span, so that the handler's log lines still name the request.
-    let mut work = tokio::spawn(tracing::Instrument::in_current_span(next.run(req)));
+    // Still the request's, so that the handler's log lines name it.
+    let mut work = tokio::spawn(tracing::Instrument::in_current_span(
+        jotgate_verify::service::RequestContext::carry(next.run(req)),
+    ));
     match tokio::time::timeout(STORE_DEADLINE, &mut work).await {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => axum::response::IntoResponse::into_response(ApiError::internal(e)),

@@ -675,9 +675,10 @@ impl serde::Serialize for Hello {
     security(("user" = [])))]
 pub async fn private(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    // The request itself, not a `HeaderMap` extractor: that one clones every header.
+    req: axum::extract::Request,
 ) -> Result<Json<Hello>, ApiError> {
-    let p = st.authenticate_request(&headers).await?;
+    let p = st.authenticate_request(req.headers()).await?;
     Ok(Json(Hello(p)))
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -37,7 +37,7 @@ pub enum Rejection {
 pub fn bearer(headers: &HeaderMap, legacy: bool) -> Result<Option<&str>, Rejection> {
     fn single<'a>(
         headers: &'a HeaderMap,
-        name: &str,
+        name: &HeaderName,
         twice: &'static str,
     ) -> Result<Option<&'a str>, Rejection> {
         let mut values = headers.get_all(name).iter();
@@ -51,9 +51,10 @@ pub fn bearer(headers: &HeaderMap, legacy: bool) -> Result<Option<&str>, Rejecti
             .map(Some)
             .map_err(|_| Rejection::BadRequest("a credential header is not text"))
     }
+    const X_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-access-token");
     if let Some(v) = single(
         headers,
-        header::AUTHORIZATION.as_str(),
+        &header::AUTHORIZATION,
         "more than one Authorization header",
     )? {
         return Ok(jotgate_core::bearer_credential(v).filter(|t| !t.is_empty()));
@@ -61,7 +62,7 @@ pub fn bearer(headers: &HeaderMap, legacy: bool) -> Result<Option<&str>, Rejecti
     if legacy {
         let v = single(
             headers,
-            "x-access-token",
+            &X_ACCESS_TOKEN,
             "more than one x-access-token header",
         )?;
         return Ok(v.map(str::trim).filter(|t| !t.is_empty()));

@@ -22,12 +22,13 @@
 //! The layer goes around the whole router, not on it: `Router::layer` wraps every route in
 //! its own boxed copy of each layer, cloned and boxed again per request.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -37,7 +38,6 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::Response;
 use futures_util::FutureExt;
 use tower::Layer;
-use tracing::Instrument;
 
 /// Marks an answer that came from an upstream: its headers are the upstream's business.
 #[derive(Clone, Copy, Debug)]
@@ -52,8 +52,8 @@ pub const HSTS_DEFAULT: u64 = 31_536_000;
 /// service is reached over HTTPS.
 ///
 /// One layer, one boxed future per request: the hot path (a cached token on `/private`)
-/// pays for a request id from a counter, a disabled span when logging is off, and four
-/// header inserts — nothing that allocates per layer or asks the kernel for randomness.
+/// pays for a request id from a counter, its [`RequestContext`], and four header inserts —
+/// nothing that allocates per layer or asks the kernel for randomness.
 pub fn wrap<S>(inner: S, hsts_max_age: Option<u64>) -> Framed<S> {
     let hsts = hsts_max_age
         .filter(|s| *s > 0)
@@ -106,7 +106,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = InRequest<Result<Response, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -121,65 +121,161 @@ where
             _ => new_request_id(),
         };
         req.headers_mut().insert(REQUEST_ID, id.clone());
-        let span = tracing::info_span!(
-            target: "access",
-            "request",
-            method = %req.method(),
-            path = %Escaped(req.uri().path()),
-            request_id = %id.to_str().unwrap_or(""),
-        );
-        let started = Instant::now();
-        // Asked inside the span: a filter may enable the line by its span
-        // (`JOTGATE_LOG=warn,[request]=info`).
-        let write = ACCESS_WRITER.get().copied().filter(|_| {
-            span.in_scope(|| tracing::enabled!(target: "access", tracing::Level::INFO))
+        let context = Arc::new(RequestContext {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            id,
         });
+        let started = Instant::now();
+        let write = ACCESS_WRITER
+            .get()
+            .copied()
+            .filter(|_| tracing::enabled!(target: "access", tracing::Level::INFO));
         let observe = OBSERVER.get().copied();
-        let seen = (write.is_some() || observe.is_some())
-            .then(|| (req.method().clone(), req.uri().clone()));
         // The clone that was made ready is the one to call (tower's contract).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let hsts = self.hsts.clone();
         let timeout = self.timeout;
-        Box::pin(
-            async move {
-                // `call` inside the caught future: a panic there is answered too.
-                let answer = AssertUnwindSafe(async move { inner.call(req).await }).catch_unwind();
-                let answer = match timeout {
-                    // tokio's timeout polls the request first: its timer is registered only
-                    // when the request has to wait (not for a cached token).
-                    Some(limit) => tokio::time::timeout(limit, answer).await,
-                    None => Ok(answer.await),
-                };
-                let mut res = match answer {
-                    Ok(Ok(res)) => res?,
-                    Ok(Err(_)) => panicked(),
-                    Err(_) => timed_out(timeout.unwrap_or_default()),
-                };
-                secure(&mut res, hsts);
-                let status = res.status().as_u16();
-                let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                match (write, &seen) {
-                    (Some(write), Some((method, uri))) => write(&AccessLine {
-                        method: method.as_str(),
-                        path: Escaped(uri.path()),
-                        request_id: id.to_str().unwrap_or(""),
-                        status,
-                        latency_us,
-                    }),
-                    _ => tracing::info!(target: "access", status, latency_us, "answered"),
-                }
-                if let (Some(observe), Some((method, uri))) = (observe, &seen) {
-                    observe(method, uri.path(), status, latency_us);
-                }
-                if !res.headers().contains_key(&REQUEST_ID) {
-                    res.headers_mut().insert(REQUEST_ID, id);
-                }
-                Ok(res)
+        let answered = Arc::clone(&context);
+        let work = Box::pin(async move {
+            // `call` inside the caught future: a panic there is answered too.
+            let answer = AssertUnwindSafe(async move { inner.call(req).await }).catch_unwind();
+            let answer = match timeout {
+                // tokio's timeout polls the request first: its timer is registered only
+                // when the request has to wait (not for a cached token).
+                Some(limit) => tokio::time::timeout(limit, answer).await,
+                None => Ok(answer.await),
+            };
+            let mut res = match answer {
+                Ok(Ok(res)) => res?,
+                Ok(Err(_)) => panicked(),
+                Err(_) => timed_out(timeout.unwrap_or_default()),
+            };
+            secure(&mut res, hsts);
+            let status = res.status().as_u16();
+            let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let c = &*answered;
+            match write {
+                Some(write) => write(&AccessLine {
+                    method: c.method(),
+                    path: c.path(),
+                    request_id: c.request_id(),
+                    status,
+                    latency_us,
+                }),
+                None => tracing::info!(target: "access", status, latency_us, "answered"),
             }
-            .instrument(span),
-        )
+            if let Some(observe) = observe {
+                observe(&c.method, c.uri.path(), status, latency_us);
+            }
+            if !res.headers().contains_key(&REQUEST_ID) {
+                res.headers_mut().insert(REQUEST_ID, c.id.clone());
+            }
+            Ok(res)
+        });
+        InRequest {
+            context: Some(context),
+            work,
+        }
+    }
+}
+
+thread_local! {
+    /// The request the future being polled on this thread serves.
+    static CURRENT: RefCell<Option<Arc<RequestContext>>> = const { RefCell::new(None) };
+}
+
+/// A request's work, its [`RequestContext`] current while it is polled: put in place and
+/// taken back around each poll (a pointer's swap each way, the context allocated once per
+/// request; a `tokio::task_local!` moved the whole context in and out, a `tracing` span
+/// registered it and formatted its fields).
+pub struct InRequest<T> {
+    context: Option<Arc<RequestContext>>,
+    work: Pin<Box<dyn Future<Output = T> + Send>>,
+}
+
+impl<T> Future for InRequest<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        let _current = Current::set(&mut this.context);
+        this.work.as_mut().poll(cx)
+    }
+}
+
+/// While it lives, `slot`'s context is the current one; the one before is put back after.
+struct Current<'a> {
+    slot: &'a mut Option<Arc<RequestContext>>,
+    before: Option<Arc<RequestContext>>,
+}
+
+impl<'a> Current<'a> {
+    fn set(slot: &'a mut Option<Arc<RequestContext>>) -> Self {
+        let before = CURRENT.with(|c| c.replace(slot.take()));
+        Current { slot, before }
+    }
+}
+
+impl Drop for Current<'_> {
+    fn drop(&mut self) {
+        *self.slot = CURRENT.with(|c| c.replace(self.before.take()));
+    }
+}
+
+/// The request a task is serving, for the log lines written while it does: each format
+/// names it (`request{method=… path=… request_id=…}:` in text, `"span":{…,"name":"request"}`
+/// in JSON, as a `tracing` span of that name would be). Set by [`Framed`] for the time the
+/// request is served, read only when a line is written: a `tracing` span did the same work
+/// on every request, logged or not (registered, its fields formatted, entered on each poll:
+/// an eighth of a cached token's request).
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    id: HeaderValue,
+}
+
+impl RequestContext {
+    /// A request's context: its method, its URI (only the path is ever written) and its id
+    /// (1–64 of `[A-Za-z0-9._-]`, see [`valid_request_id`]).
+    pub fn new(method: axum::http::Method, uri: axum::http::Uri, id: HeaderValue) -> Self {
+        Self { method, uri, id }
+    }
+
+    pub fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
+    /// The path, never the query string, escaped for a log line.
+    pub fn path(&self) -> Escaped<'_> {
+        Escaped(self.uri.path())
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.id.to_str().unwrap_or("")
+    }
+
+    /// Run `f` as this request's: its log lines name the request.
+    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        let mut slot = Some(Arc::new(self));
+        let _current = Current::set(&mut slot);
+        f()
+    }
+
+    /// What `f` makes of the request the future being polled serves, if it serves one.
+    pub fn with_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
+        CURRENT.with(|c| c.borrow().as_deref().map(f))
+    }
+
+    /// `work`, to be spawned as a task of its own, still the current request's: its log
+    /// lines name the request.
+    pub fn carry<T>(work: impl Future<Output = T> + Send + 'static) -> InRequest<T> {
+        InRequest {
+            context: CURRENT.with(|c| c.borrow().clone()),
+            work: Box::pin(work),
+        }
     }
 }
 
@@ -244,9 +340,10 @@ pub struct AccessLine<'a> {
     pub latency_us: u64,
 }
 
-/// Writes access lines itself, in the text format the `tracing` subscriber would give them
+/// Writes access lines itself, in the text format the log's formatter would give them
 /// (`request{method=… path=… request_id=…}: access: answered status=… latency_us=…`),
-/// when the `access` target is enabled. Without one, the line is a `tracing` event.
+/// when the `access` target is enabled. Without one, the line is a `tracing` event,
+/// written while the request's [`RequestContext`] is current.
 pub type AccessWriter = fn(&AccessLine<'_>);
 
 static ACCESS_WRITER: OnceLock<AccessWriter> = OnceLock::new();

@@ -9,7 +9,8 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
-use tracing_subscriber::fmt::{FormatFields, MakeWriter};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 /// Libraries that log what they send at debug and trace level — request headers, SQL
 /// parameters, signed AWS requests — kept at `info` unless `JOTGATE_LOG` names them.
@@ -119,43 +120,168 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_hand_written_access_line_is_the_one_tracing_writes() {
-        use jotgate_verify::service::{AccessLine, Escaped};
-        let out = Captured::default();
-        let writer = out.clone();
-        let sub = tracing_subscriber::fmt()
+    /// `tracing-subscriber`'s own text format, without the time, and ours (the time cut off)
+    /// for the same event: the request inside an equal span for theirs, as a
+    /// `RequestContext` for ours.
+    fn text_both(event: impl Fn() + Clone) -> (String, String) {
+        let (theirs, ours) = (Captured::default(), Captured::default());
+        let (t, o) = (theirs.clone(), ours.clone());
+        let stock = tracing_subscriber::fmt()
             .with_ansi(false)
             .without_time()
             .fmt_fields(super::PlainFields)
-            .with_writer(move || writer.clone())
+            .with_writer(move || t.clone())
             .finish();
-        let path = "/a b\"\n";
-        tracing::subscriber::with_default(sub, || {
+        let ev = event.clone();
+        tracing::subscriber::with_default(stock, || {
             let span = tracing::info_span!(
                 target: "access",
                 "request",
                 method = %"POST",
-                path = %Escaped(path),
+                path = %jotgate_verify::service::Escaped("/a b\"\n"),
                 request_id = %"abc-1",
             );
-            let _in = span.enter();
-            tracing::info!(target: "access", status = 401u16, latency_us = 12_345u64, "answered");
+            span.in_scope(ev);
+        });
+        let mine = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(super::PlainFields)
+            .event_format(super::TextLines)
+            .with_writer(move || o.clone())
+            .finish();
+        tracing::subscriber::with_default(mine, || request().sync_scope(event));
+        let theirs = String::from_utf8(theirs.0.lock().unwrap().clone()).unwrap();
+        let ours = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
+        // Ours: `2026-12-03T07:04:27.123456Z  INFO …`; theirs without time: ` INFO …`.
+        let (time, rest) = ours.split_once(' ').unwrap();
+        assert_eq!(time.len(), 27, "{ours:?}");
+        assert!(time.ends_with('Z'), "{ours:?}");
+        (theirs, rest.to_string())
+    }
+
+    fn request() -> jotgate_verify::service::RequestContext {
+        jotgate_verify::service::RequestContext::new(
+            axum::http::Method::POST,
+            axum::http::Uri::from_static("/a%20b?secret=1"),
+            axum::http::HeaderValue::from_static("abc-1"),
+        )
+    }
+
+    #[test]
+    fn text_lines_name_the_request_as_tracing_named_its_span() {
+        let (theirs, ours) = text_both(
+            || tracing::info!(target: "access", status = 401u16, latency_us = 12_345u64, "answered"),
+        );
+        // The context's path is the URI's path: the query string is never written.
+        let theirs = theirs.replace("path=/a b\\\"\\n", "path=/a%20b");
+        assert_eq!(theirs, ours);
+        assert!(ours.starts_with(" INFO request{method=POST path=/a%20b request_id=abc-1}: access: answered status=401"), "{ours:?}");
+        let (theirs, ours) = text_both(|| {
+            let inner = tracing::info_span!("store", table = "users");
+            inner.in_scope(|| tracing::warn!(error = %"x\ny", "slow"));
+        });
+        let theirs = theirs.replace("path=/a b\\\"\\n", "path=/a%20b");
+        assert_eq!(theirs, ours);
+        assert!(
+            ours.contains("}:store{table=\"users\"}: jotgate::logging::tests: slow error=x\\ny"),
+            "{ours:?}"
+        );
+    }
+
+    #[test]
+    fn the_hand_written_access_line_is_the_one_text_lines_writes() {
+        use jotgate_verify::service::AccessLine;
+        let out = Captured::default();
+        let writer = out.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(super::PlainFields)
+            .event_format(super::TextLines)
+            .with_writer(move || writer.clone())
+            .finish();
+        let r = request();
+        tracing::subscriber::with_default(sub, || {
+            r.clone().sync_scope(|| {
+                tracing::info!(target: "access", status = 401u16, latency_us = 12_345u64, "answered")
+            })
         });
         let traced = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let mut ours = String::new();
         super::access_text(
             &mut ours,
             &AccessLine {
-                method: "POST",
-                path: Escaped(path),
-                request_id: "abc-1",
+                method: r.method(),
+                path: r.path(),
+                request_id: r.request_id(),
                 status: 401,
                 latency_us: 12_345,
             },
         );
-        // without_time leaves the level's padding: " INFO" where ours has the separator too.
-        assert_eq!(format!(" {}", traced.trim_end()), ours);
+        // After the time: "  INFO …" in both.
+        let (_, after) = traced.trim_end().split_once('Z').unwrap();
+        assert_eq!(after, ours);
+    }
+
+    #[test]
+    fn json_lines_name_the_request_as_tracing_named_its_span() {
+        let json = |line: &str| -> serde_json::Value {
+            let mut v: serde_json::Value = serde_json::from_str(line).expect(line);
+            v.as_object_mut()
+                .unwrap()
+                .remove("timestamp")
+                .expect("a timestamp");
+            v
+        };
+        for with_request in [true, false] {
+            let (theirs, ours) = (Captured::default(), Captured::default());
+            let (t, o) = (theirs.clone(), ours.clone());
+            let stock = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(move || t.clone())
+                .finish();
+            let event = || tracing::warn!(target: "access", status = 503u16, cause = %"a \"b\"\n", "answered");
+            tracing::subscriber::with_default(stock, || {
+                let outer = tracing::info_span!("Lambda runtime invoke", requestId = "r-1");
+                let _outer = outer.enter();
+                if with_request {
+                    let span = tracing::info_span!(
+                        "request",
+                        method = %"POST",
+                        path = %"/a%20b",
+                        request_id = %"abc-1",
+                    );
+                    span.in_scope(event);
+                } else {
+                    event();
+                }
+            });
+            let mine = tracing_subscriber::fmt()
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(super::JsonLines::new())
+                .with_writer(move || o.clone())
+                .finish();
+            tracing::subscriber::with_default(mine, || {
+                let outer = tracing::info_span!("Lambda runtime invoke", requestId = "r-1");
+                let _outer = outer.enter();
+                if with_request {
+                    request().sync_scope(event);
+                } else {
+                    event();
+                }
+            });
+            let theirs = String::from_utf8(theirs.0.lock().unwrap().clone()).unwrap();
+            let ours = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
+            assert_eq!(ours.lines().count(), 1, "{ours}");
+            assert_eq!(json(&theirs), json(&ours), "{theirs}\n{ours}");
+            let want = if with_request { "abc-1" } else { "" };
+            assert_eq!(
+                json(&ours)["span"]["request_id"].as_str().unwrap_or(""),
+                want
+            );
+        }
     }
 
     #[test]
@@ -191,21 +317,175 @@ pub fn init(json: bool, batched: bool) {
         .with_writer(writer);
     if json {
         builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(JsonLines::new())
             .init();
     } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         // Colours for the level and the names, PlainFields for the values: escaped on a
         // terminal too (`docker run -t`), where an escape sequence would do the most harm.
-        builder.with_ansi(true).fmt_fields(PlainFields).init();
+        builder
+            .with_ansi(true)
+            .fmt_fields(PlainFields)
+            .event_format(TextLines)
+            .init();
     } else {
-        builder.with_ansi(false).fmt_fields(PlainFields).init();
-        // Only where the access line is the request's outermost span (not under
-        // lambda_runtime's invocation span).
+        builder
+            .with_ansi(false)
+            .fmt_fields(PlainFields)
+            .event_format(TextLines)
+            .init();
+        // Only where no span encloses the request, as under lambda_runtime's
+        // invocation span: the hand-written line names the request alone.
         if batched {
             jotgate_verify::service::set_access_writer(access_line);
+        }
+    }
+}
+
+/// Text lines as `tracing-subscriber`'s full format writes them (time, level, spans,
+/// target, fields), with the request a line is written for
+/// ([`RequestContext`](jotgate_verify::service::RequestContext)) as its first span:
+/// `2026-12-03T07:04:27.123456Z  WARN request{method=POST path=/login request_id=…}:
+/// jotgate_server::routes: …`.
+pub struct TextLines;
+
+impl<S, N> FormatEvent<S, N> for TextLines
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        use tracing::Level;
+        let (dim, bold, end) = if w.has_ansi_escapes() {
+            ("\x1b[2m", "\x1b[1m", "\x1b[0m")
+        } else {
+            ("", "", "")
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        write!(
+            w,
+            "{dim}{}{:06}Z{end} ",
+            date_time(now.as_secs()),
+            now.subsec_micros()
+        )?;
+        let meta = event.metadata();
+        let level = *meta.level();
+        if w.has_ansi_escapes() {
+            let colour = match level {
+                Level::TRACE => "35",
+                Level::DEBUG => "34",
+                Level::INFO => "32",
+                Level::WARN => "33",
+                Level::ERROR => "31",
+            };
+            write!(w, "\x1b[{colour}m{level:>5}{end} ")?;
+        } else {
+            write!(w, "{level:>5} ")?;
+        }
+        let request = jotgate_verify::service::RequestContext::with_current(|r| {
+            write!(
+                w,
+                "{bold}request{{{end}method={} path={} request_id={}{bold}}}{end}{dim}:{end}",
+                r.method(),
+                r.path(),
+                r.request_id()
+            )
+        });
+        let mut seen = request.is_some();
+        request.transpose()?;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                write!(w, "{bold}{}{end}", span.metadata().name())?;
+                seen = true;
+                let ext = span.extensions();
+                if let Some(fields) = ext.get::<FormattedFields<N>>()
+                    && !fields.is_empty()
+                {
+                    write!(w, "{bold}{{{end}{fields}{bold}}}{end}")?;
+                }
+                write!(w, "{dim}:{end}")?;
+            }
+        }
+        if seen {
+            w.write_char(' ')?;
+        }
+        write!(w, "{dim}{}:{end} ", meta.target())?;
+        ctx.format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+/// JSON lines as `tracing-subscriber`'s JSON format writes them (`timestamp`, `level`, the
+/// fields flattened, `target`, the current span as `span`), where the span of a line
+/// written for a request is that request
+/// (`"span":{"method":…,"path":…,"request_id":…,"name":"request"}`).
+pub struct JsonLines {
+    with_span: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+    without_span: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+}
+
+impl JsonLines {
+    pub fn new() -> Self {
+        let json = || {
+            tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_span_list(false)
+        };
+        Self {
+            with_span: json().with_current_span(true),
+            without_span: json().with_current_span(false),
+        }
+    }
+}
+
+impl Default for JsonLines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let request = jotgate_verify::service::RequestContext::with_current(|r| {
+            let text = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into());
+            format!(
+                r#","span":{{"method":{},"path":{},"request_id":{},"name":"request"}}}}"#,
+                text(r.method()),
+                text(&r.path().to_string()),
+                text(r.request_id())
+            )
+        });
+        let Some(span) = request else {
+            return self.with_span.format_event(ctx, w, event);
+        };
+        let mut line = String::new();
+        self.without_span
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_suffix("}\n") {
+            Some(object) => {
+                w.write_str(object)?;
+                w.write_str(&span)?;
+                w.write_char('\n')
+            }
+            None => w.write_str(&line),
         }
     }
 }

@@ -129,6 +129,53 @@ async fn request_ids_are_echoed_only_when_safe() {
     }
 }
 
+/// A line a handler logs names its request (method, path, request id) in text and in JSON,
+/// also from the task a writing route runs in, and the access line names it too.
+#[tokio::test]
+async fn log_lines_name_their_request() {
+    for format in ["text", "json"] {
+        let dir = temp_dir();
+        let mut cmd = crate::cli::bin();
+        cmd.env("JOTGATE_LOG_FORMAT", format);
+        let mut s = crate::cli::Served::start_with(cmd, &dir, &[]);
+        // JSON: the marker's line goes on with `","target":…`.
+        if let Some((base, _)) = s.base.split_once('"') {
+            s.base = base.to_string();
+        }
+        let res = crate::common::client()
+            .post(s.url("/signup?q=1"))
+            .header("x-request-id", "req-77")
+            .json(&json!({"username": "logan", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "{format}");
+        let log = s.stop_and_log();
+        let line = |what: &str| {
+            log.lines()
+                .find(|l| l.contains(what))
+                .unwrap_or_else(|| panic!("no {what:?} line in the {format} log: {log}"))
+                .to_string()
+        };
+        for what in ["account created", "answered"] {
+            let line = line(what);
+            if format == "text" {
+                assert!(
+                    line.contains("request{method=POST path=/signup request_id=req-77}: "),
+                    "{line}"
+                );
+            } else {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                assert_eq!(
+                    v["span"],
+                    json!({"method": "POST", "path": "/signup", "request_id": "req-77", "name": "request"}),
+                    "{line}"
+                );
+            }
+        }
+    }
+}
+
 /// The gateway's own answers carry the headers; an upstream's answer keeps its own.
 #[tokio::test]
 async fn the_gateway_marks_its_own_answers_and_passes_the_upstreams_through() {
