@@ -805,6 +805,14 @@ impl Verifier {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(p);
         }
+        // Boxed: the miss's state (a key refetch among it, ~900 bytes) would otherwise be
+        // part of every verification's future, and of every request's that awaits one.
+        Box::pin(self.verify_uncached(token, t)).await
+    }
+
+    /// [`verify`](Self::verify) past the verified-token cache: the token parsed, its
+    /// signature and claims checked, the cache filled.
+    async fn verify_uncached(&self, token: &str, t: i64) -> Result<Arc<Principal>, VerifyError> {
         let c = parse_compact(token, self.cfg.max_token_bytes)?;
         let payload: Map<String, Value> =
             serde_json::from_slice(&c.payload).map_err(|_| refused(TokenErrorKind::Malformed))?;

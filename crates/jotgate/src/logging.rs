@@ -335,8 +335,9 @@ pub fn init(json: bool, batched: bool) {
             .event_format(TextLines)
             .init();
         // Only where no span encloses the request, as under lambda_runtime's
-        // invocation span: the hand-written line names the request alone.
-        if batched {
+        // invocation span: the hand-written line names the request alone. Asked once: the
+        // filter is fixed from here on.
+        if batched && tracing::enabled!(target: "access", tracing::Level::INFO) {
             jotgate_verify::service::set_access_writer(access_line);
         }
     }
@@ -526,7 +527,7 @@ fn access_text(line: &mut String, l: &jotgate_verify::service::AccessLine<'_>) {
     line.push_str("  INFO request{method=");
     line.push_str(l.method);
     line.push_str(" path=");
-    let _ = write!(line, "{}", l.path);
+    l.path.push_to(line);
     line.push_str(" request_id=");
     line.push_str(l.request_id);
     line.push_str("}: access: answered status=");
