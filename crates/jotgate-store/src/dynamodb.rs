@@ -945,6 +945,11 @@ impl Store for DynamoStore {
         // One item per secret, written once: of two instances asking first, one write
         // wins and both read it back.
         let sk = format!("SECRET#{name}");
+        // Read first: made only when missing (the first draw from aws-lc's generator seeds
+        // it, ~30 ms of a cold start; and a refused write costs capacity all the same).
+        if let Some(it) = self.get("META".into(), &sk).await? {
+            return get_s(&it, "secret");
+        }
         let res = self
             .client
             .put_item()

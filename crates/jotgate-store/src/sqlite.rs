@@ -394,17 +394,25 @@ impl Store for SqliteStore {
 
     async fn shared_secret(&self, name: &str) -> Result<String> {
         let key = format!("secret:{name}");
-        let fresh = jotgate_core::random::token(32);
         self.with(move |c| {
+            let read = |c: &Connection| {
+                c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(backend)
+            };
+            if let Some(secret) = read(c)? {
+                return Ok(secret);
+            }
+            // Made only when missing: the first draw from aws-lc's generator seeds it
+            // (~30 ms), which every start paid when a candidate was drawn each time.
             c.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
-                params![key, fresh],
+                params![key, jotgate_core::random::token(32)],
             )
             .map_err(backend)?;
-            c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-                r.get(0)
-            })
-            .map_err(backend)
+            read(c)?.ok_or_else(|| backend("SQLite lost a secret it just wrote"))
         })
         .await
     }
