@@ -219,6 +219,14 @@ impl AppState {
     /// A token for the application's API (not a management token), verified.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, ApiError> {
         let verified = self.0.keys.verifier().verify(token).await;
+        self.for_the_api(verified)
+    }
+
+    /// A verified token, if it is for the application's API; counted either way.
+    fn for_the_api(
+        &self,
+        verified: Result<Arc<Principal>, jotgate_verify::VerifyError>,
+    ) -> Result<Arc<Principal>, ApiError> {
         let p = match verified {
             Ok(p) if p.has_audience(&self.0.cfg.policy.audience) => p,
             Ok(_) => {
@@ -276,6 +284,14 @@ impl AppState {
         &self,
         headers: &axum::http::HeaderMap,
     ) -> Result<Arc<Principal>, ApiError> {
+        // A token verified before, found by the header's bytes: neither read as text nor
+        // parsed again (the hot path; everything else takes the way below).
+        let verifier = self.0.keys.verifier();
+        if let Some(p) =
+            jotgate_verify::http::bearer_bytes(headers).and_then(|t| verifier.cached(t))
+        {
+            return self.for_the_api(Ok(p));
+        }
         match jotgate_verify::http::bearer(headers, self.0.cfg.accept_x_access_token)? {
             Some(token) => self.authenticate(token).await,
             None => Err(ApiError::missing_token()),

@@ -58,19 +58,21 @@ impl<T: Clone> TokenCache<T> {
 
     /// The token's hash and its shard (from middle bits: hashbrown takes its bucket from
     /// the low bits and its 7-bit tag from the top ones).
-    fn locate(&self, token: &str) -> (u64, &RwLock<HashTable<Slot<T>>>) {
+    fn locate(&self, token: &[u8]) -> (u64, &RwLock<HashTable<Slot<T>>>) {
         let hash = self.hasher.hash_one(token);
         (hash, &self.shards[(hash >> 32) as usize % SHARDS])
     }
 
-    pub fn get(&self, token: &str, now: i64) -> Option<(Arc<Principal>, T, u64)> {
+    /// The entry of `token`, looked up by its bytes (a request's header before it is read
+    /// as text: the bytes of a verified token are).
+    pub fn get(&self, token: &[u8], now: i64) -> Option<(Arc<Principal>, T, u64)> {
         if !self.enabled() {
             return None;
         }
         let (hash, shard) = self.locate(token);
         let shard = shard.read().unwrap_or_else(|p| p.into_inner());
         let e = &shard
-            .find(hash, |s| s.hash == hash && *s.token == *token)?
+            .find(hash, |s| s.hash == hash && *s.token.as_bytes() == *token)?
             .entry;
         (now <= e.valid_until).then(|| (e.principal.clone(), e.tag.clone(), e.stamp))
     }
@@ -79,7 +81,7 @@ impl<T: Clone> TokenCache<T> {
         if !self.enabled() {
             return;
         }
-        let (hash, shard) = self.locate(token);
+        let (hash, shard) = self.locate(token.as_bytes());
         let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
         if shard.len() >= self.per_shard {
             shard.retain(|s| s.entry.valid_until >= now);
@@ -150,14 +152,14 @@ mod tests {
     fn a_hit_needs_the_whole_token_and_a_live_entry() {
         let c = TokenCache::new(64);
         c.insert("a.b.c", entry(100), 0);
-        assert!(c.get("a.b.c", 100).is_some());
-        assert!(c.get("a.b.c", 101).is_none(), "expired");
-        assert!(c.get("a.b.", 50).is_none());
-        assert!(c.get("a.b.cd", 50).is_none());
+        assert!(c.get(b"a.b.c", 100).is_some());
+        assert!(c.get(b"a.b.c", 101).is_none(), "expired");
+        assert!(c.get(b"a.b.", 50).is_none());
+        assert!(c.get(b"a.b.cd", 50).is_none());
         // A second insert of the same token replaces the first.
         c.insert("a.b.c", entry(200), 0);
         assert_eq!(c.len(), 1);
-        assert!(c.get("a.b.c", 150).is_some());
+        assert!(c.get(b"a.b.c", 150).is_some());
     }
 
     #[test]
@@ -168,7 +170,7 @@ mod tests {
             assert!(c.len() <= 16 * 8, "{} entries", c.len());
         }
         // The newest one is always there.
-        assert!(c.get("token-9999", 0).is_some());
+        assert!(c.get(b"token-9999", 0).is_some());
         // Expired entries go first: a full shard drops them before any live one.
         let d = TokenCache::new(16 * 64);
         for i in 0..2_000 {
@@ -177,13 +179,13 @@ mod tests {
         for i in 0..64 {
             d.insert(&format!("new-{i}"), entry(100), 10);
         }
-        assert!((0..64).all(|i| d.get(&format!("new-{i}"), 10).is_some()));
+        assert!((0..64).all(|i| d.get(format!("new-{i}").as_bytes(), 10).is_some()));
     }
 
     #[test]
     fn capacity_zero_caches_nothing() {
         let c = TokenCache::new(0);
         c.insert("a.b.c", entry(100), 0);
-        assert!(c.get("a.b.c", 0).is_none());
+        assert!(c.get(b"a.b.c", 0).is_none());
     }
 }

@@ -70,6 +70,21 @@ pub fn bearer(headers: &HeaderMap, legacy: bool) -> Result<Option<&str>, Rejecti
     Ok(None)
 }
 
+/// The token of a request's one `Authorization: Bearer` header, as bytes, before they are
+/// read as text: for a lookup in the verified-token cache ([`Verifier::cached`]), whose
+/// tokens are text. `None` wherever [`bearer`] gives no token or refuses (two headers,
+/// another scheme); a value that is not text is never found in the cache.
+pub fn bearer_bytes(headers: &HeaderMap) -> Option<&[u8]> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?.as_bytes();
+    if values.next().is_some() {
+        return None;
+    }
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
+    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
+}
+
 /// What [`decide`] lets through.
 #[derive(Debug, Default)]
 pub struct Decision {
@@ -209,4 +224,58 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
         axum::Json(json!({"status": "error", "error": message, "code": code})),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whenever `bearer` gives a token, `bearer_bytes` gives its bytes; whenever it gives
+    /// none, so does `bearer_bytes`; and what `bearer_bytes` gives where `bearer` refuses is
+    /// never text (so never a cached token).
+    #[test]
+    fn bearer_bytes_agree_with_bearer() {
+        let values: &[&[u8]] = &[
+            b"Bearer abc.def.ghi",
+            b"bearer abc",
+            b"BEARER  abc  ",
+            b"Bearer\tabc",
+            b"Bearer ",
+            b"Bearer",
+            b"Basic abc",
+            b"Bearerabc",
+            b" Bearer abc",
+            b"Bearer abc\x0b",
+            b"Bearer \xc2\xa0abc",
+            b"Bearer abc\xff",
+            b"Bearer a b",
+        ];
+        for v in values {
+            // (No header carries a control character but tab.)
+            let Ok(value) = HeaderValue::from_bytes(v) else {
+                continue;
+            };
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, value);
+            match bearer(&h, false) {
+                Ok(Some(t)) => assert_eq!(bearer_bytes(&h), Some(t.as_bytes()), "{v:?}"),
+                Ok(None) => assert_eq!(bearer_bytes(&h), None, "{v:?}"),
+                Err(_) => {
+                    if let Some(b) = bearer_bytes(&h) {
+                        assert!(
+                            std::str::from_utf8(b).is_err()
+                                || !b.iter().all(|c| (0x20..0x7f).contains(c)),
+                            "{v:?}"
+                        );
+                    }
+                }
+            }
+        }
+        let mut two = HeaderMap::new();
+        two.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer a"));
+        two.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer b"));
+        assert!(bearer(&two, false).is_err());
+        assert_eq!(bearer_bytes(&two), None);
+        assert_eq!(bearer_bytes(&HeaderMap::new()), None);
+    }
 }

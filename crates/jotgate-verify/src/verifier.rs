@@ -796,18 +796,32 @@ impl Verifier {
     /// Verify `token`: cached answer if seen before, else the full policy.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, VerifyError> {
         let t = now();
-        if let Some((p, issuer, stamp)) = self.cache.get(token, t)
-            && stamp == issuer.withdrawals.load(Ordering::Acquire)
-        {
-            if let Some(e) = issuer.revocations.refuses(&p) {
-                return Err(e);
-            }
-            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(p);
+        if let Some(answer) = self.lookup(token.as_bytes(), t) {
+            return answer;
         }
         // Boxed: the miss's state (a key refetch among it, ~900 bytes) would otherwise be
         // part of every verification's future, and of every request's that awaits one.
         Box::pin(self.verify_uncached(token, t)).await
+    }
+
+    /// A token verified before, found by its bytes (a header's, not yet read as text: only
+    /// a verified token's bytes are in the cache) and still good: not expired, revoked or
+    /// signed by a withdrawn key. `None` otherwise, for [`verify`](Self::verify) to answer.
+    pub fn cached(&self, token: &[u8]) -> Option<Arc<Principal>> {
+        self.lookup(token, now())?.ok()
+    }
+
+    /// The cache's answer for `token` at `t`, if it has one.
+    fn lookup(&self, token: &[u8], t: i64) -> Option<Result<Arc<Principal>, VerifyError>> {
+        let (p, issuer, stamp) = self.cache.get(token, t)?;
+        if stamp != issuer.withdrawals.load(Ordering::Acquire) {
+            return None;
+        }
+        if let Some(e) = issuer.revocations.refuses(&p) {
+            return Some(Err(e));
+        }
+        self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+        Some(Ok(p))
     }
 
     /// [`verify`](Self::verify) past the verified-token cache: the token parsed, its

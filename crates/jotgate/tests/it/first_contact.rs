@@ -150,6 +150,8 @@ async fn log_lines_name_their_request() {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::CREATED, "{format}");
+        // `info` lines wait up to 2 ms to be written in a batch, and the server is killed.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let log = s.stop_and_log();
         let line = |what: &str| {
             log.lines()
