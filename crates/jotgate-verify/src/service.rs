@@ -134,6 +134,10 @@ where
             method: req.method().clone(),
             uri: req.uri().clone(),
             id,
+            outer: UNDER_SPANS
+                .load(Ordering::Relaxed)
+                .then(|| tracing::Span::current().id())
+                .flatten(),
         });
         let started = Instant::now();
         let write = ACCESS_WRITER.get().copied();
@@ -256,13 +260,41 @@ pub struct RequestContext {
     method: axum::http::Method,
     uri: axum::http::Uri,
     id: HeaderValue,
+    /// The `tracing` span the request began in, where requests are served inside spans
+    /// ([`serve_under_spans`]).
+    outer: Option<tracing::span::Id>,
+}
+
+static UNDER_SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Requests are served inside other `tracing` spans (lambda_runtime's invocation span):
+/// each request then notes the span it began in ([`RequestContext::outer_span`]), for a
+/// log line to name the spans outside the request before it. Once per process.
+pub fn serve_under_spans() {
+    UNDER_SPANS.store(true, Ordering::Relaxed);
 }
 
 impl RequestContext {
     /// A request's context: its method, its URI (only the path is ever written) and its id
     /// (1–64 of `[A-Za-z0-9._-]`, see [`valid_request_id`]).
     pub fn new(method: axum::http::Method, uri: axum::http::Uri, id: HeaderValue) -> Self {
-        Self { method, uri, id }
+        Self {
+            method,
+            uri,
+            id,
+            outer: None,
+        }
+    }
+
+    /// This context, begun inside the span `outer`.
+    pub fn inside(mut self, outer: Option<tracing::span::Id>) -> Self {
+        self.outer = outer;
+        self
+    }
+
+    /// The span the request began in, when requests are served inside spans.
+    pub fn outer_span(&self) -> Option<&tracing::span::Id> {
+        self.outer.as_ref()
     }
 
     pub fn method(&self) -> &str {

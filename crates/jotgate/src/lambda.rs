@@ -91,6 +91,8 @@ pub async fn run_api(settings: &Settings) -> anyhow::Result<()> {
         .map_request(source_ip::<lambda_http::Body>)
         .map_request(|r: lambda_http::Request| r.map(axum::body::Body::new))
         .service(jotgate_server::router(state));
+    // lambda_runtime serves each request inside its invocation span.
+    jotgate_verify::service::serve_under_spans();
     let adapter = lambda_http::Adapter::from(app);
     let result = lambda_runtime::run(BodyChecked(adapter))
         .await

@@ -189,6 +189,71 @@ mod tests {
     }
 
     #[test]
+    fn text_lines_put_the_request_inside_the_span_it_began_in() {
+        let (theirs, ours) = (Captured::default(), Captured::default());
+        let (t, o) = (theirs.clone(), ours.clone());
+        let stock = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .fmt_fields(super::PlainFields)
+            .with_writer(move || t.clone())
+            .finish();
+        tracing::subscriber::with_default(stock, || {
+            let invoke = tracing::info_span!("Lambda runtime invoke", requestId = "r-1");
+            let _invoke = invoke.enter();
+            let span = tracing::info_span!(
+                "request",
+                method = %"POST",
+                path = %"/a%20b",
+                request_id = %"abc-1",
+            );
+            span.in_scope(|| tracing::warn!("slow"));
+        });
+        let mine = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(super::PlainFields)
+            .event_format(super::TextLines)
+            .with_writer(move || o.clone())
+            .finish();
+        tracing::subscriber::with_default(mine, || {
+            let invoke = tracing::info_span!("Lambda runtime invoke", requestId = "r-1");
+            let _invoke = invoke.enter();
+            request()
+                .inside(tracing::Span::current().id())
+                .sync_scope(|| tracing::warn!("slow"));
+        });
+        let theirs = String::from_utf8(theirs.0.lock().unwrap().clone()).unwrap();
+        let ours = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
+        let (_, ours) = ours.split_once(' ').unwrap();
+        assert_eq!(theirs, ours);
+        assert!(
+            ours.contains("Lambda runtime invoke{requestId=\"r-1\"}:request{method=POST"),
+            "{ours}"
+        );
+    }
+
+    #[test]
+    fn text_lines_name_a_log_records_own_target() {
+        let _ = tracing_log::LogTracer::init();
+        let out = Captured::default();
+        let writer = out.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(super::PlainFields)
+            .event_format(super::TextLines)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            log::warn!(target: "tokio_postgres::connection", "NOTICE: relation exists");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(" WARN tokio_postgres::connection: NOTICE: relation exists"),
+            "{text:?}"
+        );
+    }
+
+    #[test]
     fn the_hand_written_access_line_is_the_one_text_lines_writes() {
         use jotgate_verify::service::AccessLine;
         let out = Captured::default();
@@ -377,7 +442,9 @@ where
             date_time(now.as_secs()),
             now.subsec_micros()
         )?;
-        let meta = event.metadata();
+        // A `log` record's own target and level, not `log`'s (as tracing-subscriber's).
+        let normalized = tracing_log::NormalizeEvent::normalized_metadata(event);
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let level = *meta.level();
         if w.has_ansi_escapes() {
             let colour = match level {
@@ -391,17 +458,26 @@ where
         } else {
             write!(w, "{level:>5} ")?;
         }
-        let request = jotgate_verify::service::RequestContext::with_current(|r| {
-            write!(
-                w,
-                "{bold}request{{{end}method={} path={} request_id={}{bold}}}{end}{dim}:{end}",
-                r.method(),
-                r.path(),
-                r.request_id()
-            )
-        });
-        let mut seen = request.is_some();
-        request.transpose()?;
+        let request = |w: &mut Writer<'_>| {
+            jotgate_verify::service::RequestContext::with_current(|r| {
+                write!(
+                    w,
+                    "{bold}request{{{end}method={} path={} request_id={}{bold}}}{end}{dim}:{end}",
+                    r.method(),
+                    r.path(),
+                    r.request_id()
+                )
+            })
+            .unwrap_or(Ok(()))
+        };
+        // The request comes after the span it began in (lambda_runtime's), else first.
+        let outer =
+            jotgate_verify::service::RequestContext::with_current(|r| r.outer_span().cloned());
+        let mut seen = matches!(outer, Some(None));
+        if seen {
+            request(&mut w)?;
+        }
+        let mut after = outer.flatten();
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 write!(w, "{bold}{}{end}", span.metadata().name())?;
@@ -413,7 +489,16 @@ where
                     write!(w, "{bold}{{{end}{fields}{bold}}}{end}")?;
                 }
                 write!(w, "{dim}:{end}")?;
+                if after.as_ref() == Some(&span.id()) {
+                    after = None;
+                    request(&mut w)?;
+                }
             }
+        }
+        if after.is_some() {
+            // Its span is not this line's: after the ones that are.
+            request(&mut w)?;
+            seen = true;
         }
         if seen {
             w.write_char(' ')?;
