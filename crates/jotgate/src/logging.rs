@@ -775,11 +775,20 @@ const BATCH_BYTES: usize = 64 * 1024;
 pub struct Batched;
 
 struct Sink {
-    waiting: Mutex<Vec<u8>>,
+    waiting: Mutex<Waiting>,
     wake: Condvar,
-    /// Held while a batch is written, taken before `waiting` is released: batches reach
-    /// stderr in the order they were taken.
-    out: Mutex<()>,
+    /// The other buffer, empty between batches; held while a batch is written, taken before
+    /// `waiting` is released: batches reach stderr in the order they were taken.
+    out: Mutex<Vec<u8>>,
+}
+
+/// Lines not yet written, and whether the writer waits for them.
+struct Waiting {
+    lines: Vec<u8>,
+    /// The writer is parked on `wake`: the next line must wake it. Otherwise (it sleeps out
+    /// a batch's delay, or writes) nobody calls it: a wake is a system call, and under load
+    /// one per batch for every thread that logged first in it.
+    parked: bool,
 }
 
 static SINK: OnceLock<&'static Sink> = OnceLock::new();
@@ -791,32 +800,40 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Sink {
     fn push(&self, line: &[u8], urgent: bool) {
         let mut waiting = lock(&self.waiting);
-        let first = waiting.is_empty();
-        waiting.extend_from_slice(line);
-        if urgent || waiting.len() >= BATCH_BYTES {
+        waiting.lines.extend_from_slice(line);
+        if urgent || waiting.lines.len() >= BATCH_BYTES {
             self.write(waiting);
-        } else if first {
+        } else if std::mem::take(&mut waiting.parked) {
+            drop(waiting);
             self.wake.notify_one();
         }
     }
 
-    fn write(&self, mut waiting: MutexGuard<'_, Vec<u8>>) {
-        if waiting.is_empty() {
+    fn write(&self, mut waiting: MutexGuard<'_, Waiting>) {
+        if waiting.lines.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut *waiting);
-        let _out = lock(&self.out);
+        // The two buffers change places: both keep their capacity, and lines go on
+        // arriving in the other while this one is written.
+        let mut out = lock(&self.out);
+        std::mem::swap(&mut *out, &mut waiting.lines);
         drop(waiting);
         // Nowhere to report a failed write to stderr.
-        let _ = std::io::stderr().write_all(&batch);
+        let _ = std::io::stderr().write_all(&out);
+        out.clear();
+        if out.capacity() > 4 * BATCH_BYTES {
+            out.shrink_to(BATCH_BYTES);
+        }
     }
 
     fn run(&self) {
         loop {
             let mut waiting = lock(&self.waiting);
-            while waiting.is_empty() {
+            while waiting.lines.is_empty() {
+                waiting.parked = true;
                 waiting = self.wake.wait(waiting).unwrap_or_else(|p| p.into_inner());
             }
+            waiting.parked = false;
             drop(waiting);
             std::thread::sleep(BATCH_DELAY);
             self.write(lock(&self.waiting));
@@ -832,9 +849,12 @@ impl Batched {
             return Batched;
         }
         let sink: &'static Sink = Box::leak(Box::new(Sink {
-            waiting: Mutex::new(Vec::with_capacity(BATCH_BYTES)),
+            waiting: Mutex::new(Waiting {
+                lines: Vec::with_capacity(BATCH_BYTES),
+                parked: false,
+            }),
             wake: Condvar::new(),
-            out: Mutex::new(()),
+            out: Mutex::new(Vec::with_capacity(BATCH_BYTES)),
         }));
         let spawned = std::thread::Builder::new()
             .name("log-writer".into())
