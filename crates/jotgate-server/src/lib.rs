@@ -491,6 +491,47 @@ async fn store_deadline(
     }
 }
 
+/// `max_body_bytes` for every request but GET and HEAD, whose handlers read no body (none
+/// may: one that did would read up to axum's own 2 MB). They are spared the limit's
+/// request extension, an allocation and a map insert on every cached-token request.
+#[derive(Clone)]
+struct BodyLimit<L, S> {
+    limited: L,
+    plain: S,
+}
+
+impl<L, S> tower::Service<axum::extract::Request> for BodyLimit<L, S>
+where
+    S: tower::Service<axum::extract::Request>,
+    L: tower::Service<
+            axum::extract::Request,
+            Response = S::Response,
+            Error = S::Error,
+            Future = S::Future,
+        >,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        std::task::ready!(self.limited.poll_ready(cx))?;
+        self.plain.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> S::Future {
+        use axum::http::Method;
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            self.plain.call(req)
+        } else {
+            self.limited.call(req)
+        }
+    }
+}
+
 /// The whole HTTP API, framed (headers, request id, access log, panics answered, a request
 /// timeout) with its body limit around the router as a whole (a `Router::layer` would
 /// box a copy of each layer per route and clone it per request).
@@ -593,9 +634,10 @@ pub fn router(
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state);
     let app = cors::wrap(
-        tower::ServiceBuilder::new()
-            .layer(DefaultBodyLimit::max(limit))
-            .service(router),
+        BodyLimit {
+            limited: tower::Layer::layer(&DefaultBodyLimit::max(limit), router.clone()),
+            plain: router,
+        },
         cors_cfg,
     );
     // A request (a body that trickles in, a slow store read) ends within 30 s.

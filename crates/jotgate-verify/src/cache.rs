@@ -63,7 +63,9 @@ impl<T: Clone> TokenCache<T> {
     /// of its signature, which the signer's key makes (the rest, ~800 bytes, took ~350
     /// instructions a lookup to hash); a lookup still compares every byte.
     fn locate(&self, token: &[u8]) -> (u64, &RwLock<HashTable<Slot<T>>>) {
-        let tail = token.get(token.len().saturating_sub(HASHED)..).unwrap_or(token);
+        let tail = token
+            .get(token.len().saturating_sub(HASHED)..)
+            .unwrap_or(token);
         let hash = self.hasher.hash_one(tail);
         (hash, &self.shards[(hash >> 32) as usize % SHARDS])
     }
