@@ -410,7 +410,8 @@ pub fn init(json: bool, batched: bool) {
 
 /// Text lines as `tracing-subscriber`'s full format writes them (time, level, spans,
 /// target, fields), with the request a line is written for
-/// ([`RequestContext`](jotgate_verify::service::RequestContext)) as its first span:
+/// ([`RequestContext`](jotgate_verify::service::RequestContext)) named as a span: first, or
+/// after the span the request began in (lambda_runtime's), where the span was:
 /// `2026-12-03T07:04:27.123456Z  WARN request{method=POST path=/login request_id=…}:
 /// jotgate_server::routes: …`.
 pub struct TextLines;
