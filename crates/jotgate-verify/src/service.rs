@@ -52,9 +52,9 @@ pub const HSTS_DEFAULT: u64 = 31_536_000;
 /// Wrap `router` in the headers and the access log. `hsts_max_age`: only when the
 /// service is reached over HTTPS.
 ///
-/// One layer, one boxed future per request: the hot path (a cached token on `/private`)
-/// pays for a request id from a counter, its [`RequestContext`], and four header inserts —
-/// nothing that allocates per layer or asks the kernel for randomness.
+/// One layer, its future not allocated ([`Answer`]): the hot path (a cached token on
+/// `/private`) pays for a request id from a counter, its [`RequestContext`], and four
+/// header inserts — nothing that allocates per layer or asks the kernel for randomness.
 pub fn wrap<S>(inner: S, hsts_max_age: Option<u64>) -> Framed<S> {
     let hsts = hsts_max_age
         .filter(|s| *s > 0)
