@@ -40,13 +40,9 @@ pub fn bearer(headers: &HeaderMap, legacy: bool) -> Result<Option<&str>, Rejecti
         name: &HeaderName,
         twice: &'static str,
     ) -> Result<Option<&'a str>, Rejection> {
-        let mut values = headers.get_all(name).iter();
-        let Some(v) = values.next() else {
+        let Some(v) = only_value(headers, name).ok_or(Rejection::BadRequest(twice))? else {
             return Ok(None);
         };
-        if values.next().is_some() {
-            return Err(Rejection::BadRequest(twice));
-        }
         v.to_str()
             .map(Some)
             .map_err(|_| Rejection::BadRequest("a credential header is not text"))
@@ -75,14 +71,18 @@ pub fn bearer(headers: &HeaderMap, legacy: bool) -> Result<Option<&str>, Rejecti
 /// tokens are text. `None` wherever [`bearer`] gives no token or refuses (two headers,
 /// another scheme); a value that is not text is never found in the cache.
 pub fn bearer_bytes(headers: &HeaderMap) -> Option<&[u8]> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let value = values.next()?.as_bytes();
-    if values.next().is_some() {
-        return None;
-    }
+    let value = only_value(headers, &header::AUTHORIZATION)??.as_bytes();
     let space = value.iter().position(|&b| b == b' ')?;
     let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
     (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The value of header `name` when it comes at most once: `Some(None)` when absent, `None`
+/// when it comes twice or more.
+fn only_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Option<&'a HeaderValue>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    values.next().is_none().then_some(first)
 }
 
 /// What [`decide`] lets through.

@@ -147,7 +147,6 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let hsts = self.hsts.clone();
         let timeout = self.timeout;
-        let answered = Arc::clone(&context);
         // Called here, not in the future below, which then holds the answer's future alone
         // (not the service and the request too). A panic in `call` is answered as one in
         // the answer's future is, after the context is set.
@@ -166,7 +165,6 @@ where
                 hsts,
                 write,
                 observe,
-                context: answered,
             },
         }
     }
@@ -190,7 +188,6 @@ pin_project_lite::pin_project! {
         hsts: Option<HeaderValue>,
         write: Option<AccessWriter>,
         observe: Option<Observer>,
-        context: Arc<RequestContext>,
     }
 }
 
@@ -226,23 +223,25 @@ where
         secure(&mut res, this.hsts.take());
         let status = res.status().as_u16();
         let latency_us = u64::try_from(this.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let c = &**this.context;
-        match this.write {
-            Some(write) => write(&AccessLine {
-                method: c.method(),
-                path: c.path(),
-                request_id: c.request_id(),
-                status,
-                latency_us,
-            }),
-            None => tracing::info!(target: "access", status, latency_us, "answered"),
-        }
-        if let Some(observe) = this.observe {
-            observe(&c.method, c.uri.path(), status, latency_us);
-        }
-        res.headers_mut()
-            .entry(REQUEST_ID)
-            .or_insert_with(|| c.id.clone());
+        // The request's context: current while this future is polled (`InRequest`).
+        RequestContext::with_current(|c| {
+            match this.write {
+                Some(write) => write(&AccessLine {
+                    method: c.method(),
+                    path: c.path(),
+                    request_id: c.request_id(),
+                    status,
+                    latency_us,
+                }),
+                None => tracing::info!(target: "access", status, latency_us, "answered"),
+            }
+            if let Some(observe) = this.observe {
+                observe(&c.method, c.uri.path(), status, latency_us);
+            }
+            res.headers_mut()
+                .entry(REQUEST_ID)
+                .or_insert_with(|| c.id.clone());
+        });
         Poll::Ready(Ok(res))
     }
 }

@@ -595,4 +595,61 @@ async fn every_bearer_endpoint_refuses_ambiguous_credentials() {
     }
     // The token still works: nothing was logged out by the refused requests.
     assert_eq!(app.private(&token).await.status(), StatusCode::OK);
+    // Now cached (found by the header's bytes): the same refusals, and only its exact bytes
+    // are taken from the cache.
+    let get = |value: reqwest::header::HeaderValue| {
+        client()
+            .get(app.url("/private"))
+            .header("authorization", value)
+            .send()
+    };
+    let res = client()
+        .get(app.url("/private"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::BAD_REQUEST,
+        "two copies of a cached token"
+    );
+    let mut bytes = format!("Bearer {token}").into_bytes();
+    bytes.push(0xff);
+    let res = get(reqwest::header::HeaderValue::from_bytes(&bytes).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::BAD_REQUEST,
+        "a cached token and a byte"
+    );
+    for (value, want) in [
+        (format!("bearer   {token}  "), StatusCode::OK),
+        (format!("Basic {token}"), StatusCode::UNAUTHORIZED),
+        (
+            format!("Bearer {}", &token[..token.len() - 1]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (format!("Bearer {token}x"), StatusCode::UNAUTHORIZED),
+        (
+            format!("Bearer {}", "A".repeat(200_000)),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let res = get(value.parse().unwrap()).await.unwrap();
+        let status = res.status();
+        // (A header past hyper's limit is refused before any handler: 431.)
+        assert!(
+            status == want || (value.len() > 100_000 && status.is_client_error()),
+            "{}: {status}",
+            &value[..20]
+        );
+        assert!(
+            status == StatusCode::OK
+                || res.headers()["content-type"] == "application/json"
+                || status == 431
+        );
+    }
 }
