@@ -549,8 +549,11 @@ pub fn router(
     let limit = state.0.cfg.max_body_bytes;
     let hsts = state.0.cfg.hsts_max_age;
     let cors_cfg = state.0.cfg.cors.clone();
-    // Built once: the document changes only with the issuer.
-    let api_doc = axum::body::Bytes::from(openapi::document(&state.0.cfg.policy.issuer));
+    // Built once, on the first request for it: the document changes only with the issuer,
+    // and building it peaks at ~4 MB of heap that a server never asked for it should not keep
+    // (freed, but fragmented in the start-up thread's arena).
+    let issuer = state.0.cfg.policy.issuer.clone();
+    let api_doc = Arc::new(std::sync::OnceLock::<axum::body::Bytes>::new());
     let router = Router::new()
         .route("/signup", post(routes::signup))
         .route("/login", post(routes::login))
@@ -618,7 +621,9 @@ pub fn router(
         .route(
             "/openapi.json",
             get(move || {
-                let doc = api_doc.clone();
+                let doc = api_doc
+                    .get_or_init(|| openapi::document(&issuer).into())
+                    .clone();
                 async move {
                     (
                         [
