@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header, request::Parts};
 use serde_json::{Map, Value};
 
@@ -223,10 +223,7 @@ pub fn client_address(parts: &Parts, hops: u8) -> (Option<IpAddr>, bool) {
     if let Some(SourceIp(ip)) = parts.extensions.get::<SourceIp>() {
         return (Some(*ip), true);
     }
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let peer = jotgate_verify::service::peer(&parts.extensions).map(|p| p.ip());
     if hops == 0 {
         return (peer, true);
     }
@@ -255,6 +252,7 @@ pub fn client_address(parts: &Parts, hops: u8) -> (Option<IpAddr>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::extract::ConnectInfo;
 
     fn parts(xff: &[&str], peer: &str) -> Parts {
         let mut b = axum::http::Request::builder();

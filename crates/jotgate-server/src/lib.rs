@@ -537,15 +537,17 @@ where
 /// box a copy of each layer per route and clone it per request).
 pub fn router(
     state: AppState,
-) -> impl tower::Service<
-    axum::extract::Request,
-    Response = axum::response::Response,
-    Error = std::convert::Infallible,
-    Future: Send + 'static,
-> + Clone
-+ Send
-+ Sync
-+ 'static {
+) -> jotgate_verify::service::Framed<
+    impl tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+> {
     let limit = state.0.cfg.max_body_bytes;
     let hsts = state.0.cfg.hsts_max_age;
     let cors_cfg = state.0.cfg.cors.clone();

@@ -19,13 +19,12 @@
 //!   a `Host` with userinfo or a path, HTTP/1.1 without `Host`, a `Connection` header
 //!   naming an end-to-end header, transfer codings other than `chunked`, `CONNECT`, `TRACE`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::uri::{Authority, Scheme};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -384,10 +383,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(r) => return r.into_response(),
     };
 
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let peer = crate::service::peer(req.extensions()).map(|p| p.ip());
     let trusted = gw.trusted(peer);
     let (mut parts, body) = req.into_parts();
     let query = parts.uri.query().map(str::to_string);

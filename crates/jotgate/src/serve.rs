@@ -19,12 +19,12 @@ use std::time::Duration;
 use std::convert::Infallible;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::extract::Request;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use jotgate_verify::service::Framed;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -78,7 +78,7 @@ pub fn default_max_connections() -> usize {
 pub async fn serve<S>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    app: S,
+    app: Framed<S>,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
@@ -124,11 +124,10 @@ where
         };
         // Responses go out in pieces (the gateway streams): no Nagle delay.
         let _ = tcp.set_nodelay(true);
-        let router = app.clone();
+        // Each request's context carries the peer (`service::peer`).
+        let router = app.for_peer(peer);
         let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let mut req = req.map(Body::new);
-            req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(req)
+            router.clone().oneshot(req.map(Body::new))
         });
         let watcher = graceful.watcher();
         let (h1, h2, tls) = (h1.clone(), h2.clone(), tls.clone());
