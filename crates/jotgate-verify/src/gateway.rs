@@ -179,7 +179,7 @@ pub fn router(
         )
         .fallback(proxy)
         .with_state(state);
-    Ok(crate::service::wrap(router, None))
+    Ok(crate::service::wrap(router, None).forwarding())
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are for one connection, never forwarded.

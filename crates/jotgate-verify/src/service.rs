@@ -8,7 +8,7 @@
 //! - `X-Content-Type-Options: nosniff` on every answer.
 //! - `Strict-Transport-Security: max-age=N` when serving HTTPS (RFC 6797).
 //! - `x-request-id`: the caller's, when it is 1–64 of `[A-Za-z0-9._-]`, else a new one;
-//!   set on the request (the gateway forwards it) and on the answer.
+//!   set on the answer, and on the request a gateway forwards ([`Framed::forwarding`]).
 //! - One `info` line per request, target `access` (`JOTGATE_LOG=info,access=off` turns
 //!   it off): method, path (never the query string), status, latency, request id. Never a
 //!   header, a token or a body.
@@ -81,6 +81,7 @@ impl<S> tower::Layer<S> for Frame {
             hsts: self.hsts.clone(),
             timeout: None,
             peer: None,
+            id_on_request: false,
         }
     }
 }
@@ -92,6 +93,8 @@ pub struct Framed<S> {
     hsts: Option<HeaderValue>,
     timeout: Option<std::time::Duration>,
     peer: Option<SocketAddr>,
+    /// The request id also goes on the request, for an upstream ([`Framed::forwarding`]).
+    id_on_request: bool,
 }
 
 impl<S> Framed<S> {
@@ -99,6 +102,14 @@ impl<S> Framed<S> {
     /// trickles in, a slow store read).
     pub fn with_timeout(mut self, limit: std::time::Duration) -> Self {
         self.timeout = Some(limit);
+        self
+    }
+
+    /// The frame of a proxy: the request id is also set on the request (replacing what the
+    /// caller sent when that was not one valid id), for the upstream it is forwarded to.
+    /// Other frames only read the caller's.
+    pub fn forwarding(mut self) -> Self {
+        self.id_on_request = true;
         self
     }
 
@@ -132,20 +143,28 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         // The caller's id when it is safe to log and to send on (exactly one, valid), else
-        // a new one; on the request, so a gateway forwards it. (One lookup: an entry.)
-        let id = match req.headers_mut().entry(REQUEST_ID) {
-            Entry::Occupied(mut given) => {
-                let mut values = given.iter();
-                match (values.next(), values.next()) {
-                    (Some(v), None) if valid_request_id(v.as_bytes()) => v.clone(),
-                    _ => {
-                        let id = new_request_id();
-                        given.insert(id.clone());
-                        id
+        // a new one; on the request too when a proxy forwards it. (One lookup each way.)
+        let id = if self.id_on_request {
+            match req.headers_mut().entry(REQUEST_ID) {
+                Entry::Occupied(mut given) => {
+                    let mut values = given.iter();
+                    match (values.next(), values.next()) {
+                        (Some(v), None) if valid_request_id(v.as_bytes()) => v.clone(),
+                        _ => {
+                            let id = new_request_id();
+                            given.insert(id.clone());
+                            id
+                        }
                     }
                 }
+                Entry::Vacant(none) => none.insert(new_request_id()).clone(),
             }
-            Entry::Vacant(none) => none.insert(new_request_id()).clone(),
+        } else {
+            let mut values = req.headers().get_all(REQUEST_ID).iter();
+            match (values.next(), values.next()) {
+                (Some(v), None) if valid_request_id(v.as_bytes()) => v.clone(),
+                _ => new_request_id(),
+            }
         };
         let context = Arc::new(RequestContext {
             method: req.method().clone(),
@@ -371,7 +390,9 @@ impl RequestContext {
     }
 
     pub fn request_id(&self) -> &str {
-        self.id.to_str().unwrap_or("")
+        // Checked or made as 1–64 of `[A-Za-z0-9._-]`: UTF-8 (a quicker check than
+        // `to_str`'s of each byte).
+        std::str::from_utf8(self.id.as_bytes()).unwrap_or("")
     }
 
     /// The socket peer of the connection the request came on, where the server knows it
@@ -476,8 +497,19 @@ fn new_request_id() -> HeaderValue {
     buf[..17].copy_from_slice(prefix);
     let digits = (16 - n.leading_zeros() as usize / 4).max(1);
     hex(n, &mut buf[17..17 + digits]);
-    HeaderValue::from_bytes(&buf[..17 + digits])
+    // Bytes that own the array: a clone (for the answer) counts a reference, where bytes
+    // copied from a slice are made shared, allocated again, on their first clone.
+    HeaderValue::from_maybe_shared(axum::body::Bytes::from_owner(Id(buf, 17 + digits)))
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// A request id's bytes: the first `.1` of the array.
+struct Id([u8; 33], usize);
+
+impl AsRef<[u8]> for Id {
+    fn as_ref(&self) -> &[u8] {
+        self.0.get(..self.1).unwrap_or(&self.0)
+    }
 }
 
 /// The low `out.len()` hex digits of `n`, most significant first.
@@ -673,6 +705,66 @@ mod tests {
         let res = wrap(svc, None).oneshot(req).await.expect("infallible");
         assert_eq!(res.status(), 500);
         assert!(res.headers().contains_key(&REQUEST_ID));
+    }
+
+    /// A proxy's frame puts the id it answers with on the request it forwards, in place of
+    /// a caller's that is not one valid id; another frame leaves the request as it came.
+    /// Both answer with the caller's valid id, and the peer rides in the request's context.
+    #[tokio::test]
+    async fn only_a_forwarding_frame_sets_the_request_id_on_the_request() {
+        use tower::ServiceExt;
+        let seen = Router::new().route(
+            "/",
+            axum::routing::get(|h: axum::http::HeaderMap| async move {
+                let sent: Vec<String> = h
+                    .get_all(REQUEST_ID)
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or("?").to_string())
+                    .collect();
+                let peer = RequestContext::with_current(RequestContext::peer).flatten();
+                axum::Json((sent, peer.map(|p| p.to_string())))
+            }),
+        );
+        let ask = |frame: Framed<Router>, ids: &'static [&'static str]| async move {
+            let mut req = axum::http::Request::get("/");
+            for id in ids {
+                req = req.header(REQUEST_ID, *id);
+            }
+            let req = req.body(axum::body::Body::empty()).expect("request");
+            let res = frame.oneshot(req).await.expect("infallible");
+            let answered = res.headers()[REQUEST_ID].to_str().expect("id").to_string();
+            let body = axum::body::to_bytes(res.into_body(), 1 << 10)
+                .await
+                .expect("body");
+            let (sent, peer): (Vec<String>, Option<String>) =
+                serde_json::from_slice(&body).expect("json");
+            (answered, sent, peer)
+        };
+        let peer: SocketAddr = "192.0.2.7:4242".parse().expect("address");
+        let plain = wrap(seen.clone(), None).for_peer(peer);
+        let proxy = wrap(seen, None).forwarding();
+
+        let (answered, sent, at) = ask(plain.clone(), &["a b", "c"]).await;
+        assert_eq!(sent, ["a b", "c"], "left as it came");
+        assert!(valid_request_id(answered.as_bytes()) && answered != "c");
+        assert_eq!(at.as_deref(), Some("192.0.2.7:4242"));
+        let (answered, sent, at) = ask(proxy.clone(), &["a b", "c"]).await;
+        assert_eq!(
+            &sent,
+            std::slice::from_ref(&answered),
+            "replaced by the id answered with"
+        );
+        assert_eq!(at, None);
+        let (answered, sent, _) = ask(proxy, &[]).await;
+        assert_eq!(sent, [answered]);
+        for frame in [plain, wrap(Router::new(), None).forwarding()] {
+            let req = axum::http::Request::get("/")
+                .header(REQUEST_ID, "trace-1")
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let res = frame.oneshot(req).await.expect("infallible");
+            assert_eq!(res.headers()[REQUEST_ID], "trace-1");
+        }
     }
 
     #[test]
