@@ -760,17 +760,23 @@ impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
     }
 }
 
-/// How long an `info` line may wait to be written with the ones after it.
-const BATCH_DELAY: Duration = Duration::from_millis(2);
-/// Written at once past this many waiting bytes.
-const BATCH_BYTES: usize = 64 * 1024;
+/// How long an `info` line may wait to be written with the ones after it. Each batch
+/// wakes the writer's thread, and on a busy core every wake-up costs the requests around
+/// it: measured pinned on one core, a cached token's request rate rose 3–5 % from 2 ms to
+/// 10 ms (docs/benchmarks.md).
+const BATCH_DELAY: Duration = Duration::from_millis(10);
+/// Written at once, by the thread that logs, past this many waiting bytes: about 1,800
+/// access lines, which at 10 ms is past 180,000 requests a second.
+const BATCH_BYTES: usize = 256 * 1024;
+/// A buffer's room to begin with, and what it shrinks back to once the lines slow down.
+const BATCH_ROOM: usize = 16 * 1024;
 
 /// The log writer of `serve` and `gateway`: one `write(2)` per batch of lines instead of
 /// one per line, so the log's system calls stay a few hundred a second whatever the
 /// request rate, and off the request's thread. A line waits at most [`BATCH_DELAY`]; a
 /// `warn` or `error` line is written at once with everything before it, in order.
 /// [`flush`] at exit and in the panic hook, so no line is lost but to `kill -9` (the last
-/// 2 ms of `info` lines). Not for Lambda, which freezes the process as soon as it has
+/// 10 ms of `info` lines). Not for Lambda, which freezes the process as soon as it has
 /// answered.
 #[derive(Clone, Copy)]
 pub struct Batched;
@@ -821,9 +827,11 @@ impl Sink {
         drop(waiting);
         // Nowhere to report a failed write to stderr.
         let _ = std::io::stderr().write_all(&out);
+        // A buffer grows with the traffic and gives its pages back when it slows down.
+        let room = (2 * out.len()).max(BATCH_ROOM);
         out.clear();
-        if out.capacity() > 4 * BATCH_BYTES {
-            out.shrink_to(BATCH_BYTES);
+        if out.capacity() > 2 * room {
+            out.shrink_to(room);
         }
     }
 
@@ -851,11 +859,11 @@ impl Batched {
         }
         let sink: &'static Sink = Box::leak(Box::new(Sink {
             waiting: Mutex::new(Waiting {
-                lines: Vec::with_capacity(BATCH_BYTES),
+                lines: Vec::with_capacity(BATCH_ROOM),
                 parked: false,
             }),
             wake: Condvar::new(),
-            out: Mutex::new(Vec::with_capacity(BATCH_BYTES)),
+            out: Mutex::new(Vec::with_capacity(BATCH_ROOM)),
         }));
         let spawned = std::thread::Builder::new()
             .name("log-writer".into())
