@@ -838,9 +838,27 @@ impl Sink {
     fn run(&self) {
         loop {
             let mut waiting = lock(&self.waiting);
+            let mut quiet = false;
             while waiting.lines.is_empty() {
                 waiting.parked = true;
-                waiting = self.wake.wait(waiting).unwrap_or_else(|p| p.into_inner());
+                if quiet {
+                    waiting = self.wake.wait(waiting).unwrap_or_else(|p| p.into_inner());
+                    continue;
+                }
+                let (w, wait) = self
+                    .wake
+                    .wait_timeout(waiting, BATCH_DELAY)
+                    .unwrap_or_else(|p| p.into_inner());
+                waiting = w;
+                if wait.timed_out() && waiting.lines.is_empty() {
+                    // No line for a batch's delay: the traffic stopped, and both buffers
+                    // (the other is empty between batches) give back what it made them.
+                    // Not on a moment's emptiness between batches: under load they would
+                    // shrink and regrow every batch.
+                    quiet = true;
+                    waiting.lines.shrink_to(BATCH_ROOM);
+                    lock(&self.out).shrink_to(BATCH_ROOM);
+                }
             }
             waiting.parked = false;
             drop(waiting);

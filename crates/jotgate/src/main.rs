@@ -369,33 +369,47 @@ async fn run(cli: Cli, remote_issuer: bool) -> anyhow::Result<Option<String>> {
     }))
 }
 
-/// glibc gives every thread that allocates its own malloc arena, up to 8 per core, and each
-/// arena keeps its freed pages: measured here as ~0.8 MiB of a verifying server's resident
-/// memory after a burst of requests (docs/benchmarks.md). Its per-thread cache already
-/// serves most small allocations without the arena's lock, so one arena per core costs no
-/// measurable throughput (same A/B, 2 cores). `GLIBC_TUNABLES=glibc.malloc.arena_max=N` or
-/// `MALLOC_ARENA_MAX` still decide when set. Called before any other thread starts.
+/// Two glibc malloc settings, for a server's resident memory (docs/benchmarks.md), each
+/// left to `GLIBC_TUNABLES` (or glibc's older `MALLOC_*_` variables) when that sets it.
+/// Called before any other thread starts.
+///
+/// - Arenas: glibc gives every thread that allocates its own, up to 8 per core, and each
+///   keeps its freed pages: ~0.8 MiB after a burst of requests. Its per-thread cache
+///   serves most small allocations without an arena's lock, so one arena per core cost no
+///   measurable throughput (A/B, 2 cores).
+/// - The mmap threshold, fixed at glibc's initial 128 KiB: an allocation that large is
+///   mapped on its own and unmapped when freed. glibc otherwise raises the threshold to
+///   the size of the largest mapped block freed, and later blocks that size (the log
+///   writer's batches after a burst) come from an arena, which keeps their pages.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn bound_malloc_arenas() {
-    let tuned = std::env::var_os("MALLOC_ARENA_MAX").is_some()
-        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
-    if tuned {
-        return;
-    }
+fn tune_malloc() {
+    let tunables = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
+    let tuned = |name: &str, old: &str| {
+        std::env::var_os(old).is_some()
+            || tunables
+                .as_encoded_bytes()
+                .windows(name.len())
+                .any(|w| w == name.as_bytes())
+    };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
-    // SAFETY: mallopt only sets a malloc parameter; with M_ARENA_MAX it bounds arenas made
-    // later and leaves existing allocations alone.
+    // SAFETY: mallopt only sets malloc parameters, for allocations made later; existing
+    // ones are left alone.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, arenas);
+        if !tuned("arena_max", "MALLOC_ARENA_MAX") {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+        if !tuned("mmap_threshold", "MALLOC_MMAP_THRESHOLD_") {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn bound_malloc_arenas() {}
+fn tune_malloc() {}
 
 fn main() -> ExitCode {
-    bound_malloc_arenas();
+    tune_malloc();
     // Lambda starts the bootstrap without arguments.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
