@@ -554,8 +554,10 @@ pub fn router(
     // Built once, on the first request for it: the document changes only with the issuer,
     // and building it peaks at ~4 MB of heap that a server never asked for it should not keep
     // (freed, but fragmented in the start-up thread's arena).
-    let issuer = state.0.cfg.policy.issuer.clone();
-    let api_doc = Arc::new(std::sync::OnceLock::<axum::body::Bytes>::new());
+    let api_doc = Arc::new((
+        state.0.cfg.policy.issuer.clone(),
+        std::sync::OnceLock::<axum::body::Bytes>::new(),
+    ));
     let router = Router::new()
         .route("/signup", post(routes::signup))
         .route("/login", post(routes::login))
@@ -623,9 +625,8 @@ pub fn router(
         .route(
             "/openapi.json",
             get(move || {
-                let doc = api_doc
-                    .get_or_init(|| openapi::document(&issuer).into())
-                    .clone();
+                let (issuer, doc) = &*api_doc;
+                let doc = doc.get_or_init(|| openapi::document(issuer).into()).clone();
                 async move {
                     (
                         [

@@ -90,6 +90,8 @@ const NOT_HOP_BY_HOP: &[&str] = &[
     "x-access-token",
     "forwarded",
     "x-real-ip",
+    // Set by the gateway's frame for the upstream (`Framed::forwarding`).
+    "x-request-id",
 ];
 
 fn header_name(field: &str, v: &str) -> Result<HeaderName, ConfigError> {

@@ -170,7 +170,10 @@ where
             method: req.method().clone(),
             uri: req.uri().clone(),
             id,
-            peer: self.peer,
+            // A frame inside another (a library user's) keeps the outer one's peer.
+            peer: self
+                .peer
+                .or_else(|| RequestContext::with_current(RequestContext::peer).flatten()),
             outer: UNDER_SPANS
                 .load(Ordering::Relaxed)
                 .then(|| tracing::Span::current().id())
@@ -741,6 +744,22 @@ mod tests {
             (answered, sent, peer)
         };
         let peer: SocketAddr = "192.0.2.7:4242".parse().expect("address");
+        // A frame inside another keeps the outer one's peer.
+        let nested = wrap(wrap(seen.clone(), None), None).for_peer(peer);
+        let req = axum::http::Request::get("/")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let body = axum::body::to_bytes(
+            nested.oneshot(req).await.expect("infallible").into_body(),
+            1 << 10,
+        )
+        .await
+        .expect("body");
+        assert!(
+            body.ends_with(br#""192.0.2.7:4242"]"#),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
         let plain = wrap(seen.clone(), None).for_peer(peer);
         let proxy = wrap(seen, None).forwarding();
 

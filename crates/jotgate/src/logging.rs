@@ -916,6 +916,8 @@ fn emit(line: &[u8], urgent: bool) {
 pub fn flush() {
     if let Some(sink) = SINK.get() {
         sink.write(lock(&sink.waiting));
+        // And the batch the writer's thread may be writing: it holds `out` until written.
+        drop(lock(&sink.out));
     }
 }
 

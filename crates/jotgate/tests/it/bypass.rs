@@ -648,6 +648,13 @@ async fn the_gateway_refuses_framing_an_upstream_could_read_differently() {
             400,
         ),
         (
+            "Connection naming x-request-id (which the gateway sets for the upstream)",
+            format!(
+                "GET /orders/7 HTTP/1.1\r\nHost: {{HOST}}\r\n{auth}Connection: close, X-Request-Id\r\n\r\n"
+            ),
+            400,
+        ),
+        (
             "Connection naming X-Forwarded-For",
             format!(
                 "GET /orders/7 HTTP/1.1\r\nHost: {{HOST}}\r\n{auth}Connection: close, x_forwarded_for\r\n\r\n"

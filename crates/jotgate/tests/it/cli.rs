@@ -118,7 +118,16 @@ impl Served {
     }
 
     /// Stop the server; everything it logged, start-up included.
+    /// Stop the server as an operator does (SIGTERM: drain, write the last log lines) and
+    /// return its log. (`kill -9` loses the log's last batch, about 10 ms of lines.)
     pub fn stop_and_log(&mut self) -> String {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let mut all = self.startup_log.clone();
