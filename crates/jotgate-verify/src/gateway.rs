@@ -401,9 +401,14 @@ async fn proxy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         (None, None, None)
     };
     strip_hop_by_hop(h);
+    // Also any other spelling of the request id the frame set (`x_request_id`), which an
+    // upstream that folds `_` into `-` (CGI, WSGI) would read as it.
     let remove: Vec<HeaderName> = h
         .keys()
-        .filter(|k| gw.is_ours(&fold(k.as_str())))
+        .filter(|k| {
+            let folded = fold(k.as_str());
+            gw.is_ours(&folded) || (folded == "x-request-id" && k.as_str() != folded)
+        })
         .cloned()
         .collect();
     for k in remove {

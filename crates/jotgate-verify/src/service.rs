@@ -434,11 +434,23 @@ const FRAME_HEADERS: usize = 12;
 /// The socket peer of a request: axum's `ConnectInfo` in its `extensions` (a router served
 /// with `into_make_service_with_connect_info`), else the one in the [`RequestContext`] of
 /// the request being served (a frame made [`for_peer`](Framed::for_peer)).
+///
+/// Asked outside any request's context (a task spawned without [`RequestContext::carry`]),
+/// it has no address and says so once in the log: per-address limits would go unapplied.
 pub fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
-    extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .or_else(|| RequestContext::with_current(RequestContext::peer).flatten())
+    if let Some(c) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(c.0);
+    }
+    RequestContext::with_current(RequestContext::peer).unwrap_or_else(|| {
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !SAID.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a client address was asked for outside a request's context (a task spawned \
+                 without RequestContext::carry?): no address"
+            );
+        }
+        None
+    })
 }
 
 /// A 200 `application/json` answer of `json` (a JSON text), whose header map has room for

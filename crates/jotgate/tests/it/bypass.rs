@@ -494,7 +494,7 @@ async fn the_gateway_sets_identity_and_forwarding_headers_itself() {
              X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Server: evil\r\n\
              X-Forwarded-User: admin\r\nX-Auth-Request-Email: root@example.com\r\n\
              Remote-User: admin\r\nCF-Connecting-IP: 1.2.3.4\r\nX-Forwarded-Scheme: https\r\n\
-             Connection: close\r\n\r\n"
+             X_Request_Id: forged-1\r\nConnection: close\r\n\r\n"
         ),
     )
     .await;
@@ -517,9 +517,15 @@ async fn the_gateway_sets_identity_and_forwarding_headers_itself() {
         "remote-user",
         "cf-connecting-ip",
         "x-forwarded-scheme",
+        "x_request_id",
     ] {
         assert!(h.get(k).is_none(), "{k} reached the upstream: {h}");
     }
+    let id = h["x-request-id"].as_str().unwrap_or_default();
+    assert!(
+        !id.is_empty() && id != "forged-1",
+        "the gateway's own id: {h}"
+    );
     assert_eq!(
         h["x-forwarded-for"], "127.0.0.1",
         "replaced: the peer is not trusted"
