@@ -773,10 +773,10 @@ const BATCH_ROOM: usize = 16 * 1024;
 
 /// The log writer of `serve` and `gateway`: one `write(2)` per batch of lines instead of
 /// one per line, so the log's system calls stay a few hundred a second whatever the
-/// request rate, and off the request's thread. A line waits at most [`BATCH_DELAY`]; a
-/// `warn` or `error` line is written at once with everything before it, in order.
-/// [`flush`] at exit and in the panic hook, so no line is lost but to `kill -9` (the last
-/// 10 ms of `info` lines). Not for Lambda, which freezes the process as soon as it has
+/// request rate, and off the request's thread. A line waits about [`BATCH_DELAY`] (plus
+/// the write of the batch before it); a `warn` or `error` line is written at once with
+/// everything before it, in order. [`flush`] at exit and in the panic hook, so no line is
+/// lost but to `kill -9` (the last batch of `info` lines). Not for Lambda, which freezes the process as soon as it has
 /// answered.
 #[derive(Clone, Copy)]
 pub struct Batched;
