@@ -79,7 +79,10 @@ pub fn bearer_bytes(headers: &HeaderMap) -> Option<&[u8]> {
 
 /// The value of header `name` when it comes at most once: `Some(None)` when absent, `None`
 /// when it comes twice or more.
-fn only_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Option<&'a HeaderValue>> {
+pub(crate) fn only_value<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Option<Option<&'a HeaderValue>> {
     let mut values = headers.get_all(name).iter();
     let first = values.next();
     values.next().is_none().then_some(first)

@@ -84,6 +84,24 @@ mod tests {
     #[derive(Clone, Default)]
     struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
+    impl Captured {
+        /// What was written, as text.
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+
+        /// A subscriber writing here as `serve` writes text lines ([`TextLines`]).
+        fn text_lines(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+            let writer = self.clone();
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .fmt_fields(super::PlainFields)
+                .event_format(super::TextLines)
+                .with_writer(move || writer.clone())
+                .finish()
+        }
+    }
+
     impl std::io::Write for Captured {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(b);
@@ -108,7 +126,7 @@ mod tests {
             let _in = span.enter();
             tracing::warn!(error = %"x\u{85}y\x1b[31m", name = "q\"n", n = 7, "said");
         });
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         assert_eq!(text.lines().count(), 1, "{text:?}");
         assert!(
             text.contains(r#"request{path=/a\nINFO forged}: "#),
@@ -125,7 +143,7 @@ mod tests {
     /// `RequestContext` for ours.
     fn text_both(event: impl Fn() + Clone) -> (String, String) {
         let (theirs, ours) = (Captured::default(), Captured::default());
-        let (t, o) = (theirs.clone(), ours.clone());
+        let t = theirs.clone();
         let stock = tracing_subscriber::fmt()
             .with_ansi(false)
             .without_time()
@@ -143,15 +161,10 @@ mod tests {
             );
             span.in_scope(ev);
         });
-        let mine = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .fmt_fields(super::PlainFields)
-            .event_format(super::TextLines)
-            .with_writer(move || o.clone())
-            .finish();
+        let mine = ours.text_lines();
         tracing::subscriber::with_default(mine, || request().sync_scope(event));
-        let theirs = String::from_utf8(theirs.0.lock().unwrap().clone()).unwrap();
-        let ours = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
+        let theirs = theirs.text();
+        let ours = ours.text();
         // Ours: `2026-12-03T07:04:27.123456Z  INFO …`; theirs without time: ` INFO …`.
         let (time, rest) = ours.split_once(' ').unwrap();
         assert_eq!(time.len(), 27, "{ours:?}");
@@ -191,7 +204,7 @@ mod tests {
     #[test]
     fn text_lines_put_the_request_inside_the_span_it_began_in() {
         let (theirs, ours) = (Captured::default(), Captured::default());
-        let (t, o) = (theirs.clone(), ours.clone());
+        let t = theirs.clone();
         let stock = tracing_subscriber::fmt()
             .with_ansi(false)
             .without_time()
@@ -209,12 +222,7 @@ mod tests {
             );
             span.in_scope(|| tracing::warn!("slow"));
         });
-        let mine = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .fmt_fields(super::PlainFields)
-            .event_format(super::TextLines)
-            .with_writer(move || o.clone())
-            .finish();
+        let mine = ours.text_lines();
         tracing::subscriber::with_default(mine, || {
             let invoke = tracing::info_span!("Lambda runtime invoke", requestId = "r-1");
             let _invoke = invoke.enter();
@@ -222,8 +230,8 @@ mod tests {
                 .inside(tracing::Span::current().id())
                 .sync_scope(|| tracing::warn!("slow"));
         });
-        let theirs = String::from_utf8(theirs.0.lock().unwrap().clone()).unwrap();
-        let ours = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
+        let theirs = theirs.text();
+        let ours = ours.text();
         let (_, ours) = ours.split_once(' ').unwrap();
         assert_eq!(theirs, ours);
         assert!(
@@ -236,17 +244,11 @@ mod tests {
     fn text_lines_name_a_log_records_own_target() {
         let _ = tracing_log::LogTracer::init();
         let out = Captured::default();
-        let writer = out.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .fmt_fields(super::PlainFields)
-            .event_format(super::TextLines)
-            .with_writer(move || writer.clone())
-            .finish();
+        let sub = out.text_lines();
         tracing::subscriber::with_default(sub, || {
             log::warn!(target: "tokio_postgres::connection", "NOTICE: relation exists");
         });
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         assert!(
             text.contains(" WARN tokio_postgres::connection: NOTICE: relation exists"),
             "{text:?}"
@@ -257,20 +259,14 @@ mod tests {
     fn the_hand_written_access_line_is_the_one_text_lines_writes() {
         use jotgate_verify::service::AccessLine;
         let out = Captured::default();
-        let writer = out.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .fmt_fields(super::PlainFields)
-            .event_format(super::TextLines)
-            .with_writer(move || writer.clone())
-            .finish();
+        let sub = out.text_lines();
         let r = request();
         tracing::subscriber::with_default(sub, || {
             r.clone().sync_scope(|| {
                 tracing::info!(target: "access", status = 401u16, latency_us = 12_345u64, "answered")
             })
         });
-        let traced = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let traced = out.text();
         let mut ours = String::new();
         super::access_text(
             &mut ours,
@@ -337,8 +333,8 @@ mod tests {
                     event();
                 }
             });
-            let theirs = String::from_utf8(theirs.0.lock().unwrap().clone()).unwrap();
-            let ours = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
+            let theirs = theirs.text();
+            let ours = ours.text();
             assert_eq!(ours.lines().count(), 1, "{ours}");
             assert_eq!(json(&theirs), json(&ours), "{theirs}\n{ours}");
             let want = if with_request { "abc-1" } else { "" };

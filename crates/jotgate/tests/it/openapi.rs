@@ -298,3 +298,26 @@ async fn a_login_name_with_a_control_character_is_a_400_on_every_backend() {
         }
     }
 }
+
+/// The document is built on its first request: requests that race for it while it is
+/// built all get it, the same bytes, and the ones after get those bytes too.
+#[tokio::test]
+async fn the_document_built_on_first_request_is_one_for_every_racing_request() {
+    let app = TestApp::start().await;
+    let fetch = |client: reqwest::Client, url: String| async move {
+        let res = client.get(url).send().await.expect("request");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["cache-control"], "public, max-age=300");
+        res.bytes().await.expect("body")
+    };
+    let url = app.url("/openapi.json");
+    let racing = futures_util::future::join_all(
+        (0..16).map(|_| tokio::spawn(fetch(app.client.clone(), url.clone()))),
+    )
+    .await;
+    let bodies: Vec<_> = racing.into_iter().map(|r| r.expect("task")).collect();
+    assert!(bodies.iter().all(|b| *b == bodies[0]));
+    let doc: Value = serde_json::from_slice(&bodies[0]).expect("JSON");
+    assert!(doc["paths"]["/private"].is_object(), "{doc}");
+    assert_eq!(fetch(app.client.clone(), url).await, bodies[0]);
+}
